@@ -1,0 +1,129 @@
+// Shared-memory layout of a queue's body (after the common SegmentHeader and endpoint
+// table). Not API: the queue implementation and the inspector read it.
+//
+// Body:
+//   [0, sizeof(QueueControl))        QueueControl: geometry, endpoint counts, end of stream
+//   [ring_offset, + sizeof(RingIndices))   RingIndices: head, tail, sleeper flags, futex words
+//   SPSC: [data_offset, + capacity)  byte ring of records (RecordHeader + payload, 8-aligned)
+//   MPMC: [cells_offset, + cell_count * sizeof(Cell))  per-cell sequence words
+//         [data_offset, + cell_count * cell_stride)    per-cell payload
+//
+// SPSC invariants and ordering pairs (see spsc_ring.hpp for the code that relies on them):
+//   S1  tail is written only by the producer, head only by the consumer; both are byte
+//       positions that only grow (64-bit, never wrap in practice).
+//   S2  0 <= tail - head <= capacity; bytes in [head, tail) are published records.
+//   S3  a record never straddles the end of the ring: a producer that would straddle first
+//       writes a padding record (kRecordPad) to the end, published with the same tail store.
+//   SP1 producer release-stores tail -> consumer acquire-loads tail: the records are written.
+//   SP2 consumer release-stores head -> producer acquire-loads head: the bytes are free.
+//
+// MPMC invariants (Vyukov-style bounded queue with per-cell sequence numbers):
+//   M1  cell i serves positions p with p % cell_count == i. seq == p: free for the producer
+//       of position p; seq == p + 1: committed message at p; seq == p + cell_count: freed by
+//       the consumer of p, free for position p + cell_count. kCellAbandoned may be or-ed into
+//       a committed value: the message is to be skipped (its producer died or gave it up).
+//   M2  tail and head only move by CAS, one position at a time.
+//   M3  an endpoint stores the position it is about to claim in its EndpointRecord::intent
+//       before the CAS on tail/head and keeps it until the cell is committed/freed: a cell
+//       claimed but never finished whose position is no live endpoint's intent belongs to a
+//       dead process, and may be recovered by anyone (abandoned, or freed).
+//   MP1 producer release-stores seq = p + 1 -> consumer acquire-loads seq: payload written.
+//   MP2 consumer release-stores seq = p + N -> producer acquire-loads seq: payload read.
+//   MP3 CAS on tail/head (acq_rel, all RMW: one release sequence) -> recoverer acquire-loads
+//       tail/head: the claimant's intent store is visible.
+//
+// Sleep/wake (both kinds): a sleeper announces itself in *_waiting, heavy_fence(), re-checks,
+// then futex-waits on the *_seq word; a waker publishes, light_fence(), and only if
+// *_waiting is non-zero bumps *_seq and calls futex_wake (see wait.hpp).
+#pragma once
+
+#include <shmpipe/detail/segment.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shmpipe::detail {
+
+inline constexpr std::uint32_t kQueueFlagOneProducer = 1u << 0;
+inline constexpr std::uint32_t kQueueFlagOneConsumer = 1u << 1;
+
+inline constexpr std::uint32_t kRecordPad = 1u << 0;  // SPSC padding record: skip to the ring start
+inline constexpr std::uint64_t kCellAbandoned = std::uint64_t{1} << 63;
+inline constexpr std::uint64_t kNoIntent = ~std::uint64_t{0};
+
+struct RecordHeader {  // SPSC: precedes every payload, 8-byte aligned
+    std::uint32_t length;  // payload bytes (padding records: bytes to skip after the header)
+    std::uint32_t flags;   // kRecordPad
+};
+static_assert(sizeof(RecordHeader) == 8);
+
+struct alignas(kCacheLine) QueueControl {
+    // Geometry: written by the creator, validated by every opener against the body size.
+    std::uint64_t capacity;         // SPSC: ring bytes (power of two); MPMC: cell_count * cell_stride
+    std::uint64_t max_message;      // largest payload accepted
+    std::uint64_t ring_offset;      // RingIndices, from the body start
+    std::uint64_t data_offset;      // from the body start
+    std::uint64_t cells_offset;     // MPMC only
+    std::uint64_t cell_count;       // MPMC only (power of two)
+    std::uint64_t cell_stride;      // MPMC only (multiple of 64, >= max_message)
+    std::uint32_t flags;            // kQueueFlag*
+    std::uint32_t expected_producers;
+
+    // Endpoint accounting, on its own line. Counters only grow.
+    alignas(kCacheLine) std::atomic<std::uint32_t> producers_attached;  // ever attached
+    std::atomic<std::uint32_t> producers_closed;    // closed cleanly
+    std::atomic<std::uint32_t> producers_dead;      // found dead without closing (reaped)
+    std::atomic<std::uint32_t> consumers_attached;
+    std::atomic<std::uint32_t> consumers_closed;
+    std::atomic<std::uint32_t> consumers_dead;
+    std::atomic<std::uint32_t> live_producers;      // attached and not closed/dead (limit check)
+    std::atomic<std::uint32_t> live_consumers;
+    std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
+    std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
+    std::atomic<std::uint64_t> messages_lost;       // MPMC cells freed after a consumer died
+};
+
+struct RingIndices {
+    alignas(kCacheLine) std::atomic<std::uint64_t> tail;   // S1/M2
+    std::atomic<std::uint64_t> tail_count;  // SPSC: messages published (with tail, relaxed)
+    std::atomic<std::uint64_t> tail_bytes;  // SPSC: payload bytes published
+    alignas(kCacheLine) std::atomic<std::uint64_t> head;   // S1/M2
+    std::atomic<std::uint64_t> head_count;  // SPSC: messages consumed
+    std::atomic<std::uint64_t> head_bytes;  // SPSC: payload bytes consumed
+    alignas(kCacheLine) std::atomic<std::uint32_t> consumers_waiting;  // sleepers on data_seq
+    std::atomic<std::uint32_t> data_seq;                               // futex: data or state changed
+    alignas(kCacheLine) std::atomic<std::uint32_t> producers_waiting;  // sleepers on space_seq
+    std::atomic<std::uint32_t> space_seq;                              // futex: space or state changed
+    std::uint8_t pad[kCacheLine - 8];
+};
+static_assert(offsetof(RingIndices, head) - offsetof(RingIndices, tail) >= kCacheLine);
+static_assert(offsetof(RingIndices, consumers_waiting) - offsetof(RingIndices, head) >= kCacheLine);
+
+struct Cell {  // MPMC
+    std::atomic<std::uint64_t> seq;  // M1
+    std::uint32_t length;            // payload bytes, written before seq = p + 1
+    std::uint32_t producer;          // endpoint index of the producer (informational)
+};
+static_assert(sizeof(Cell) == 16);
+
+// Validated views of a queue body. `validate` returns nullptr on success, else the reason.
+const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;
+
+inline const QueueControl& queue_control(const std::byte* body) noexcept {
+    return *reinterpret_cast<const QueueControl*>(body);
+}
+inline QueueControl& queue_control(std::byte* body) noexcept { return *reinterpret_cast<QueueControl*>(body); }
+inline RingIndices& ring_indices(std::byte* body) noexcept {
+    return *reinterpret_cast<RingIndices*>(body + queue_control(body).ring_offset);
+}
+inline const RingIndices& ring_indices(const std::byte* body) noexcept {
+    return *reinterpret_cast<const RingIndices*>(body + queue_control(body).ring_offset);
+}
+
+// Depth for the inspector: SPSC tail_count - head_count (messages) and tail - head (ring
+// bytes, including record headers); MPMC tail - head (messages). Message and byte totals
+// in/out: SPSC from tail_/head_count and _bytes; MPMC from the endpoint records' counters
+// (published in batches, so they trail by at most a batch).
+
+}  // namespace shmpipe::detail

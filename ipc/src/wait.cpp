@@ -1,0 +1,93 @@
+#include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/detail/wait.hpp>
+
+#include <cerrno>
+#include <climits>
+#include <ctime>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace shmpipe::detail {
+
+std::atomic<bool> g_light_fence_ok{false};
+
+namespace {
+
+std::atomic<int> g_registered_pid{0};
+std::atomic<bool> g_membarrier_broken{false};
+
+long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0u, 0); }
+
+}  // namespace
+
+void register_process_for_fences() noexcept {
+    const int pid = static_cast<int>(::getpid());
+    if (g_registered_pid.load(std::memory_order_acquire) == pid) return;
+    // A forked child must register again before it may skip fences.
+    g_light_fence_ok.store(false, std::memory_order_seq_cst);
+    const long supported = membarrier(MEMBARRIER_CMD_QUERY);
+    const bool ok = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
+                    (supported & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0 &&
+                    membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    if (!ok) g_membarrier_broken.store(true, std::memory_order_relaxed);
+    g_light_fence_ok.store(ok, std::memory_order_seq_cst);
+    g_registered_pid.store(pid, std::memory_order_release);
+}
+
+void heavy_fence() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (g_membarrier_broken.load(std::memory_order_relaxed)) return;
+    if (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0) {
+        // Wakers in this process fence for real from now on; the bounded sleep covers the rest.
+        g_membarrier_broken.store(true, std::memory_order_relaxed);
+        g_light_fence_ok.store(false, std::memory_order_seq_cst);
+    }
+}
+
+int futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept {
+    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+    timespec ts{};
+    timespec* tsp = nullptr;
+    if (deadline_ns != 0) {
+        ts.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000u);
+        ts.tv_nsec = static_cast<long>(deadline_ns % 1'000'000'000u);
+        tsp = &ts;
+    }
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline; no PRIVATE flag: the
+    // word lives in memory shared between processes.
+    const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET,
+                              expected, tsp, nullptr, FUTEX_BITSET_MATCH_ANY);
+    if (rc == 0) return 0;
+    if (errno == EAGAIN) return 0;
+    return errno;
+}
+
+int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
+    const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count,
+                              nullptr, nullptr, 0);
+    return rc < 0 ? 0 : static_cast<int>(rc);
+}
+
+bool SpinWait::spin() noexcept {
+    constexpr std::uint32_t kPauseOnly = 64;
+    if (iterations_ < kPauseOnly) {
+        ++iterations_;
+        cpu_relax();
+        return true;
+    }
+    const std::uint64_t now = monotonic_ns();
+    if (started_ns_ == 0) started_ns_ = now;
+    if (now - started_ns_ >= kSpinBeforeSleepNs) return false;
+    ++iterations_;
+    if ((iterations_ & 3u) == 0) {
+        ::sched_yield();  // let a peer that shares our core run
+    } else {
+        for (int i = 0; i < 16; ++i) cpu_relax();
+    }
+    return true;
+}
+
+}  // namespace shmpipe::detail
