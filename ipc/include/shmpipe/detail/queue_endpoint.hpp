@@ -1,0 +1,309 @@
+// Non-template cores of Producer<T> and Consumer<T>: the ring hot paths (inline, no system
+// call, no shared write beyond the ring indices) and the slow paths (blocking, end of
+// stream, death detection and recovery; in queue.cpp). Invariants and ordering pairs are
+// numbered in queue_layout.hpp (S*, SP*, M*, MP*); each atomic access names the one it uses.
+#pragma once
+
+#include <shmpipe/detail/queue_layout.hpp>
+#include <shmpipe/detail/segment.hpp>
+#include <shmpipe/detail/wait.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace shmpipe::detail {
+
+enum class PeekResult { ok, timeout, end };
+
+inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
+
+class EndpointCore {
+public:
+    EndpointCore(const EndpointCore&) = delete;
+    EndpointCore& operator=(const EndpointCore&) = delete;
+
+    const std::string& name() const noexcept { return segment_.name(); }
+    std::size_t max_message() const noexcept { return static_cast<std::size_t>(max_message_); }
+    bool spsc() const noexcept { return spsc_; }
+
+protected:
+    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, std::uint32_t type_size);
+    ~EndpointCore() = default;
+
+    bool broken() const noexcept {
+        return (segment_.header().state.load(std::memory_order_acquire) & kStateBroken) != 0;
+    }
+    void publish_stats() noexcept;  // copies local counters into our endpoint record
+    [[noreturn]] void throw_state(std::string_view verb) const;  // broken / closed
+    // Sleeps on word (== expected) until woken, deadline_ns, or 100 ms; keeps the inspector's counts.
+    void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept;
+    // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
+    std::uint32_t reap_dead(EndpointRole role) noexcept;
+    bool live_intent(EndpointRole role, std::uint64_t pos) const noexcept;
+    bool owned_by_this_process() const noexcept;
+
+    Segment segment_;
+    QueueControl* ctl_ = nullptr;
+    RingIndices* ring_ = nullptr;
+    std::byte* data_ = nullptr;
+    Cell* cells_ = nullptr;
+    std::uint64_t capacity_ = 0, mask_ = 0, max_message_ = 0;
+    std::uint64_t cell_count_ = 0, cell_mask_ = 0, cell_stride_ = 0;
+    bool spsc_ = false;
+    bool closed_ = false;
+    std::uint32_t index_ = 0;  // our endpoint record
+    EndpointRecord* record_ = nullptr;
+    std::uint32_t owner_pid_ = 0;  // the attaching process: a forked copy of the handle stays passive
+    std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
+};
+
+class ProducerCore : public EndpointCore {
+public:
+    ProducerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size);
+    ~ProducerCore() { close(); }
+
+    // Throws Error(message_too_large) naming the queue when n can never fit.
+    void check_size(std::size_t n) const {
+        if (n > max_message_) throw_too_large(n);
+    }
+
+    // Room for an n-byte message (n <= max_message), or nullptr when the queue is full.
+    // The space is ours until commit() or abandon().
+    std::byte* try_reserve(std::size_t n) noexcept {
+        return spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+    }
+    // Blocking reserve: nullptr only at deadline_ns (0 = none). Throws message_too_large,
+    // closed, broken, consumer_died.
+    std::byte* reserve(std::size_t n, std::uint64_t deadline_ns);
+    // Publishes the reserved message with its first n bytes.
+    void commit(std::size_t n) noexcept {
+        if (spsc_) {
+            spsc_commit(n);
+        } else {
+            mpmc_commit(n);
+        }
+    }
+    // Gives the reservation up: SPSC publishes nothing; MPMC marks the claimed cell skipped.
+    void abandon() noexcept;
+    // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
+    void close() noexcept;
+
+private:
+    [[noreturn]] void throw_too_large(std::size_t n) const;
+    void wake_consumers() noexcept;
+    void recover_full() noexcept;  // MPMC: free a cell a dead consumer took and never released
+    void count(std::size_t n) noexcept {
+        ++messages_;
+        bytes_ += n;
+        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
+    }
+    void after_publish() noexcept {
+        light_fence();  // the waker's half of the Dekker pair (wait.hpp)
+        if (ring_->consumers_waiting.load(std::memory_order_relaxed) != 0) wake_consumers();
+    }
+
+    std::byte* spsc_try_reserve(std::size_t n) noexcept {
+        const std::uint64_t need = sizeof(RecordHeader) + align8(n);
+        std::uint64_t pos = tail_;  // S1: only we write tail
+        std::uint64_t off = pos & mask_;
+        const std::uint64_t contiguous = capacity_ - off;
+        const std::uint64_t total = need <= contiguous ? need : contiguous + need;  // S3
+        if (pos + total - cached_head_ > capacity_) {
+            cached_head_ = ring_->head.load(std::memory_order_acquire);  // SP2
+            if (pos + total - cached_head_ > capacity_) return nullptr;   // full is a result
+        }
+        if (need > contiguous) {
+            // S3: pad to the end; published together with the message by one tail store.
+            const RecordHeader pad{static_cast<std::uint32_t>(contiguous - sizeof(RecordHeader)), kRecordPad};
+            std::memcpy(data_ + off, &pad, sizeof pad);
+            pos += contiguous;
+            off = 0;
+        }
+        reserved_pos_ = pos;
+        return data_ + off + sizeof(RecordHeader);
+    }
+    void spsc_commit(std::size_t n) noexcept {
+        const RecordHeader h{static_cast<std::uint32_t>(n), 0};
+        std::memcpy(data_ + (reserved_pos_ & mask_), &h, sizeof h);
+        tail_ = reserved_pos_ + sizeof(RecordHeader) + align8(n);
+        ++ring_count_;
+        ring_bytes_ += n;
+        // Statistics ride on the tail's cache line; relaxed: the tail store below orders them.
+        ring_->tail_count.store(ring_count_, std::memory_order_relaxed);
+        ring_->tail_bytes.store(ring_bytes_, std::memory_order_relaxed);
+        ring_->tail.store(tail_, std::memory_order_release);  // SP1: publish
+        count(n);
+        after_publish();
+    }
+    std::byte* mpmc_try_reserve() noexcept {
+        std::uint64_t pos = ring_->tail.load(std::memory_order_relaxed);  // M2: validated by the CAS
+        for (;;) {
+            Cell& c = cells_[pos & cell_mask_];
+            const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP2: the consumer is done with it
+            const auto diff = static_cast<std::int64_t>(seq - pos);
+            if (diff == 0) {
+                record_->intent.store(pos, std::memory_order_relaxed);  // M3, published by the CAS (MP3)
+                if (ring_->tail.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel,
+                                                      std::memory_order_relaxed)) {
+                    claimed_ = pos;
+                    return data_ + (pos & cell_mask_) * cell_stride_;
+                }
+            } else if (diff < 0) {
+                // The cell still holds the previous lap: full. Drop the intent (M3) so a
+                // recoverer never waits on a claim we did not make.
+                record_->intent.store(kNoIntent, std::memory_order_relaxed);
+                return nullptr;
+            } else {
+                pos = ring_->tail.load(std::memory_order_relaxed);  // another producer moved on
+            }
+        }
+    }
+    void mpmc_commit(std::size_t n) noexcept {
+        Cell& c = cells_[claimed_ & cell_mask_];
+        c.length = static_cast<std::uint32_t>(n);
+        c.producer = index_;
+        c.seq.store(claimed_ + 1, std::memory_order_release);  // MP1: publish
+        count(n);
+        after_publish();
+    }
+
+    std::uint64_t tail_ = 0;         // SPSC: our tail (S1)
+    std::uint64_t cached_head_ = 0;  // SPSC: last head we saw (SP2)
+    std::uint64_t reserved_pos_ = 0;
+    std::uint64_t ring_count_ = 0, ring_bytes_ = 0;  // SPSC: tail_count / tail_bytes we own
+    std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
+    std::uint64_t full_since_ns_ = 0;
+};
+
+class ConsumerCore : public EndpointCore {
+public:
+    ConsumerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size);
+    ~ConsumerCore() { close(); }
+
+    // The next message in place, or false when none is waiting now. Throws Error(corrupt)
+    // when the ring holds a record that cannot be valid (shared memory is untrusted).
+    bool try_peek(std::span<const std::byte>& out) {
+        return spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+    }
+    // Blocking peek: ok, timeout (deadline_ns reached; 0 = none) or end of stream. Throws
+    // producer_died (once per dead producer, after draining), broken, corrupt.
+    PeekResult peek(std::span<const std::byte>& out, std::uint64_t deadline_ns);
+    // Consumes the message returned by the last successful peek.
+    void release() noexcept {
+        if (spsc_) {
+            spsc_release();
+        } else {
+            mpmc_release();
+        }
+    }
+    bool ended() const noexcept { return ended_; }
+    void close() noexcept;
+
+private:
+    [[noreturn]] void corrupt(const char* why);
+    void wake_producers() noexcept;
+    bool recover_stuck_head() noexcept;  // MPMC: skip a cell whose (dead) producer never committed
+    bool end_of_stream();                // empty now: at the end? throws producer_died
+    void count(std::size_t n) noexcept {
+        ++messages_;
+        bytes_ += n;
+        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
+    }
+    void after_release() noexcept {
+        light_fence();
+        if (ring_->producers_waiting.load(std::memory_order_relaxed) != 0) wake_producers();
+    }
+
+    bool spsc_try_peek(std::span<const std::byte>& out) {
+        for (;;) {
+            const std::uint64_t pos = head_;  // S1: only we write head
+            if (pos == cached_tail_) {
+                cached_tail_ = ring_->tail.load(std::memory_order_acquire);  // SP1
+                if (pos == cached_tail_) return false;
+            }
+            const std::uint64_t avail = cached_tail_ - pos;
+            const std::uint64_t off = pos & mask_;
+            RecordHeader h;  // a private copy: validated once, never re-read (untrusted)
+            std::memcpy(&h, data_ + off, sizeof h);
+            const std::uint64_t size = sizeof(RecordHeader) + align8(h.length);
+            if (avail > capacity_ || size > avail || off + size > capacity_) corrupt("record outside the published bytes");
+            if ((h.flags & kRecordPad) != 0) {
+                if (off + size != capacity_) corrupt("padding record does not end at the ring end");
+                head_ = pos + size;  // S3: skip to the start; published with the next release
+                continue;
+            }
+            if (h.length > max_message_) corrupt("record larger than max_message");
+            peek_end_ = pos + size;
+            peek_len_ = h.length;
+            out = {data_ + off + sizeof(RecordHeader), h.length};
+            return true;
+        }
+    }
+    void spsc_release() noexcept {
+        head_ = peek_end_;
+        ++ring_count_;
+        ring_bytes_ += peek_len_;
+        ring_->head_count.store(ring_count_, std::memory_order_relaxed);  // ordered by the head store
+        ring_->head_bytes.store(ring_bytes_, std::memory_order_relaxed);
+        ring_->head.store(head_, std::memory_order_release);  // SP2: the bytes are free
+        count(peek_len_);
+        after_release();
+    }
+    bool mpmc_try_peek(std::span<const std::byte>& out) {
+        std::uint64_t pos = ring_->head.load(std::memory_order_relaxed);  // M2: validated by the CAS
+        for (;;) {
+            Cell& c = cells_[pos & cell_mask_];
+            const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP1: payload written
+            const auto diff = static_cast<std::int64_t>((seq & ~kCellAbandoned) - (pos + 1));
+            if (diff == 0) {
+                record_->intent.store(pos, std::memory_order_relaxed);  // M3, published by the CAS (MP3)
+                if (ring_->head.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel,
+                                                      std::memory_order_relaxed)) {
+                    if ((seq & kCellAbandoned) != 0) {
+                        // Nobody will ever finish this message: free the cell and look further.
+                        c.seq.store(pos + cell_count_, std::memory_order_release);  // MP2
+                        ++pos;
+                        continue;
+                    }
+                    const std::uint32_t len = c.length;  // ordered by MP1
+                    if (len > max_message_) {
+                        c.seq.store(pos + cell_count_, std::memory_order_release);
+                        corrupt("cell length larger than max_message");
+                    }
+                    claimed_ = pos;
+                    peek_len_ = len;
+                    out = {data_ + (pos & cell_mask_) * cell_stride_, len};
+                    return true;
+                }
+            } else if (diff < 0) {
+                record_->intent.store(kNoIntent, std::memory_order_relaxed);  // M3: nothing claimed
+                return false;  // empty, or the producer of pos is still writing
+            } else {
+                pos = ring_->head.load(std::memory_order_relaxed);
+            }
+        }
+    }
+    void mpmc_release() noexcept {
+        cells_[claimed_ & cell_mask_].seq.store(claimed_ + cell_count_, std::memory_order_release);  // MP2
+        count(peek_len_);
+        after_release();
+    }
+
+    std::uint64_t head_ = 0;         // SPSC (S1)
+    std::uint64_t cached_tail_ = 0;  // SPSC (SP1)
+    std::uint64_t peek_end_ = 0;
+    std::uint64_t peek_len_ = 0;
+    std::uint64_t ring_count_ = 0, ring_bytes_ = 0;
+    std::uint64_t claimed_ = 0;      // MPMC
+    std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
+    std::uint64_t last_reap_ns_ = 0;
+    std::uint64_t stuck_since_ns_ = 0;
+    bool ended_ = false;
+};
+
+}  // namespace shmpipe::detail

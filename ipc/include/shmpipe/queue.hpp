@@ -1,0 +1,338 @@
+// Shared-memory message queues between processes.
+//
+//   shmpipe::QueueOptions opt;  opt.producers = shmpipe::Endpoints::one;  ...
+//   auto q = shmpipe::Queue::create("frames", opt);   // owns the name: unlinks it when destroyed
+//   shmpipe::Producer<Frame> tx("frames");             // in any process: attach as a producer
+//   shmpipe::Consumer<Frame> rx("frames");             // attach as a consumer
+//   tx.push(frame);  tx.close();
+//   while (auto f = rx.pop()) use(*f);                 // nullopt: end of stream
+//
+// A queue made for one producer and one consumer is a lock-free SPSC byte ring with
+// variable-size records. Otherwise it is a lock-free MPMC ring of fixed cells of
+// max_message bytes; each message goes to exactly one consumer, each producer's messages
+// keep their order.
+//
+// Blocking operations spin for ~20 µs (yielding, so a peer on the same core runs), then
+// sleep on a futex in the segment; a waker makes a system call only when someone sleeps.
+// Sleeps are bounded (re-checks every 100 ms) so a peer's death is noticed.
+//
+// End of stream: when every producer has closed (explicitly or by destruction) and the
+// queue is drained, pop() returns nullopt in every consumer. A queue no producer attached
+// to yet is not at its end. With expected_producers = N the end comes only after N
+// producers closed. A producer that died without closing is found by pid + start time:
+// consumers first drain what it committed, then pop() throws Error(errc::producer_died)
+// naming the queue and pid, once per consumer per dead producer; the dead producer then
+// counts as closed, so the stream can still end.
+//
+// Crash safety: a process killed at any instruction does not wedge the queue. Committed
+// messages are delivered; a half-written message never is. SPSC: a message a dead
+// consumer was reading is delivered again to the next consumer that attaches (at least
+// once). MPMC: a cell a dead producer had claimed is skipped, and a message a dead
+// consumer had taken is lost (at most once); both are counted in QueueStats.
+#pragma once
+
+#include <shmpipe/codec.hpp>
+#include <shmpipe/detail/queue_endpoint.hpp>
+#include <shmpipe/error.hpp>
+#include <shmpipe/object.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace shmpipe {
+
+enum class Endpoints { one, many };
+
+struct QueueOptions {
+    std::size_t capacity = std::size_t{1} << 20;   // bytes of message storage (SPSC: rounded up to a power of two)
+    std::size_t max_message = std::size_t{64} << 10;  // largest message; SPSC needs capacity >= 2 * (max_message + 8)
+    Endpoints producers = Endpoints::many;
+    Endpoints consumers = Endpoints::many;
+    std::uint32_t expected_producers = 0;  // 0: the end comes when all producers that attached have closed
+    std::uint32_t max_endpoints = 64;      // endpoint records for a `many` side (both sides share them)
+    mode_t permissions = kDefaultPermissions;
+};
+
+struct QueueStats {
+    std::string name;
+    bool spsc = false;
+    std::uint64_t capacity = 0;      // bytes
+    std::uint64_t max_message = 0;
+    std::uint64_t depth = 0;         // messages waiting
+    std::uint64_t bytes_used = 0;    // ring bytes in use (SPSC: records with headers; MPMC: cells * stride)
+    std::uint64_t messages_in = 0, messages_out = 0;
+    std::uint64_t bytes_in = 0, bytes_out = 0;
+    std::uint32_t producers = 0, consumers = 0;  // live attached endpoints
+    std::uint32_t producers_closed = 0, producers_dead = 0;
+    std::uint32_t sleepers = 0;
+    std::uint64_t abandoned = 0, lost = 0;      // MPMC recovery counts
+    bool ended = false;    // all producers done (closed or dead)
+    bool broken = false;
+};
+
+// The owner handle (create) or an administrative handle (open). Neither pushes nor pops.
+class Queue {
+public:
+    // Creates "shmpipe.<name>"; throws Error: invalid_name, already_exists, invalid_argument
+    // (impossible geometry), permission_denied.
+    static Queue create(std::string_view name, const QueueOptions& options = {});
+    // Opens an existing queue without owning its name (for stats, close_endpoints_of, mark_broken).
+    static Queue open(std::string_view name);
+
+    Queue(Queue&&) noexcept = default;
+    Queue& operator=(Queue&&) noexcept = default;
+    ~Queue() = default;
+
+    const std::string& name() const noexcept { return segment_.name(); }
+    bool spsc() const noexcept;
+    std::size_t capacity() const noexcept;
+    std::size_t max_message() const noexcept;
+
+    // Keep the segment after this handle is destroyed.
+    void persist() noexcept { segment_.persist(); }
+    // Every blocked and later push/pop throws Error(errc::broken). Any process may call it.
+    void mark_broken() noexcept;
+    bool broken() const noexcept;
+    // Closes the producer/consumer endpoints that process `pid` left open (e.g. a stage that
+    // exited without closing its outputs). Returns how many were closed.
+    std::size_t close_endpoints_of(std::uint32_t pid) noexcept;
+    QueueStats stats() const;
+
+private:
+    explicit Queue(detail::Segment segment) : segment_(std::move(segment)) {}
+    detail::Segment segment_;
+};
+
+// A reserved, writable message (zero copy). commit() publishes it; destroying it without
+// commit() gives it up (SPSC: nothing is published; MPMC: the cell is skipped).
+class WriteSlot {
+public:
+    WriteSlot(WriteSlot&& other) noexcept
+        : core_(std::exchange(other.core_, nullptr)), data_(other.data_), size_(other.size_) {}
+    WriteSlot& operator=(WriteSlot&& other) noexcept {
+        if (this != &other) {
+            abandon();
+            core_ = std::exchange(other.core_, nullptr);
+            data_ = other.data_;
+            size_ = other.size_;
+        }
+        return *this;
+    }
+    ~WriteSlot() { abandon(); }
+
+    std::span<std::byte> span() const noexcept { return {data_, size_}; }
+    // Publishes the first `n` bytes (default: all reserved). Producer only.
+    void commit(std::size_t n) noexcept {
+        if (core_ != nullptr) std::exchange(core_, nullptr)->commit(n < size_ ? n : size_);
+    }
+    void commit() noexcept { commit(size_); }
+
+private:
+    template <class T>
+    friend class Producer;
+    WriteSlot(detail::ProducerCore* core, std::byte* data, std::size_t size) noexcept
+        : core_(core), data_(data), size_(size) {}
+    void abandon() noexcept {
+        if (core_ != nullptr) std::exchange(core_, nullptr)->abandon();
+    }
+    detail::ProducerCore* core_;
+    std::byte* data_;
+    std::size_t size_;
+};
+
+// A message read in place (zero copy); released (consumed) when destroyed.
+class ReadSlot {
+public:
+    ReadSlot(ReadSlot&& other) noexcept : core_(std::exchange(other.core_, nullptr)), data_(other.data_) {}
+    ReadSlot& operator=(ReadSlot&& other) noexcept {
+        if (this != &other) {
+            release();
+            core_ = std::exchange(other.core_, nullptr);
+            data_ = other.data_;
+        }
+        return *this;
+    }
+    ~ReadSlot() { release(); }
+    std::span<const std::byte> span() const noexcept { return data_; }
+    void release() noexcept {
+        if (core_ != nullptr) std::exchange(core_, nullptr)->release();
+    }
+
+private:
+    template <class T>
+    friend class Consumer;
+    ReadSlot(detail::ConsumerCore* core, std::span<const std::byte> data) noexcept : core_(core), data_(data) {}
+    detail::ConsumerCore* core_;
+    std::span<const std::byte> data_;
+};
+
+namespace detail {
+template <class Rep, class Period>
+std::uint64_t deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+    return monotonic_ns() + static_cast<std::uint64_t>(ns > 0 ? ns : 0) + 1;  // never 0 (= no deadline)
+}
+template <class T>
+constexpr std::uint32_t fixed_size_of() noexcept {
+    if constexpr (std::is_trivially_copyable_v<T>) {
+        return static_cast<std::uint32_t>(sizeof(T));
+    } else {
+        return 0;
+    }
+}
+}  // namespace detail
+
+// Attaches to queue `name` as a producer. Any process. Throws Error: not_found (is the
+// creator running?), too_many_endpoints, type_mismatch (another endpoint uses another T),
+// corrupt, permission_denied. The destructor closes.
+template <class T = Bytes>
+class Producer {
+    static_assert(is_codable_v<T>, "shmpipe::Producer<T>: T has no shmpipe::Codec (see codec.hpp)");
+
+public:
+    explicit Producer(std::string_view name)
+        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), detail::fixed_size_of<T>()) {}
+
+    // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
+    void push(const T& v) {
+        const std::size_t n = Codec<T>::size(v);
+        std::byte* p = core_.reserve(n, 0);
+        encode_commit(v, p, n);
+    }
+    // Never blocks: false when the queue is full.
+    bool try_push(const T& v) {
+        const std::size_t n = Codec<T>::size(v);
+        core_.check_size(n);
+        std::byte* p = core_.try_reserve(n);
+        if (p == nullptr) return false;
+        encode_commit(v, p, n);
+        return true;
+    }
+    // Gives up after the timeout (monotonic clock): false.
+    template <class Rep, class Period>
+    bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
+        const std::size_t n = Codec<T>::size(v);
+        std::byte* p = core_.reserve(n, detail::deadline_after(timeout));
+        if (p == nullptr) return false;
+        encode_commit(v, p, n);
+        return true;
+    }
+
+    // Raw bytes (Producer<> only).
+    void push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
+        std::byte* p = core_.reserve(bytes.size(), 0);
+        if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+        core_.commit(bytes.size());
+    }
+    bool try_push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
+        core_.check_size(bytes.size());
+        std::byte* p = core_.try_reserve(bytes.size());
+        if (p == nullptr) return false;
+        if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+        core_.commit(bytes.size());
+        return true;
+    }
+
+    // Zero copy: a writable slot of n bytes (blocks while full); commit() publishes it.
+    WriteSlot reserve(std::size_t n) { return WriteSlot(&core_, core_.reserve(n, 0), n); }
+    std::optional<WriteSlot> try_reserve(std::size_t n) {
+        core_.check_size(n);
+        std::byte* p = core_.try_reserve(n);
+        if (p == nullptr) return std::nullopt;
+        return WriteSlot(&core_, p, n);
+    }
+    template <class Rep, class Period>
+    std::optional<WriteSlot> reserve_for(std::size_t n, std::chrono::duration<Rep, Period> timeout) {
+        std::byte* p = core_.reserve(n, detail::deadline_after(timeout));
+        if (p == nullptr) return std::nullopt;
+        return WriteSlot(&core_, p, n);
+    }
+
+    // Ends this producer's stream (idempotent). Later pushes throw Error(errc::closed).
+    void close() noexcept { core_.close(); }
+    const std::string& name() const noexcept { return core_.name(); }
+    std::size_t max_message() const noexcept { return core_.max_message(); }
+
+private:
+    void encode_commit(const T& v, std::byte* p, std::size_t n) {
+        try {
+            Codec<T>::encode(v, std::span<std::byte>(p, n));
+        } catch (...) {
+            core_.abandon();
+            throw;
+        }
+        core_.commit(n);
+    }
+    detail::ProducerCore core_;
+};
+
+// Attaches to queue `name` as a consumer. Any process. Throws like Producer.
+template <class T = Bytes>
+class Consumer {
+    static_assert(is_codable_v<T>, "shmpipe::Consumer<T>: T has no shmpipe::Codec (see codec.hpp)");
+
+public:
+    explicit Consumer(std::string_view name)
+        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), detail::fixed_size_of<T>()) {}
+
+    // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
+    // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
+    std::optional<T> pop() { return take(0); }
+    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()).
+    std::optional<T> try_pop() {
+        std::span<const std::byte> m;
+        if (!core_.try_peek(m)) return std::nullopt;
+        return decode_release(m);
+    }
+    // nullopt on timeout or at the end of stream; ended() tells which.
+    template <class Rep, class Period>
+    std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
+        return take(detail::deadline_after(timeout));
+    }
+
+    // Zero copy: the next message in place (blocks); nullopt at the end of stream. The
+    // message is consumed when the ReadSlot is destroyed.
+    std::optional<ReadSlot> peek() { return peek_until(0); }
+    std::optional<ReadSlot> try_peek() {
+        std::span<const std::byte> m;
+        if (!core_.try_peek(m)) return std::nullopt;
+        return ReadSlot(&core_, m);
+    }
+    template <class Rep, class Period>
+    std::optional<ReadSlot> peek_for(std::chrono::duration<Rep, Period> timeout) {
+        return peek_until(detail::deadline_after(timeout));
+    }
+
+    // True once the end of stream was seen by this consumer.
+    bool ended() const noexcept { return core_.ended(); }
+    void close() noexcept { core_.close(); }
+    const std::string& name() const noexcept { return core_.name(); }
+
+private:
+    std::optional<T> take(std::uint64_t deadline_ns) {
+        std::span<const std::byte> m;
+        if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
+        return decode_release(m);
+    }
+    std::optional<ReadSlot> peek_until(std::uint64_t deadline_ns) {
+        std::span<const std::byte> m;
+        if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
+        return ReadSlot(&core_, m);
+    }
+    T decode_release(std::span<const std::byte> m) {
+        struct Release {
+            detail::ConsumerCore& c;
+            ~Release() { c.release(); }
+        } guard{core_};  // a message that fails to decode is still consumed, never re-read
+        return Codec<T>::decode(m);
+    }
+    detail::ConsumerCore core_;
+};
+
+}  // namespace shmpipe
