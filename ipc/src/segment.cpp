@@ -39,12 +39,30 @@ void validate_name(std::string_view name, std::string_view what) {
     }
 }
 
-std::string segment_name(std::string_view name) { return std::string(kSegmentPrefix) + std::string(name); }
+std::string segment_name(std::string_view name) {
+    std::string s(kSegmentPrefix);
+    s.append(name);
+    return s;
+}
+
+namespace {
+// Built with append(): GCC 12 warns falsely (-Wrestrict) on `"/" + std::string` at -O2.
+std::string shm_path(std::string_view name) {
+    std::string s("/");
+    s.append(kSegmentPrefix).append(name);
+    return s;
+}
+std::string dev_shm_path(std::string_view name) {
+    std::string s("/dev/shm/");
+    s.append(kSegmentPrefix).append(name);
+    return s;
+}
+}  // namespace
 
 bool remove(std::string_view name, std::error_code& ec) noexcept {
     try {
         validate_name(name, "object");
-        const std::string shm = "/" + segment_name(name);
+        const std::string shm = shm_path(name);
         if (::shm_unlink(shm.c_str()) != 0) {
             ec = std::error_code(errno, std::generic_category());
             return false;
@@ -67,7 +85,7 @@ bool remove(std::string_view name) noexcept {
 bool exists(std::string_view name) noexcept {
     try {
         validate_name(name, "object");
-        const std::string path = "/dev/shm/" + segment_name(name);
+        const std::string path = dev_shm_path(name);
         struct stat st {};
         return ::stat(path.c_str(), &st) == 0;
     } catch (...) {
@@ -78,6 +96,8 @@ bool exists(std::string_view name) noexcept {
 }  // namespace shmpipe
 
 namespace shmpipe::detail {
+using shmpipe::shm_path;
+using shmpipe::dev_shm_path;
 namespace {
 
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
@@ -179,10 +199,10 @@ void Segment::unlink_if_owner() noexcept {
     if (owner_pid_ == 0 || owner_pid_ != static_cast<std::uint32_t>(::getpid())) return;
     owner_pid_ = 0;
     // Unlink only if the name still refers to the segment we created.
-    const std::string path = "/dev/shm/" + segment_name(name_);
+    const std::string path = dev_shm_path(name_);
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
-        ::shm_unlink(("/" + segment_name(name_)).c_str());
+        ::shm_unlink(shm_path(name_).c_str());
     }
 }
 
@@ -200,7 +220,7 @@ Segment Segment::create_unpublished(const CreateParams& p) {
         throw Error(errc::invalid_argument, describe("create", p.what, p.name, "size too large"));
     }
 
-    const std::string shm = "/" + segment_name(p.name);
+    const std::string shm = shm_path(p.name);
     const int fd = ::shm_open(shm.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, p.permissions & 0777);
     if (fd < 0) throw errno_error(errno, "create", p.what, p.name);
     auto fail = [&](int err) {
@@ -265,7 +285,7 @@ Segment Segment::open_any(std::string_view name, Access access, std::error_code&
     } catch (const Error& e) {
         return fail(e.code(), e.what());
     }
-    const std::string shm = "/" + segment_name(name);
+    const std::string shm = shm_path(name);
     const bool rw = access == Access::read_write;
     const int fd = ::shm_open(shm.c_str(), (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
     if (fd < 0) {

@@ -59,6 +59,7 @@ protected:
     std::uint32_t index_ = 0;  // our endpoint record
     EndpointRecord* record_ = nullptr;
     std::uint32_t owner_pid_ = 0;  // the attaching process: a forked copy of the handle stays passive
+    std::uint64_t last_reap_ns_ = 0;  // dead-peer scans are rate-limited (they read /proc)
     std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
 };
 
@@ -74,14 +75,19 @@ public:
 
     // Room for an n-byte message (n <= max_message), or nullptr when the queue is full.
     // The space is ours until commit() or abandon().
-    std::byte* try_reserve(std::size_t n) noexcept {
-        return spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+    // Throws Error(invalid_state) while a reservation is still open (commit it first).
+    std::byte* try_reserve(std::size_t n) {
+        if (holding_) throw_holding();
+        std::byte* p = spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+        holding_ = p != nullptr;
+        return p;
     }
     // Blocking reserve: nullptr only at deadline_ns (0 = none). Throws message_too_large,
     // closed, broken, consumer_died.
     std::byte* reserve(std::size_t n, std::uint64_t deadline_ns);
     // Publishes the reserved message with its first n bytes.
     void commit(std::size_t n) noexcept {
+        holding_ = false;
         if (spsc_) {
             spsc_commit(n);
         } else {
@@ -95,6 +101,7 @@ public:
 
 private:
     [[noreturn]] void throw_too_large(std::size_t n) const;
+    [[noreturn]] void throw_holding() const;
     void wake_consumers() noexcept;
     void recover_full() noexcept;  // MPMC: free a cell a dead consumer took and never released
     void count(std::size_t n) noexcept {
@@ -178,6 +185,7 @@ private:
     std::uint64_t ring_count_ = 0, ring_bytes_ = 0;  // SPSC: tail_count / tail_bytes we own
     std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
     std::uint64_t full_since_ns_ = 0;
+    bool holding_ = false;           // a reservation is open
 };
 
 class ConsumerCore : public EndpointCore {
@@ -187,14 +195,19 @@ public:
 
     // The next message in place, or false when none is waiting now. Throws Error(corrupt)
     // when the ring holds a record that cannot be valid (shared memory is untrusted).
+    // Throws Error(invalid_state) while the previous message is still held (release it first).
     bool try_peek(std::span<const std::byte>& out) {
-        return spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+        if (holding_) throw_holding();
+        holding_ = spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+        return holding_;
     }
     // Blocking peek: ok, timeout (deadline_ns reached; 0 = none) or end of stream. Throws
     // producer_died (once per dead producer, after draining), broken, corrupt.
     PeekResult peek(std::span<const std::byte>& out, std::uint64_t deadline_ns);
     // Consumes the message returned by the last successful peek.
     void release() noexcept {
+        if (!holding_) return;
+        holding_ = false;
         if (spsc_) {
             spsc_release();
         } else {
@@ -205,10 +218,12 @@ public:
     void close() noexcept;
 
 private:
+    enum class Ending { none, ended, died };
     [[noreturn]] void corrupt(const char* why);
+    [[noreturn]] void throw_holding() const;
+    Ending ending() noexcept;            // empty now: end of stream, a dead producer, or neither
     void wake_producers() noexcept;
     bool recover_stuck_head() noexcept;  // MPMC: skip a cell whose (dead) producer never committed
-    bool end_of_stream();                // empty now: at the end? throws producer_died
     void count(std::size_t n) noexcept {
         ++messages_;
         bytes_ += n;
@@ -301,9 +316,8 @@ private:
     std::uint64_t ring_count_ = 0, ring_bytes_ = 0;
     std::uint64_t claimed_ = 0;      // MPMC
     std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
-    std::uint64_t last_reap_ns_ = 0;
-    std::uint64_t stuck_since_ns_ = 0;
     bool ended_ = false;
+    bool holding_ = false;  // a peeked message is not released yet
 };
 
 }  // namespace shmpipe::detail

@@ -1,0 +1,651 @@
+// Queue creation, validation and the slow paths of the endpoint cores: attaching,
+// blocking, end of stream, death detection and recovery. The hot paths are inline in
+// detail/queue_endpoint.hpp; invariants (S*, M*) and ordering pairs (SP*, MP*) are in
+// detail/queue_layout.hpp.
+#include <shmpipe/detail/queue_endpoint.hpp>
+#include <shmpipe/error.hpp>
+#include <shmpipe/queue.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <cxxabi.h>
+#include <memory>
+#include <unistd.h>
+
+namespace shmpipe {
+namespace detail {
+namespace {
+
+constexpr std::uint64_t kSleepSliceNs = 100'000'000;    // sleepers re-check state at least this often
+constexpr std::uint64_t kReapIntervalNs = 50'000'000;   // dead-peer scans at most this often
+constexpr std::uint64_t kConsumerGoneGraceNs = 1'000'000'000;
+constexpr std::uint32_t kSpscEndpointRecords = 4;       // one producer, one consumer, and room to re-attach
+
+constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+std::string pid_text(std::uint32_t pid) { return "pid " + std::to_string(pid); }
+
+std::string demangle(const char* name) {
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
+    return status == 0 && d ? std::string(d.get()) : std::string(name);
+}
+
+// Opens a queue segment (either kind) and validates its body; errors name the queue.
+Segment open_queue_segment(std::string_view name, std::string_view verb, Access access) {
+    validate_name(name, "queue");
+    std::error_code ec;
+    std::string message;
+    Segment s = Segment::open_any(name, access, ec, &message);
+    if (ec) {
+        const std::string prefix = "open object \"" + std::string(name) + "\": ";
+        if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
+        throw Error(ec, describe(verb, "queue", name, message));
+    }
+    if (s.kind() != ObjectKind::spsc_queue && s.kind() != ObjectKind::mpmc_queue) {
+        throw Error(errc::wrong_kind, describe(verb, "queue", name,
+                    std::string("it is a ") + kind_name(s.kind()) + ", not a queue"));
+    }
+    if (const char* why = validate_queue_body(s.header(), s.body())) {
+        throw Error(errc::corrupt, describe(verb, "queue", name,
+                    "shared memory \"" + segment_name(name) + "\" is corrupt: " + why +
+                    " (`inspect-queues clean --corrupt` removes it)"));
+    }
+    return s;
+}
+
+void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
+    seq.fetch_add(1, std::memory_order_release);
+    futex_wake(seq, INT_MAX);
+}
+
+}  // namespace
+
+[[noreturn]] void throw_decode_error(const char* type, const char* what, std::size_t have, std::size_t need) {
+    throw Error(errc::type_mismatch, "decode " + demangle(type) + ": " + what + " has " + std::to_string(have) +
+                                         " bytes, expected " + std::to_string(need) +
+                                         " (do both ends use the same element type and codec?)");
+}
+
+const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept {
+    const std::uint64_t size = header.body_size;
+    if (size < sizeof(QueueControl)) return "queue body too small";
+    const QueueControl& c = queue_control(body);
+    const bool spsc = header.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue);
+    if (header.kind != static_cast<std::uint32_t>(ObjectKind::mpmc_queue) && !spsc) return "not a queue";
+    if (c.ring_offset < sizeof(QueueControl) || c.ring_offset % kCacheLine != 0 || c.ring_offset > size ||
+        size - c.ring_offset < sizeof(RingIndices)) {
+        return "ring indices outside the segment";
+    }
+    if (c.max_message == 0 || c.max_message > (std::uint64_t{1} << 32) - 1) return "bad max_message";
+    if (c.data_offset % kCacheLine != 0 || c.data_offset < c.ring_offset + sizeof(RingIndices) || c.data_offset > size) {
+        return "data region outside the segment";
+    }
+    if (spsc) {
+        if ((c.flags & (kQueueFlagOneProducer | kQueueFlagOneConsumer)) !=
+            (kQueueFlagOneProducer | kQueueFlagOneConsumer)) {
+            return "SPSC queue without one-producer/one-consumer flags";
+        }
+        if (c.capacity < 64 || !std::has_single_bit(c.capacity)) return "ring capacity is not a power of two";
+        if (c.capacity > size - c.data_offset) return "ring larger than the segment";
+        if (2 * (sizeof(RecordHeader) + align8(c.max_message)) > c.capacity) return "max_message too large for the ring";
+    } else {
+        if (c.cell_count < 2 || !std::has_single_bit(c.cell_count)) return "cell count is not a power of two";
+        if (c.cell_stride < c.max_message || c.cell_stride % kCacheLine != 0 || c.cell_stride == 0) {
+            return "bad cell stride";
+        }
+        if (c.cells_offset < c.ring_offset + sizeof(RingIndices) || c.cells_offset % alignof(Cell) != 0 ||
+            c.cells_offset > size || c.cell_count > (size - c.cells_offset) / sizeof(Cell) ||
+            c.cells_offset + c.cell_count * sizeof(Cell) > c.data_offset) {
+            return "cells outside the segment";
+        }
+        if (c.cell_count > (size - c.data_offset) / c.cell_stride) return "cell data outside the segment";
+        if (c.capacity != c.cell_count * c.cell_stride) return "capacity does not match the cells";
+    }
+    return nullptr;
+}
+
+// --- EndpointCore --------------------------------------------------------------------------
+
+EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, std::uint32_t) {
+    const char* role_text = role == EndpointRole::producer ? "attach producer to" : "attach consumer to";
+    segment_ = open_queue_segment(name, role_text, Access::read_write);
+    std::byte* body = segment_.body();
+    ctl_ = &queue_control(body);
+    ring_ = &ring_indices(body);
+    spsc_ = segment_.kind() == ObjectKind::spsc_queue;
+    capacity_ = ctl_->capacity;
+    mask_ = capacity_ - 1;
+    max_message_ = ctl_->max_message;
+    data_ = body + ctl_->data_offset;
+    if (!spsc_) {
+        cells_ = reinterpret_cast<Cell*>(body + ctl_->cells_offset);
+        cell_count_ = ctl_->cell_count;
+        cell_mask_ = cell_count_ - 1;
+        cell_stride_ = ctl_->cell_stride;
+    }
+    register_process_for_fences();
+
+    const bool producer = role == EndpointRole::producer;
+    const std::uint32_t one_flag = producer ? kQueueFlagOneProducer : kQueueFlagOneConsumer;
+    const std::uint32_t limit = (ctl_->flags & one_flag) != 0 ? 1u : segment_.endpoint_count();
+    auto& live = producer ? ctl_->live_producers : ctl_->live_consumers;
+    bool counted = false;
+    for (int attempt = 0; attempt < 2 && !counted; ++attempt) {
+        std::uint32_t cur = live.load(std::memory_order_acquire);
+        while (cur < limit && !counted) {
+            counted = live.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel);
+        }
+        if (!counted && attempt == 0) reap_dead(role);  // a dead one's place can be taken
+    }
+    if (!counted) {
+        throw Error(errc::too_many_endpoints,
+                    describe(role_text, "queue", name,
+                             limit == 1 ? std::string("it was made for one ") + role_name(role) +
+                                              " and a live one is attached (create it with Endpoints::many)"
+                                        : "all " + std::to_string(limit) + " endpoint slots are in use"));
+    }
+    if (type_tag != 0) {
+        std::uint64_t expected = 0;
+        if (!ctl_->type_hash.compare_exchange_strong(expected, type_tag, std::memory_order_acq_rel) &&
+            expected != type_tag) {
+            live.fetch_sub(1, std::memory_order_acq_rel);
+            throw Error(errc::type_mismatch,
+                        describe(role_text, "queue", name,
+                                 "its other endpoints use another element type (producers and consumers "
+                                 "must agree on T)"));
+        }
+    }
+    try {
+        index_ = segment_.attach_endpoint(role, "queue");
+    } catch (...) {
+        live.fetch_sub(1, std::memory_order_acq_rel);
+        throw;
+    }
+    record_ = &segment_.endpoints()[index_];
+    (producer ? ctl_->producers_attached : ctl_->consumers_attached).fetch_add(1, std::memory_order_acq_rel);
+    owner_pid_ = static_cast<std::uint32_t>(::getpid());
+}
+
+bool EndpointCore::owned_by_this_process() const noexcept {
+    return owner_pid_ == static_cast<std::uint32_t>(::getpid());
+}
+
+void EndpointCore::publish_stats() noexcept {
+    if (record_ == nullptr || !owned_by_this_process()) return;
+    record_->messages.store(messages_, std::memory_order_relaxed);  // statistics only
+    record_->bytes.store(bytes_, std::memory_order_relaxed);
+}
+
+void EndpointCore::throw_state(std::string_view verb) const {
+    if (closed_) {
+        throw Error(errc::closed, describe(verb, "queue", name(), "this endpoint was closed"));
+    }
+    throw Error(errc::broken, describe(verb, "queue", name(),
+                "the queue was marked broken (a stage of the pipeline failed, or a record was corrupt)"));
+}
+
+void EndpointCore::sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                            std::uint64_t deadline_ns) noexcept {
+    std::uint64_t wake_at = monotonic_ns() + kSleepSliceNs;
+    if (deadline_ns != 0 && deadline_ns < wake_at) wake_at = deadline_ns;
+    auto& h = segment_.header();
+    record_->sleeping.store(1, std::memory_order_relaxed);  // statistics only
+    h.waiters.fetch_add(1, std::memory_order_relaxed);
+    futex_wait(word, expected, wake_at);
+    h.waiters.fetch_sub(1, std::memory_order_relaxed);
+    record_->sleeping.store(0, std::memory_order_relaxed);
+}
+
+std::uint32_t EndpointCore::reap_dead(EndpointRole role) noexcept {
+    std::uint32_t reaped = 0;
+    const std::uint32_t n = segment_.endpoint_count();
+    EndpointRecord* table = segment_.endpoints();
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const std::uint64_t w = table[i].word.load(std::memory_order_acquire);
+        if (EndpointRecord::role_of(w) != role || EndpointRecord::state_of(w) != EndpointState::open) continue;
+        if (!segment_.reap_if_dead(i)) continue;  // CAS open -> dead: one winner counts it
+        ++reaped;
+        if (role == EndpointRole::producer) {
+            ctl_->live_producers.fetch_sub(1, std::memory_order_acq_rel);
+            ctl_->producers_dead.fetch_add(1, std::memory_order_acq_rel);
+        } else {
+            ctl_->live_consumers.fetch_sub(1, std::memory_order_acq_rel);
+            ctl_->consumers_dead.fetch_add(1, std::memory_order_acq_rel);
+        }
+    }
+    if (reaped != 0) {
+        bump_and_wake(ring_->data_seq);
+        bump_and_wake(ring_->space_seq);
+    }
+    return reaped;
+}
+
+bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexcept {
+    const std::uint32_t n = segment_.endpoint_count();
+    const EndpointRecord* table = segment_.endpoints();
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const std::uint64_t w = table[i].word.load(std::memory_order_acquire);
+        const auto st = EndpointRecord::state_of(w);
+        if (EndpointRecord::role_of(w) != role) continue;
+        if (st != EndpointState::open && st != EndpointState::attaching) continue;
+        if (table[i].intent.load(std::memory_order_acquire) != pos) continue;  // M3
+        if (process_alive(EndpointRecord::pid_of(w), table[i].start_time.load(std::memory_order_relaxed))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// --- ProducerCore ----------------------------------------------------------------------------
+
+ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size)
+    : EndpointCore(name, EndpointRole::producer, type_tag, type_size) {
+    if (spsc_) {
+        tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
+        cached_head_ = ring_->head.load(std::memory_order_acquire);
+        ring_count_ = ring_->tail_count.load(std::memory_order_relaxed);
+        ring_bytes_ = ring_->tail_bytes.load(std::memory_order_relaxed);
+    }
+}
+
+void ProducerCore::throw_too_large(std::size_t n) const {
+    throw Error(errc::message_too_large,
+                describe("push to", "queue", name(), "a message of " + std::to_string(n) +
+                         " bytes is larger than its max_message of " + std::to_string(max_message_) +
+                         " bytes (create the queue with a larger QueueOptions::max_message)"));
+}
+
+void ProducerCore::throw_holding() const {
+    throw Error(errc::invalid_state, describe("reserve in", "queue", name(),
+                "the previous reservation is not committed yet (commit or drop the WriteSlot first)"));
+}
+
+std::byte* ProducerCore::reserve(std::size_t n, std::uint64_t deadline_ns) {
+    check_size(n);
+    if (closed_) throw_state("push to");
+    SpinWait spin;
+    for (;;) {
+        if (broken()) throw_state("push to");
+        if (std::byte* p = try_reserve(n)) {
+            full_since_ns_ = 0;
+            return p;
+        }
+        if (spin.spin()) continue;
+
+        // Full for ~20 µs: look for dead consumers and stuck cells before sleeping.
+        publish_stats();
+        const std::uint64_t now = monotonic_ns();
+        if (deadline_ns != 0 && now >= deadline_ns) return nullptr;
+        if (now - last_reap_ns_ >= kReapIntervalNs) {
+            last_reap_ns_ = now;
+            reap_dead(EndpointRole::consumer);
+            if (!spsc_) recover_full();
+        }
+        const bool consumers_gone = ctl_->live_consumers.load(std::memory_order_acquire) == 0 &&
+                                    ctl_->consumers_attached.load(std::memory_order_acquire) != 0;
+        if (!consumers_gone) {
+            full_since_ns_ = 0;
+        } else if (full_since_ns_ == 0) {
+            full_since_ns_ = now;
+        } else if (now - full_since_ns_ >= kConsumerGoneGraceNs) {
+            const bool died = ctl_->consumers_dead.load(std::memory_order_acquire) != 0;
+            throw Error(died ? errc::consumer_died : errc::closed,
+                        describe("push to", "queue", name(),
+                                 died ? "the queue is full and every consumer died (pid " +
+                                            std::to_string(segment_.header().died_pid.load()) + " last)"
+                                      : std::string("the queue is full and every consumer has closed")));
+        }
+
+        const std::uint32_t seq = ring_->space_seq.load(std::memory_order_acquire);
+        ring_->producers_waiting.store(1, std::memory_order_relaxed);
+        heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
+        if (std::byte* p = try_reserve(n)) return p;  // the flag may cost the consumer one wake-up
+        if (broken()) throw_state("push to");
+        sleep_on(ring_->space_seq, seq, deadline_ns);
+        spin.reset();
+    }
+}
+
+void ProducerCore::abandon() noexcept {
+    if (!holding_) return;
+    holding_ = false;
+    if (!spsc_) {
+        // We own the claimed cell (M1): mark it skipped so consumers move past it.
+        cells_[claimed_ & cell_mask_].length = 0;
+        cells_[claimed_ & cell_mask_].seq.store((claimed_ + 1) | kCellAbandoned, std::memory_order_release);  // MP1
+        ctl_->messages_abandoned.fetch_add(1, std::memory_order_relaxed);
+        after_publish();
+    }
+    // SPSC: nothing was published; the next reservation reuses the space.
+}
+
+void ProducerCore::close() noexcept {
+    if (closed_ || record_ == nullptr) return;
+    closed_ = true;
+    if (!owned_by_this_process()) return;  // a forked copy: the endpoint is the parent's
+    abandon();
+    publish_stats();
+    segment_.close_endpoint(index_);
+    ctl_->live_producers.fetch_sub(1, std::memory_order_acq_rel);
+    // Release: every record we published happens-before a consumer that sees the count.
+    ctl_->producers_closed.fetch_add(1, std::memory_order_release);
+    bump_and_wake(ring_->data_seq);
+}
+
+void ProducerCore::wake_consumers() noexcept {
+    if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+}
+
+void ProducerCore::recover_full() noexcept {
+    // M3: the cell at tail holds the previous lap's message p. If a consumer claimed p
+    // (head > p) and no live consumer has p as its intent, that consumer died holding it.
+    const std::uint64_t pos = ring_->tail.load(std::memory_order_acquire);
+    Cell& c = cells_[pos & cell_mask_];
+    std::uint64_t seq = c.seq.load(std::memory_order_acquire);
+    const std::uint64_t p = pos - cell_count_;
+    if ((seq & ~kCellAbandoned) != p + 1) return;
+    if (ring_->head.load(std::memory_order_acquire) <= p) return;  // MP3: not claimed: just full
+    if (live_intent(EndpointRole::consumer, p)) return;
+    if (c.seq.compare_exchange_strong(seq, pos, std::memory_order_acq_rel)) {  // MP2: free for lap pos
+        ctl_->messages_lost.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+// --- ConsumerCore ----------------------------------------------------------------------------
+
+ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size)
+    : EndpointCore(name, EndpointRole::consumer, type_tag, type_size) {
+    if (spsc_) {
+        head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
+        cached_tail_ = head_;
+        ring_count_ = ring_->head_count.load(std::memory_order_relaxed);
+        ring_bytes_ = ring_->head_bytes.load(std::memory_order_relaxed);
+    }
+}
+
+void ConsumerCore::throw_holding() const {
+    throw Error(errc::invalid_state, describe("pop from", "queue", name(),
+                "the previous message is still held (drop the ReadSlot first)"));
+}
+
+void ConsumerCore::corrupt(const char* why) {
+    segment_.set_state(kStateBroken);
+    bump_and_wake(ring_->data_seq);
+    bump_and_wake(ring_->space_seq);
+    throw Error(errc::corrupt, describe("pop from", "queue", name(),
+                std::string("corrupt ring: ") + why +
+                " (the segment was overwritten; the queue is now marked broken)"));
+}
+
+ConsumerCore::Ending ConsumerCore::ending() noexcept {
+    const std::uint64_t now = monotonic_ns();
+    if (now - last_reap_ns_ >= kReapIntervalNs) {
+        last_reap_ns_ = now;
+        reap_dead(EndpointRole::producer);
+    }
+    const std::uint32_t dead = ctl_->producers_dead.load(std::memory_order_acquire);
+    if (dead > dead_reported_) return Ending::died;
+    const std::uint32_t closed = ctl_->producers_closed.load(std::memory_order_acquire);
+    const std::uint32_t attached = ctl_->producers_attached.load(std::memory_order_acquire);
+    const std::uint32_t done = closed + dead;
+    const std::uint32_t expected = ctl_->expected_producers;
+    const bool ended = expected != 0 ? done >= expected : (attached != 0 && done >= attached);
+    return ended ? Ending::ended : Ending::none;
+}
+
+PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t deadline_ns) {
+    if (closed_) throw_state("pop from");
+    SpinWait spin;
+    for (;;) {
+        if (try_peek(out)) return PeekResult::ok;
+        if (broken()) throw_state("pop from");
+        if (spin.spin()) continue;
+
+        // Empty for ~20 µs. Counters first, then one more look: a producer publishes before
+        // it counts itself closed (release), so data seen as absent after that is absent.
+        publish_stats();
+        const Ending e = ending();
+        if (try_peek(out)) return PeekResult::ok;
+        if (e == Ending::died) {
+            dead_reported_ = ctl_->producers_dead.load(std::memory_order_acquire);
+            throw Error(errc::producer_died,
+                        describe("pop from", "queue", name(),
+                                 "producer " + pid_text(segment_.header().died_pid.load(std::memory_order_relaxed)) +
+                                     " died without closing (everything it committed was delivered)"));
+        }
+        if (e == Ending::ended) {
+            ended_ = true;
+            return PeekResult::end;
+        }
+        ended_ = false;
+        if (!spsc_ && recover_stuck_head()) {
+            spin.reset();
+            continue;
+        }
+        if (deadline_ns != 0 && monotonic_ns() >= deadline_ns) return PeekResult::timeout;
+
+        const std::uint32_t seq = ring_->data_seq.load(std::memory_order_acquire);
+        ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
+        if (try_peek(out)) return PeekResult::ok;
+        if (broken()) throw_state("pop from");
+        sleep_on(ring_->data_seq, seq, deadline_ns);
+        spin.reset();
+    }
+}
+
+bool ConsumerCore::recover_stuck_head() noexcept {
+    // M3: position `pos` was claimed by a producer (tail > pos) but never committed. If no
+    // live producer has it as intent, its producer died: skip the cell.
+    const std::uint64_t pos = ring_->head.load(std::memory_order_acquire);
+    if (ring_->tail.load(std::memory_order_acquire) <= pos) return false;  // MP3
+    Cell& c = cells_[pos & cell_mask_];
+    std::uint64_t seq = c.seq.load(std::memory_order_acquire);
+    if (seq != pos) return false;
+    if (live_intent(EndpointRole::producer, pos)) return false;
+    if (!c.seq.compare_exchange_strong(seq, (pos + 1) | kCellAbandoned, std::memory_order_acq_rel)) return false;
+    ctl_->messages_abandoned.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+
+void ConsumerCore::close() noexcept {
+    if (closed_ || record_ == nullptr) return;
+    closed_ = true;
+    if (!owned_by_this_process()) return;
+    release();
+    publish_stats();
+    segment_.close_endpoint(index_);
+    ctl_->live_consumers.fetch_sub(1, std::memory_order_acq_rel);
+    ctl_->consumers_closed.fetch_add(1, std::memory_order_release);
+    bump_and_wake(ring_->space_seq);
+}
+
+void ConsumerCore::wake_producers() noexcept {
+    if (spsc_) {
+        // Batch wake-ups: a sleeping producer is woken once half the ring is free (or the
+        // ring is empty), not for every message, so one core does not ping-pong per message.
+        const std::uint64_t used = ring_->tail.load(std::memory_order_relaxed) - head_;
+        if (used > capacity_ / 2) return;
+    }
+    if (ring_->producers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->space_seq);
+}
+
+}  // namespace detail
+
+// --- Queue -----------------------------------------------------------------------------------
+
+Queue Queue::create(std::string_view name, const QueueOptions& o) {
+    using namespace detail;
+    validate_name(name, "queue");
+    auto bad = [&](const std::string& why) {
+        throw Error(errc::invalid_argument, describe("create", "queue", name, why));
+    };
+    if (o.max_message == 0) bad("max_message must be at least 1 byte");
+    if (o.max_message > (std::size_t{1} << 30)) bad("max_message must be at most 1 GiB");
+    if (o.capacity > (std::size_t{1} << 40)) bad("capacity must be at most 1 TiB");
+    const bool spsc = o.producers == Endpoints::one && o.consumers == Endpoints::one;
+    std::uint32_t flags = 0;
+    if (o.producers == Endpoints::one) flags |= kQueueFlagOneProducer;
+    if (o.consumers == Endpoints::one) flags |= kQueueFlagOneConsumer;
+
+    const std::uint64_t ring_offset = align_up(sizeof(QueueControl), kCacheLine);
+    std::uint64_t capacity = 0, cell_count = 0, cell_stride = 0, cells_offset = 0, data_offset = 0;
+    std::uint32_t records = 0;
+    if (spsc) {
+        const std::uint64_t record = sizeof(RecordHeader) + align8(o.max_message);
+        capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        if (capacity < 2 * record) {
+            bad("capacity " + std::to_string(o.capacity) + " is too small for max_message " +
+                std::to_string(o.max_message) + ": an SPSC queue needs capacity >= 2 * (max_message + 8) = " +
+                std::to_string(2 * record));
+        }
+        data_offset = align_up(ring_offset + sizeof(RingIndices), 4096);
+        records = kSpscEndpointRecords;
+    } else {
+        cell_stride = align_up(o.max_message, kCacheLine);
+        const std::uint64_t fit = o.capacity / cell_stride;
+        if (fit < 2) {
+            bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages of max_message " +
+                std::to_string(o.max_message) + " bytes (an MPMC queue stores fixed cells of max_message bytes)");
+        }
+        cell_count = std::bit_floor(fit);
+        capacity = cell_count * cell_stride;
+        cells_offset = ring_offset + sizeof(RingIndices);
+        data_offset = align_up(cells_offset + cell_count * sizeof(Cell), 4096);
+        records = std::clamp<std::uint32_t>(o.max_endpoints, 2, kMaxEndpoints);
+    }
+    Segment::CreateParams p;
+    p.name = name;
+    p.what = "queue";
+    p.kind = spsc ? ObjectKind::spsc_queue : ObjectKind::mpmc_queue;
+    p.body_size = data_offset + capacity;
+    p.endpoint_count = records;
+    p.permissions = o.permissions;
+    p.flags = flags;
+    Segment s = Segment::create(p, [&](std::byte* body) {
+        auto& c = queue_control(body);
+        c.capacity = capacity;
+        c.max_message = o.max_message;
+        c.ring_offset = ring_offset;
+        c.data_offset = data_offset;
+        c.cells_offset = cells_offset;
+        c.cell_count = cell_count;
+        c.cell_stride = cell_stride;
+        c.flags = flags;
+        c.expected_producers = o.expected_producers;
+        if (!spsc) {
+            Cell* cells = reinterpret_cast<Cell*>(body + cells_offset);
+            for (std::uint64_t i = 0; i < cell_count; ++i) cells[i].seq.store(i, std::memory_order_relaxed);  // M1
+        }
+    });
+    return Queue(std::move(s));
+}
+
+Queue Queue::open(std::string_view name) {
+    return Queue(detail::open_queue_segment(name, "open", detail::Access::read_write));
+}
+
+bool Queue::spsc() const noexcept { return segment_.kind() == detail::ObjectKind::spsc_queue; }
+std::size_t Queue::capacity() const noexcept {
+    return static_cast<std::size_t>(detail::queue_control(segment_.body()).capacity);
+}
+std::size_t Queue::max_message() const noexcept {
+    return static_cast<std::size_t>(detail::queue_control(segment_.body()).max_message);
+}
+
+void Queue::mark_broken() noexcept {
+    segment_.set_state(detail::kStateBroken);
+    auto& r = detail::ring_indices(segment_.body());
+    detail::bump_and_wake(r.data_seq);
+    detail::bump_and_wake(r.space_seq);
+}
+
+bool Queue::broken() const noexcept {
+    return (segment_.header().state.load(std::memory_order_acquire) & detail::kStateBroken) != 0;
+}
+
+std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
+    using namespace detail;
+    auto& c = queue_control(segment_.body());
+    std::size_t closed = 0;
+    for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
+        auto& r = segment_.endpoints()[i];
+        std::uint64_t w = r.word.load(std::memory_order_acquire);
+        if (EndpointRecord::pid_of(w) != pid || EndpointRecord::state_of(w) != EndpointState::open) continue;
+        const auto role = EndpointRecord::role_of(w);
+        if (!r.word.compare_exchange_strong(w, EndpointRecord::pack(pid, role, EndpointState::closed),
+                                            std::memory_order_acq_rel)) {
+            continue;  // closed or reaped meanwhile: counted by whoever won
+        }
+        ++closed;
+        if (role == EndpointRole::producer) {
+            c.live_producers.fetch_sub(1, std::memory_order_acq_rel);
+            c.producers_closed.fetch_add(1, std::memory_order_release);
+        } else if (role == EndpointRole::consumer) {
+            c.live_consumers.fetch_sub(1, std::memory_order_acq_rel);
+            c.consumers_closed.fetch_add(1, std::memory_order_release);
+        }
+    }
+    if (closed != 0) {
+        auto& r = ring_indices(segment_.body());
+        bump_and_wake(r.data_seq);
+        bump_and_wake(r.space_seq);
+    }
+    return closed;
+}
+
+QueueStats Queue::stats() const {
+    using namespace detail;
+    QueueStats st;
+    const auto& c = queue_control(segment_.body());
+    const auto& r = ring_indices(segment_.body());
+    st.name = name();
+    st.spsc = spsc();
+    st.capacity = c.capacity;
+    st.max_message = c.max_message;
+    const std::uint64_t head = r.head.load(std::memory_order_acquire);
+    const std::uint64_t tail = r.tail.load(std::memory_order_acquire);
+    for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
+        const auto& e = segment_.endpoints()[i];
+        const std::uint64_t w = e.word.load(std::memory_order_acquire);
+        const auto role = EndpointRecord::role_of(w);
+        if (EndpointRecord::state_of(w) == EndpointState::free) continue;
+        if (role == EndpointRole::producer) {
+            st.messages_in += e.messages.load(std::memory_order_relaxed);
+            st.bytes_in += e.bytes.load(std::memory_order_relaxed);
+        } else if (role == EndpointRole::consumer) {
+            st.messages_out += e.messages.load(std::memory_order_relaxed);
+            st.bytes_out += e.bytes.load(std::memory_order_relaxed);
+        }
+        if (EndpointRecord::state_of(w) == EndpointState::open &&
+            process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed))) {
+            (role == EndpointRole::producer ? st.producers : st.consumers) += 1;
+        }
+    }
+    if (st.spsc) {
+        st.messages_in = r.tail_count.load(std::memory_order_relaxed);
+        st.bytes_in = r.tail_bytes.load(std::memory_order_relaxed);
+        st.messages_out = r.head_count.load(std::memory_order_relaxed);
+        st.bytes_out = r.head_bytes.load(std::memory_order_relaxed);
+        st.depth = st.messages_in >= st.messages_out ? st.messages_in - st.messages_out : 0;
+        st.bytes_used = tail >= head ? tail - head : 0;
+    } else {
+        st.depth = tail >= head ? tail - head : 0;
+        st.bytes_used = st.depth * c.cell_stride;
+    }
+    st.producers_closed = c.producers_closed.load(std::memory_order_relaxed);
+    st.producers_dead = c.producers_dead.load(std::memory_order_relaxed);
+    st.sleepers = segment_.header().waiters.load(std::memory_order_relaxed);
+    st.abandoned = c.messages_abandoned.load(std::memory_order_relaxed);
+    st.lost = c.messages_lost.load(std::memory_order_relaxed);
+    const std::uint32_t done = st.producers_closed + st.producers_dead;
+    const std::uint32_t attached = c.producers_attached.load(std::memory_order_relaxed);
+    st.ended = c.expected_producers != 0 ? done >= c.expected_producers : (attached != 0 && done >= attached);
+    st.broken = broken();
+    return st;
+}
+
+}  // namespace shmpipe
