@@ -138,6 +138,7 @@ struct alignas(kCacheLine) MutexBody {
 // Header flags of a semaphore segment.
 inline constexpr std::uint32_t kSemaphoreRecoverHolders = 1u << 0;  // S3
 inline constexpr std::uint64_t kHeldMask = 0xffff'ffffull;         // EndpointRecord::intent
+inline constexpr std::uint64_t kIntentUnset = ~std::uint64_t{0};   // attach_endpoint's value: holds 0
 
 struct alignas(kCacheLine) SemaphoreBody {
     std::atomic<std::uint32_t> count;        // S1: free units (futex word)
