@@ -1,0 +1,233 @@
+// Formatting shared by the inspect-queues subcommands: JSON, units, aligned tables.
+#include "commands.hpp"
+
+#include <shmpipe/detail/process_id.hpp>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <sstream>
+
+namespace inspect_queues {
+
+std::string json_escape(const std::string& s) {
+    std::string out;
+    out.reserve(s.size() + 2);
+    out += '"';
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\t': out += "\\t"; break;
+            case '\r': out += "\\r"; break;
+            default:
+                if (c < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += ch;
+                }
+        }
+    }
+    out += '"';
+    return out;
+}
+
+namespace {
+
+std::string fixed(double v, int decimals) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return buf;
+}
+
+class JsonObject {
+public:
+    JsonObject& field(const char* key, const std::string& raw) {
+        out_ += first_ ? "" : ", ";
+        first_ = false;
+        out_ += json_escape(key);
+        out_ += ": ";
+        out_ += raw;
+        return *this;
+    }
+    JsonObject& str(const char* key, const std::string& v) { return field(key, json_escape(v)); }
+    JsonObject& num(const char* key, std::uint64_t v) { return field(key, std::to_string(v)); }
+    JsonObject& real(const char* key, double v, int decimals) { return field(key, fixed(v, decimals)); }
+    JsonObject& boolean(const char* key, bool v) { return field(key, v ? "true" : "false"); }
+    JsonObject& null(const char* key) { return field(key, "null"); }
+    std::string done() { return "{" + out_ + "}"; }
+
+private:
+    std::string out_;
+    bool first_ = true;
+};
+
+}  // namespace
+
+std::string to_json(const shmpipe::ObjectInfo& o, const Rates* rates) {
+    using shmpipe::ObjectState;
+    JsonObject j;
+    j.str("name", o.name).str("kind", o.kind).str("state", shmpipe::to_string(o.state));
+    const bool valid = o.state != ObjectState::corrupt && o.state != ObjectState::unreadable;
+    if (!o.problem.empty()) j.str("problem", o.problem);
+    if (o.is_queue && valid) {
+        j.num("capacity", o.capacity).num("depth", o.depth);
+        j.num("max_message", o.max_message).num("bytes_used", o.bytes_used).real("fill_percent", o.fill * 100.0, 1);
+        j.num("messages_in", o.messages_in).num("messages_out", o.messages_out);
+        j.num("bytes_in", o.bytes_in).num("bytes_out", o.bytes_out);
+        j.num("producers_waiting", o.producers_waiting).num("consumers_waiting", o.consumers_waiting);
+        j.num("expected_producers", o.expected_producers).num("abandoned", o.abandoned).num("lost", o.lost);
+    } else {
+        j.null("capacity").null("depth");
+    }
+    j.num("sleepers", o.sleepers).num("waiters", o.waiters);
+    j.field("creator", JsonObject().num("pid", o.creator_pid).boolean("alive", o.creator_alive).done());
+    if (o.created_ns != 0) {
+        const std::uint64_t now = shmpipe::detail::realtime_ns();
+        j.num("created_ns", o.created_ns).real("age_s", now > o.created_ns ? static_cast<double>(now - o.created_ns) / 1e9 : 0.0, 3);
+    }
+    if (o.died_pid != 0) j.num("died_pid", o.died_pid);
+    j.num("size", o.file_size);
+    std::string eps = "[";
+    for (std::size_t i = 0; i < o.endpoints.size(); ++i) {
+        const auto& e = o.endpoints[i];
+        JsonObject je;
+        je.num("pid", e.pid).str("role", e.role).boolean("alive", e.alive).str("state", e.state);
+        je.num("index", e.index).num("messages", e.messages).num("bytes", e.bytes).boolean("sleeping", e.sleeping);
+        if (e.attached_ns != 0) je.num("attached_ns", e.attached_ns);
+        if (e.held_units) je.num("held", *e.held_units);
+        eps += (i == 0 ? "" : ", ") + je.done();
+    }
+    eps += "]";
+    j.field("endpoints", eps);
+    if (o.sync) {
+        const auto& s = *o.sync;
+        JsonObject js;
+        js.str("value_name", s.value_name).num("value", s.value);
+        if (s.limit) js.num("limit", *s.limit);
+        if (s.owner) js.num("owner", *s.owner).boolean("owner_alive", s.owner_alive.value_or(false));
+        js.num("waiters", s.waiters).boolean("broken", s.broken);
+        for (const auto& [k, v] : s.details) js.num(k.c_str(), v);
+        j.field("sync", js.done());
+    }
+    if (rates != nullptr) {
+        j.real("msgs_in_per_s", rates->msgs_in_per_s, 1).real("msgs_out_per_s", rates->msgs_out_per_s, 1);
+        j.real("mb_in_per_s", rates->mb_in_per_s, 3).real("mb_out_per_s", rates->mb_out_per_s, 3);
+        j.str("mark", rates->mark);
+    }
+    return j.done();
+}
+
+std::string to_json_array(const std::vector<shmpipe::ObjectInfo>& infos) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < infos.size(); ++i) out += (i == 0 ? "\n  " : ",\n  ") + to_json(infos[i]);
+    out += infos.empty() ? "]" : "\n]";
+    return out;
+}
+
+std::string human_bytes(std::uint64_t bytes) {
+    static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(bytes);
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        ++u;
+    }
+    if (u == 0) return std::to_string(bytes) + "B";
+    const bool whole = v == static_cast<double>(static_cast<std::uint64_t>(v));
+    return fixed(v, whole ? 0 : 1) + units[u];
+}
+
+std::string human_count(std::uint64_t n) {
+    if (n < 10000) return std::to_string(n);
+    static const char* const units[] = {"", "k", "M", "G", "T", "P"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    while (v >= 1000.0 && u < 5) {
+        v /= 1000.0;
+        ++u;
+    }
+    return fixed(v, v < 100 ? 1 : 0) + units[u];
+}
+
+std::string human_age(std::uint64_t since_ns) {
+    const std::uint64_t now = shmpipe::detail::realtime_ns();
+    if (since_ns == 0 || since_ns > now) return "-";
+    const std::uint64_t s = (now - since_ns) / 1'000'000'000ull;
+    if (s < 120) return std::to_string(s) + "s";
+    if (s < 7200) return std::to_string(s / 60) + "m";
+    if (s < 172800) return std::to_string(s / 3600) + "h";
+    return std::to_string(s / 86400) + "d";
+}
+
+std::string percent(double fraction) { return fixed(fraction * 100.0, 1) + "%"; }
+
+std::string endpoints_summary(const shmpipe::ObjectInfo& o) {
+    std::string out;
+    for (const auto& e : o.endpoints) {
+        if (e.state == "closed") continue;  // detached cleanly: `show` lists them
+        if (!out.empty()) out += ", ";
+        out += e.role + " " + std::to_string(e.pid);
+        if (e.state == "dead" || !e.alive) {
+            out += " (dead)";
+        } else if (e.sleeping) {
+            out += " (asleep)";
+        }
+    }
+    return out.empty() ? "-" : out;
+}
+
+void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows,
+                 const std::vector<bool>& right) {
+    std::vector<std::size_t> width;
+    for (const auto& row : rows) {
+        if (width.size() < row.size()) width.resize(row.size(), 0);
+        for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    }
+    for (const auto& row : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            const bool last = i + 1 == row.size();
+            const std::size_t pad = width[i] - row[i].size();
+            const bool r = i < right.size() && right[i];
+            if (r) line.append(pad, ' ');
+            line += row[i];
+            if (!r && !last) line.append(pad, ' ');
+            if (!last) line += "  ";
+        }
+        out << line << '\n';
+    }
+}
+
+std::vector<std::string> list_header() {
+    return {"NAME", "KIND", "STATE", "CAPACITY", "DEPTH", "FILL", "IN", "OUT", "SLEEP", "AGE", "ENDPOINTS / PROBLEM"};
+}
+
+std::vector<bool> list_alignment() { return {false, false, false, true, true, true, true, true, true, true, false}; }
+
+std::vector<std::string> list_row(const shmpipe::ObjectInfo& o) {
+    using shmpipe::ObjectState;
+    const bool valid = o.state != ObjectState::corrupt && o.state != ObjectState::unreadable;
+    std::vector<std::string> row{o.name, o.kind, shmpipe::to_string(o.state)};
+    if (o.is_queue && valid) {
+        row.insert(row.end(), {human_bytes(o.capacity), human_count(o.depth), percent(o.fill),
+                               human_count(o.messages_in), human_count(o.messages_out)});
+    } else if (o.sync && valid) {
+        std::string v = o.sync->value_name + "=" + std::to_string(o.sync->value);
+        if (o.sync->limit) v += "/" + std::to_string(*o.sync->limit);
+        row.insert(row.end(), {"-", v, "-", "-", "-"});
+    } else {
+        row.insert(row.end(), {"-", "-", "-", "-", "-"});
+    }
+    const std::uint32_t sleep = o.sync ? std::max(o.sleepers, o.sync->waiters) : o.sleepers;
+    row.push_back(valid ? std::to_string(sleep) : "-");
+    row.push_back(human_age(o.created_ns != 0 ? o.created_ns : o.file_mtime_ns));
+    row.push_back(valid ? endpoints_summary(o) : o.problem);
+    return row;
+}
+
+}  // namespace inspect_queues

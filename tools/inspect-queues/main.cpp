@@ -1,0 +1,108 @@
+// inspect-queues: see inside running shmpipe pipelines, and clean up after crashed ones.
+// Parses the command line, runs one subcommand, maps errors to exit codes:
+// 0 ok, 1 runtime failure, 2 usage error. Errors go to stderr as "inspect-queues: error: ...".
+#include "commands.hpp"
+
+#include <shmpipe/error.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <iostream>
+
+namespace {
+
+constexpr const char* kFooter = R"(
+States: open, closed (ended cleanly), broken, stale (no live process attached),
+corrupt (fails validation), unreadable (permission denied).
+
+Examples:
+  inspect-queues                       list every shmpipe object
+  inspect-queues show frames           everything about "frames"
+  inspect-queues watch --interval 0.5  live view; q or Ctrl-C quits
+  inspect-queues clean --dry-run       what clean would remove
+  inspect-queues --json | jq '.[] | select(.state == "stale") | .name'
+
+Inspecting only reads: it never attaches to a queue, takes a lock or changes a counter.
+Only `clean` removes, and never an object a live process uses.
+)";
+
+int error_exit(const std::string& message, int code) {
+    std::cerr << "inspect-queues: error: " << message << '\n';
+    return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace inspect_queues;
+    CLI::App app{"inspect-queues: list, show, watch and clean the shared-memory objects of shmpipe "
+                 "(queues, semaphores, mutexes, events, barriers, shared arrays)",
+                 "inspect-queues"};
+    app.footer(kFooter);
+    app.require_subcommand(0, 1);
+    bool json = false;
+    app.add_flag("--json", json, "Machine-readable output (JSON); for scripts");
+
+    ListOptions list;
+    auto* list_cmd = app.add_subcommand("list", "List every object with kind, capacity, depth, state (the default)");
+    list_cmd->add_option("patterns", list.patterns, "Only names matching these glob patterns");
+    list_cmd->fallthrough();
+
+    ShowOptions show;
+    auto* show_cmd = app.add_subcommand("show", "Everything about one object: counters, endpoints, sync state");
+    show_cmd->add_option("name", show.name, "Object name (without the shmpipe. prefix)")->required();
+    show_cmd->fallthrough();
+
+    WatchOptions watch;
+    auto* watch_cmd = app.add_subcommand("watch", "Live view with msgs/s and MB/s per queue; q or Ctrl-C quits");
+    watch_cmd->add_option("patterns", watch.patterns, "Only names matching these glob patterns");
+    watch_cmd->add_option("--interval", watch.interval_s, "Seconds between refreshes (default 1)")
+        ->check(CLI::Range(0.01, 3600.0));
+    watch_cmd->add_option("--count", watch.count, "Stop after N refreshes (default: until quit)")
+        ->check(CLI::Range(1u, 1000000000u));
+    watch_cmd->fallthrough();
+
+    CleanOptions clean;
+    auto* clean_cmd = app.add_subcommand("clean", "Remove stale objects (no live process attached)");
+    clean_cmd->add_option("patterns", clean.patterns, "Only names matching these glob patterns");
+    clean_cmd->add_flag("--dry-run", clean.dry_run, "Only say what would be removed");
+    clean_cmd->add_flag("--corrupt", clean.corrupt, "Also remove corrupt objects (older than 2 s, no live creator)");
+    clean_cmd->fallthrough();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::string what = e.what();
+        std::cerr << "inspect-queues: error: " << what << "\nRun with --help for more information.\n";
+        return 2;
+    }
+
+    try {
+        if (*show_cmd) {
+            show.json = json;
+            return run_show(show);
+        }
+        if (*watch_cmd) {
+            watch.json = json;
+            return run_watch(watch);
+        }
+        if (*clean_cmd) {
+            clean.json = json;
+            return run_clean(clean);
+        }
+        list.json = json;
+        return run_list(list);
+    } catch (const UsageError& e) {
+        std::cerr << "inspect-queues: error: " << e.what() << "\nRun with --help for more information.\n";
+        return 2;
+    } catch (const shmpipe::Error& e) {
+        return error_exit(e.what(), 1);
+    } catch (const std::exception& e) {
+        return error_exit(e.what(), 1);
+    }
+}
