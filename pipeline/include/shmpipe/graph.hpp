@@ -1,0 +1,189 @@
+// Graph: run a producer/consumer process graph — queues, stages with replicas — and
+// supervise it. The library face of `pipeline-launch`.
+//
+//   shmpipe::Graph g(shmpipe::load_spec("pipe.toml"));       // or build one in code:
+//   shmpipe::Graph g("demo");
+//   g.queue({.name = "nums"});
+//   g.stage({.name = "gen", .cmd = {"seq", "1", "100"}, .stdout_queue = "nums"});
+//   g.stage("sum", [](const shmpipe::StageContext& c) {       // a function, in a forked child
+//       shmpipe::Consumer<> rx(c.queue("nums")); ...; return 0; }, {.stdin_queue = ""});
+//   g.start();  auto result = g.join();                       // or g.run()
+//
+// What start() does, in order: validates the spec (programs, cycles, ...), creates every
+// queue as "<pipeline>.<run>.<queue>" (a run id per Graph, so two runs never collide) with
+// expected_producers = the replicas that write it, forks a guardian process that removes
+// those objects if this process is SIGKILLed, then starts the stages consumers first
+// (reverse topological order), each replica a shmpipe::Process in its own process group
+// with a parent-death signal.
+//
+// Adapters (ordinary programs as stages) run as threads inside this process: a stage with
+// `stdout_queue` gets a pipe whose lines (or length-prefixed records) a thread pushes as
+// messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
+// message, closed at end of stream. The adapter's Producer/Consumer belong to the replica,
+// not to one process, so a restarted replica continues the same stream. Other stdout and
+// stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
+// err_fd and to optional log files.
+//
+// join() supervises until every stage has ended:
+//   - a replica that exits 0 has its endpoints closed on its behalf (close_endpoints_of),
+//     so end of stream flows on even when a program did not close its outputs;
+//   - a replica that fails (non-zero exit, signal) is reported at once on err_fd, then:
+//     restart (RestartPolicy::on_failure, up to max_restarts), or, if the stage is not
+//     critical (or the policy is keep-going), it is left dead; otherwise fail-fast: every
+//     queue is marked broken so nobody blocks forever and the others are stopped with the
+//     ladder (stop_signal to the process group, stop_timeout, SIGKILL, reap);
+//   - interrupt() (Ctrl-C) #1 drains: sources get stop_signal and end of stream flows
+//     (after drain_timeout it escalates to terminate); #2 terminates: queues broken, ladder;
+//     #3 kills: SIGKILL at once. terminate() and kill() jump straight there.
+// Whatever the ending, join() returns only when every child is reaped and every adapter
+// thread is joined, and it removes every object the Graph created.
+//
+// Thread safety: start() and join() must be called from the same thread, one that outlives
+// the children (the parent-death signal fires when the forking thread exits). interrupt(),
+// drain(), terminate() and kill() only set atomics: call them from any thread or from a
+// signal handler.
+#pragma once
+
+#include <shmpipe/spec.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmpipe {
+
+// What a function stage sees in its child process.
+struct StageContext {
+    std::string pipeline;
+    std::string run;
+    std::string stage;
+    unsigned replica = 0;
+    unsigned replicas = 1;
+    std::map<std::string, std::string> queues;  // logical name -> shared-memory object name
+    // The object name of queue `logical` (for Producer/Consumer). Throws Error(not_found).
+    const std::string& queue(std::string_view logical) const;
+};
+
+using StageFunction = std::function<int(const StageContext&)>;
+
+struct GraphOptions {
+    std::string run_id;                // empty: "<pid>-<random>"
+    std::string log_dir;               // non-empty: also write <stage>.<replica>.log there
+    int out_fd = 1;                    // prefixed stdout lines of the stages
+    int err_fd = 2;                    // prefixed stderr lines, reports, status line
+    bool status_line = false;          // redraw a live status line on err_fd (a terminal)
+    std::string report_prefix = "graph";  // reports read "<prefix>: stage ..."
+    SpecOptions spec_options;          // how programs are found
+    std::chrono::milliseconds status_interval{500};
+};
+
+enum class GraphEnding {
+    completed,   // every stage ended (successfully or not)
+    failed,      // fail-fast stopped the graph after a failure
+    drained,     // interrupted once: sources stopped, end of stream flowed
+    terminated,  // interrupted twice or terminate(): stop ladder
+    killed,      // interrupted three times or kill()
+};
+std::string_view to_string(GraphEnding e) noexcept;
+
+struct ReplicaResult {
+    std::string stage;
+    unsigned replica = 0;
+    int pid = 0;                       // the last process
+    std::optional<int> exit_code;      // -N: signal N; nullopt: never started
+    bool stopped = false;              // ended because the graph stopped it (drain, terminate)
+    bool failed = false;               // counted as a failure
+    unsigned restarts = 0;
+    double seconds = 0;                // run time of all its processes
+    std::string error;                 // adapter errors (line too long, ...)
+};
+
+struct QueueResult {
+    std::string name;                  // logical
+    std::string object;                // shared-memory name
+    std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
+    std::uint64_t lost = 0, abandoned = 0;
+    bool broken = false;
+};
+
+struct GraphResult {
+    GraphEnding ending = GraphEnding::completed;
+    bool success = false;              // every stage succeeded (a drain counts as success)
+    std::string failure;               // the first failure, named: stage "w" replica 1 exited with code 3
+    double seconds = 0;
+    std::vector<ReplicaResult> replicas;
+    std::vector<QueueResult> queues;
+    std::string to_json() const;
+    std::string summary() const;       // human-readable table
+};
+
+// A live view for status lines (also available from status()).
+struct GraphStatus {
+    struct Queue {
+        std::string name;
+        std::uint64_t depth = 0;
+        double messages_per_second = 0;
+        std::uint64_t messages_out = 0;
+        bool ended = false, broken = false;
+    };
+    struct Stage {
+        std::string name;
+        unsigned alive = 0, replicas = 0, exited = 0, restarts = 0;
+    };
+    double seconds = 0;
+    std::vector<Queue> queues;
+    std::vector<Stage> stages;
+    std::string to_line(std::size_t width) const;
+};
+
+class Graph {
+public:
+    explicit Graph(std::string name, GraphOptions options = {});
+    explicit Graph(PipelineSpec spec, GraphOptions options = {});
+    Graph(const Graph&) = delete;
+    Graph& operator=(const Graph&) = delete;
+    // A started graph that was not joined is killed (SIGKILL ladder) and cleaned up.
+    ~Graph();
+
+    // Building (before start). Throw Error(invalid_state) after start.
+    Graph& queue(QueueSpec q);
+    Graph& stage(StageSpec s);
+    Graph& stage(std::string name, StageFunction fn, StageSpec options = {});
+
+    // Validates, creates the queues, starts every stage. Throws Error(spec_error) for a bad
+    // graph, Error from Queue::create, Error(spawn_failed) naming the stage; on a throw,
+    // whatever was started is stopped and removed.
+    void start();
+    // Supervises until the end (see above). Never throws for a stage's failure: it is in
+    // the result. Throws Error(invalid_state) before start.
+    GraphResult join();
+    GraphResult run() {
+        start();
+        return join();
+    }
+
+    // Requests (async-signal-safe).
+    void interrupt() noexcept;  // 1: drain, 2: terminate, 3: kill
+    void drain() noexcept;
+    void terminate() noexcept;
+    void kill() noexcept;
+
+    const PipelineSpec& spec() const noexcept;
+    const std::string& run_id() const noexcept;
+    // The shared-memory object name of a queue (valid after start).
+    std::string queue_object(std::string_view logical) const;
+    GraphStatus status() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmpipe

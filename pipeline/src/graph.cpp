@@ -1,0 +1,910 @@
+// shmpipe::Graph: queues, stages on shmpipe::Process, adapters, supervision. See graph.hpp.
+#include <shmpipe/graph.hpp>
+
+#include <shmpipe/detail/graph_adapter.hpp>
+#include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/error.hpp>
+#include <shmpipe/object.hpp>
+#include <shmpipe/process.hpp>
+#include <shmpipe/queue.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <fcntl.h>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+namespace shmpipe {
+
+const std::string& StageContext::queue(std::string_view logical) const {
+    const auto it = queues.find(std::string(logical));
+    if (it == queues.end()) {
+        throw Error(errc::not_found, "stage \"" + stage + "\": no queue \"" + std::string(logical) +
+                                         "\" in pipeline \"" + pipeline + "\"");
+    }
+    return it->second;
+}
+
+std::string_view to_string(GraphEnding e) noexcept {
+    switch (e) {
+        case GraphEnding::completed: return "completed";
+        case GraphEnding::failed: return "failed";
+        case GraphEnding::drained: return "drained";
+        case GraphEnding::terminated: return "terminated";
+        case GraphEnding::killed: return "killed";
+    }
+    return "unknown";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string describe_exit(int code) {
+    if (code >= 0) return "exited with code " + std::to_string(code);
+    return "was killed by " + signal_name(-code);
+}
+
+std::string json_escape(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += c;
+                }
+        }
+    }
+    return out;
+}
+
+std::string human_rate(double v) {
+    char buf[32];
+    if (v >= 1e6) {
+        std::snprintf(buf, sizeof buf, "%.1fM", v / 1e6);
+    } else if (v >= 1e3) {
+        std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
+    } else {
+        std::snprintf(buf, sizeof buf, "%.0f", v);
+    }
+    return buf;
+}
+
+std::string make_run_id() {
+    std::random_device rd;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%04x", static_cast<unsigned>(rd() & 0xffffu));
+    return std::to_string(::getpid()) + "-" + buf;
+}
+
+}  // namespace
+
+std::string GraphResult::to_json() const {
+    std::ostringstream o;
+    o << "{\"ending\":\"" << to_string(ending) << "\",\"success\":" << (success ? "true" : "false")
+      << ",\"failure\":" << (failure.empty() ? "null" : "\"" + json_escape(failure) + "\"") << ",\"seconds\":" << seconds
+      << ",\"stages\":[";
+    for (std::size_t i = 0; i < replicas.size(); ++i) {
+        const auto& r = replicas[i];
+        o << (i ? "," : "") << "{\"stage\":\"" << json_escape(r.stage) << "\",\"replica\":" << r.replica
+          << ",\"pid\":" << r.pid << ",\"exit_code\":" << (r.exit_code ? std::to_string(*r.exit_code) : "null")
+          << ",\"signal\":" << (r.exit_code && *r.exit_code < 0 ? "\"" + signal_name(-*r.exit_code) + "\"" : "null")
+          << ",\"stopped\":" << (r.stopped ? "true" : "false") << ",\"failed\":" << (r.failed ? "true" : "false")
+          << ",\"restarts\":" << r.restarts << ",\"seconds\":" << r.seconds
+          << ",\"error\":" << (r.error.empty() ? "null" : "\"" + json_escape(r.error) + "\"") << "}";
+    }
+    o << "],\"queues\":[";
+    for (std::size_t i = 0; i < queues.size(); ++i) {
+        const auto& q = queues[i];
+        o << (i ? "," : "") << "{\"name\":\"" << json_escape(q.name) << "\",\"object\":\"" << json_escape(q.object)
+          << "\",\"messages_in\":" << q.messages_in << ",\"messages_out\":" << q.messages_out
+          << ",\"bytes_in\":" << q.bytes_in << ",\"bytes_out\":" << q.bytes_out << ",\"lost\":" << q.lost
+          << ",\"abandoned\":" << q.abandoned << ",\"broken\":" << (q.broken ? "true" : "false") << "}";
+    }
+    o << "]}\n";
+    return o.str();
+}
+
+std::string GraphResult::summary() const {
+    std::ostringstream o;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s in %.2f s: %s\n", std::string(to_string(ending)).c_str(), seconds,
+                  success ? "every stage succeeded" : (failure.empty() ? "not every stage succeeded" : failure.c_str()));
+    o << buf;
+    for (const auto& r : replicas) {
+        std::string status;
+        if (!r.exit_code) {
+            status = "never started";
+        } else if (*r.exit_code >= 0) {
+            status = "exit " + std::to_string(*r.exit_code);
+        } else {
+            status = signal_name(-*r.exit_code);
+        }
+        if (r.stopped) status += " (stopped)";
+        if (r.failed) status += " FAILED";
+        std::snprintf(buf, sizeof buf, "  stage %-16s %-28s %8.2f s  restarts %u\n",
+                      (r.stage + "." + std::to_string(r.replica)).c_str(), status.c_str(), r.seconds, r.restarts);
+        o << buf;
+        if (!r.error.empty()) o << "      " << r.error << "\n";
+    }
+    for (const auto& q : queues) {
+        std::snprintf(buf, sizeof buf, "  queue %-16s %12llu messages in %12llu out %14llu bytes%s\n", q.name.c_str(),
+                      static_cast<unsigned long long>(q.messages_in), static_cast<unsigned long long>(q.messages_out),
+                      static_cast<unsigned long long>(q.bytes_out), q.broken ? "  (broken)" : "");
+        o << buf;
+    }
+    return o.str();
+}
+
+std::string GraphStatus::to_line(std::size_t width) const {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "[%.1fs]", seconds);
+    std::string s = buf;
+    for (const auto& q : queues) {
+        s += " " + q.name + ":" + std::to_string(q.depth) + " " + human_rate(q.messages_per_second) + "/s";
+        if (q.broken) {
+            s += " broken";
+        } else if (q.ended) {
+            s += " end";
+        }
+    }
+    s += " |";
+    for (const auto& st : stages) {
+        s += " " + st.name + " " + std::to_string(st.alive) + "/" + std::to_string(st.replicas) + " up";
+        if (st.restarts != 0) s += " r" + std::to_string(st.restarts);
+    }
+    if (width > 1 && s.size() >= width) s.resize(width - 1);
+    return s;
+}
+
+// One replica of a stage: its current process, its adapter endpoints (which outlive a
+// restart) and its adapter/log threads.
+struct Replica {
+    std::size_t stage = 0;  // index into Impl::spec.stages
+    unsigned index = 0;
+    enum class Phase { idle, running, exited, done } phase = Phase::idle;
+    std::unique_ptr<Process> proc;
+    std::unique_ptr<Producer<>> producer;  // stdout adapter
+    std::unique_ptr<Consumer<>> consumer;  // stdin adapter
+    std::vector<std::thread> threads;
+    std::shared_ptr<std::atomic<int>> threads_running;
+    std::shared_ptr<std::atomic<bool>> stop_stdin;
+    detail::AdapterErrors errors;
+    int log_fd = -1;
+    int pid = 0;
+    std::optional<int> exit_code;
+    bool stopped_by_us = false;
+    bool failed = false;
+    bool restart_pending = false;
+    unsigned restarts = 0;
+    Clock::time_point started_at{};
+    double seconds = 0;
+    std::optional<Clock::time_point> kill_at;  // the ladder's SIGKILL time
+    std::string error;
+
+    std::string label(const PipelineSpec& spec) const { return spec.stages[stage].name + "." + std::to_string(index); }
+};
+
+struct Graph::Impl {
+    PipelineSpec spec;
+    GraphOptions opt;
+    std::map<std::string, StageFunction> functions;
+    std::string run;
+    bool started = false, joined = false;
+    std::vector<Queue> queues;                       // owner handles, in spec.queues order
+    std::map<std::string, std::string> objects;      // logical -> object name
+    std::vector<std::unique_ptr<Replica>> replicas;  // in start order
+    std::unique_ptr<Process> guardian;
+    int guardian_fd = -1;
+    std::unique_ptr<detail::Output> out;
+
+    std::atomic<int> interrupts{0};
+    std::atomic<bool> drain_req{false}, terminate_req{false}, kill_req{false};
+    int interrupts_seen = 0;
+
+    enum class Mode { running, draining, terminating, killing } mode = Mode::running;
+    bool fail_fast_triggered = false;
+    bool terminate_requested = false;
+    std::string first_failure;
+    Clock::time_point t0{};
+    std::optional<Clock::time_point> drain_deadline;
+    Clock::time_point last_status{};
+    std::vector<std::uint64_t> last_out;  // per queue, for rates
+    mutable std::vector<double> rates;
+
+    void report(const std::string& text) { out->report(opt.report_prefix, text); }
+
+    std::chrono::milliseconds stop_timeout(const StageSpec& s) const {
+        return s.stop_timeout.count() >= 0 ? s.stop_timeout : spec.stop_timeout;
+    }
+
+    Queue* queue_handle(const std::string& logical) {
+        for (std::size_t i = 0; i < spec.queues.size(); ++i) {
+            if (spec.queues[i].name == logical) return &queues[i];
+        }
+        return nullptr;
+    }
+
+    void create_queues();
+    void start_guardian();
+    std::vector<std::size_t> start_order() const;
+    void spawn(Replica& r);
+    void on_exit(Replica& r, int code);
+    void finish_instance(Replica& r);
+    void record_failure(Replica& r, const std::string& what);
+    void begin_drain();
+    void begin_terminate(bool by_request);
+    void begin_kill();
+    void mark_all_broken();
+    void tick();
+    GraphStatus status() const;
+    void stop_everything_now() noexcept;
+    void cleanup() noexcept;
+};
+
+void Graph::Impl::create_queues() {
+    for (const auto& q : spec.queues) {
+        std::string object = spec.name + "." + run + "." + q.name;
+        validate_name(object, "queue");
+        unsigned writers = 0, readers = 0;
+        bool writer_native_restart = false, reader_native_restart = false;
+        unsigned restart_budget = 0;
+        for (const auto& s : spec.stages) {
+            for (const auto& w : s.writes()) {
+                if (w != q.name) continue;
+                writers += s.replicas;
+                if (s.restart == RestartPolicy::on_failure && w != s.stdout_queue) {
+                    writer_native_restart = true;
+                    restart_budget += s.replicas * s.max_restarts;
+                }
+            }
+            for (const auto& rd : s.reads()) {
+                if (rd != q.name) continue;
+                readers += s.replicas;
+                if (s.restart == RestartPolicy::on_failure && rd != s.stdin_queue) {
+                    reader_native_restart = true;
+                    restart_budget += s.replicas * s.max_restarts;
+                }
+            }
+        }
+        QueueOptions o;
+        o.capacity = q.capacity;
+        o.max_message = q.max_message;
+        o.producers = writers == 1 && !writer_native_restart ? Endpoints::one : Endpoints::many;
+        o.consumers = readers == 1 && !reader_native_restart ? Endpoints::one : Endpoints::many;
+        o.expected_producers = writers;
+        o.max_endpoints = std::min<std::uint32_t>(1024, 64 + writers + readers + restart_budget);
+        queues.push_back(Queue::create(object, o));
+        objects[q.name] = object;
+    }
+}
+
+// A small process that removes this run's objects if the launcher dies without doing it
+// (SIGKILL): it waits for EOF on a pipe only the launcher holds.
+void Graph::Impl::start_guardian() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw Error::from_errno(errno, "graph \"" + spec.name + "\": guardian pipe");
+    std::vector<std::string> names;
+    for (const auto& [logical, object] : objects) names.push_back(object);
+    const int rfd = fds[0], wfd = fds[1];
+    ProcessOptions po;
+    po.name = spec.name + ".guardian";
+    po.in = Redirect::null();
+    po.out = Redirect::null();
+    po.err = Redirect::null();
+    po.close_fds = true;  // holds nothing of ours but the read end
+    po.keep_fds = {rfd};
+    po.parent_death_signal = 0;  // it must outlive us
+    po.stop_grace = std::chrono::milliseconds(2000);
+    guardian = std::make_unique<Process>(
+        [rfd, wfd, names] {
+            ::close(wfd);
+            ::signal(SIGINT, SIG_IGN);
+            ::signal(SIGTERM, SIG_IGN);
+            char c;
+            while (true) {
+                const ssize_t n = ::read(rfd, &c, 1);
+                if (n == 0 || (n < 0 && errno != EINTR)) break;
+            }
+            for (const auto& n : names) shmpipe::remove(n);
+        },
+        po);
+    try {
+        guardian->start();
+    } catch (...) {
+        ::close(rfd);
+        ::close(wfd);
+        guardian.reset();
+        throw;
+    }
+    ::close(rfd);
+    guardian_fd = wfd;
+}
+
+// Reverse topological order: every consumer starts before its producers.
+std::vector<std::size_t> Graph::Impl::start_order() const {
+    const std::size_t n = spec.stages.size();
+    std::vector<unsigned> indegree(n, 0);
+    std::vector<std::vector<std::size_t>> next(n);
+    for (std::size_t a = 0; a < n; ++a) {
+        for (const auto& q : spec.stages[a].writes()) {
+            for (std::size_t b = 0; b < n; ++b) {
+                const auto r = spec.stages[b].reads();
+                if (std::find(r.begin(), r.end(), q) != r.end()) {
+                    next[a].push_back(b);
+                    ++indegree[b];
+                }
+            }
+        }
+    }
+    std::vector<std::size_t> order, ready;
+    for (std::size_t a = 0; a < n; ++a) {
+        if (indegree[a] == 0) ready.push_back(a);
+    }
+    while (!ready.empty()) {
+        const std::size_t a = ready.front();
+        ready.erase(ready.begin());
+        order.push_back(a);
+        for (std::size_t b : next[a]) {
+            if (--indegree[b] == 0) ready.push_back(b);
+        }
+    }
+    std::reverse(order.begin(), order.end());
+    return order;
+}
+
+void Graph::Impl::spawn(Replica& r) {
+    const StageSpec& s = spec.stages[r.stage];
+    const std::string label = r.label(spec);
+    ProcessOptions po;
+    po.name = label;
+    po.in = s.stdin_queue.empty() ? Redirect::null() : Redirect::pipe();
+    if (s.stdout_queue == kInheritStdout) {
+        po.out = Redirect::fd(out->out_fd());
+    } else {
+        po.out = Redirect::pipe();
+    }
+    po.err = Redirect::pipe();
+    po.parent_death_signal = SIGKILL;
+    po.stop_grace = stop_timeout(s);
+    po.env.emplace_back("SHMPIPE_PIPELINE", spec.name);
+    po.env.emplace_back("SHMPIPE_RUN", run);
+    po.env.emplace_back("SHMPIPE_STAGE", s.name);
+    po.env.emplace_back("SHMPIPE_REPLICA", std::to_string(r.index));
+    po.env.emplace_back("SHMPIPE_REPLICAS", std::to_string(s.replicas));
+    for (const auto& [logical, object] : objects) po.env.emplace_back(queue_env_name(logical), object);
+    auto object_list = [&](const std::vector<std::string>& names) {
+        std::string v;
+        for (const auto& n : names) v += (v.empty() ? "" : ",") + objects.at(n);
+        return v;
+    };
+    po.env.emplace_back("SHMPIPE_INPUTS", object_list(s.inputs));
+    po.env.emplace_back("SHMPIPE_OUTPUTS", object_list(s.outputs));
+    for (const auto& [k, v] : s.env) po.env.emplace_back(k, expand_placeholders(v, s, r.index, objects, spec.name, run));
+    std::string cwd = expand_placeholders(s.cwd, s, r.index, objects, spec.name, run);
+    if (!cwd.empty() && cwd.front() != '/' && !spec.base_dir.empty()) cwd = spec.base_dir + "/" + cwd;
+    po.cwd = cwd;
+
+    if (s.is_function) {
+        StageContext ctx;
+        ctx.pipeline = spec.name;
+        ctx.run = run;
+        ctx.stage = s.name;
+        ctx.replica = r.index;
+        ctx.replicas = s.replicas;
+        ctx.queues = objects;
+        po.close_fds = true;
+        StageFunction fn = functions.at(s.name);
+        r.proc = std::make_unique<Process>(
+            [fn, ctx] {
+                const int rc = fn(ctx);
+                if (rc != 0) {
+                    std::fflush(nullptr);
+                    ::_exit(rc);
+                }
+            },
+            std::move(po));
+    } else {
+        Command c;
+        c.program = s.program;
+        for (std::size_t i = 1; i < s.cmd.size(); ++i) {
+            c.args.push_back(expand_placeholders(s.cmd[i], s, r.index, objects, spec.name, run));
+        }
+        c.cwd = cwd;
+        r.proc = std::make_unique<Process>(std::move(c), std::move(po));
+    }
+
+    r.exit_code.reset();
+    r.stopped_by_us = false;
+    r.restart_pending = false;
+    r.kill_at.reset();
+    r.started_at = Clock::now();
+    try {
+        r.proc->start();
+    } catch (const Error& e) {
+        r.pid = 0;
+        r.phase = Replica::Phase::exited;
+        r.threads_running = std::make_shared<std::atomic<int>>(0);
+        r.error = e.what();
+        report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + " could not start: " + e.what());
+        on_exit(r, 127);
+        return;
+    }
+    r.pid = r.proc->pid();
+    r.phase = Replica::Phase::running;
+
+    // Threads: each owns one pipe end and counts itself out when done.
+    r.threads_running = std::make_shared<std::atomic<int>>(0);
+    r.stop_stdin = std::make_shared<std::atomic<bool>>(false);
+    auto launch = [&r](auto body) {
+        auto counter = r.threads_running;
+        counter->fetch_add(1, std::memory_order_relaxed);  // joined by the same thread that reads it
+        r.threads.emplace_back([counter, body]() mutable {
+            body();
+            counter->fetch_sub(1, std::memory_order_release);  // pairs with the acquire in tick()
+        });
+    };
+    const std::string prefix = label + " | ";
+    detail::Output* o = out.get();
+    const int log_fd = r.log_fd;
+    if (const int fd = r.proc->release_stderr(); fd >= 0) {
+        const int dest = o->err_fd();
+        launch([fd, o, dest, prefix, log_fd] { detail::pump_log(fd, *o, dest, prefix, log_fd); });
+    }
+    if (const int fd = r.proc->release_stdout(); fd >= 0) {
+        if (r.producer) {
+            Producer<>* tx = r.producer.get();
+            detail::AdapterErrors* errs = &r.errors;
+            const StreamFormat f = s.stdout_format;
+            launch([fd, tx, f, errs] { detail::pump_stdout(fd, *tx, f, *errs); });
+        } else {
+            const int dest = o->out_fd();
+            launch([fd, o, dest, prefix, log_fd] { detail::pump_log(fd, *o, dest, prefix, log_fd); });
+        }
+    }
+    if (const int fd = r.proc->release_stdin(); fd >= 0) {
+        Consumer<>* rx = r.consumer.get();
+        const StreamFormat f = s.stdin_format;
+        const std::atomic<bool>* stop = r.stop_stdin.get();
+        auto keep = r.stop_stdin;
+        const std::string who = "stage \"" + s.name + "\" replica " + std::to_string(r.index);
+        const std::string rp = opt.report_prefix;
+        launch([fd, rx, f, stop, keep, o, rp, who] { detail::pump_stdin(fd, *rx, f, *stop, *o, rp, who); });
+    }
+}
+
+void Graph::Impl::record_failure(Replica& r, const std::string& what) {
+    const StageSpec& s = spec.stages[r.stage];
+    r.failed = true;
+    report(what);
+    if (first_failure.empty()) first_failure = what;
+    if (s.critical && spec.failure == FailurePolicy::fail_fast && mode != Mode::terminating && mode != Mode::killing) {
+        fail_fast_triggered = true;
+        report("stopping the pipeline (fail-fast)");
+        begin_terminate(false);
+    }
+}
+
+void Graph::Impl::on_exit(Replica& r, int code) {
+    const StageSpec& s = spec.stages[r.stage];
+    r.exit_code = code;
+    r.seconds += std::chrono::duration<double>(Clock::now() - r.started_at).count();
+    r.phase = Replica::Phase::exited;
+    if (r.stop_stdin) r.stop_stdin->store(true, std::memory_order_release);  // the stdin adapter may stop
+    // End of stream flows on: close whatever endpoints the program left open.
+    if (r.pid > 0) {
+        for (auto& q : queues) q.close_endpoints_of(static_cast<std::uint32_t>(r.pid));
+    }
+    if (code == 0 || r.stopped_by_us) return;
+    const std::string what = "stage \"" + s.name + "\" replica " + std::to_string(r.index) + " (pid " +
+                             std::to_string(r.pid) + ") " + describe_exit(code);
+    if (s.restart == RestartPolicy::on_failure && r.restarts < s.max_restarts &&
+        (mode == Mode::running || (mode == Mode::draining && !s.is_source()))) {
+        report(what + "; restarting (" + std::to_string(r.restarts + 1) + " of " + std::to_string(s.max_restarts) + ")");
+        r.restart_pending = true;
+        return;
+    }
+    record_failure(r, what + (s.restart == RestartPolicy::on_failure ? " (no restarts left)" : ""));
+}
+
+void Graph::Impl::finish_instance(Replica& r) {
+    for (auto& t : r.threads) t.join();
+    r.threads.clear();
+    const StageSpec& s = spec.stages[r.stage];
+    const std::string err = r.errors.take();
+    if (!err.empty()) {
+        r.error = err;
+        if (!r.failed && !r.stopped_by_us && mode != Mode::terminating && mode != Mode::killing) {
+            record_failure(r, "stage \"" + s.name + "\" replica " + std::to_string(r.index) + ": " + err);
+        }
+    }
+    if (r.restart_pending && (mode == Mode::running || mode == Mode::draining)) {
+        ++r.restarts;
+        r.proc.reset();
+        spawn(r);
+        return;
+    }
+    r.restart_pending = false;
+    if (r.producer) r.producer->close();  // the adapter's end of stream
+    r.consumer.reset();
+    r.phase = Replica::Phase::done;
+}
+
+void Graph::Impl::mark_all_broken() {
+    for (auto& q : queues) q.mark_broken();
+}
+
+void Graph::Impl::begin_drain() {
+    if (mode != Mode::running) return;
+    mode = Mode::draining;
+    report("draining: stopping the sources, letting end of stream flow (Ctrl-C again to terminate)");
+    drain_deadline = Clock::now() + spec.drain_timeout;
+    for (auto& rp : replicas) {
+        Replica& r = *rp;
+        const StageSpec& s = spec.stages[r.stage];
+        if (!s.is_source()) continue;
+        r.restart_pending = false;
+        if (r.phase != Replica::Phase::running) continue;
+        r.stopped_by_us = true;
+        r.proc->signal_group(spec.stop_signal);
+        r.kill_at = Clock::now() + stop_timeout(s);
+    }
+}
+
+void Graph::Impl::begin_terminate(bool by_request) {
+    if (mode == Mode::terminating || mode == Mode::killing) return;
+    if (by_request) {
+        terminate_requested = true;
+        report("terminating: " + signal_name(spec.stop_signal) + " to every stage, SIGKILL after the grace period");
+    }
+    mode = Mode::terminating;
+    mark_all_broken();
+    for (auto& rp : replicas) {
+        Replica& r = *rp;
+        r.restart_pending = false;
+        if (r.phase != Replica::Phase::running) continue;
+        r.stopped_by_us = true;
+        r.proc->signal_group(spec.stop_signal);
+        const auto at = Clock::now() + stop_timeout(spec.stages[r.stage]);
+        r.kill_at = r.kill_at ? std::min(*r.kill_at, at) : at;
+    }
+}
+
+void Graph::Impl::begin_kill() {
+    if (mode == Mode::killing) return;
+    report("killing every stage (SIGKILL)");
+    mode = Mode::killing;
+    mark_all_broken();
+    for (auto& rp : replicas) {
+        Replica& r = *rp;
+        r.restart_pending = false;
+        if (r.phase != Replica::Phase::running) continue;
+        r.stopped_by_us = true;
+        r.proc->signal_group(SIGKILL);
+        r.proc->kill();
+        r.kill_at = Clock::now();
+    }
+}
+
+GraphStatus Graph::Impl::status() const {
+    GraphStatus st;
+    st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    for (std::size_t i = 0; i < queues.size(); ++i) {
+        GraphStatus::Queue q;
+        q.name = spec.queues[i].name;
+        try {
+            const QueueStats qs = queues[i].stats();
+            q.depth = qs.depth;
+            q.messages_out = qs.messages_out;
+            q.ended = qs.ended;
+            q.broken = qs.broken;
+        } catch (const Error&) {
+        }
+        q.messages_per_second = i < rates.size() ? rates[i] : 0;
+        st.queues.push_back(q);
+    }
+    for (std::size_t si = 0; si < spec.stages.size(); ++si) {
+        GraphStatus::Stage s;
+        s.name = spec.stages[si].name;
+        for (const auto& r : replicas) {
+            if (r->stage != si) continue;
+            ++s.replicas;
+            if (r->phase == Replica::Phase::running) {
+                ++s.alive;
+            } else if (r->phase == Replica::Phase::done) {
+                ++s.exited;
+            }
+            s.restarts += r->restarts;
+        }
+        st.stages.push_back(s);
+    }
+    return st;
+}
+
+void Graph::Impl::tick() {
+    // Requests from signal handlers or other threads.
+    const int n = interrupts.load(std::memory_order_relaxed);  // a counter, no data published with it
+    while (interrupts_seen < n) {
+        ++interrupts_seen;
+        if (interrupts_seen == 1) {
+            begin_drain();
+        } else if (interrupts_seen == 2) {
+            begin_terminate(true);
+        } else {
+            begin_kill();
+        }
+    }
+    if (drain_req.exchange(false)) begin_drain();
+    if (terminate_req.exchange(false)) begin_terminate(true);
+    if (kill_req.exchange(false)) begin_kill();
+    if (mode == Mode::draining && drain_deadline && Clock::now() >= *drain_deadline) {
+        report("drain did not finish within " + std::to_string(spec.drain_timeout.count()) + " ms; terminating");
+        begin_terminate(true);
+    }
+
+    const auto now = Clock::now();
+    for (auto& rp : replicas) {
+        Replica& r = *rp;
+        if (r.phase == Replica::Phase::running) {
+            if (!r.proc->is_alive()) {
+                on_exit(r, r.proc->exit_code().value_or(-SIGKILL));
+            } else if (r.kill_at && now >= *r.kill_at) {
+                r.proc->signal_group(SIGKILL);
+                r.proc->kill();
+            }
+        }
+        if (r.phase == Replica::Phase::exited && r.threads_running->load(std::memory_order_acquire) == 0) {
+            finish_instance(r);
+        }
+    }
+
+    if (opt.status_line && now - last_status >= opt.status_interval) {
+        const double dt = std::chrono::duration<double>(now - last_status).count();
+        last_status = now;
+        rates.resize(queues.size(), 0);
+        last_out.resize(queues.size(), 0);
+        for (std::size_t i = 0; i < queues.size(); ++i) {
+            try {
+                const auto mo = queues[i].stats().messages_out;
+                rates[i] = dt > 0 ? static_cast<double>(mo - last_out[i]) / dt : 0;
+                last_out[i] = mo;
+            } catch (const Error&) {
+            }
+        }
+        out->set_status(status().to_line(120));
+    }
+}
+
+void Graph::Impl::stop_everything_now() noexcept {
+    for (auto& q : queues) q.mark_broken();
+    for (auto& rp : replicas) {
+        Replica& r = *rp;
+        if (r.stop_stdin) r.stop_stdin->store(true);
+        if (r.proc && r.phase == Replica::Phase::running) (void)r.proc->stop(std::chrono::milliseconds(0));
+        for (auto& t : r.threads) {
+            if (t.joinable()) t.join();
+        }
+        r.threads.clear();
+        r.phase = Replica::Phase::done;
+    }
+}
+
+void Graph::Impl::cleanup() noexcept {
+    for (auto& rp : replicas) {
+        rp->producer.reset();
+        rp->consumer.reset();
+        if (rp->log_fd >= 0) {
+            ::close(rp->log_fd);
+            rp->log_fd = -1;
+        }
+    }
+    queues.clear();  // the owner handles unlink the objects
+    if (guardian_fd >= 0) {
+        ::close(guardian_fd);
+        guardian_fd = -1;
+    }
+    if (guardian) {
+        if (!guardian->join_for(std::chrono::milliseconds(2000))) (void)guardian->stop(std::chrono::milliseconds(0));
+        guardian.reset();
+    }
+}
+
+Graph::Graph(std::string name, GraphOptions options) : impl_(std::make_unique<Impl>()) {
+    impl_->spec.name = std::move(name);
+    impl_->spec.source = "graph \"" + impl_->spec.name + "\"";
+    impl_->opt = std::move(options);
+}
+
+Graph::Graph(PipelineSpec spec, GraphOptions options) : impl_(std::make_unique<Impl>()) {
+    impl_->spec = std::move(spec);
+    impl_->opt = std::move(options);
+}
+
+Graph::~Graph() {
+    if (impl_ && impl_->started && !impl_->joined) {
+        impl_->stop_everything_now();
+        impl_->cleanup();
+    }
+}
+
+Graph& Graph::queue(QueueSpec q) {
+    if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": queue() after start()");
+    q.declared = true;
+    impl_->spec.queues.push_back(std::move(q));
+    return *this;
+}
+
+Graph& Graph::stage(StageSpec s) {
+    if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": stage() after start()");
+    if (s.cmd.empty()) {
+        throw Error(errc::spec_error, "graph \"" + impl_->spec.name + "\": stage \"" + s.name + "\" has an empty cmd");
+    }
+    impl_->spec.stages.push_back(std::move(s));
+    return *this;
+}
+
+Graph& Graph::stage(std::string name, StageFunction fn, StageSpec options) {
+    if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": stage() after start()");
+    options.name = std::move(name);
+    options.is_function = true;
+    options.cmd = {"(function " + options.name + ")"};
+    impl_->functions[options.name] = std::move(fn);
+    impl_->spec.stages.push_back(std::move(options));
+    return *this;
+}
+
+void Graph::start() {
+    Impl& g = *impl_;
+    if (g.started) throw Error(errc::invalid_state, "graph \"" + g.spec.name + "\": start() called twice");
+    validate_spec(g.spec, g.opt.spec_options);
+    g.run = g.opt.run_id.empty() ? make_run_id() : g.opt.run_id;
+    g.out = std::make_unique<detail::Output>(g.opt.out_fd, g.opt.err_fd, g.opt.status_line);
+    g.started = true;
+    g.t0 = Clock::now();
+    g.last_status = g.t0;
+    try {
+        g.create_queues();
+        g.start_guardian();
+        // Replicas, their adapter endpoints (consumers first), log files.
+        const auto order = g.start_order();
+        for (std::size_t si : order) {
+            const StageSpec& s = g.spec.stages[si];
+            for (unsigned i = 0; i < s.replicas; ++i) {
+                auto r = std::make_unique<Replica>();
+                r->stage = si;
+                r->index = i;
+                r->threads_running = std::make_shared<std::atomic<int>>(0);
+                if (!s.stdin_queue.empty()) r->consumer = std::make_unique<Consumer<>>(g.objects.at(s.stdin_queue));
+                if (!g.opt.log_dir.empty()) {
+                    const std::string path = g.opt.log_dir + "/" + r->label(g.spec) + ".log";
+                    r->log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                    if (r->log_fd < 0) throw Error::from_errno(errno, "open log file \"" + path + "\"");
+                }
+                g.replicas.push_back(std::move(r));
+            }
+        }
+        for (auto& r : g.replicas) {
+            const StageSpec& s = g.spec.stages[r->stage];
+            if (!s.stdout_queue.empty() && s.stdout_queue != kInheritStdout) {
+                r->producer = std::make_unique<Producer<>>(g.objects.at(s.stdout_queue));
+            }
+        }
+        for (auto& r : g.replicas) {
+            g.tick();  // a stage that fails at once stops the rest before they start
+            if (g.mode == Impl::Mode::running) {
+                g.spawn(*r);
+            } else {
+                r->phase = Replica::Phase::done;
+            }
+        }
+    } catch (...) {
+        g.stop_everything_now();
+        g.cleanup();
+        g.joined = true;
+        throw;
+    }
+}
+
+GraphResult Graph::join() {
+    Impl& g = *impl_;
+    if (!g.started || g.joined) {
+        throw Error(errc::invalid_state, "graph \"" + g.spec.name + "\": join() without a started, unjoined graph");
+    }
+    while (true) {
+        g.tick();
+        const bool all_done = std::all_of(g.replicas.begin(), g.replicas.end(),
+                                          [](const auto& r) { return r->phase == Replica::Phase::done; });
+        if (all_done) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    g.out->end_status();
+
+    GraphResult res;
+    res.seconds = std::chrono::duration<double>(Clock::now() - g.t0).count();
+    for (std::size_t i = 0; i < g.queues.size(); ++i) {
+        QueueResult q;
+        q.name = g.spec.queues[i].name;
+        q.object = g.queues[i].name();
+        try {
+            const QueueStats st = g.queues[i].stats();
+            q.messages_in = st.messages_in;
+            q.messages_out = st.messages_out;
+            q.bytes_in = st.bytes_in;
+            q.bytes_out = st.bytes_out;
+            q.lost = st.lost;
+            q.abandoned = st.abandoned;
+            q.broken = st.broken;
+        } catch (const Error&) {
+        }
+        res.queues.push_back(q);
+    }
+    bool any_failed = false;
+    // Report stages in spec order.
+    for (std::size_t si = 0; si < g.spec.stages.size(); ++si) {
+        for (const auto& rp : g.replicas) {
+            if (rp->stage != si) continue;
+            ReplicaResult rr;
+            rr.stage = g.spec.stages[si].name;
+            rr.replica = rp->index;
+            rr.pid = rp->pid;
+            rr.exit_code = rp->exit_code;
+            rr.stopped = rp->stopped_by_us;
+            rr.failed = rp->failed;
+            rr.restarts = rp->restarts;
+            rr.seconds = rp->seconds;
+            rr.error = rp->error;
+            any_failed = any_failed || rp->failed;
+            res.replicas.push_back(std::move(rr));
+        }
+    }
+    if (g.mode == Impl::Mode::killing) {
+        res.ending = GraphEnding::killed;
+    } else if (g.terminate_requested) {
+        res.ending = GraphEnding::terminated;
+    } else if (g.fail_fast_triggered) {
+        res.ending = GraphEnding::failed;
+    } else if (g.mode == Impl::Mode::draining) {
+        res.ending = GraphEnding::drained;
+    } else {
+        res.ending = GraphEnding::completed;
+    }
+    res.failure = g.first_failure;
+    res.success = !any_failed && (res.ending == GraphEnding::completed || res.ending == GraphEnding::drained);
+    if (!res.success && res.failure.empty()) res.failure = "the pipeline was " + std::string(to_string(res.ending));
+    g.cleanup();
+    g.joined = true;
+    return res;
+}
+
+void Graph::interrupt() noexcept { impl_->interrupts.fetch_add(1, std::memory_order_relaxed); }
+void Graph::drain() noexcept { impl_->drain_req.store(true, std::memory_order_relaxed); }
+void Graph::terminate() noexcept { impl_->terminate_req.store(true, std::memory_order_relaxed); }
+void Graph::kill() noexcept { impl_->kill_req.store(true, std::memory_order_relaxed); }
+
+const PipelineSpec& Graph::spec() const noexcept { return impl_->spec; }
+const std::string& Graph::run_id() const noexcept { return impl_->run; }
+
+std::string Graph::queue_object(std::string_view logical) const {
+    const auto it = impl_->objects.find(std::string(logical));
+    if (it == impl_->objects.end()) {
+        throw Error(errc::not_found, "graph \"" + impl_->spec.name + "\": no queue \"" + std::string(logical) +
+                                         "\" (or the graph has not started)");
+    }
+    return it->second;
+}
+
+GraphStatus Graph::status() const { return impl_->status(); }
+
+}  // namespace shmpipe

@@ -1,0 +1,232 @@
+// The adapters that let ordinary programs be stages, and the prefixed line copier. They run
+// as threads inside the launcher (see graph.hpp); each owns one pipe end and closes it.
+#include <shmpipe/detail/graph_adapter.hpp>
+
+#include <shmpipe/error.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace shmpipe::detail {
+
+namespace {
+
+bool write_all(int fd, const char* p, std::size_t n) noexcept {
+    while (n > 0) {
+        const ssize_t w = ::write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+    return true;
+}
+
+// Writes two buffers as one logical record (writev, finishing partial writes).
+bool write_two(int fd, const void* a, std::size_t na, const void* b, std::size_t nb) noexcept {
+    iovec iov[2] = {{const_cast<void*>(a), na}, {const_cast<void*>(b), nb}};
+    int first = 0;
+    while (first < 2) {
+        const ssize_t w = ::writev(fd, iov + first, 2 - first);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        auto done = static_cast<std::size_t>(w);
+        while (first < 2 && done >= iov[first].iov_len) {
+            done -= iov[first].iov_len;
+            ++first;
+        }
+        if (first < 2) {
+            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+            iov[first].iov_len -= done;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+void Output::clear_status_locked() noexcept {
+    if (status_shown_) {
+        static constexpr char kClear[] = "\r\033[K";
+        write_all(err_fd_, kClear, sizeof kClear - 1);
+        status_shown_ = false;
+    }
+}
+
+void Output::show_status_locked() noexcept {
+    if (status_enabled_ && !status_.empty()) {
+        write_all(err_fd_, status_.data(), status_.size());
+        status_shown_ = true;
+    }
+}
+
+void Output::write(int fd, std::string_view text) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    clear_status_locked();
+    write_all(fd, text.data(), text.size());
+    show_status_locked();
+}
+
+void Output::report(std::string_view prefix, std::string_view text) noexcept {
+    std::string line;
+    try {
+        line.reserve(prefix.size() + text.size() + 3);
+        line.append(prefix).append(": ").append(text).append("\n");
+    } catch (...) {
+        return;
+    }
+    write(err_fd_, line);
+}
+
+void Output::set_status(std::string status) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    clear_status_locked();
+    status_ = std::move(status);
+    show_status_locked();
+}
+
+void Output::end_status() noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    clear_status_locked();
+    status_enabled_ = false;
+}
+
+void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd) noexcept {
+    try {
+        char chunk[16384];
+        std::string pending, batch, plain;
+        bool open = true;
+        while (open) {
+            const ssize_t n = ::read(fd, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                open = false;
+                if (!pending.empty()) pending += '\n';  // a last line without '\n' is still whole
+            } else {
+                pending.append(chunk, static_cast<std::size_t>(n));
+            }
+            std::size_t start = 0, nl;
+            batch.clear();
+            plain.clear();
+            while ((nl = pending.find('\n', start)) != std::string::npos) {
+                batch.append(prefix).append(pending, start, nl + 1 - start);
+                if (file_fd >= 0) plain.append(pending, start, nl + 1 - start);
+                start = nl + 1;
+            }
+            pending.erase(0, start);
+            if (!batch.empty()) out.write(dest_fd, batch);
+            if (!plain.empty()) write_all(file_fd, plain.data(), plain.size());
+        }
+    } catch (...) {
+        // Out of memory copying logs: stop copying, the stage still runs.
+    }
+    ::close(fd);
+}
+
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors) noexcept {
+    bool pushing = true;
+    auto push = [&](const char* p, std::size_t n) {
+        if (!pushing) return;
+        try {
+            tx.push(std::span<const std::byte>(reinterpret_cast<const std::byte*>(p), n));
+        } catch (const Error& e) {
+            pushing = false;  // keep reading (and discarding) so the program is never stuck
+            if (e.code() != make_error_code(errc::broken) && e.code() != make_error_code(errc::closed) &&
+                e.code() != make_error_code(errc::consumer_died)) {
+                errors.set(std::string("stdout adapter: ") + e.what());
+            }
+        }
+    };
+    try {
+        std::string pending;
+        char chunk[65536];
+        bool open = true;
+        while (open) {
+            const ssize_t n = ::read(fd, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                open = false;
+            } else if (pushing) {
+                pending.append(chunk, static_cast<std::size_t>(n));
+            }
+            std::size_t start = 0;
+            if (format == StreamFormat::lines) {
+                std::size_t nl;
+                while ((nl = pending.find('\n', start)) != std::string::npos) {
+                    push(pending.data() + start, nl - start);
+                    start = nl + 1;
+                }
+                if (!open && start < pending.size()) {
+                    push(pending.data() + start, pending.size() - start);  // last line without '\n'
+                    start = pending.size();
+                }
+            } else {
+                while (pending.size() - start >= 4) {
+                    std::uint32_t len = 0;
+                    std::memcpy(&len, pending.data() + start, 4);  // little-endian on every Linux we build for
+                    if (len > tx.max_message()) {
+                        errors.set("stdout adapter: record of " + std::to_string(len) + " bytes is larger than queue \"" +
+                                   tx.name() + "\" max_message (" + std::to_string(tx.max_message()) + ")");
+                        pushing = false;
+                        pending.clear();
+                        start = 0;
+                        break;
+                    }
+                    if (pending.size() - start - 4 < len) break;
+                    push(pending.data() + start + 4, len);
+                    start += 4 + static_cast<std::size_t>(len);
+                }
+                if (!open && start < pending.size() && pushing) {
+                    errors.set("stdout adapter: the program ended inside a record (" +
+                               std::to_string(pending.size() - start) + " bytes left over)");
+                }
+            }
+            pending.erase(0, start);
+            if (!pushing) pending.clear();
+        }
+    } catch (const std::exception& e) {
+        errors.set(std::string("stdout adapter: ") + e.what());
+    }
+    ::close(fd);
+}
+
+void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop, Output& out,
+                const std::string& report_prefix, const std::string& who) noexcept {
+    using namespace std::chrono_literals;
+    static constexpr char kNewline = '\n';
+    while (!stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
+        try {
+            auto slot = rx.peek_for(100ms);
+            if (!slot) {
+                if (rx.ended()) break;  // end of stream: the program sees EOF
+                continue;
+            }
+            const auto sp = slot->span();
+            bool ok;
+            if (format == StreamFormat::lines) {
+                ok = write_two(fd, sp.data(), sp.size(), &kNewline, 1);
+            } else {
+                const auto len = static_cast<std::uint32_t>(sp.size());
+                ok = write_two(fd, &len, sizeof len, sp.data(), sp.size());
+            }
+            if (!ok) break;  // EPIPE: the program stopped reading or died; this message is lost
+        } catch (const Error& e) {
+            if (e.code() == make_error_code(errc::producer_died)) {
+                out.report(report_prefix, who + ": " + e.what() + " (continuing with the others)");
+                continue;
+            }
+            break;  // broken (the graph is stopping) or corrupt
+        } catch (...) {
+            break;
+        }
+    }
+    ::close(fd);
+}
+
+}  // namespace shmpipe::detail

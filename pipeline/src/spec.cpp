@@ -1,0 +1,689 @@
+// Pipeline spec: TOML reading (toml++), validation and placeholder expansion.
+#include <shmpipe/spec.hpp>
+
+#include <shmpipe/error.hpp>
+#include <shmpipe/object.hpp>
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <climits>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace shmpipe {
+
+std::vector<std::string> StageSpec::reads() const {
+    std::vector<std::string> r = inputs;
+    if (!stdin_queue.empty()) r.push_back(stdin_queue);
+    return r;
+}
+
+std::vector<std::string> StageSpec::writes() const {
+    std::vector<std::string> w = outputs;
+    if (!stdout_queue.empty() && stdout_queue != kInheritStdout) w.push_back(stdout_queue);
+    return w;
+}
+
+const QueueSpec* PipelineSpec::find_queue(std::string_view n) const {
+    for (const auto& q : queues) {
+        if (q.name == n) return &q;
+    }
+    return nullptr;
+}
+
+const StageSpec* PipelineSpec::find_stage(std::string_view n) const {
+    for (const auto& s : stages) {
+        if (s.name == n) return &s;
+    }
+    return nullptr;
+}
+
+namespace {
+
+[[noreturn]] void fail(std::string_view source, int line, const std::string& what) {
+    std::string msg(source.empty() ? "<spec>" : source);
+    if (line > 0) msg += ":" + std::to_string(line);
+    throw Error(errc::spec_error, msg + ": " + what);
+}
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+    std::string out;
+    for (const auto& s : v) {
+        if (!out.empty()) out += sep;
+        out += s;
+    }
+    return out;
+}
+
+int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+
+// Reads one table, checking every key against the known ones.
+class TableReader {
+public:
+    TableReader(const toml::table& t, std::string_view source, std::string what,
+                std::initializer_list<std::string_view> known)
+        : t_(t), source_(source), what_(std::move(what)) {
+        for (auto&& [k, v] : t) {
+            (void)v;
+            if (std::find(known.begin(), known.end(), k.str()) == known.end()) {
+                std::vector<std::string> names(known.begin(), known.end());
+                fail(source_, static_cast<int>(k.source().begin.line),
+                     what_ + ": unknown key " + quoted(k.str()) + " (known keys: " + join(names, ", ") + ")");
+            }
+        }
+    }
+
+    int line() const { return line_of(t_); }
+    const toml::node* get(std::string_view key) const { return t_.get(key); }
+    int line(std::string_view key) const {
+        const toml::node* n = get(key);
+        return n != nullptr ? line_of(*n) : line();
+    }
+
+    std::string string(std::string_view key, std::string def = {}) const {
+        const toml::node* n = get(key);
+        if (n == nullptr) return def;
+        if (!n->is_string()) fail(source_, line_of(*n), what_ + ": " + std::string(key) + " must be a string");
+        return std::string(n->as_string()->get());
+    }
+    bool boolean(std::string_view key, bool def) const {
+        const toml::node* n = get(key);
+        if (n == nullptr) return def;
+        if (!n->is_boolean()) fail(source_, line_of(*n), what_ + ": " + std::string(key) + " must be true or false");
+        return n->as_boolean()->get();
+    }
+    std::int64_t integer(std::string_view key, std::int64_t def, std::int64_t lo, std::int64_t hi) const {
+        const toml::node* n = get(key);
+        if (n == nullptr) return def;
+        if (!n->is_integer()) fail(source_, line_of(*n), what_ + ": " + std::string(key) + " must be an integer");
+        const std::int64_t v = n->as_integer()->get();
+        if (v < lo || v > hi) {
+            fail(source_, line_of(*n), what_ + ": " + std::string(key) + " = " + std::to_string(v) +
+                                           " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return v;
+    }
+    std::vector<std::string> strings(std::string_view key) const {
+        const toml::node* n = get(key);
+        std::vector<std::string> out;
+        if (n == nullptr) return out;
+        const toml::array* a = n->as_array();
+        if (a == nullptr) fail(source_, line_of(*n), what_ + ": " + std::string(key) + " must be an array of strings");
+        for (const toml::node& e : *a) {
+            if (!e.is_string()) {
+                fail(source_, line_of(e), what_ + ": " + std::string(key) + " must be an array of strings");
+            }
+            out.emplace_back(e.as_string()->get());
+        }
+        return out;
+    }
+    std::size_t size(std::string_view key, std::size_t def) const {
+        const toml::node* n = get(key);
+        if (n == nullptr) return def;
+        try {
+            if (n->is_integer() && n->as_integer()->get() > 0) return static_cast<std::size_t>(n->as_integer()->get());
+            if (n->is_string()) return parse_size(n->as_string()->get());
+        } catch (const Error& e) {
+            fail(source_, line_of(*n), what_ + ": " + std::string(key) + ": " + e.what());
+        }
+        fail(source_, line_of(*n), what_ + ": " + std::string(key) + " must be a positive size like 65536 or \"4MiB\"");
+    }
+    std::chrono::milliseconds duration(std::string_view key, std::chrono::milliseconds def) const {
+        const toml::node* n = get(key);
+        if (n == nullptr) return def;
+        try {
+            if (n->is_integer() && n->as_integer()->get() >= 0) return std::chrono::seconds(n->as_integer()->get());
+            if (n->is_floating_point() && n->as_floating_point()->get() >= 0) {
+                return std::chrono::milliseconds(static_cast<std::int64_t>(n->as_floating_point()->get() * 1000.0));
+            }
+            if (n->is_string()) return parse_duration(n->as_string()->get());
+        } catch (const Error& e) {
+            fail(source_, line_of(*n), what_ + ": " + std::string(key) + ": " + e.what());
+        }
+        fail(source_, line_of(*n), what_ + ": " + std::string(key) + " must be a duration like 5, 2.5 or \"250ms\"");
+    }
+
+private:
+    const toml::table& t_;
+    std::string_view source_;
+    std::string what_;
+};
+
+StreamFormat parse_format(const TableReader& r, std::string_view key, std::string_view source, const std::string& what) {
+    const std::string v = r.string(key, "lines");
+    if (v == "lines") return StreamFormat::lines;
+    if (v == "records") return StreamFormat::records;
+    fail(source, r.line(key), what + ": " + std::string(key) + " must be \"lines\" or \"records\", not " + quoted(v));
+}
+
+bool is_executable_file(const std::string& path) {
+    struct stat st{};
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+std::string join_path(const std::string& dir, const std::string& name) {
+    if (dir.empty()) return name;
+    return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+std::string absolute(const std::string& path) {
+    char buf[PATH_MAX];
+    if (::realpath(path.c_str(), buf) != nullptr) return buf;
+    return path;
+}
+
+// Returns the resolved path, or "" with `why` set.
+std::string resolve_program(const std::string& prog, const PipelineSpec& spec, const SpecOptions& options,
+                            std::string& why) {
+    if (prog.find('/') != std::string::npos) {
+        const std::string path = prog.front() == '/' ? prog : join_path(spec.base_dir.empty() ? "." : spec.base_dir, prog);
+        struct stat st{};
+        if (::stat(path.c_str(), &st) != 0) {
+            why = "does not exist";
+        } else if (!S_ISREG(st.st_mode) || ::access(path.c_str(), X_OK) != 0) {
+            why = "is not an executable file";
+        } else {
+            return absolute(path);
+        }
+        return {};
+    }
+    std::vector<std::string> dirs = options.bin_dirs;
+    if (const char* p = std::getenv("PATH"); p != nullptr) {
+        std::stringstream ss(p);
+        std::string d;
+        while (std::getline(ss, d, ':')) dirs.push_back(d.empty() ? "." : d);
+    }
+    if (!options.self_dir.empty()) dirs.push_back(options.self_dir);
+    for (const auto& d : dirs) {
+        const std::string path = join_path(d, prog);
+        if (is_executable_file(path)) return absolute(path);
+    }
+    why = "was not found on PATH";
+    if (!options.bin_dirs.empty()) why += ", in --bin-dir";
+    if (!options.self_dir.empty()) why += " or beside the launcher (" + options.self_dir + ")";
+    return {};
+}
+
+void check_placeholders(const std::string& text, const StageSpec& st, const PipelineSpec& spec, int line) {
+    std::map<std::string, std::string> names;
+    for (const auto& q : spec.queues) names[q.name] = q.name;
+    try {
+        (void)expand_placeholders(text, st, 0, names, spec.name, "run");
+    } catch (const Error& e) {
+        fail(spec.source, line, "stage " + quoted(st.name) + ": " + e.what());
+    }
+}
+
+}  // namespace
+
+std::size_t parse_size(std::string_view text) {
+    std::size_t i = 0;
+    std::uint64_t v = 0;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+        v = v * 10 + static_cast<std::uint64_t>(text[i] - '0');
+        if (v > (std::uint64_t{1} << 40)) throw Error(errc::spec_error, "size " + quoted(text) + " is too large");
+        ++i;
+    }
+    if (i == 0) throw Error(errc::spec_error, "size " + quoted(text) + " does not start with a number");
+    std::string unit(text.substr(i));
+    while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+    for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::uint64_t mult = 1;
+    if (unit.empty() || unit == "b") {
+        mult = 1;
+    } else if (unit == "k" || unit == "kb" || unit == "kib") {
+        mult = 1024;
+    } else if (unit == "m" || unit == "mb" || unit == "mib") {
+        mult = 1024 * 1024;
+    } else if (unit == "g" || unit == "gb" || unit == "gib") {
+        mult = std::uint64_t{1} << 30;
+    } else {
+        throw Error(errc::spec_error, "size " + quoted(text) + " has an unknown unit (use B, KiB, MiB or GiB)");
+    }
+    if (v == 0) throw Error(errc::spec_error, "size " + quoted(text) + " must be positive");
+    return static_cast<std::size_t>(v * mult);
+}
+
+std::chrono::milliseconds parse_duration(std::string_view text) {
+    char* end = nullptr;
+    const std::string s(text);
+    errno = 0;
+    const double v = std::strtod(s.c_str(), &end);
+    if (end == s.c_str() || errno != 0 || v < 0) {
+        throw Error(errc::spec_error, "duration " + quoted(text) + " must be a non-negative number with a unit (ms, s, m)");
+    }
+    std::string unit(end);
+    while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+    double ms = 0;
+    if (unit.empty() || unit == "s") {
+        ms = v * 1000.0;
+    } else if (unit == "ms") {
+        ms = v;
+    } else if (unit == "m" || unit == "min") {
+        ms = v * 60000.0;
+    } else {
+        throw Error(errc::spec_error, "duration " + quoted(text) + " has an unknown unit (use ms, s or m)");
+    }
+    return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+}
+
+namespace {
+struct SignalName {
+    const char* name;
+    int sig;
+};
+constexpr SignalName kSignals[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+                                   {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"ABRT", SIGABRT},
+                                   {"SEGV", SIGSEGV}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"BUS", SIGBUS},
+                                   {"FPE", SIGFPE},   {"ILL", SIGILL}};
+}  // namespace
+
+int parse_signal(std::string_view text) {
+    std::string s(text);
+    for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (s.rfind("SIG", 0) == 0) s.erase(0, 3);
+    for (const auto& e : kSignals) {
+        if (s == e.name) return e.sig;
+    }
+    if (!s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+        const int v = std::atoi(s.c_str());
+        if (v > 0 && v < 65) return v;
+    }
+    throw Error(errc::spec_error, "unknown signal " + quoted(text) + " (use a name like \"SIGTERM\" or a number)");
+}
+
+std::string signal_name(int sig) {
+    for (const auto& e : kSignals) {
+        if (e.sig == sig) return std::string("SIG") + e.name;
+    }
+    return "signal " + std::to_string(sig);
+}
+
+std::string queue_env_name(std::string_view queue) {
+    std::string out = "SHMPIPE_QUEUE_";
+    for (char c : queue) {
+        const auto u = static_cast<unsigned char>(c);
+        out += std::isalnum(u) ? static_cast<char>(std::toupper(u)) : '_';
+    }
+    return out;
+}
+
+std::string expand_placeholders(std::string_view text, const StageSpec& stage, unsigned replica,
+                                const std::map<std::string, std::string>& queue_names, std::string_view pipeline,
+                                std::string_view run) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == '{' && i + 1 < text.size() && text[i + 1] == '{') {
+            out += '{';
+            ++i;
+        } else if (c == '}' && i + 1 < text.size() && text[i + 1] == '}') {
+            out += '}';
+            ++i;
+        } else if (c == '{') {
+            const std::size_t close = text.find('}', i);
+            if (close == std::string_view::npos) {
+                throw Error(errc::spec_error, "unterminated placeholder in " + quoted(text) + " (write {{ for a literal brace)");
+            }
+            const std::string_view key = text.substr(i + 1, close - i - 1);
+            if (key == "stage") {
+                out += stage.name;
+            } else if (key == "replica") {
+                out += std::to_string(replica);
+            } else if (key == "replicas") {
+                out += std::to_string(stage.replicas);
+            } else if (key == "pipeline") {
+                out += pipeline;
+            } else if (key == "run") {
+                out += run;
+            } else if (key.rfind("queue.", 0) == 0) {
+                const auto it = queue_names.find(std::string(key.substr(6)));
+                if (it == queue_names.end()) {
+                    throw Error(errc::spec_error, "placeholder {" + std::string(key) + "} names no queue of this pipeline");
+                }
+                out += it->second;
+            } else {
+                throw Error(errc::spec_error, "unknown placeholder {" + std::string(key) +
+                                                  "} (known: {queue.<name>}, {stage}, {replica}, {replicas}, "
+                                                  "{pipeline}, {run}; {{ is a literal brace)");
+            }
+            i = close;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, const SpecOptions& options) {
+    PipelineSpec spec;
+    spec.source = source.empty() ? "<spec>" : std::string(source);
+    toml::table root;
+    try {
+        root = toml::parse(toml_text, spec.source);
+    } catch (const toml::parse_error& e) {
+        fail(spec.source, static_cast<int>(e.source().begin.line), std::string(e.description()));
+    }
+    TableReader top(root, spec.source, "spec", {"pipeline", "queue", "stage"});
+
+    if (const toml::node* p = root.get("pipeline")) {
+        if (!p->is_table()) fail(spec.source, line_of(*p), "[pipeline] must be a table");
+        TableReader r(*p->as_table(), spec.source, "[pipeline]",
+                      {"name", "failure", "stop_signal", "stop_timeout", "drain_timeout"});
+        spec.name = r.string("name", spec.name);
+        try {
+            validate_name(spec.name, "pipeline");
+        } catch (const Error& e) {
+            fail(spec.source, r.line("name"), std::string("[pipeline]: name: ") + e.what());
+        }
+        const std::string failure = r.string("failure", "fail-fast");
+        if (failure == "fail-fast") {
+            spec.failure = FailurePolicy::fail_fast;
+        } else if (failure == "keep-going") {
+            spec.failure = FailurePolicy::keep_going;
+        } else {
+            fail(spec.source, r.line("failure"),
+                 "[pipeline]: failure must be \"fail-fast\" or \"keep-going\", not " + quoted(failure));
+        }
+        if (r.get("stop_signal") != nullptr) {
+            try {
+                spec.stop_signal = parse_signal(r.string("stop_signal"));
+            } catch (const Error& e) {
+                fail(spec.source, r.line("stop_signal"), std::string("[pipeline]: stop_signal: ") + e.what());
+            }
+        }
+        spec.stop_timeout = r.duration("stop_timeout", spec.stop_timeout);
+        spec.drain_timeout = r.duration("drain_timeout", spec.drain_timeout);
+    }
+
+    auto tables = [&](std::string_view key) {
+        std::vector<const toml::table*> out;
+        const toml::node* n = root.get(key);
+        if (n == nullptr) return out;
+        const toml::array* a = n->as_array();
+        if (a == nullptr || !a->is_array_of_tables()) {
+            fail(spec.source, line_of(*n), "use [[" + std::string(key) + "]] tables for " + std::string(key) + "s");
+        }
+        for (const toml::node& e : *a) out.push_back(e.as_table());
+        return out;
+    };
+
+    for (const toml::table* t : tables("queue")) {
+        TableReader r(*t, spec.source, "[[queue]]", {"name", "capacity", "max_message"});
+        QueueSpec q;
+        q.line = r.line();
+        q.declared = true;
+        if (r.get("name") == nullptr) fail(spec.source, q.line, "[[queue]]: missing key \"name\"");
+        q.name = r.string("name");
+        q.line = r.line("name");
+        q.capacity = r.size("capacity", q.capacity);
+        q.max_message = r.size("max_message", q.max_message);
+        if (const QueueSpec* dup = spec.find_queue(q.name)) {
+            fail(spec.source, q.line, "duplicate queue name " + quoted(q.name) + " (first declared on line " +
+                                          std::to_string(dup->line) + ")");
+        }
+        spec.queues.push_back(std::move(q));
+    }
+
+    for (const toml::table* t : tables("stage")) {
+        StageSpec s;
+        s.line = line_of(*t);
+        const toml::node* name_node = t->get("name");
+        if (name_node == nullptr || !name_node->is_string()) {
+            fail(spec.source, s.line, "[[stage]]: missing key \"name\" (a string)");
+        }
+        s.name = std::string(name_node->as_string()->get());
+        s.line = line_of(*name_node);
+        const std::string sw = "stage " + quoted(s.name);
+        TableReader rs(*t, spec.source, sw, {"name", "cmd", "inputs", "outputs", "stdin", "stdout", "stdin_format",
+                                             "stdout_format", "replicas", "restart", "max_restarts", "env", "cwd",
+                                             "stop_timeout", "critical"});
+        if (const StageSpec* dup = spec.find_stage(s.name)) {
+            fail(spec.source, s.line, "duplicate stage name " + quoted(s.name) + " (first declared on line " +
+                                          std::to_string(dup->line) + ")");
+        }
+        if (rs.get("cmd") == nullptr) fail(spec.source, s.line, sw + ": missing key \"cmd\" (an argv array)");
+        s.cmd = rs.strings("cmd");
+        if (s.cmd.empty() || s.cmd.front().empty()) fail(spec.source, rs.line("cmd"), sw + ": cmd must name a program");
+        s.inputs = rs.strings("inputs");
+        s.outputs = rs.strings("outputs");
+        s.stdin_queue = rs.string("stdin");
+        s.stdout_queue = rs.string("stdout");
+        s.stdin_format = parse_format(rs, "stdin_format", spec.source, sw);
+        s.stdout_format = parse_format(rs, "stdout_format", spec.source, sw);
+        s.replicas = static_cast<unsigned>(rs.integer("replicas", 1, 1, 1024));
+        const std::string restart = rs.string("restart", "never");
+        if (restart == "never") {
+            s.restart = RestartPolicy::never;
+        } else if (restart == "on-failure") {
+            s.restart = RestartPolicy::on_failure;
+        } else {
+            fail(spec.source, rs.line("restart"), sw + ": restart must be \"never\" or \"on-failure\", not " + quoted(restart));
+        }
+        s.max_restarts = static_cast<unsigned>(rs.integer("max_restarts", 3, 0, 1000000));
+        if (const toml::node* e = rs.get("env")) {
+            const toml::table* et = e->as_table();
+            if (et == nullptr) fail(spec.source, line_of(*e), sw + ": env must be a table of strings");
+            for (auto&& [k, v] : *et) {
+                if (!v.is_string()) fail(spec.source, line_of(v), sw + ": env." + std::string(k.str()) + " must be a string");
+                s.env[std::string(k.str())] = std::string(v.as_string()->get());
+            }
+        }
+        s.cwd = rs.string("cwd");
+        s.stop_timeout = rs.duration("stop_timeout", s.stop_timeout);
+        s.critical = rs.boolean("critical", true);
+        // Line numbers for the checks below: point at the key that names the queue.
+        spec.stages.push_back(std::move(s));
+    }
+
+    // Directory of the spec file, for relative programs and cwd.
+    const auto slash = spec.source.rfind('/');
+    spec.base_dir = slash == std::string::npos ? "." : spec.source.substr(0, slash == 0 ? 1 : slash);
+    validate_spec(spec, options);
+    return spec;
+}
+
+PipelineSpec load_spec(const std::string& path, const SpecOptions& options) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw Error::from_errno(errno, "read pipeline spec \"" + path + "\"");
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return parse_spec(ss.str(), path, options);
+}
+
+void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
+    const std::string& src = spec.source;
+    try {
+        validate_name(spec.name, "pipeline");
+    } catch (const Error& e) {
+        fail(src, 0, e.what());
+    }
+    if (spec.stages.empty()) fail(src, 0, "the pipeline has no [[stage]]");
+
+    // Names: valid object names, no duplicates (specs built in code skip the parser's check).
+    std::set<std::string> seen;
+    for (const auto& q : spec.queues) {
+        try {
+            validate_name(q.name, "queue");
+        } catch (const Error& e) {
+            fail(src, q.line, e.what());
+        }
+        if (!seen.insert(q.name).second) fail(src, q.line, "duplicate queue name " + quoted(q.name));
+        if (q.max_message == 0 || q.capacity < q.max_message) {
+            fail(src, q.line, "queue " + quoted(q.name) + ": capacity (" + std::to_string(q.capacity) +
+                                  " bytes) must be at least max_message (" + std::to_string(q.max_message) + " bytes)");
+        }
+    }
+    seen.clear();
+    for (const auto& s : spec.stages) {
+        if (s.name.empty() || s.name.find_first_of(" \t\n|") != std::string::npos) {
+            fail(src, s.line, "stage name " + quoted(s.name) + " must be non-empty without spaces or '|'");
+        }
+        if (!seen.insert(s.name).second) fail(src, s.line, "duplicate stage name " + quoted(s.name));
+        if (s.replicas == 0) fail(src, s.line, "stage " + quoted(s.name) + ": replicas must be at least 1");
+    }
+
+    // Implicit queues: named by a stage, not declared.
+    for (const auto& s : spec.stages) {
+        std::vector<std::string> all = s.reads();
+        for (const auto& w : s.writes()) all.push_back(w);
+        for (const auto& n : all) {
+            if (spec.find_queue(n) != nullptr) continue;
+            try {
+                validate_name(n, "queue");
+            } catch (const Error& e) {
+                fail(src, s.line, "stage " + quoted(s.name) + ": " + e.what());
+            }
+            QueueSpec q;
+            q.name = n;
+            q.line = s.line;
+            spec.queues.push_back(std::move(q));
+        }
+    }
+
+    // Each stage: no queue both read and written, no queue twice.
+    for (const auto& s : spec.stages) {
+        const auto r = s.reads();
+        const auto w = s.writes();
+        std::set<std::string> rs(r.begin(), r.end()), ws(w.begin(), w.end());
+        if (rs.size() != r.size()) fail(src, s.line, "stage " + quoted(s.name) + " reads a queue twice (inputs and stdin)");
+        if (ws.size() != w.size()) fail(src, s.line, "stage " + quoted(s.name) + " writes a queue twice (outputs and stdout)");
+        for (const auto& q : r) {
+            if (ws.count(q) != 0) {
+                fail(src, s.line, "stage " + quoted(s.name) + " reads queue " + quoted(q) +
+                                      " that it also writes (a stage cannot feed itself)");
+            }
+        }
+    }
+
+    // Every queue has a writer and a reader.
+    for (const auto& q : spec.queues) {
+        bool written = false, read = false;
+        for (const auto& s : spec.stages) {
+            for (const auto& n : s.writes()) written = written || n == q.name;
+            for (const auto& n : s.reads()) read = read || n == q.name;
+        }
+        if (!written) {
+            fail(src, q.line, "queue " + quoted(q.name) + " is read but nobody writes it" +
+                                  (read ? "" : " (and nobody reads it)") +
+                                  " (add it to a stage's outputs or stdout)");
+        }
+        if (!read) {
+            fail(src, q.line, "queue " + quoted(q.name) + " is written but nobody reads it (add it to a stage's inputs or stdin)");
+        }
+    }
+
+    // Cycles: stage a -> stage b when a writes a queue b reads.
+    const std::size_t n = spec.stages.size();
+    std::vector<std::vector<std::size_t>> next(n);
+    for (std::size_t a = 0; a < n; ++a) {
+        for (const auto& q : spec.stages[a].writes()) {
+            for (std::size_t b = 0; b < n; ++b) {
+                const auto r = spec.stages[b].reads();
+                if (std::find(r.begin(), r.end(), q) != r.end()) next[a].push_back(b);
+            }
+        }
+    }
+    std::vector<int> color(n, 0);  // 0 new, 1 on the stack, 2 done
+    std::vector<std::size_t> stack;
+    std::function<void(std::size_t)> visit = [&](std::size_t a) {
+        color[a] = 1;
+        stack.push_back(a);
+        for (std::size_t b : next[a]) {
+            if (color[b] == 1) {
+                std::string path;
+                auto it = std::find(stack.begin(), stack.end(), b);
+                for (; it != stack.end(); ++it) path += spec.stages[*it].name + " -> ";
+                path += spec.stages[b].name;
+                fail(src, spec.stages[b].line, "the pipeline has a cycle: " + path +
+                                                   " (end of stream could never reach every stage)");
+            }
+            if (color[b] == 0) visit(b);
+        }
+        stack.pop_back();
+        color[a] = 2;
+    };
+    for (std::size_t a = 0; a < n; ++a) {
+        if (color[a] == 0) visit(a);
+    }
+
+    // Placeholders and programs.
+    for (auto& s : spec.stages) {
+        for (const auto& arg : s.cmd) check_placeholders(arg, s, spec, s.line);
+        for (const auto& [k, v] : s.env) check_placeholders(v, s, spec, s.line);
+        check_placeholders(s.cwd, s, spec, s.line);
+        if (!options.check_programs || s.is_function) {
+            s.program = s.cmd.front();
+            continue;
+        }
+        std::string why;
+        s.program = resolve_program(s.cmd.front(), spec, options, why);
+        if (s.program.empty()) {
+            fail(src, s.line, "stage " + quoted(s.name) + ": program " + quoted(s.cmd.front()) + " " + why);
+        }
+    }
+}
+
+std::string describe_spec(const PipelineSpec& spec) {
+    std::ostringstream out;
+    out << "pipeline " << quoted(spec.name) << " (" << spec.source << "): " << spec.stages.size() << " stage"
+        << (spec.stages.size() == 1 ? "" : "s") << ", " << spec.queues.size() << " queue"
+        << (spec.queues.size() == 1 ? "" : "s") << ", failure "
+        << (spec.failure == FailurePolicy::fail_fast ? "fail-fast" : "keep-going") << ", stop "
+        << signal_name(spec.stop_signal) << " then SIGKILL after " << spec.stop_timeout.count() << " ms\n";
+    out << "queues:\n";
+    for (const auto& q : spec.queues) {
+        std::vector<std::string> writers, readers;
+        unsigned producers = 0;
+        for (const auto& s : spec.stages) {
+            for (const auto& w : s.writes()) {
+                if (w == q.name) {
+                    writers.push_back(s.name + " x" + std::to_string(s.replicas));
+                    producers += s.replicas;
+                }
+            }
+            for (const auto& r : s.reads()) {
+                if (r == q.name) readers.push_back(s.name + " x" + std::to_string(s.replicas));
+            }
+        }
+        out << "  " << q.name << ": capacity " << q.capacity << " B, max_message " << q.max_message << " B, "
+            << producers << " expected producer" << (producers == 1 ? "" : "s") << "; " << join(writers, ", ")
+            << " -> " << join(readers, ", ") << (q.declared ? "" : " (default geometry)") << "\n";
+    }
+    out << "stages (started consumers first):\n";
+    for (const auto& s : spec.stages) {
+        out << "  " << s.name << " x" << s.replicas << ": " << join(s.cmd, " ") << "\n";
+        out << "      program " << s.program;
+        if (!s.inputs.empty()) out << ", inputs " << join(s.inputs, ",");
+        if (!s.outputs.empty()) out << ", outputs " << join(s.outputs, ",");
+        if (!s.stdin_queue.empty()) {
+            out << ", stdin <- " << s.stdin_queue << (s.stdin_format == StreamFormat::lines ? " (lines)" : " (records)");
+        }
+        if (!s.stdout_queue.empty()) {
+            out << ", stdout -> " << s.stdout_queue
+                << (s.stdout_queue == kInheritStdout ? ""
+                    : s.stdout_format == StreamFormat::lines ? " (lines)" : " (records)");
+        }
+        if (s.restart == RestartPolicy::on_failure) out << ", restart on-failure (max " << s.max_restarts << ")";
+        if (!s.critical) out << ", not critical";
+        if (s.is_source()) out << ", source";
+        out << "\n";
+    }
+    return out.str();
+}
+
+}  // namespace shmpipe

@@ -1,0 +1,129 @@
+// pipeline-launch SPEC.toml: run a producer/consumer process graph from a TOML spec.
+// Parses arguments, calls shmpipe::Graph, turns the outcome into an exit code.
+#include "cli_util.hpp"
+
+#include <shmpipe/graph.hpp>
+#include <shmpipe/spec.hpp>
+
+#include <atomic>
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+constexpr std::string_view kTool = "pipeline-launch";
+
+std::atomic<shmpipe::Graph*> g_graph{nullptr};
+static_assert(std::atomic<shmpipe::Graph*>::is_always_lock_free);
+
+extern "C" void on_signal(int sig) {
+    shmpipe::Graph* g = g_graph.load();
+    if (g == nullptr) return;
+    if (sig == SIGINT) {
+        g->interrupt();  // 1 drain, 2 terminate, 3 kill
+    } else {
+        g->terminate();
+    }
+}
+
+void install_handlers() {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGHUP, &sa, nullptr);
+    // A stage that stops reading its stdin must not kill the launcher.
+    std::signal(SIGPIPE, SIG_IGN);
+}
+
+std::string self_dir() {
+    char buf[PATH_MAX];
+    const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return {};
+    std::string p(buf, static_cast<std::size_t>(n));
+    const auto slash = p.rfind('/');
+    return slash == std::string::npos ? std::string() : p.substr(0, slash);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "Run a producer/consumer process graph from a TOML spec: creates its shared-memory queues, "
+        "starts and supervises every stage, stops them cleanly and names the stage that failed.\n"
+        "Ctrl-C once drains (stops the sources, lets end of stream flow), twice terminates, three "
+        "times kills. Exit status: 0 every stage succeeded, 1 a stage failed / the run was stopped / "
+        "the spec is invalid, 2 bad arguments.",
+        std::string(kTool)};
+    std::string spec_path;
+    bool check = false;
+    std::string name, run_id, log_dir, summary_json;
+    std::vector<std::string> bin_dirs;
+    bool no_status = false, force_status = false, quiet = false;
+
+    app.add_option("spec", spec_path, "Pipeline spec (TOML)")->required()->check(CLI::ExistingFile);
+    app.add_flag("--check", check, "Validate the spec and print the graph; run nothing")->group("Spec");
+    app.add_option("--bin-dir", bin_dirs,
+                   "Also look for bare program names here (after PATH; the launcher's own folder comes last)")
+        ->group("Spec");
+    app.add_option("--name", name, "Override [pipeline] name (the prefix of every object the run creates)")
+        ->group("Spec");
+    app.add_option("--run-id", run_id, "Run id in object names (default: <pid>-<random>)")->group("Spec");
+    app.add_option("--log-dir", log_dir, "Also write each stage's output to DIR/<stage>.<replica>.log")
+        ->check(CLI::ExistingDirectory)
+        ->group("Output");
+    app.add_option("--summary-json", summary_json, "Write the end summary as JSON to FILE")->group("Output");
+    app.add_flag("--no-status", no_status, "No live status line, even on a terminal")->group("Output");
+    app.add_flag("--status", force_status, "A live status line even when stderr is not a terminal")->group("Output");
+    app.add_flag("-q,--quiet", quiet, "No end summary on stderr")->group("Output");
+
+    if (const int rc = shmpipe::cli::parse(app, kTool, argc, argv); rc >= 0) return rc;
+
+    return shmpipe::cli::run_guarded(kTool, [&]() -> int {
+        shmpipe::SpecOptions so;
+        so.bin_dirs = bin_dirs;
+        so.self_dir = self_dir();
+        shmpipe::PipelineSpec spec = shmpipe::load_spec(spec_path, so);
+        if (!name.empty()) {
+            spec.name = name;
+            shmpipe::validate_spec(spec, so);
+        }
+        if (check) {
+            std::cout << shmpipe::describe_spec(spec) << "spec OK" << std::endl;
+            return shmpipe::cli::kExitOk;
+        }
+
+        shmpipe::GraphOptions go;
+        go.run_id = run_id;
+        go.log_dir = log_dir;
+        go.status_line = !no_status && (force_status || ::isatty(2) == 1);
+        go.report_prefix = std::string(kTool);
+        go.spec_options = so;
+        shmpipe::Graph graph(std::move(spec), go);
+        struct Registered {
+            explicit Registered(shmpipe::Graph* g) { g_graph.store(g); }
+            ~Registered() { g_graph.store(nullptr); }
+        } registered(&graph);
+        install_handlers();
+        graph.start();
+        const shmpipe::GraphResult result = graph.join();
+
+        if (!quiet) std::cerr << kTool << ": " << result.summary() << std::flush;
+        if (!summary_json.empty()) {
+            std::ofstream f(summary_json, std::ios::trunc);
+            f << result.to_json();
+            if (!f) shmpipe::cli::print_error(kTool, "could not write the summary to \"" + summary_json + "\"");
+        }
+        if (result.success) return shmpipe::cli::kExitOk;
+        shmpipe::cli::print_error(kTool, result.failure);
+        return shmpipe::cli::kExitFailure;
+    });
+}
