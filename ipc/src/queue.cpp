@@ -633,6 +633,9 @@ QueueStats Queue::stats() const {
         st.depth = st.messages_in >= st.messages_out ? st.messages_in - st.messages_out : 0;
         st.bytes_used = tail >= head ? tail - head : 0;
     } else {
+        // Positions count every claimed message exactly; bytes come from the batched counters.
+        st.messages_in = tail;
+        st.messages_out = head;
         st.depth = tail >= head ? tail - head : 0;
         st.bytes_used = st.depth * c.cell_stride;
     }

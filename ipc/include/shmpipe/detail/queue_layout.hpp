@@ -122,8 +122,9 @@ inline const RingIndices& ring_indices(const std::byte* body) noexcept {
 }
 
 // Depth for the inspector: SPSC tail_count - head_count (messages) and tail - head (ring
-// bytes, including record headers); MPMC tail - head (messages). Message and byte totals
-// in/out: SPSC from tail_/head_count and _bytes; MPMC from the endpoint records' counters
-// (published in batches, so they trail by at most a batch).
+// bytes, including record headers); MPMC tail - head (messages). Message totals in/out:
+// SPSC tail_count/head_count, MPMC tail/head (positions), both exact. Byte totals: SPSC
+// tail_bytes/head_bytes (exact); MPMC the endpoint records' counters (published every
+// kStatsBatch messages and on close, so they trail by at most a batch per endpoint).
 
 }  // namespace shmpipe::detail
