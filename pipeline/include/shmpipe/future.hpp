@@ -1,0 +1,347 @@
+// Results of pool tasks: AsyncResult<R> (multiprocessing.pool.AsyncResult) and Future<R>
+// (concurrent.futures.Future), as_completed and wait.
+//
+//   auto r = pool.apply_async(square, 7);  r.get_for(2s);   // Error(errc::timeout) when late
+//   auto f = pool.submit(square, 7);       f.add_done_callback([](auto& f) { ... });
+//   for (auto& f : shmpipe::as_completed(futures)) use(f.result());
+//
+// Both are cheap handles on one shared state; copies see the same result. Blocking calls
+// (get, result, wait) may be made from any thread; ready/successful/done never block.
+// Callbacks run on the pool's collector thread (or at once, in the registering thread,
+// when the task is already finished); they must not block on other results of the pool.
+// A task that raised in a worker throws shmpipe::RemoteError from get()/result(); a task
+// whose worker died throws Error(errc::worker_died); a cancelled one Error(errc::cancelled).
+#pragma once
+
+#include <shmpipe/codec.hpp>
+#include <shmpipe/error.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace shmpipe {
+
+namespace detail {
+
+enum class TaskStatus { pending, ok, failed, cancelled };
+
+// The state one task's handles share. The pool completes it from its collector thread.
+struct TaskState {
+    std::uint64_t id = 0;
+    std::string what;  // for messages: "task 12 (square)"
+    mutable std::mutex m;
+    mutable std::condition_variable cv;
+    TaskStatus status = TaskStatus::pending;
+    Bytes payload;               // the encoded result (ok)
+    std::exception_ptr error;    // failed / cancelled
+    std::vector<std::function<void()>> listeners;  // run once, after completion
+    // Set by the pool: true when the task may be cancelled (no worker took it yet).
+    std::function<bool(std::uint64_t)> may_cancel;
+
+    bool finished() const {
+        std::lock_guard lock(m);
+        return status != TaskStatus::pending;
+    }
+    // First completion wins; later ones are ignored. Returns whether this call completed it.
+    bool complete(TaskStatus s, Bytes result, std::exception_ptr e) {
+        std::vector<std::function<void()>> run;
+        {
+            std::lock_guard lock(m);
+            if (status != TaskStatus::pending) return false;
+            status = s;
+            payload = std::move(result);
+            error = std::move(e);
+            run.swap(listeners);
+        }
+        cv.notify_all();
+        for (auto& f : run) {
+            try {
+                f();
+            } catch (...) {  // a callback's exception must not kill the collector
+            }
+        }
+        return true;
+    }
+    void add_listener(std::function<void()> f) {
+        {
+            std::lock_guard lock(m);
+            if (status == TaskStatus::pending) {
+                listeners.push_back(std::move(f));
+                return;
+            }
+        }
+        f();
+    }
+    void wait() const {
+        std::unique_lock lock(m);
+        cv.wait(lock, [&] { return status != TaskStatus::pending; });
+    }
+    bool wait_for(std::chrono::nanoseconds d) const {
+        std::unique_lock lock(m);
+        return cv.wait_for(lock, d, [&] { return status != TaskStatus::pending; });
+    }
+    bool cancel() {
+        {
+            std::lock_guard lock(m);
+            if (status == TaskStatus::cancelled) return true;
+            if (status != TaskStatus::pending) return false;
+        }
+        if (!may_cancel || !may_cancel(id)) return false;
+        return complete(TaskStatus::cancelled, {},
+                        std::make_exception_ptr(Error(errc::cancelled, what + ": cancelled")));
+    }
+};
+
+template <class R>
+struct ResultOf {
+    static R decode(const Bytes& b) { return Codec<R>::decode(b); }
+};
+template <>
+struct ResultOf<void> {
+    static void decode(const Bytes&) {}
+};
+
+// Throws the task's error, or decodes its result. The task is finished.
+template <class R>
+R take_result(const TaskState& s) {
+    std::lock_guard lock(s.m);
+    if (s.status != TaskStatus::ok) std::rethrow_exception(s.error);
+    return ResultOf<R>::decode(s.payload);
+}
+
+template <class Rep, class Period>
+[[noreturn]] void throw_not_ready(const TaskState& s, std::chrono::duration<Rep, Period> d) {
+    throw Error(errc::timeout, s.what + ": no result after " +
+                                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) +
+                                   " ms (the task goes on)");
+}
+
+}  // namespace detail
+
+// multiprocessing.pool.AsyncResult: get, get_for, wait, wait_for, ready, successful.
+template <class R>
+class AsyncResult {
+public:
+    AsyncResult() = default;
+    explicit AsyncResult(std::shared_ptr<detail::TaskState> s) : state_(std::move(s)) {}
+
+    // Blocks for the result; throws what the task threw (RemoteError, worker_died, ...).
+    R get() const {
+        state_->wait();
+        return detail::take_result<R>(*state_);
+    }
+    // Throws Error(errc::timeout) when not ready within d (the task goes on).
+    template <class Rep, class Period>
+    R get_for(std::chrono::duration<Rep, Period> d) const {
+        if (!state_->wait_for(d)) detail::throw_not_ready(*state_, d);
+        return detail::take_result<R>(*state_);
+    }
+    void wait() const { state_->wait(); }
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> d) const {
+        return state_->wait_for(d);
+    }
+    bool ready() const { return state_->finished(); }
+    // Throws Error(errc::invalid_state) when not ready (as Python raises ValueError).
+    bool successful() const {
+        std::lock_guard lock(state_->m);
+        if (state_->status == detail::TaskStatus::pending) {
+            throw Error(errc::invalid_state, state_->what + ": successful() before the result is ready");
+        }
+        return state_->status == detail::TaskStatus::ok;
+    }
+    std::uint64_t id() const noexcept { return state_->id; }
+    const std::shared_ptr<detail::TaskState>& state() const noexcept { return state_; }
+
+private:
+    std::shared_ptr<detail::TaskState> state_;
+};
+
+// concurrent.futures.Future: result, result_for, done, cancel, cancelled, exception,
+// add_done_callback.
+template <class R>
+class Future {
+public:
+    Future() = default;
+    explicit Future(std::shared_ptr<detail::TaskState> s) : state_(std::move(s)) {}
+
+    R result() const {
+        state_->wait();
+        return detail::take_result<R>(*state_);
+    }
+    template <class Rep, class Period>
+    R result_for(std::chrono::duration<Rep, Period> d) const {
+        if (!state_->wait_for(d)) detail::throw_not_ready(*state_, d);
+        return detail::take_result<R>(*state_);
+    }
+    // The task's exception (nullptr when it succeeded); blocks until finished.
+    std::exception_ptr exception() const {
+        state_->wait();
+        std::lock_guard lock(state_->m);
+        return state_->error;
+    }
+    bool done() const { return state_->finished(); }
+    bool running() const { return !done(); }
+    bool cancelled() const {
+        std::lock_guard lock(state_->m);
+        return state_->status == detail::TaskStatus::cancelled;
+    }
+    // Cancels a task no worker has taken yet; false when it runs or has finished.
+    bool cancel() { return state_->cancel(); }
+    // cb(const Future<R>&) once finished: on the collector thread, or now when already done.
+    template <class F>
+    void add_done_callback(F cb) {
+        state_->add_listener([self = *this, cb = std::move(cb)]() mutable { cb(self); });
+    }
+    void wait() const { state_->wait(); }
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> d) const {
+        return state_->wait_for(d);
+    }
+    std::uint64_t id() const noexcept { return state_->id; }
+    const std::shared_ptr<detail::TaskState>& state() const noexcept { return state_; }
+
+private:
+    std::shared_ptr<detail::TaskState> state_;
+};
+
+namespace detail {
+
+// Collects completions of a set of tasks in the order they finish.
+class CompletionQueue {
+public:
+    void push(std::size_t index) {
+        {
+            std::lock_guard lock(m_);
+            done_.push_back(index);
+        }
+        cv_.notify_all();
+    }
+    // Next finished index; nullopt when none finished before the deadline.
+    std::optional<std::size_t> pop_until(std::chrono::steady_clock::time_point deadline) {
+        std::unique_lock lock(m_);
+        if (!cv_.wait_until(lock, deadline, [&] { return !done_.empty(); })) return std::nullopt;
+        const std::size_t i = done_.front();
+        done_.pop_front();
+        return i;
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<std::size_t> done_;
+};
+
+}  // namespace detail
+
+// The futures in the order they finish: `for (auto& f : as_completed(fs)) ...`. Iterating
+// blocks for each next one; with a timeout, throws Error(errc::timeout) when the next one
+// is not finished in time (counted from the call, like Python).
+template <class R>
+class AsCompleted {
+public:
+    AsCompleted(std::vector<Future<R>> futures, std::optional<std::chrono::milliseconds> timeout)
+        : futures_(std::move(futures)), queue_(std::make_shared<detail::CompletionQueue>()) {
+        deadline_ = timeout ? std::chrono::steady_clock::now() + *timeout
+                            : std::chrono::steady_clock::time_point::max();
+        for (std::size_t i = 0; i < futures_.size(); ++i) {
+            futures_[i].state()->add_listener([q = queue_, i] { q->push(i); });
+        }
+    }
+
+    class iterator {
+    public:
+        using value_type = Future<R>;
+        using difference_type = std::ptrdiff_t;
+        iterator() = default;
+        explicit iterator(AsCompleted* owner) : owner_(owner) { advance(); }
+        const Future<R>& operator*() const { return owner_->futures_[current_]; }
+        const Future<R>* operator->() const { return &owner_->futures_[current_]; }
+        iterator& operator++() {
+            advance();
+            return *this;
+        }
+        void operator++(int) { advance(); }
+        bool operator==(const iterator& o) const { return owner_ == o.owner_; }
+
+    private:
+        void advance() {
+            if (owner_->yielded_ == owner_->futures_.size()) {
+                owner_ = nullptr;
+                return;
+            }
+            auto i = owner_->queue_->pop_until(owner_->deadline_);
+            if (!i) {
+                throw Error(errc::timeout, "as_completed: " +
+                                               std::to_string(owner_->futures_.size() - owner_->yielded_) +
+                                               " of " + std::to_string(owner_->futures_.size()) +
+                                               " futures unfinished at the timeout");
+            }
+            current_ = *i;
+            ++owner_->yielded_;
+        }
+        AsCompleted* owner_ = nullptr;
+        std::size_t current_ = 0;
+    };
+
+    iterator begin() { return iterator(this); }
+    iterator end() { return iterator(); }
+
+private:
+    std::vector<Future<R>> futures_;
+    std::shared_ptr<detail::CompletionQueue> queue_;
+    std::chrono::steady_clock::time_point deadline_;
+    std::size_t yielded_ = 0;
+};
+
+template <class R>
+AsCompleted<R> as_completed(std::vector<Future<R>> futures,
+                            std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+    return AsCompleted<R>(std::move(futures), timeout);
+}
+
+enum class ReturnWhen { first_completed, first_exception, all_completed };
+
+template <class R>
+struct DoneAndNotDone {
+    std::vector<Future<R>> done;
+    std::vector<Future<R>> not_done;
+};
+
+// concurrent.futures.wait: blocks until `when` holds or the timeout passes; never throws
+// for a timeout (the not_done set says what is left).
+template <class R>
+DoneAndNotDone<R> wait(const std::vector<Future<R>>& futures, ReturnWhen when = ReturnWhen::all_completed,
+                       std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+    auto queue = std::make_shared<detail::CompletionQueue>();
+    for (std::size_t i = 0; i < futures.size(); ++i) futures[i].state()->add_listener([queue, i] { queue->push(i); });
+    const auto deadline =
+        timeout ? std::chrono::steady_clock::now() + *timeout : std::chrono::steady_clock::time_point::max();
+    std::vector<bool> finished(futures.size(), false);
+    std::size_t count = 0;
+    while (count < futures.size()) {
+        auto i = queue->pop_until(deadline);
+        if (!i) break;
+        finished[*i] = true;
+        ++count;
+        if (when == ReturnWhen::first_completed) break;
+        if (when == ReturnWhen::first_exception && futures[*i].exception() != nullptr) break;
+    }
+    DoneAndNotDone<R> out;
+    for (std::size_t i = 0; i < futures.size(); ++i) {
+        (futures[i].done() ? out.done : out.not_done).push_back(futures[i]);
+    }
+    return out;
+}
+
+}  // namespace shmpipe
