@@ -558,8 +558,7 @@ void Graph::Impl::begin_drain() {
         r.restart_pending = false;
         if (r.phase != Replica::Phase::running) continue;
         r.stopped_by_us = true;
-        r.proc->signal_group(spec.stop_signal);
-        r.kill_at = Clock::now() + stop_timeout(s);
+        r.proc->signal_group(spec.stop_signal);  // no SIGKILL here: drain_timeout escalates
     }
 }
 
@@ -865,7 +864,9 @@ GraphResult Graph::join() {
             rr.restarts = rp->restarts;
             rr.seconds = rp->seconds;
             rr.error = rp->error;
-            any_failed = any_failed || rp->failed;
+            // A stage that is not critical dies alone: reported, but the run can still succeed.
+            const bool counts = g.spec.stages[si].critical || g.spec.failure == FailurePolicy::keep_going;
+            any_failed = any_failed || (rp->failed && counts);
             res.replicas.push_back(std::move(rr));
         }
     }

@@ -1,0 +1,436 @@
+// pipeline-launch through the real binary: the examples, failures, signals, restarts, specs.
+#include "test_support.hpp"
+
+#include <shmpipe/detail/process_id.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <string>
+#include <vector>
+
+namespace test = shmpipe::test;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        std::string tmpl = (fs::temp_directory_path() / "launch-test-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    std::string file(const std::string& name) const { return (path / name).string(); }
+    std::string write(const std::string& name, const std::string& text) const {
+        std::ofstream(file(name)) << text;
+        return file(name);
+    }
+};
+
+std::string launcher() { return test::bin_path("pipeline-launch"); }
+std::string behave() { return test::peer_path("stage_behave"); }
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::vector<int> pids_in(const std::string& path) {
+    std::vector<int> pids;
+    std::ifstream in(path);
+    int p;
+    while (in >> p) pids.push_back(p);
+    return pids;
+}
+
+bool all_dead(const std::vector<int>& pids) {
+    for (int p : pids) {
+        if (shmpipe::detail::process_alive(static_cast<std::uint32_t>(p), 0)) return false;
+    }
+    return true;
+}
+
+// Runs the launcher on `spec` with objects named after `name` (a test name: "t-...").
+test::RunResult launch(const std::string& spec, const std::string& name, std::vector<std::string> extra = {},
+                       std::chrono::milliseconds timeout = 60s) {
+    std::vector<std::string> args = {"--name", name, "--no-status"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(spec);
+    return test::run_program(launcher(), args, timeout);
+}
+
+void require_no_objects(const std::string& name) {
+    INFO("objects of run " << name);
+    CHECK(test::shm_objects_with_prefix(name).empty());
+}
+
+}  // namespace
+
+TEST_CASE("pipeline-launch --help prints usage and exits 0", "[tools]") {
+    const auto r = test::run_program(launcher(), {"--help"}, 10s);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("--check") != std::string::npos);
+    CHECK(r.out.find("--summary-json") != std::string::npos);
+}
+
+TEST_CASE("pipeline-launch with a bad argument exits 2 with an error line", "[tools]") {
+    const auto r = test::run_program(launcher(), {"--no-such-option", test::source_path("examples/writer_reader.toml")}, 10s);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("pipeline-launch: error:") != std::string::npos);
+}
+
+TEST_CASE("pipeline-launch without a spec exits 2", "[tools]") {
+    const auto r = test::run_program(launcher(), {}, 10s);
+    CHECK(r.exit_code == 2);
+}
+
+TEST_CASE("the writer-reader example moves every message in order", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    const auto r = launch(test::source_path("examples/writer_reader.toml"), name);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("reader.0 | read 1000000 messages, sum 500000500000\n") != std::string::npos);
+    CHECK(r.out.find("writer.0 | wrote 1000000 messages\n") != std::string::npos);
+    require_no_objects(name);
+}
+
+TEST_CASE("the fan-out pool example gives the sum of squares", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const auto r = launch(test::source_path("examples/fanout_pool.toml"), name, {"--summary-json", dir.file("s.json")});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "collector.0 | collected 1000000 results, sum 333333833333500000\n");
+    const std::string json = read_file(dir.file("s.json"));
+    CHECK(json.find("\"ending\":\"completed\"") != std::string::npos);
+    CHECK(json.find("\"name\":\"tasks\"") != std::string::npos);
+    CHECK(json.find("\"messages_out\":1000000") != std::string::npos);
+    require_no_objects(name);
+}
+
+TEST_CASE("the Unix-program pipeline prints what the shell pipeline prints", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    const auto shell = test::run_program("/bin/sh", {"-c", "seq 1 200000 | grep '7$' | sort -n"}, 30s);
+    REQUIRE(shell.exit_code == 0);
+    const auto r = launch(test::source_path("examples/unix_pipeline.toml"), name);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.size() == shell.out.size());
+    CHECK(r.out == shell.out);
+    require_no_objects(name);
+}
+
+TEST_CASE("a stage that exits 1 fails the run, named, and stops the others", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string pidfile = dir.file("pids");
+    const std::string spec = dir.write("fail.toml", R"([pipeline]
+name = "x"
+stop_timeout = "2s"
+[[stage]]
+name = "src"
+cmd = [")" + behave() + R"(", "pidfile", ")" + pidfile + R"("]
+stdout = "q"
+[[stage]]
+name = "sink"
+cmd = ["cat"]
+stdin = "q"
+replicas = 2
+[[stage]]
+name = "bad"
+cmd = [")" + behave() + R"(", "exit", "1", "300"]
+)");
+    const auto r = launch(spec, name, {}, 30s);
+    INFO(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("stage \"bad\" replica 0") != std::string::npos);
+    CHECK(r.err.find("exited with code 1") != std::string::npos);
+    CHECK(r.err.find("pipeline-launch: error: stage \"bad\" replica 0") != std::string::npos);
+    CHECK(r.err.find("bad.0 | stage_behave: exiting with 1") != std::string::npos);
+    const auto pids = pids_in(pidfile);
+    CHECK(pids.size() == 1);
+    CHECK(test::wait_until([&] { return all_dead(pids); }, 5s));
+    require_no_objects(name);
+}
+
+TEST_CASE("a stage killed by SIGKILL fails the run, named with the signal", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string spec = dir.write("kill.toml", R"([[stage]]
+name = "victim"
+cmd = [")" + behave() + R"(", "signal", "9", "200"]
+stdout = "q"
+[[stage]]
+name = "sink"
+cmd = ["cat"]
+stdin = "q"
+)");
+    const auto r = launch(spec, name, {}, 30s);
+    INFO(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("stage \"victim\" replica 0") != std::string::npos);
+    CHECK(r.err.find("killed by SIGKILL") != std::string::npos);
+    require_no_objects(name);
+}
+
+TEST_CASE("a failing replica restarts on failure and the stream continues", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string spec = dir.write("restart.toml", R"([[stage]]
+name = "flaky"
+cmd = [")" + behave() + R"(", "flaky", ")" + dir.file("marker") + R"(", "10"]
+stdout = "q"
+restart = "on-failure"
+max_restarts = 2
+[[stage]]
+name = "sink"
+cmd = ["cat"]
+stdin = "q"
+stdout = "inherit"
+)");
+    const auto r = launch(spec, name, {"--summary-json", dir.file("s.json")}, 30s);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+    CHECK(r.err.find("restarting (1 of 2)") != std::string::npos);
+    CHECK(read_file(dir.file("s.json")).find("\"restarts\":1") != std::string::npos);
+    require_no_objects(name);
+}
+
+TEST_CASE("a stage that is not critical dies alone", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string spec = dir.write("side.toml", R"([[stage]]
+name = "gen"
+cmd = ["seq", "1", "5"]
+stdout = "q"
+[[stage]]
+name = "sink"
+cmd = ["cat"]
+stdin = "q"
+stdout = "inherit"
+[[stage]]
+name = "side"
+cmd = [")" + behave() + R"(", "exit", "4"]
+critical = false
+)");
+    const auto r = launch(spec, name, {}, 30s);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "1\n2\n3\n4\n5\n");
+    CHECK(r.err.find("stage \"side\" replica 0") != std::string::npos);
+    require_no_objects(name);
+}
+
+namespace {
+
+// A native pool that runs until stopped: source (infinite) -> 2 workers -> collector.
+std::string endless_pool(const TempDir& dir) {
+    return dir.write("endless.toml", R"([pipeline]
+stop_timeout = "2s"
+[[queue]]
+name = "tasks"
+max_message = 64
+capacity = "64KiB"
+[[queue]]
+name = "results"
+max_message = 64
+capacity = "64KiB"
+[[stage]]
+name = "source"
+cmd = [")" + test::bin_path("source") + R"(", "0"]
+outputs = ["tasks"]
+[[stage]]
+name = "worker"
+cmd = [")" + test::bin_path("worker") + R"(", "{queue.tasks}", "{queue.results}"]
+inputs = ["tasks"]
+outputs = ["results"]
+replicas = 2
+[[stage]]
+name = "collector"
+cmd = [")" + test::bin_path("collector") + R"("]
+inputs = ["results"]
+)");
+}
+
+}  // namespace
+
+TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 0", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string spec = endless_pool(dir);
+    test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
+    REQUIRE(test::wait_until([&] { return test::shm_objects_with_prefix(name).size() == 2; }, 10s));
+    std::this_thread::sleep_for(300ms);  // let messages flow
+    sut.signal(SIGINT);
+    const int code = sut.wait_or_throw(20s, "pipeline-launch to drain after one SIGINT");
+    CHECK(code == 0);
+    const std::string json = read_file(dir.file("s.json"));
+    INFO(json);
+    CHECK(json.find("\"ending\":\"drained\"") != std::string::npos);
+    CHECK(json.find("\"stage\":\"collector\",\"replica\":0,") != std::string::npos);
+    CHECK(json.find("\"failed\":true") == std::string::npos);
+    require_no_objects(name);
+}
+
+TEST_CASE("Ctrl-C twice terminates a stage that ignores the drain", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string pidfile = dir.file("pids");
+    const std::string spec = dir.write("stubborn.toml", R"([pipeline]
+stop_timeout = "1s"
+drain_timeout = "60s"
+[[stage]]
+name = "stubborn"
+cmd = [")" + behave() + R"(", "ignore-term", ")" + pidfile + R"("]
+stdout = "q"
+[[stage]]
+name = "sink"
+cmd = ["cat"]
+stdin = "q"
+replicas = 2
+)");
+    test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
+    REQUIRE(test::wait_until([&] { return pids_in(pidfile).size() == 1; }, 10s));
+    sut.signal(SIGINT);
+    std::this_thread::sleep_for(300ms);
+    CHECK(sut.running());  // the drain waits for the stubborn source
+    sut.signal(SIGINT);
+    const int code = sut.wait_or_throw(20s, "pipeline-launch to terminate after two SIGINTs");
+    CHECK(code == 1);
+    CHECK(read_file(dir.file("s.json")).find("\"ending\":\"terminated\"") != std::string::npos);
+    CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
+    require_no_objects(name);
+}
+
+TEST_CASE("Ctrl-C three times kills at once", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string pidfile = dir.file("pids");
+    const std::string spec = dir.write("stubborn.toml", R"([pipeline]
+stop_timeout = "60s"
+drain_timeout = "60s"
+[[stage]]
+name = "stubborn"
+cmd = [")" + behave() + R"(", "ignore-term", ")" + pidfile + R"("]
+outputs = ["q"]
+[[stage]]
+name = "sink"
+cmd = [")" + behave() + R"(", "ignore-term", ")" + pidfile + R"("]
+inputs = ["q"]
+)");
+    test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
+    REQUIRE(test::wait_until([&] { return pids_in(pidfile).size() == 2; }, 10s));
+    for (int i = 0; i < 3; ++i) {
+        sut.signal(SIGINT);
+        std::this_thread::sleep_for(100ms);
+    }
+    const int code = sut.wait_or_throw(10s, "pipeline-launch to kill after three SIGINTs");
+    CHECK(code == 1);
+    CHECK(read_file(dir.file("s.json")).find("\"ending\":\"killed\"") != std::string::npos);
+    CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
+    require_no_objects(name);
+}
+
+TEST_CASE("SIGTERM terminates the run", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string pidfile = dir.file("pids");
+    const std::string spec = dir.write("term.toml", R"([[stage]]
+name = "a"
+cmd = [")" + behave() + R"(", "pidfile", ")" + pidfile + R"("]
+replicas = 3
+)");
+    test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
+    REQUIRE(test::wait_until([&] { return pids_in(pidfile).size() == 3; }, 10s));
+    sut.signal(SIGTERM);
+    CHECK(sut.wait_or_throw(20s, "pipeline-launch to terminate on SIGTERM") == 1);
+    CHECK(read_file(dir.file("s.json")).find("\"ending\":\"terminated\"") != std::string::npos);
+    CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
+}
+
+TEST_CASE("a launcher killed with SIGKILL leaves no process and, soon, no object", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string pidfile = dir.file("pids");
+    const std::string spec = dir.write("orphans.toml", R"([[stage]]
+name = "src"
+cmd = [")" + behave() + R"(", "pidfile", ")" + pidfile + R"("]
+outputs = ["q"]
+replicas = 2
+[[stage]]
+name = "dst"
+cmd = [")" + behave() + R"(", "ignore-term", ")" + pidfile + R"("]
+inputs = ["q"]
+replicas = 2
+)");
+    test::Peer sut(launcher(), {"--name", name, "--no-status", spec});
+    REQUIRE(test::wait_until([&] { return pids_in(pidfile).size() == 4; }, 10s));
+    REQUIRE(test::shm_objects_with_prefix(name).size() == 1);
+    sut.signal(SIGKILL);
+    CHECK(sut.wait_or_throw(5s, "pipeline-launch to die of SIGKILL") == -SIGKILL);
+    const auto pids = pids_in(pidfile);
+    INFO("stage pids must die with the launcher (parent-death signal)");
+    CHECK(test::wait_until([&] { return all_dead(pids); }, 5s));
+    INFO("the guardian removes the run's objects");
+    CHECK(test::wait_until([&] { return test::shm_objects_with_prefix(name).empty(); }, 5s));
+    test::ShmGuard guard;
+    for (const auto& n : test::shm_objects_with_prefix(name)) guard.add(n);
+}
+
+TEST_CASE("--check validates and prints the graph without running it", "[tools]") {
+    const auto r = test::run_program(launcher(), {"--check", test::source_path("examples/unix_pipeline.toml")}, 10s);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("matches: capacity 1048576 B, max_message 256 B, 4 expected producers; grep x4 -> sort x1") !=
+          std::string::npos);
+    CHECK(r.out.find("spec OK") != std::string::npos);
+}
+
+TEST_CASE("a malformed spec is refused with the line and the reason", "[tools]") {
+    TempDir dir;
+    struct Case {
+        const char* what;
+        std::string toml;
+        std::string message;
+    };
+    const std::vector<Case> cases = {
+        {"unknown key", "[[stage]]\nname = \"a\"\ncmd = [\"true\"]\nreplica = 2\n", ":4: stage \"a\": unknown key \"replica\""},
+        {"duplicate stage", "[[stage]]\nname = \"a\"\ncmd = [\"true\"]\n[[stage]]\nname = \"a\"\ncmd = [\"true\"]\n",
+         ":5: duplicate stage name \"a\" (first declared on line 2)"},
+        {"nobody writes", "[[stage]]\nname = \"a\"\ncmd = [\"cat\"]\nstdin = \"q\"\n", "queue \"q\" is read but nobody writes it"},
+        {"nobody reads", "[[queue]]\nname = \"q\"\n[[stage]]\nname = \"a\"\ncmd = [\"seq\", \"3\"]\nstdout = \"q\"\n",
+         ":2: queue \"q\" is written but nobody reads it"},
+        {"self loop", "[[stage]]\nname = \"a\"\ncmd = [\"cat\"]\nstdin = \"q\"\nstdout = \"q\"\n",
+         "stage \"a\" reads queue \"q\" that it also writes"},
+        {"missing program", "[[stage]]\nname = \"a\"\ncmd = [\"no-such-program-xyz\"]\n",
+         ":2: stage \"a\": program \"no-such-program-xyz\" was not found on PATH"},
+        {"cycle",
+         "[[stage]]\nname = \"a\"\ncmd = [\"cat\"]\nstdin = \"x\"\nstdout = \"y\"\n[[stage]]\nname = \"b\"\ncmd = [\"cat\"]\n"
+         "stdin = \"y\"\nstdout = \"x\"\n",
+         "the pipeline has a cycle: a -> b -> a"},
+        {"syntax", "[[stage]\nname = \"a\"\n", ":1: "},
+    };
+    for (const auto& c : cases) {
+        SECTION(c.what) {
+            const std::string spec = dir.write("bad.toml", c.toml);
+            const auto r = test::run_program(launcher(), {"--check", spec}, 10s);
+            INFO(r.err);
+            CHECK(r.exit_code == 1);
+            CHECK(r.err.find("pipeline-launch: error: " + spec) != std::string::npos);
+            CHECK(r.err.find(c.message) != std::string::npos);
+        }
+    }
+}
