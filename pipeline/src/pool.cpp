@@ -201,7 +201,7 @@ void PoolCore::worker_main(unsigned index) {
     Consumer<> in(tasks_name);
     Producer<> out(results_name);
     if (opt.initializer) opt.initializer();
-    Bytes args, result, message;
+    Bytes result;
     std::uint64_t done = 0;
     while (opt.max_tasks_per_child == 0 || done < opt.max_tasks_per_child) {
         slot.taking.store(1, std::memory_order_release);
@@ -216,14 +216,15 @@ void PoolCore::worker_main(unsigned index) {
         std::memcpy(&h, m.data(), sizeof h);
         slot.task.store(h.id, std::memory_order_release);  // before the message is released
         slot.taking.store(0, std::memory_order_release);
-        args.assign(m.begin() + sizeof h, m.end());
-        rs.reset();
-
+        // The arguments are decoded in place; the message is released after the call (a
+        // held MPMC cell only delays the producer's reuse of that one cell).
         ResultHeader rh{h.id, kResultOk, 0};
         try {
             reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(h.trampoline))(
-                static_cast<std::uintptr_t>(h.fn), args, result);
+                static_cast<std::uintptr_t>(h.fn), m.subspan(sizeof h), result);
+            rs.reset();
         } catch (...) {
+            rs.reset();
             rh.status = kResultException;
             std::string type = "unknown exception";
             std::string what;

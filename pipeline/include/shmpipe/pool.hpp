@@ -45,6 +45,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <iterator>
@@ -83,6 +84,16 @@ unsigned pool_size(const PoolCore& core) noexcept;
 template <class R>
 void append_chunk(std::vector<R>& out, const std::shared_ptr<TaskState>& s) {
     s->wait();
+    if constexpr (std::is_trivially_copyable_v<R>) {
+        // Flat results: straight from the payload into place (the codec's encoding is the bytes).
+        std::lock_guard lock(s->m);
+        if (s->status == TaskStatus::ok && s->payload.size() % sizeof(R) == 0) {
+            const std::size_t at = out.size();
+            out.resize(at + s->payload.size() / sizeof(R));
+            if (!s->payload.empty()) std::memcpy(out.data() + at, s->payload.data(), s->payload.size());
+            return;
+        }
+    }
     auto part = take_result<std::vector<R>>(*s);
     out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
 }
@@ -320,6 +331,19 @@ private:
         using Fp = detail::fn_ptr_t<F>;
         using T = detail::FnTraits<Fp>;
         using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
+        using It = decltype(first);
+        if constexpr (std::contiguous_iterator<It> && std::is_same_v<std::iter_value_t<It>, Elem> &&
+                      std::is_trivially_copyable_v<Elem>) {
+            // A flat vector's encoding is its bytes: submit straight from the input.
+            const auto count = static_cast<std::size_t>(last - first);
+            const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(std::to_address(first)),
+                                                   count * sizeof(Elem));
+            if constexpr (Star) {
+                return detail::pool_submit(*core_, &detail::call_star_chunk<Fp>, detail::fn_bits(+f), bytes, "starmap");
+            } else {
+                return detail::pool_submit(*core_, &detail::call_chunk<Fp>, detail::fn_bits(+f), bytes, "map");
+            }
+        }
         std::vector<Elem> part;
         part.reserve(static_cast<std::size_t>(std::distance(first, last)));
         for (auto it = first; it != last; ++it) part.push_back(Elem(*it));
