@@ -109,7 +109,7 @@ void remove_all_registered() noexcept {
 extern "C" void on_fatal_signal(int sig) {
     for (auto& c : g_children) {
         const pid_t p = c.load();
-        if (p > 0) ::kill(p, SIGKILL);
+        if (p != 0) ::kill(p, SIGKILL);  // < 0: a process group (the Python helper)
     }
     remove_all_registered();
     ::signal(sig, SIG_DFL);
