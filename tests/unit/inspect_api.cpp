@@ -116,7 +116,7 @@ struct FileGuard {
 
 TEST_CASE("a queue's depth, fill and totals are computed from its ring indices", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-depth"));
+    const std::string name = guard.add(test::unique_name("insp-depth"));
     auto seg = make_fake_spsc(name);
     set_indices(seg, 100, 300, 4, 10, 90, 250);
 
@@ -140,7 +140,7 @@ TEST_CASE("a queue's depth, fill and totals are computed from its ring indices",
 
 TEST_CASE("attached endpoints are listed with role, pid and liveness by pid and start time", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-endpoints"));
+    const std::string name = guard.add(test::unique_name("insp-endpoints"));
     auto seg = make_fake_spsc(name, 3);
     seg.attach_endpoint(detail::EndpointRole::producer, "queue");
     const std::uint32_t gone = dead_pid();
@@ -166,7 +166,7 @@ TEST_CASE("attached endpoints are listed with role, pid and liveness by pid and 
 TEST_CASE("an object whose creator is gone and that no live process uses is stale and clean removes it",
           "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-stale"));
+    const std::string name = guard.add(test::unique_name("insp-stale"));
     auto seg = make_fake_spsc(name);
     make_creator_dead(seg);
 
@@ -194,7 +194,7 @@ TEST_CASE("an object whose creator is gone and that no live process uses is stal
 
 TEST_CASE("an object with a live endpoint is never stale nor removed, even when its creator is gone", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-live"));
+    const std::string name = guard.add(test::unique_name("insp-live"));
     auto seg = make_fake_spsc(name);
     make_creator_dead(seg);
     seg.attach_endpoint(detail::EndpointRole::consumer, "queue");
@@ -209,7 +209,7 @@ TEST_CASE("an object with a live endpoint is never stale nor removed, even when 
 
 TEST_CASE("closed and broken state bits are reported", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-bits"));
+    const std::string name = guard.add(test::unique_name("insp-bits"));
     auto seg = make_fake_spsc(name);
     seg.set_state(detail::kStateClosed);
     CHECK(inspect_object(name)->state == ObjectState::closed);
@@ -219,7 +219,7 @@ TEST_CASE("closed and broken state bits are reported", "[unit]") {
 
 TEST_CASE("segments that fail validation are reported corrupt, never trusted", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-corrupt"));
+    const std::string name = guard.add(test::unique_name("insp-corrupt"));
 
     SECTION("random bytes") {
         write_file(shm_file(name), random_bytes(8192));
@@ -270,7 +270,7 @@ TEST_CASE("segments that fail validation are reported corrupt, never trusted", "
 TEST_CASE("corrupt objects are removed only on request and not while they may still be being created",
           "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-clean-corrupt"));
+    const std::string name = guard.add(test::unique_name("insp-clean-corrupt"));
     write_file(shm_file(name), random_bytes(8192));
 
     CHECK(clean(false, false, only(name)).empty());
@@ -298,7 +298,7 @@ TEST_CASE("entries of other prefixes in /dev/shm are ignored", "[unit]") {
 
 TEST_CASE("a real queue is inspected without attaching to it", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-real"));
+    const std::string name = guard.add(test::unique_name("insp-real"));
     QueueOptions opt;
     opt.producers = Endpoints::one;
     opt.consumers = Endpoints::one;
@@ -323,7 +323,7 @@ TEST_CASE("a real queue is inspected without attaching to it", "[unit]") {
 
 TEST_CASE("a segment shrinking while it is inspected is reported, never crashes the inspector", "[unit]") {
     test::ShmGuard guard;
-    const auto& name = guard.add(test::unique_name("insp-shrink"));
+    const std::string name = guard.add(test::unique_name("insp-shrink"));
     auto seg = make_fake_spsc(name);
     const std::uint64_t full = seg.size();
     const int fd = ::shm_open(("/" + segment_name(name)).c_str(), O_RDWR | O_CLOEXEC, 0);

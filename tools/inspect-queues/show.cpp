@@ -40,8 +40,9 @@ int run_show(const ShowOptions& options) {
     const auto found = shmpipe::inspect_object(options.name, io);
     if (!found) {
         throw shmpipe::Error(shmpipe::errc::not_found,
-                             "show \"" + options.name + "\": no shared memory \"" + shmpipe::segment_name(options.name) +
-                                 "\" (`inspect-queues` lists what exists)");
+                             "show object \"" + options.name + "\": shared memory \"" +
+                                 shmpipe::segment_name(options.name) +
+                                 "\" does not exist (`inspect-queues` lists what exists)");
     }
     const auto& o = *found;
     if (options.json) {

@@ -1,0 +1,335 @@
+// inspect-queues through the real binary: list/show/--json on a running writer->reader
+// pair, a SIGKILLed producer and the stale queue it leaves, clean, corrupt/truncated/foreign
+// segments, watch under a non-terminal stdout, help and usage errors.
+// Tests run in parallel with others: every assertion looks only at this test's own names.
+#include "test_support.hpp"
+
+#include <shmpipe/object.hpp>
+#include <shmpipe/queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <fcntl.h>
+#include <functional>
+#include <optional>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace shmpipe;
+using namespace std::chrono_literals;
+
+namespace {
+
+test::RunResult inspect(const std::vector<std::string>& args) {
+    return test::run_program(test::bin_path("inspect-queues"), args, 30s);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+}
+
+// The --json line (one object per line) of `name`, or "" when it is not listed.
+std::string json_of(const std::string& out, const std::string& name) {
+    const std::string key = "{\"name\": \"" + name + "\"";
+    for (const auto& line : lines_of(out)) {
+        const auto at = line.find(key);
+        if (at != std::string::npos) return line.substr(at);
+    }
+    return {};
+}
+
+std::optional<std::uint64_t> json_number(const std::string& object, const std::string& key) {
+    std::smatch m;
+    if (std::regex_search(object, m, std::regex("\"" + key + "\": ([0-9]+)"))) return std::stoull(m[1]);
+    return std::nullopt;
+}
+
+std::string json_string(const std::string& object, const std::string& key) {
+    std::smatch m;
+    if (std::regex_search(object, m, std::regex("\"" + key + "\": \"([^\"]*)\""))) return m[1];
+    return {};
+}
+
+struct Endpoint {
+    std::uint32_t pid;
+    std::string role;
+    bool alive;
+    std::string state;
+};
+
+std::vector<Endpoint> json_endpoints(const std::string& object) {
+    std::vector<Endpoint> out;
+    const std::regex re(R"re(\{"pid": ([0-9]+), "role": "([a-z]+)", "alive": (true|false), "state": "([a-z]+)")re");
+    for (auto it = std::sregex_iterator(object.begin(), object.end(), re); it != std::sregex_iterator(); ++it) {
+        out.push_back({static_cast<std::uint32_t>(std::stoul((*it)[1])), (*it)[2], (*it)[3] == "true", (*it)[4]});
+    }
+    return out;
+}
+
+// Snapshot of one object through `inspect-queues --json list NAME`.
+std::string snapshot(const std::string& name) {
+    const auto r = inspect({"--json", "list", name});
+    REQUIRE(r.exit_code == 0);
+    return json_of(r.out, name);
+}
+
+std::size_t live_endpoints(const std::string& object) {
+    std::size_t n = 0;
+    for (const auto& e : json_endpoints(object)) n += e.alive && e.state == "open" ? 1 : 0;
+    return n;
+}
+
+// Waits (with a deadline) until pred(snapshot) holds; FAILs naming what was awaited.
+std::string await(const std::string& name, const std::string& what,
+                  const std::function<bool(const std::string&)>& pred, std::chrono::milliseconds timeout = 15s) {
+    std::string last;
+    const bool ok = test::wait_until([&] {
+        last = snapshot(name);
+        return pred(last);
+    }, timeout);
+    if (!ok) FAIL("timed out waiting for " << what << " on queue \"" << name << "\"; last snapshot: " << last);
+    return last;
+}
+
+QueueOptions spsc_options() {
+    QueueOptions o;
+    o.producers = Endpoints::one;
+    o.consumers = Endpoints::one;
+    o.capacity = 64 << 10;
+    o.max_message = 4096;
+    return o;
+}
+
+std::string shm_file(const std::string& name) { return "/dev/shm/" + segment_name(name); }
+
+void write_file(const std::string& path, std::size_t size) {
+    std::mt19937 gen(static_cast<unsigned>(size));
+    std::string bytes(size, '\0');
+    for (auto& b : bytes) b = static_cast<char>(gen());
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+}
+
+void age_file(const std::string& path, int seconds) {
+    timespec times[2];
+    ::clock_gettime(CLOCK_REALTIME, &times[0]);
+    times[0].tv_sec -= seconds;
+    times[1] = times[0];
+    REQUIRE(::utimensat(AT_FDCWD, path.c_str(), times, 0) == 0);
+}
+
+bool has_line(const std::string& out, const std::string& start, const std::string& contains) {
+    for (const auto& line : lines_of(out)) {
+        if (line.rfind(start, 0) == 0 && line.find(contains) != std::string::npos) return true;
+    }
+    return false;
+}
+
+struct FileGuard {
+    std::string path;
+    ~FileGuard() { ::unlink(path.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("list, show and --json follow a running writer->reader pair", "[tools]") {
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("iq-live"));
+    auto queue = Queue::create(name, spsc_options());
+    test::Peer writer(test::peer_path("inspect_peer"), {"writer", name, "--size", "100", "--delay-us", "200"});
+    test::Peer reader(test::peer_path("inspect_peer"), {"reader", name, "--delay-us", "2000"});
+
+    const auto first = await(name, "a live producer and consumer", [](const std::string& o) { return live_endpoints(o) == 2; });
+    const auto a_in = json_number(first, "messages_in").value_or(0);
+    const auto a_out = json_number(first, "messages_out").value_or(0);
+    const auto second = await(name, "messages in and out to move", [&](const std::string& o) {
+        return json_number(o, "messages_in").value_or(0) > a_in && json_number(o, "messages_out").value_or(0) > a_out;
+    });
+
+    CHECK(json_string(second, "kind") == "spsc-queue");
+    CHECK(json_string(second, "state") == "open");
+    CHECK(json_number(second, "capacity") == queue.capacity());
+    const auto in = json_number(second, "messages_in").value_or(0);
+    const auto out = json_number(second, "messages_out").value_or(0);
+    CHECK(json_number(second, "depth") == in - out);  // one snapshot: depth = in - out
+    const auto eps = json_endpoints(second);
+    REQUIRE(eps.size() == 2);
+    for (const auto& e : eps) {
+        INFO("endpoint pid " << e.pid << " role " << e.role);
+        CHECK(e.alive);
+        CHECK(e.pid == static_cast<std::uint32_t>(e.role == "producer" ? writer.pid() : reader.pid()));
+    }
+    // The reader is slower: messages accumulate.
+    await(name, "a backlog (depth > 0)", [](const std::string& o) { return json_number(o, "depth").value_or(0) > 0; });
+
+    const auto listed = inspect({"list", name});
+    CHECK(listed.exit_code == 0);
+    CHECK(has_line(listed.out, name + " ", "spsc-queue"));
+    CHECK(has_line(listed.out, name + " ", "producer " + std::to_string(writer.pid())));
+
+    const auto shown = inspect({"show", name});
+    CHECK(shown.exit_code == 0);
+    CHECK_THAT(shown.out, Catch::Contains("spsc-queue") && Catch::Contains("depth:") &&
+                              Catch::Contains(std::to_string(writer.pid())) &&
+                              Catch::Contains(std::to_string(reader.pid())) && Catch::Contains("consumer"));
+    const auto shown_json = inspect({"--json", "show", name});
+    CHECK(shown_json.exit_code == 0);
+    CHECK(json_string(json_of(shown_json.out, name), "state") == "open");
+}
+
+TEST_CASE("a SIGKILLed producer shows as dead, its queue goes stale, and clean removes only that queue",
+          "[tools]") {
+    test::ShmGuard guard;
+    const std::string dying = guard.add(test::unique_name("iq-dying"));
+    const std::string live = guard.add(test::unique_name("iq-kept"));
+    auto live_queue = Queue::create(live, spsc_options());  // this process: a live creator
+    // The writer creates (and owns) its queue; the reader is slow, so it stays attached.
+    test::Peer writer(test::peer_path("inspect_peer"), {"writer", dying, "--create", "spsc", "--size", "200"});
+    REQUIRE(test::wait_until([&] { return exists(dying); }, 10s));
+    test::Peer reader(test::peer_path("inspect_peer"), {"reader", dying, "--delay-us", "50000"});
+    await(dying, "a live producer and consumer", [](const std::string& o) { return live_endpoints(o) == 2; });
+
+    writer.signal(SIGKILL);
+    CHECK(writer.wait_or_throw(10s, "the SIGKILLed writer to be reaped") == -SIGKILL);
+
+    const auto after_kill = await(dying, "the producer to show as dead", [&](const std::string& o) {
+        for (const auto& e : json_endpoints(o)) {
+            if (e.role == "producer" && e.pid == static_cast<std::uint32_t>(writer.pid()) && !e.alive) return true;
+        }
+        return false;
+    });
+    INFO(after_kill);
+    CHECK(json_string(after_kill, "state") != "stale");  // the reader is still attached
+    const auto dry_while_live = inspect({"clean", "--dry-run", dying, live});
+    CHECK(dry_while_live.exit_code == 0);
+    CHECK_THAT(dry_while_live.out, !Catch::Contains("would remove " + dying));
+
+    reader.signal(SIGKILL);
+    reader.wait_or_throw(10s, "the SIGKILLed reader to be reaped");
+    const auto stale = await(dying, "the queue to become stale", [](const std::string& o) {
+        return json_string(o, "state") == "stale";
+    });
+    for (const auto& e : json_endpoints(stale)) CHECK_FALSE(e.alive);
+    CHECK(json_string(snapshot(live), "state") == "open");
+
+    const auto dry = inspect({"clean", "--dry-run", dying, live});
+    CHECK(dry.exit_code == 0);
+    CHECK_THAT(dry.out, Catch::Contains("would remove " + dying) && !Catch::Contains(live));
+    CHECK(exists(dying));
+
+    const auto cleaned = inspect({"clean", dying, live});
+    CHECK(cleaned.exit_code == 0);
+    CHECK_THAT(cleaned.out, Catch::Contains("removed " + dying) && !Catch::Contains(live + " "));
+    CHECK_FALSE(exists(dying));
+    CHECK(exists(live));
+}
+
+TEST_CASE("corrupt and truncated segments are listed as corrupt; a segment not ours is ignored", "[tools]") {
+    test::ShmGuard guard;
+    const std::string garbage = guard.add(test::unique_name("iq-garbage"));
+    const std::string tiny = guard.add(test::unique_name("iq-tiny"));
+    const std::string truncated = guard.add(test::unique_name("iq-truncated"));
+    const std::string foreign = test::unique_name("iq-foreign");  // no shmpipe. prefix
+    FileGuard foreign_file{"/dev/shm/" + foreign};
+    write_file(shm_file(garbage), 8192);
+    write_file(shm_file(tiny), 10);
+    Queue::create(truncated, spsc_options()).persist();
+    REQUIRE(::truncate(shm_file(truncated).c_str(), 4096) == 0);
+    write_file(foreign_file.path, 8192);
+
+    const auto all = inspect({"--json"});  // every object, not only ours: must not crash
+    REQUIRE(all.exit_code == 0);
+    for (const auto& n : {garbage, tiny, truncated}) {
+        INFO("object " << n);
+        CHECK(json_string(json_of(all.out, n), "state") == "corrupt");
+        CHECK_FALSE(json_string(json_of(all.out, n), "problem").empty());
+    }
+    CHECK_THAT(all.out, !Catch::Contains(foreign));
+
+    const auto table = inspect({"list"});
+    REQUIRE(table.exit_code == 0);
+    CHECK(has_line(table.out, garbage + " ", "corrupt"));
+    CHECK(has_line(table.out, truncated + " ", "corrupt"));
+    CHECK_THAT(table.out, !Catch::Contains(foreign));
+
+    const auto shown = inspect({"show", tiny});
+    CHECK(shown.exit_code == 0);
+    CHECK_THAT(shown.out, Catch::Contains("corrupt") && Catch::Contains("too small"));
+
+    // Not without --corrupt, and not while they may still be being created.
+    CHECK_THAT(inspect({"clean", garbage, tiny, truncated}).out, Catch::Contains("nothing to clean"));
+    CHECK_THAT(inspect({"clean", "--corrupt", garbage, tiny, truncated}).out, Catch::Contains("nothing to clean"));
+    for (const auto& n : {garbage, tiny, truncated}) age_file(shm_file(n), 10);
+    const auto dry = inspect({"clean", "--corrupt", "--dry-run", garbage, tiny, truncated});
+    CHECK_THAT(dry.out, Catch::Contains("would remove " + garbage));
+    CHECK(exists(garbage));
+    const auto cleaned = inspect({"clean", "--corrupt", garbage, tiny, truncated});
+    CHECK(cleaned.exit_code == 0);
+    for (const auto& n : {garbage, tiny}) {
+        INFO("object " << n);
+        CHECK_THAT(cleaned.out, Catch::Contains("removed " + n));
+        CHECK_FALSE(exists(n));
+    }
+    // Its header still names its creator, this live process: a damaged object in use stays.
+    CHECK_THAT(cleaned.out, !Catch::Contains(truncated));
+    CHECK(exists(truncated));
+    CHECK(::access(foreign_file.path.c_str(), F_OK) == 0);  // not ours: never touched
+}
+
+TEST_CASE("watch prints plain periodic lines when stdout is not a terminal and stops after --count", "[tools]") {
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("iq-watch"));
+    auto queue = Queue::create(name, spsc_options());
+
+    const auto r = inspect({"watch", "--interval", "0.1", "--count", "3", name});
+
+    CHECK(r.exit_code == 0);
+    std::size_t refreshes = 0;
+    for (const auto& line : lines_of(r.out)) {
+        if (line.find(" " + name + " spsc-queue open") != std::string::npos) {
+            ++refreshes;
+            CHECK_THAT(line, Catch::Contains("depth=0") && Catch::Contains("msgs/s="));
+        }
+        CHECK_THAT(line, !Catch::Contains("\x1b["));  // no terminal control sequences
+    }
+    CHECK(refreshes == 3);
+
+    const auto json = inspect({"--json", "watch", "--interval", "0.05", "--count", "2", name});
+    CHECK(json.exit_code == 0);
+    const auto json_lines = lines_of(json.out);
+    REQUIRE(json_lines.size() == 2);
+    CHECK(json_string(json_of(json_lines[1], name), "state") == "open");
+    CHECK(json_number(json_of(json_lines[1], name), "msgs_out_per_s").has_value());
+}
+
+TEST_CASE("--help exits 0, usage errors exit 2, runtime failures exit 1", "[tools]") {
+    const auto help = inspect({"--help"});
+    CHECK(help.exit_code == 0);
+    CHECK_THAT(help.out, Catch::Contains("watch") && Catch::Contains("clean") && Catch::Contains("--json"));
+
+    const auto bad = inspect({"--no-such-option"});
+    CHECK(bad.exit_code == 2);
+    CHECK_THAT(bad.err, Catch::StartsWith("inspect-queues: error: "));
+
+    CHECK(inspect({"watch", "--interval", "0"}).exit_code == 2);
+    CHECK(inspect({"show"}).exit_code == 2);
+    const auto bad_name = inspect({"show", "no/such"});
+    CHECK(bad_name.exit_code == 2);
+    CHECK_THAT(bad_name.err, Catch::Contains("'/'"));
+
+    const auto missing = inspect({"show", test::unique_name("iq-missing")});
+    CHECK(missing.exit_code == 1);
+    CHECK_THAT(missing.err, Catch::StartsWith("inspect-queues: error: ") && Catch::Contains("does not exist"));
+}
