@@ -170,7 +170,8 @@ StreamFormat parse_format(const TableReader& r, std::string_view key, std::strin
 
 bool is_executable_file(const std::string& path) {
     struct stat st{};
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0 &&
+           ::access(path.c_str(), X_OK) == 0;
 }
 
 std::string join_path(const std::string& dir, const std::string& name) {
@@ -192,7 +193,7 @@ std::string resolve_program(const std::string& prog, const PipelineSpec& spec, c
         struct stat st{};
         if (::stat(path.c_str(), &st) != 0) {
             why = "does not exist";
-        } else if (!S_ISREG(st.st_mode) || ::access(path.c_str(), X_OK) != 0) {
+        } else if (!S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0 || ::access(path.c_str(), X_OK) != 0) {
             why = "is not an executable file";
         } else {
             return absolute(path);

@@ -42,7 +42,7 @@ enum class StreamFormat {
 inline constexpr std::string_view kInheritStdout = "inherit";
 
 struct QueueSpec {
-    std::string name;
+    std::string name = {};
     std::size_t capacity = std::size_t{4} << 20;
     std::size_t max_message = std::size_t{64} << 10;
     bool declared = false;  // false: only named by a stage, default geometry
@@ -50,22 +50,22 @@ struct QueueSpec {
 };
 
 struct StageSpec {
-    std::string name;
-    std::vector<std::string> cmd;          // argv, placeholders not yet expanded
-    std::vector<std::string> inputs;       // native: the program attaches itself
-    std::vector<std::string> outputs;
-    std::string stdin_queue;               // empty: /dev/null
-    std::string stdout_queue;              // empty: prefixed log; "inherit": raw stdout
+    std::string name = {};
+    std::vector<std::string> cmd = {};          // argv, placeholders not yet expanded
+    std::vector<std::string> inputs = {};       // native: the program attaches itself
+    std::vector<std::string> outputs = {};
+    std::string stdin_queue = {};               // empty: /dev/null
+    std::string stdout_queue = {};              // empty: prefixed log; "inherit": raw stdout
     StreamFormat stdin_format = StreamFormat::lines;
     StreamFormat stdout_format = StreamFormat::lines;
     unsigned replicas = 1;
     RestartPolicy restart = RestartPolicy::never;
     unsigned max_restarts = 3;             // per replica
-    std::map<std::string, std::string> env;
-    std::string cwd;                        // empty: the launcher's
+    std::map<std::string, std::string> env = {};
+    std::string cwd = {};                        // empty: the launcher's
     std::chrono::milliseconds stop_timeout{-1};  // < 0: the pipeline's
     bool critical = true;
-    std::string program;                   // cmd[0] resolved to a path by validate_spec
+    std::string program = {};                   // cmd[0] resolved to a path by validate_spec
     bool is_function = false;              // a Graph function stage: no program to find
     int line = 0;
 
@@ -82,10 +82,10 @@ struct PipelineSpec {
     int stop_signal = 15;                           // SIGTERM
     std::chrono::milliseconds stop_timeout{5000};   // grace between the polite signal and SIGKILL
     std::chrono::milliseconds drain_timeout{30000}; // after a drain request, then terminate
-    std::vector<QueueSpec> queues;                  // declared first, then implicit ones
-    std::vector<StageSpec> stages;
-    std::string source;                             // file name for messages ("<spec>" if none)
-    std::string base_dir;                           // relative paths resolve against it
+    std::vector<QueueSpec> queues = {};                  // declared first, then implicit ones
+    std::vector<StageSpec> stages = {};
+    std::string source = {};                             // file name for messages ("<spec>" if none)
+    std::string base_dir = {};                           // relative paths resolve against it
 
     const QueueSpec* find_queue(std::string_view name) const;
     const StageSpec* find_stage(std::string_view name) const;
@@ -94,10 +94,10 @@ struct PipelineSpec {
 struct SpecOptions {
     // Extra directories searched for a bare program name (after PATH, before the
     // launcher's own directory).
-    std::vector<std::string> bin_dirs;
+    std::vector<std::string> bin_dirs = {};
     // Directory of the running launcher, searched last ("" to skip). pipeline-launch sets
     // it to the folder of its own executable so specs find the example programs beside it.
-    std::string self_dir;
+    std::string self_dir = {};
     // Skip checking that programs exist (parse-only tests).
     bool check_programs = true;
 };
