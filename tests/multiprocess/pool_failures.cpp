@@ -239,3 +239,31 @@ TEST_CASE("A pool's workers die with its parent", "[multiprocess]") {
         shmpipe::remove(n);
     }
 }
+
+TEST_CASE("A future no worker took can be cancelled; a running one cannot", "[multiprocess]") {
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    shmpipe::Pool sut(1);
+    auto running = sut.submit(report_then_block, p[1]);
+    read_pid(p[0]);  // the only worker now runs it
+    auto queued = sut.submit(square, 3);
+    REQUIRE_FALSE(running.cancel());
+    REQUIRE(queued.cancel());
+    REQUIRE(queued.cancelled());
+    REQUIRE(queued.done());
+    REQUIRE_THROWS_MATCHES(queued.result(), shmpipe::Error,
+                           errc_is(shmpipe::errc::cancelled, [](const std::string&) { return true; }));
+    sut.terminate();
+    REQUIRE(running.done());
+    ::close(p[0]);
+    ::close(p[1]);
+}
+
+TEST_CASE("as_completed gives up at its timeout", "[multiprocess]") {
+    shmpipe::Pool sut(1);
+    std::vector<shmpipe::Future<int>> fs{sut.submit(sleep_ms, 5000)};
+    auto sut_range = shmpipe::as_completed(fs, 50ms);
+    REQUIRE_THROWS_MATCHES(sut_range.begin(), shmpipe::Error,
+                           errc_is(shmpipe::errc::timeout, [](const std::string&) { return true; }));
+    sut.terminate();
+}

@@ -1,0 +1,89 @@
+// Workers killed at random while tasks flow: every task resolves (its result, or
+// worker_died), nothing hangs, the pool keeps its size, nothing is left behind.
+#include <shmpipe/pool.hpp>
+
+#include "test_support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <cstdlib>
+#include <optional>
+#include <random>
+#include <thread>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int work(int x) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200 + (x % 7) * 100));
+    return x * 3;
+}
+
+int scale() {
+    const char* s = std::getenv("SHMPIPE_STRESS_SCALE");
+    return s != nullptr ? std::max(1, std::atoi(s)) : 1;
+}
+
+}  // namespace
+
+TEST_CASE("Tasks resolve while workers are SIGKILLed at random", "[stress]") {
+    shmpipe::Pool sut(3);
+    const int count = 1500 * scale();
+    std::vector<shmpipe::Future<int>> futures;
+    futures.reserve(static_cast<std::size_t>(count));
+
+    std::atomic<bool> done{false};
+    std::atomic<int> kills{0};
+    struct StopKiller {
+        std::atomic<bool>& done;
+        std::thread t;
+        ~StopKiller() {
+            done = true;
+            if (t.joinable()) t.join();
+        }
+    } killer{done, {}};
+    killer.t = std::thread([&] {
+        std::mt19937 rng(12345);
+        while (!done) {
+            std::this_thread::sleep_for(15ms);
+            auto pids = sut.worker_pids();
+            if (pids.empty()) continue;
+            ::kill(pids[rng() % pids.size()], SIGKILL);
+            ++kills;
+        }
+    });
+    for (int i = 0; i < count; ++i) futures.push_back(sut.submit(work, i));
+
+    int ok = 0, died = 0, wrong = 0;
+    for (int i = 0; i < count; ++i) {
+        std::optional<shmpipe::errc> failure;
+        int value = 0;
+        try {
+            value = futures[static_cast<std::size_t>(i)].result_for(30s);
+        } catch (const shmpipe::Error& e) {
+            failure = static_cast<shmpipe::errc>(e.code().value());
+        }
+        if (failure == shmpipe::errc::timeout) FAIL("task " << i << " unresolved after 30 s (hang), " << kills << " kills");
+        if (failure) {
+            REQUIRE(failure == shmpipe::errc::worker_died);
+            ++died;
+        } else {
+            wrong += value != i * 3;
+            ++ok;
+        }
+    }
+    done = true;
+    killer.t.join();
+    REQUIRE(wrong == 0);
+    INFO(ok << " ok, " << died << " worker_died, " << kills << " kills");
+    REQUIRE(ok + died == count);
+    REQUIRE(died <= kills.load());
+    REQUIRE(ok > 0);
+    REQUIRE(sut.apply(work, 5) == 15);
+    REQUIRE(shmpipe::test::wait_until([&] { return sut.worker_pids().size() == 3; }, 10s));
+    sut.close();
+    sut.join();
+    REQUIRE(shmpipe::test::shm_objects_with_prefix(sut.tasks_queue_name()).empty());
+}
