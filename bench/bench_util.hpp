@@ -7,7 +7,9 @@
 //   bench::SharedBlock<T>              a T in an anonymous MAP_SHARED mapping, inherited by fork()
 //   bench::fork_child(cpu, fn)         fork; the child dies with the parent, pins itself to
 //                                      `cpu` (-1: no pinning), runs fn() and _exit()s with its result
-//   bench::wait_children(pids, ns)     reaps them by a deadline; SIGKILLs and reaps the rest
+//   bench::wait_children(pids, ns)     reaps them by a deadline; SIGKILLs and reaps the rest;
+//                                      optionally sums their CPU time and involuntary context
+//                                      switches (how often another process took their core)
 //
 // Everything here either works or reports: nothing throws from a child, nothing leaves a
 // process behind.
@@ -29,6 +31,7 @@
 #include <string>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -125,10 +128,25 @@ pid_t fork_child(int cpu, Fn&& fn) {
     ::_exit(code);
 }
 
+// What the reaped children used: CPU seconds (user + system) and involuntary context
+// switches. On a pinned, busy child the latter counts the times another process took its
+// core: the noise of a shared machine, made visible.
+struct ChildUsage {
+    double cpu_seconds = 0;
+    long involuntary_switches = 0;
+    void add(const rusage& ru) noexcept {
+        cpu_seconds += static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                       static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+        involuntary_switches += ru.ru_nivcsw;
+    }
+};
+
 // Waits for every pid until deadline_ns (a now_ns() value). Children still running then
 // are SIGKILLed and reaped. Returns true when all exited by themselves with status 0;
-// `why` then stays empty, else it says which child failed and how.
-inline bool wait_children(const std::vector<pid_t>& pids, std::uint64_t deadline_ns, std::string& why) {
+// `why` then stays empty, else it says which child failed and how. `usage` (optional)
+// accumulates what the children used.
+inline bool wait_children(const std::vector<pid_t>& pids, std::uint64_t deadline_ns, std::string& why,
+                          ChildUsage* usage = nullptr) {
     std::vector<bool> done(pids.size(), false);
     std::size_t left = pids.size();
     bool ok = true;
@@ -136,8 +154,10 @@ inline bool wait_children(const std::vector<pid_t>& pids, std::uint64_t deadline
         for (std::size_t i = 0; i < pids.size(); ++i) {
             if (done[i]) continue;
             int status = 0;
-            const pid_t r = ::waitpid(pids[i], &status, WNOHANG);
+            rusage ru{};
+            const pid_t r = ::wait4(pids[i], &status, WNOHANG, &ru);
             if (r == 0) continue;
+            if (r > 0 && usage != nullptr) usage->add(ru);
             done[i] = true;
             --left;
             if (r < 0) {

@@ -719,6 +719,7 @@ struct Measurement {
     bool ok = false;
     std::string error;
     double msgs_per_s = 0, median_ns = 0, p99_ns = 0;
+    double involuntary_switches = -1;  // summed over the children; -1: not known (Python)
 };
 
 struct Cpus {
@@ -762,7 +763,9 @@ Measurement run_children(RunControl& ctl, const std::vector<std::pair<int, std::
         if (ctl.error_taken.load() == 0) ctl.fail("children did not get ready within 10 s");
     }
     std::string why;
-    const bool exited_ok = bench::wait_children(pids, deadline, why);
+    bench::ChildUsage usage;
+    const bool exited_ok = bench::wait_children(pids, deadline, why, &usage);
+    m.involuntary_switches = static_cast<double>(usage.involuntary_switches);
     for (auto& c : g_children) c.store(0);
     if (ctl.error_taken.load() != 0) {
         m.error = ctl.error;
@@ -1130,6 +1133,7 @@ Options parse(int argc, char** argv) {
 struct Cell {  // one (transport, size, test) across rounds
     std::vector<double> values;  // msgs/s, or median ns
     std::vector<double> p99;
+    std::vector<double> preempted;  // involuntary context switches per run
     std::vector<std::string> errors;
     double med() const { return bench::median(values); }
     double med_p99() const { return bench::median(p99); }
@@ -1219,6 +1223,7 @@ int main(int argc, char** argv) {
                              j.test == Test::throughput ? "throughput" : "ping-pong", m.error.c_str());
                 continue;
             }
+            if (m.involuntary_switches >= 0) c.preempted.push_back(m.involuntary_switches);
             if (j.test == Test::throughput) {
                 c.values.push_back(m.msgs_per_s);
             } else {
@@ -1286,6 +1291,7 @@ int main(int argc, char** argv) {
                 first = false;
                 if (a.has()) std::printf(",\"msgs_per_s\":%.0f,\"mb_per_s\":%.1f", a.med(), a.med() * static_cast<double>(s) / 1e6);
                 if (b.has()) std::printf(",\"rtt_median_ns\":%.0f,\"rtt_p99_ns\":%.0f", b.med(), b.med_p99());
+                if (!a.preempted.empty()) std::printf(",\"preempted_per_run\":%.0f", bench::median(a.preempted));
                 std::printf(",\"rounds_ok\":[%zu,%zu],\"errors\":[", a.values.size(), b.values.size());
                 bool fe = true;
                 for (const auto* c : {&a, &b})
@@ -1307,19 +1313,29 @@ int main(int argc, char** argv) {
                 opt.lim.seconds, opt.cpus.producer, opt.cpus.consumer, opt.one_core ? " (one core)" : "");
     for (std::size_t s : opt.sizes) {
         std::printf("\n%s messages\n", size_label(s).c_str());
-        std::printf("  %-12s %-38s %12s %10s %11s %11s %6s\n", "transport", "", "msgs/s", "MB/s", "rtt median", "rtt p99", "ok");
+        std::printf("  %-12s %-38s %12s %10s %11s %11s %6s %8s\n", "transport", "", "msgs/s", "MB/s", "rtt median", "rtt p99", "ok",
+                    "preempt");
         for (const auto& t : transports) {
             const Cell& a = tput[t.id][s];
             const Cell& b = rtt[t.id][s];
             if (!a.has() && !b.has() && a.errors.empty() && b.errors.empty()) continue;
             char mb[32] = "-";
             if (a.has()) std::snprintf(mb, sizeof mb, "%.1f", a.med() * static_cast<double>(s) / 1e6);
-            std::printf("  %-12s %-38s %12s %10s %11s %11s %3zu/%zu\n", t.id.c_str(), t.description.c_str(),
+            char pre[32] = "-";
+            if (!a.preempted.empty()) std::snprintf(pre, sizeof pre, "%.0f", bench::median(a.preempted));
+            std::printf("  %-12s %-38s %12s %10s %11s %11s %3zu/%-2zu %8s\n", t.id.c_str(), t.description.c_str(),
                         a.has() ? human_rate(a.med()).c_str() : "-", mb, b.has() ? human_ns(b.med()).c_str() : "-",
                         b.has() ? human_ns(b.med_p99()).c_str() : "-", a.values.size() + b.values.size(),
-                        a.values.size() + b.values.size() + a.errors.size() + b.errors.size());
+                        a.values.size() + b.values.size() + a.errors.size() + b.errors.size(), pre);
         }
     }
+    std::size_t runs = 0, disturbed = 0;
+    for (auto* tab : {&tput, &rtt})
+        for (auto& [id, by_size] : *tab)
+            for (auto& [sz, c] : by_size)
+                for (double v : c.preempted) ++runs, disturbed += v > 0 ? 1 : 0;
+    std::printf("\npreempt = median involuntary context switches of the pinned processes per throughput run\n"
+                "(another process took their core); %zu of %zu runs were preempted at least once\n", disturbed, runs);
     std::printf("\nratios shmpipe / peer (throughput: higher is better; ping-pong median: lower is better)\n");
     std::printf("  %-10s %-12s %-10s", "ours", "test", "size");
     std::vector<std::string> peers;
