@@ -49,8 +49,7 @@ int run_clean(const CleanOptions& options) {
         }
     }
     if (results.empty()) {
-        std::cout << "nothing to clean" << (options.corrupt ? "" : " (corrupt objects are removed only with --corrupt)")
-                  << '\n';
+        std::cout << "nothing to clean\n";
     } else if (!options.dry_run) {
         std::cout << removed << (removed == 1 ? " object" : " objects") << " removed\n";
     }
