@@ -22,6 +22,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
 #include <fcntl.h>
 #include <span>
 #include <stdexcept>
@@ -242,5 +246,107 @@ private:
     bool done_ = false;
     std::thread thread_;
 };
+
+// A peer's report file: "key=value key=value ... error=<rest of line>".
+struct PeerReport {
+    std::map<std::string, std::string> values;
+    std::string error;
+    std::uint64_t number(const std::string& key) const {
+        auto it = values.find(key);
+        return it == values.end() ? ~std::uint64_t{0} : std::stoull(it->second);
+    }
+};
+inline std::optional<PeerReport> read_report(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) return std::nullopt;
+    std::string line;
+    std::getline(f, line);
+    PeerReport r;
+    const auto err = line.find(" error=");
+    if (err != std::string::npos) {
+        r.error = line.substr(err + 7);
+        line.resize(err);
+    }
+    std::istringstream in(line);
+    std::string token;
+    while (in >> token) {
+        const auto eq = token.find('=');
+        if (eq != std::string::npos) r.values[token.substr(0, eq)] = token.substr(eq + 1);
+    }
+    return r;
+}
+
+// Where each (producer, seq) ended up across consumer logs.
+struct Delivery {
+    std::map<std::uint64_t, int> times;  // log entry -> how often it was received
+    std::uint64_t total = 0;
+    std::uint64_t duplicates() const {
+        std::uint64_t d = 0;
+        for (const auto& [e, n] : times) d += static_cast<std::uint64_t>(n - 1);
+        return d;
+    }
+    // Sequences of `producer` below `count` that nobody received.
+    std::vector<std::uint64_t> missing(std::uint32_t producer, std::uint64_t count) const {
+        std::vector<std::uint64_t> m;
+        for (std::uint64_t s = 0; s < count; ++s) {
+            if (times.find(log_entry(producer, s)) == times.end()) m.push_back(s);
+        }
+        return m;
+    }
+    // Received entries of `producer` with sequence >= `limit` (never committed).
+    std::uint64_t beyond(std::uint32_t producer, std::uint64_t limit) const {
+        std::uint64_t n = 0;
+        for (auto it = times.lower_bound(log_entry(producer, limit)); it != times.end(); ++it) {
+            if (entry_producer(it->first) != producer) break;
+            ++n;
+        }
+        return n;
+    }
+};
+inline Delivery collect(const std::vector<std::vector<std::uint64_t>>& logs) {
+    Delivery d;
+    for (const auto& log : logs) {
+        for (const auto e : log) {
+            ++d.times[e];
+            ++d.total;
+        }
+    }
+    return d;
+}
+// True when, within one log, each producer's sequence numbers increase (strictly, or
+// non-decreasing when a redelivered message may repeat).
+inline bool per_producer_order(const std::vector<std::uint64_t>& log, bool allow_repeat, std::string* why = nullptr) {
+    std::map<std::uint32_t, std::uint64_t> last;
+    for (const auto e : log) {
+        const auto p = entry_producer(e);
+        const auto s = entry_seq(e);
+        auto it = last.find(p);
+        if (it != last.end() && (s < it->second || (s == it->second && !allow_repeat))) {
+            if (why != nullptr) {
+                *why = "producer " + std::to_string(p) + ": " + std::to_string(s) + " after " + std::to_string(it->second);
+            }
+            return false;
+        }
+        last[p] = s;
+    }
+    return true;
+}
+
+// CPU time (user + system, clock ticks) a process has used, from /proc/<pid>/stat.
+inline std::optional<std::uint64_t> cpu_ticks(int pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    if (!std::getline(f, stat)) return std::nullopt;
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) return std::nullopt;
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    std::uint64_t utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && (in >> field); ++i) {
+        if (i == 14) utime = std::stoull(field);
+        if (i == 15) stime = std::stoull(field);
+    }
+    return utime + stime;
+}
 
 }  // namespace shmpipe::test
