@@ -327,7 +327,9 @@ void ProducerCore::close() noexcept {
     if (!owned_by_this_process()) return;  // a forked copy: the endpoint is the parent's
     abandon();
     publish_stats();
-    segment_.close_endpoint(index_);
+    // Count the close only if we are the one who closed the record: Queue::close_endpoints_of
+    // (the launcher) may have closed it on our behalf already.
+    if (!segment_.close_endpoint(index_)) return;
     ctl_->live_producers.fetch_sub(1, std::memory_order_acq_rel);
     // Release: every record we published happens-before a consumer that sees the count.
     ctl_->producers_closed.fetch_add(1, std::memory_order_release);
@@ -457,7 +459,7 @@ void ConsumerCore::close() noexcept {
     if (!owned_by_this_process()) return;
     release();
     publish_stats();
-    segment_.close_endpoint(index_);
+    if (!segment_.close_endpoint(index_)) return;  // closed on our behalf already
     ctl_->live_consumers.fetch_sub(1, std::memory_order_acq_rel);
     ctl_->consumers_closed.fetch_add(1, std::memory_order_release);
     bump_and_wake(ring_->space_seq);

@@ -417,15 +417,16 @@ std::uint32_t Segment::attach_endpoint(EndpointRole role, std::string_view what)
                          " endpoint slots are in use by live processes"));
 }
 
-void Segment::close_endpoint(std::uint32_t index) noexcept {
-    if (index >= endpoint_count()) return;
+bool Segment::close_endpoint(std::uint32_t index) noexcept {
+    if (index >= endpoint_count()) return false;
     auto& r = endpoints()[index];
     std::uint64_t w = r.word.load(std::memory_order_acquire);
     while (EndpointRecord::state_of(w) == EndpointState::open) {
         const std::uint64_t closed = EndpointRecord::pack(EndpointRecord::pid_of(w), EndpointRecord::role_of(w),
                                                           EndpointState::closed);
-        if (r.word.compare_exchange_weak(w, closed, std::memory_order_acq_rel)) return;
+        if (r.word.compare_exchange_weak(w, closed, std::memory_order_acq_rel)) return true;
     }
+    return false;
 }
 
 bool Segment::reap_if_dead(std::uint32_t index) noexcept {

@@ -152,8 +152,10 @@ private:
         for (;;) {
             Cell& c = cells_[pos & cell_mask_];
             const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP2: the consumer is done with it
-            const auto diff = static_cast<std::int64_t>(seq - pos);
-            if (diff == 0) {
+            // M1: compare without the abandoned flag, or a skipped cell of the previous lap
+            // would look like a future position and this loop would never leave.
+            const auto diff = static_cast<std::int64_t>((seq & ~kCellAbandoned) - pos);
+            if (diff == 0 && seq == pos) {
                 record_->intent.store(pos, std::memory_order_relaxed);  // M3, published by the CAS (MP3)
                 if (ring_->tail.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel,
                                                       std::memory_order_relaxed)) {

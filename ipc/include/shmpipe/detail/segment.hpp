@@ -179,8 +179,9 @@ public:
     // Claims a free (or dead, reclaimable) endpoint record for this process. Returns its
     // index; throws Error(too_many_endpoints) when the table is full of live endpoints.
     std::uint32_t attach_endpoint(EndpointRole role, std::string_view what);
-    // Marks the record closed (clean detach). Only the owner calls it.
-    void close_endpoint(std::uint32_t index) noexcept;
+    // Marks an open record closed (clean detach). Returns true for the one caller that moved
+    // it from open to closed (false: already closed, or reaped as dead).
+    bool close_endpoint(std::uint32_t index) noexcept;
     // If the process of an open record is dead, moves it to dead (one winner) and returns
     // true for the winner. Also sets kStatePeerDied and died_pid.
     bool reap_if_dead(std::uint32_t index) noexcept;
