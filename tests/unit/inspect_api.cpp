@@ -8,7 +8,10 @@
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/inspect.hpp>
 #include <shmpipe/object.hpp>
+#include <shmpipe/barrier.hpp>
+#include <shmpipe/mutex.hpp>
 #include <shmpipe/queue.hpp>
+#include <shmpipe/semaphore.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -365,4 +368,64 @@ TEST_CASE("a segment shrinking while it is inspected is reported, never crashes 
     INFO("corrupt " << corrupt << ", of which caught SIGBUS " << sigbus << ", other " << other);
     CHECK(corrupt + other > 0);
     WARN("shrinking segment: " << corrupt << " corrupt (" << sigbus << " by SIGBUS), " << other << " other");
+}
+
+TEST_CASE("an MPMC queue's depth counts cells between head and tail", "[unit]") {
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("insp-mpmc"));
+    QueueOptions opt;
+    opt.capacity = 16 * 256;
+    opt.max_message = 256;
+    auto q = Queue::create(name, opt);
+    Producer<std::uint64_t> tx(name);
+    for (std::uint64_t i = 0; i < 7; ++i) tx.push(i);
+
+    const auto sut = inspect_object(name);
+
+    REQUIRE(sut);
+    CHECK(sut->kind == "mpmc-queue");
+    CHECK(sut->depth == 7);
+    CHECK(sut->capacity == q.capacity());
+    CHECK(sut->fill > 0.0);
+}
+
+TEST_CASE("synchronisation objects show value, owner and waiters", "[unit]") {
+    test::ShmGuard guard;
+    SECTION("a semaphore's count") {
+        const std::string name = guard.add(test::unique_name("insp-sem"));
+        auto sem = Semaphore::create(name, 3);
+        sem.acquire();
+        const auto sut = inspect_object(name);
+        REQUIRE(sut);
+        CHECK(sut->kind == "semaphore");
+        REQUIRE(sut->sync);
+        CHECK(sut->sync->value_name == "count");
+        CHECK(sut->sync->value == 2);
+        CHECK(sut->sync->waiters == 0);
+    }
+    SECTION("a locked mutex names its owner thread, alive") {
+        const std::string name = guard.add(test::unique_name("insp-mutex"));
+        auto m = Mutex::create(name);
+        m.lock();
+        const auto sut = inspect_object(name);
+        m.unlock();
+        REQUIRE(sut);
+        CHECK(sut->kind == "mutex");
+        REQUIRE(sut->sync);
+        CHECK(sut->sync->value == 1);
+        REQUIRE(sut->sync->owner);
+        CHECK(*sut->sync->owner == static_cast<std::uint32_t>(::gettid()));
+        CHECK(sut->sync->owner_alive == std::optional<bool>(true));
+        CHECK(inspect_object(name)->sync->value == 0);
+    }
+    SECTION("a barrier's arrivals and parties") {
+        const std::string name = guard.add(test::unique_name("insp-barrier"));
+        auto b = Barrier::create(name, 3);
+        const auto sut = inspect_object(name);
+        REQUIRE(sut);
+        REQUIRE(sut->sync);
+        CHECK(sut->sync->value_name == "arrived");
+        CHECK(sut->sync->limit == std::optional<std::uint64_t>(3));
+        CHECK_FALSE(sut->sync->broken);
+    }
 }
