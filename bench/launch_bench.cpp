@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
                              << "[[queue]]\nname = \"matches\"\ncapacity = \"1MiB\"\nmax_message = 256\n"
                              << "[[stage]]\nname = \"seq\"\ncmd = [\"seq\", \"1\", \"" << n << "\"]\nstdout = \"numbers\"\n"
                              << "[[stage]]\nname = \"grep\"\ncmd = [\"grep\", \"7$\"]\nstdin = \"numbers\"\n"
-                             << "stdout = \"matches\"\nreplicas = " << replicas << "\n"
+                             << "stdout = \"matches\"\nsuccess_codes = [0, 1]\nreplicas = " << replicas << "\n"
                              << "[[stage]]\nname = \"sort\"\ncmd = [\"sort\", \"-n\"]\nstdin = \"matches\"\nstdout = \"inherit\"\n";
     const std::string shell_cmd = "seq 1 " + std::to_string(n) + " | grep '7$' | sort -n";
     const double shell_s = run({"/bin/sh", "-c", shell_cmd}, (dir + "/shell.out").c_str());

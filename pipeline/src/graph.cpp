@@ -507,7 +507,8 @@ void Graph::Impl::on_exit(Replica& r, int code) {
     if (r.pid > 0) {
         for (auto& q : queues) q.close_endpoints_of(static_cast<std::uint32_t>(r.pid));
     }
-    if (code == 0 || r.stopped_by_us) return;
+    const bool ok = std::find(s.success_codes.begin(), s.success_codes.end(), code) != s.success_codes.end();
+    if (ok || r.stopped_by_us) return;
     const std::string what = "stage \"" + s.name + "\" replica " + std::to_string(r.index) + " (pid " +
                              std::to_string(r.pid) + ") " + describe_exit(code);
     if (s.restart == RestartPolicy::on_failure && r.restarts < s.max_restarts &&

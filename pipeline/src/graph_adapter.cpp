@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <sys/uio.h>
 #include <unistd.h>
 
 namespace shmpipe::detail {
@@ -22,29 +21,6 @@ bool write_all(int fd, const char* p, std::size_t n) noexcept {
         }
         p += w;
         n -= static_cast<std::size_t>(w);
-    }
-    return true;
-}
-
-// Writes two buffers as one logical record (writev, finishing partial writes).
-bool write_two(int fd, const void* a, std::size_t na, const void* b, std::size_t nb) noexcept {
-    iovec iov[2] = {{const_cast<void*>(a), na}, {const_cast<void*>(b), nb}};
-    int first = 0;
-    while (first < 2) {
-        const ssize_t w = ::writev(fd, iov + first, 2 - first);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        auto done = static_cast<std::size_t>(w);
-        while (first < 2 && done >= iov[first].iov_len) {
-            done -= iov[first].iov_len;
-            ++first;
-        }
-        if (first < 2) {
-            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
-            iov[first].iov_len -= done;
-        }
     }
     return true;
 }
@@ -199,32 +175,48 @@ void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& err
 void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop, Output& out,
                 const std::string& report_prefix, const std::string& who) noexcept {
     using namespace std::chrono_literals;
-    static constexpr char kNewline = '\n';
-    while (!stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
-        try {
-            auto slot = rx.peek_for(100ms);
-            if (!slot) {
-                if (rx.ended()) break;  // end of stream: the program sees EOF
-                continue;
-            }
-            const auto sp = slot->span();
-            bool ok;
-            if (format == StreamFormat::lines) {
-                ok = write_two(fd, sp.data(), sp.size(), &kNewline, 1);
-            } else {
-                const auto len = static_cast<std::uint32_t>(sp.size());
-                ok = write_two(fd, &len, sizeof len, sp.data(), sp.size());
-            }
-            if (!ok) break;  // EPIPE: the program stopped reading or died; this message is lost
-        } catch (const Error& e) {
-            if (e.code() == make_error_code(errc::producer_died)) {
-                out.report(report_prefix, who + ": " + e.what() + " (continuing with the others)");
-                continue;
-            }
-            break;  // broken (the graph is stopping) or corrupt
-        } catch (...) {
-            break;
+    // Messages are gathered into one buffer (up to kBatch bytes, or until the queue is
+    // momentarily empty) and written with one system call: a write per line would cost more
+    // than the queue itself.
+    constexpr std::size_t kBatch = 64 * 1024;
+    std::string batch;
+    auto append = [&](std::span<const std::byte> sp) {
+        if (format == StreamFormat::records) {
+            const auto len = static_cast<std::uint32_t>(sp.size());
+            batch.append(reinterpret_cast<const char*>(&len), sizeof len);
         }
+        batch.append(reinterpret_cast<const char*>(sp.data()), sp.size());
+        if (format == StreamFormat::lines) batch += '\n';
+    };
+    try {
+        batch.reserve(kBatch + 4096);
+        while (!stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
+            try {
+                auto slot = rx.peek_for(100ms);
+                if (!slot) {
+                    if (rx.ended()) break;  // end of stream: the program sees EOF
+                    continue;
+                }
+                append(slot->span());
+                slot.reset();
+                while (batch.size() < kBatch) {
+                    auto more = rx.try_peek();
+                    if (!more) break;
+                    append(more->span());
+                }
+            } catch (const Error& e) {
+                if (e.code() == make_error_code(errc::producer_died)) {
+                    out.report(report_prefix, who + ": " + e.what() + " (continuing with the others)");
+                } else {
+                    break;  // broken (the graph is stopping) or corrupt
+                }
+            }
+            // EPIPE: the program stopped reading or died; what was taken is lost.
+            if (!batch.empty() && !write_all(fd, batch.data(), batch.size())) break;
+            batch.clear();
+        }
+    } catch (...) {
+        // Out of memory: end this program's input.
     }
     ::close(fd);
 }

@@ -450,7 +450,7 @@ PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, con
         const std::string sw = "stage " + quoted(s.name);
         TableReader rs(*t, spec.source, sw, {"name", "cmd", "inputs", "outputs", "stdin", "stdout", "stdin_format",
                                              "stdout_format", "replicas", "restart", "max_restarts", "env", "cwd",
-                                             "stop_timeout", "critical"});
+                                             "stop_timeout", "critical", "success_codes"});
         if (const StageSpec* dup = spec.find_stage(s.name)) {
             fail(spec.source, s.line, "duplicate stage name " + quoted(s.name) + " (first declared on line " +
                                           std::to_string(dup->line) + ")");
@@ -485,6 +485,17 @@ PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, con
         s.cwd = rs.string("cwd");
         s.stop_timeout = rs.duration("stop_timeout", s.stop_timeout);
         s.critical = rs.boolean("critical", true);
+        if (const toml::node* sc = rs.get("success_codes")) {
+            const toml::array* a = sc->as_array();
+            if (a == nullptr || a->empty()) fail(spec.source, line_of(*sc), sw + ": success_codes must be an array of exit codes");
+            s.success_codes.clear();
+            for (const toml::node& e : *a) {
+                if (!e.is_integer() || e.as_integer()->get() < 0 || e.as_integer()->get() > 255) {
+                    fail(spec.source, line_of(e), sw + ": success_codes must hold exit codes 0..255");
+                }
+                s.success_codes.push_back(static_cast<int>(e.as_integer()->get()));
+            }
+        }
         // Line numbers for the checks below: point at the key that names the queue.
         spec.stages.push_back(std::move(s));
     }

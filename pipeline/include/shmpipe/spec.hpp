@@ -8,7 +8,7 @@
 //               stdin = "queue", stdout = "queue" | "inherit", stdin_format / stdout_format =
 //               "lines" | "records", replicas = 1, restart = "never" | "on-failure",
 //               max_restarts = 3, env = { K = "v" }, cwd = "dir", stop_timeout = "5s",
-//               critical = true
+//               critical = true, success_codes = [0]
 //
 // A queue a stage names but no [[queue]] table declares gets the default geometry.
 // Placeholders in cmd, env and cwd: {queue.<name>} (the run's shared-memory name of that
@@ -65,6 +65,7 @@ struct StageSpec {
     std::string cwd = {};                        // empty: the launcher's
     std::chrono::milliseconds stop_timeout{-1};  // < 0: the pipeline's
     bool critical = true;
+    std::vector<int> success_codes = {0};  // exit codes that count as success (grep: [0, 1])
     std::string program = {};                   // cmd[0] resolved to a path by validate_spec
     bool is_function = false;              // a Graph function stage: no program to find
     int line = 0;
