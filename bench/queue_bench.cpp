@@ -1050,6 +1050,7 @@ struct Options {
                  "                     mpmc-1to2,mpmc-2to1,pipe,socketpair,boost-mq,zmq,python-mp)\n"
                  "  --no-pingpong      throughput only\n"
                  "  --python PATH      interpreter for the multiprocessing peer (default /usr/bin/python3)\n"
+                 "  --python-script P  the helper (default: bench/queue_bench_mp.py of the source tree)\n"
                  "  --json             machine-readable output (one JSON object) instead of tables\n");
     std::exit(code);
 }
@@ -1103,6 +1104,7 @@ Options parse(int argc, char** argv) {
                 o.cpus = {std::stoi(c[0]), std::stoi(c[1])};
             } else if (a == "--only") o.only = split(value(i));
             else if (a == "--python") o.py.python = value(i);
+            else if (a == "--python-script") o.py.script = value(i);
             else {
                 std::fprintf(stderr, "queue_bench: error: unknown option %s\n", a.c_str());
                 usage(2);
