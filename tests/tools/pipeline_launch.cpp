@@ -391,7 +391,7 @@ replicas = 2
     for (const auto& n : test::shm_objects_with_prefix(name)) guard.add(n);
 }
 
-TEST_CASE("--check validates and prints the graph without running it", "[tools]") {
+TEST_CASE("pipeline-launch --check validates and prints the graph without running it", "[tools]") {
     const auto r = test::run_program(launcher(), {"--check", test::source_path("examples/unix_pipeline.toml")}, 10s);
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("matches: capacity 1048576 B, max_message 256 B, 4 expected producers; grep x4 -> sort x1") !=
