@@ -1,0 +1,278 @@
+// Ring stress with both ends as threads of one process: the variant ThreadSanitizer can
+// check (it sees one process only). SPSC and MPMC, several producers and consumers, every
+// operation flavour (push/try_push/push_for/reserve, pop/try_pop/pop_for/peek), tiny rings
+// so both sides block and wake constantly. Checks: content intact, each message exactly
+// once, each producer's order kept per consumer, end of stream reached by every consumer.
+// SHMPIPE_STRESS_SCALE (default 1) multiplies the message counts.
+#include "queue_testing.hpp"
+#include "test_support.hpp"
+
+#include <shmpipe/queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace shmpipe;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::uint64_t stress_scale() {
+    const char* s = std::getenv("SHMPIPE_STRESS_SCALE");
+    const long v = s != nullptr ? std::atol(s) : 1;
+    return v > 0 ? static_cast<std::uint64_t>(v) : 1;
+}
+
+void require_gone(const std::string& prefix) {
+    INFO("objects left in /dev/shm with prefix " << prefix);
+    CHECK(test::shm_objects_with_prefix(prefix).empty());
+}
+
+// What one consumer thread saw; checked on the main thread (Catch2 is not thread-safe).
+struct ConsumerResult {
+    std::vector<std::uint64_t> log;
+    std::string error;
+};
+
+// Pushes messages 0..count-1 of `id`, rotating through the push flavours.
+void produce(const std::string& name, std::uint32_t id, std::uint64_t count, std::size_t max_size, std::string& error) {
+    try {
+        Producer<> tx(name);
+        std::vector<std::byte> buf;
+        for (std::uint64_t seq = 0; seq < count; ++seq) {
+            const std::size_t n = test::message_size(id, seq, max_size, true);
+            switch (seq % 4) {
+                case 0: {
+                    buf.resize(n);
+                    test::fill_message(buf, id, seq);
+                    tx.push(std::span<const std::byte>(buf));
+                    break;
+                }
+                case 1: {
+                    buf.resize(n);
+                    test::fill_message(buf, id, seq);
+                    while (!tx.try_push(std::span<const std::byte>(buf))) std::this_thread::yield();
+                    break;
+                }
+                case 2: {
+                    std::optional<WriteSlot> slot;
+                    while (!(slot = tx.reserve_for(n, 5ms))) {
+                    }
+                    test::fill_message(slot->span(), id, seq);
+                    slot->commit();
+                    break;
+                }
+                default: {
+                    auto slot = tx.reserve(n);
+                    test::fill_message(slot.span(), id, seq);
+                    slot.commit();
+                    break;
+                }
+            }
+        }
+        tx.close();
+    } catch (const std::exception& e) {
+        error = std::string("producer ") + std::to_string(id) + ": " + e.what();
+    }
+}
+
+// Pops until the end of stream, rotating through the pop flavours.
+void consume(const std::string& name, ConsumerResult& out) {
+    try {
+        Consumer<> rx(name);
+        auto take = [&](std::span<const std::byte> m) {
+            std::uint32_t p = 0;
+            std::uint64_t s = 0;
+            if (!test::parse_message(m, p, s)) throw std::runtime_error("bad message content");
+            out.log.push_back(test::log_entry(p, s));
+        };
+        for (std::uint64_t i = 0;; ++i) {
+            switch (i % 4) {
+                case 0: {
+                    auto m = rx.pop();
+                    if (!m) return;
+                    take(*m);
+                    break;
+                }
+                case 1: {
+                    auto m = rx.try_pop();
+                    if (m) {
+                        take(*m);
+                    } else if (rx.ended()) {
+                        return;
+                    }
+                    break;
+                }
+                case 2: {
+                    auto m = rx.pop_for(2ms);
+                    if (m) {
+                        take(*m);
+                    } else if (rx.ended()) {
+                        return;
+                    }
+                    break;
+                }
+                default: {
+                    auto slot = rx.peek();
+                    if (!slot) return;
+                    take(slot->span());
+                    break;
+                }
+            }
+        }
+    } catch (const std::exception& e) {
+        out.error = e.what();
+    }
+}
+
+struct Shape {
+    const char* label;
+    Endpoints kind;
+    int producers, consumers;
+    std::size_t capacity, max_message;
+    std::uint64_t per_producer;
+};
+
+}  // namespace
+
+TEST_CASE("Threads hammering one queue deliver every message exactly once and in producer order", "[stress]") {
+    const auto shape = GENERATE(Shape{"SPSC, 1 -> 1", Endpoints::one, 1, 1, 4096, 300, 200000},
+                                Shape{"MPMC, 1 -> 1", Endpoints::many, 1, 1, 16 * 128, 128, 100000},
+                                Shape{"MPMC, 3 -> 3", Endpoints::many, 3, 3, 16 * 128, 128, 50000},
+                                Shape{"MPMC, 4 -> 2, two cells", Endpoints::many, 4, 2, 2 * 64, 64, 15000},
+                                Shape{"MPMC, 1 -> 4", Endpoints::many, 1, 4, 8 * 64, 64, 80000});
+    INFO(shape.label);
+    const std::uint64_t per_producer = shape.per_producer * stress_scale();
+    const std::string name = test::unique_name("threads");
+    test::ShmGuard guard{name};
+    {
+        QueueOptions o;
+        o.producers = shape.producers == 1 ? Endpoints::one : Endpoints::many;
+        o.consumers = shape.consumers == 1 ? Endpoints::one : Endpoints::many;
+        if (shape.kind == Endpoints::many) o.producers = o.consumers = Endpoints::many;
+        o.capacity = shape.capacity;
+        o.max_message = shape.max_message;
+        o.expected_producers = static_cast<std::uint32_t>(shape.producers);  // no early end while threads attach
+        auto q = Queue::create(name, o);
+        std::vector<ConsumerResult> results(static_cast<std::size_t>(shape.consumers));
+        std::vector<std::string> producer_errors(static_cast<std::size_t>(shape.producers));
+        std::vector<std::thread> threads;
+        for (int c = 0; c < shape.consumers; ++c) threads.emplace_back(consume, name, std::ref(results[c]));
+        for (int p = 0; p < shape.producers; ++p) {
+            threads.emplace_back(produce, name, static_cast<std::uint32_t>(p + 1), per_producer, shape.max_message,
+                                 std::ref(producer_errors[p]));
+        }
+        // A watchdog: if the threads are not done in time, break the queue so they return.
+        std::atomic<bool> done{false};
+        std::atomic<bool> fired{false};
+        std::thread watchdog([&] {
+            const auto deadline = std::chrono::steady_clock::now() + 120s;
+            while (!done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+            if (!done.load()) {
+                fired = true;
+                Queue::open(name).mark_broken();
+            }
+        });
+        {
+            // A livelock that ignores mark_broken (a spinning try_*) still ends the test, named.
+            const test::HangGuard hang(name, 150s, "joining the stress threads");
+            for (auto& t : threads) t.join();
+        }
+        done = true;
+        watchdog.join();
+        INFO("stats: depth " << q.stats().depth << ", in " << q.stats().messages_in << ", out " << q.stats().messages_out);
+        REQUIRE_FALSE(fired.load());  // else the threads hung until the queue was broken after 120 s
+        for (const auto& e : producer_errors) CHECK(e.empty());
+        std::vector<std::vector<std::uint64_t>> logs;
+        for (const auto& r : results) {
+            CHECK(r.error.empty());
+            INFO(r.error);
+            std::string why;
+            const bool ordered = test::per_producer_order(r.log, false, &why);
+            INFO(why);
+            CHECK(ordered);
+            logs.push_back(r.log);
+        }
+        const auto d = test::collect(logs);
+        CHECK(d.total == per_producer * static_cast<std::uint64_t>(shape.producers));
+        CHECK(d.duplicates() == 0);
+        for (int p = 1; p <= shape.producers; ++p) CHECK(d.missing(static_cast<std::uint32_t>(p), per_producer).empty());
+        CHECK(q.stats().ended);
+    }
+    require_gone(name);
+}
+
+TEST_CASE("Threads that give up slots and time out never lose or duplicate committed messages", "[stress]") {
+    const std::string name = test::unique_name("abandonthreads");
+    test::ShmGuard guard{name};
+    const std::uint64_t per_producer = 30000 * stress_scale();
+    {
+        QueueOptions o;
+        o.capacity = 32 * 64;
+        o.max_message = 64;
+        o.expected_producers = 2;
+        auto q = Queue::create(name, o);
+        std::vector<ConsumerResult> results(2);
+        std::vector<std::string> errors(2);
+        std::vector<std::thread> threads;
+        for (auto& r : results) threads.emplace_back(consume, name, std::ref(r));
+        for (std::uint32_t p = 1; p <= 2; ++p) {
+            threads.emplace_back([&, p] {
+                try {
+                    Producer<> tx(name);
+                    std::mt19937 rng(p);
+                    for (std::uint64_t seq = 0; seq < per_producer;) {
+                        auto slot = tx.reserve_for(40, 5ms);
+                        if (!slot) continue;
+                        if (rng() % 5 == 0) continue;  // given up: must never be delivered
+                        test::fill_message(slot->span(), p, seq);
+                        slot->commit();
+                        ++seq;
+                    }
+                    tx.close();
+                } catch (const std::exception& e) {
+                    errors[p - 1] = e.what();
+                }
+            });
+        }
+        std::atomic<bool> done{false}, fired{false};
+        std::thread watchdog([&] {
+            const auto deadline = std::chrono::steady_clock::now() + 120s;
+            while (!done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+            if (!done.load()) {
+                fired = true;
+                Queue::open(name).mark_broken();
+            }
+        });
+        {
+            // A livelock that ignores mark_broken (a spinning try_*) still ends the test, named.
+            const test::HangGuard hang(name, 150s, "joining the stress threads");
+            for (auto& t : threads) t.join();
+        }
+        done = true;
+        watchdog.join();
+        REQUIRE_FALSE(fired.load());
+        for (const auto& e : errors) CHECK(e.empty());
+        std::vector<std::vector<std::uint64_t>> logs;
+        for (const auto& r : results) {
+            CHECK(r.error.empty());
+            INFO(r.error);
+            logs.push_back(r.log);
+        }
+        const auto d = test::collect(logs);
+        CHECK(d.duplicates() == 0);
+        CHECK(d.missing(1, per_producer).empty());
+        CHECK(d.missing(2, per_producer).empty());
+        CHECK(d.total == 2 * per_producer);
+    }
+    require_gone(name);
+}
