@@ -236,7 +236,7 @@ TEST_CASE("a SIGKILLed producer shows as dead, its queue goes stale, and clean r
     CHECK(exists(live));
 }
 
-TEST_CASE("corrupt and truncated segments are listed as corrupt; a segment not ours is ignored", "[tools]") {
+TEST_CASE("corrupt and truncated segments are listed as corrupt and a segment not ours is ignored", "[tools]") {
     test::ShmGuard guard;
     const std::string garbage = guard.add(test::unique_name("iq-garbage"));
     const std::string tiny = guard.add(test::unique_name("iq-tiny"));

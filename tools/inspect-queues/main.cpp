@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
     app.footer(kFooter);
     app.require_subcommand(0, 1);
     bool json = false;
-    app.add_flag("--json", json, "Machine-readable output (JSON); for scripts");
+    app.add_flag("--json", json, "Machine-readable output: a JSON array (show: one object; watch: one array per line)")
+        ->group("For scripts");
 
     ListOptions list;
     auto* list_cmd = app.add_subcommand("list", "List every object with kind, capacity, depth, state (the default)");
@@ -66,8 +67,9 @@ int main(int argc, char** argv) {
     CleanOptions clean;
     auto* clean_cmd = app.add_subcommand("clean", "Remove stale objects (no live process attached)");
     clean_cmd->add_option("patterns", clean.patterns, "Only names matching these glob patterns");
-    clean_cmd->add_flag("--dry-run", clean.dry_run, "Only say what would be removed");
-    clean_cmd->add_flag("--corrupt", clean.corrupt, "Also remove corrupt objects (older than 2 s, no live creator)");
+    clean_cmd->add_flag("--dry-run", clean.dry_run, "Only say what would be removed")->group("Repair");
+    clean_cmd->add_flag("--corrupt", clean.corrupt, "Also remove corrupt objects (older than 2 s, no live creator)")
+        ->group("Repair");
     clean_cmd->fallthrough();
 
     try {
