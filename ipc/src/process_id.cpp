@@ -1,6 +1,8 @@
 #include <shmpipe/detail/process_id.hpp>
 
+#include <atomic>
 #include <cerrno>
+#include <pthread.h>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -40,9 +42,31 @@ bool read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
 
 }  // namespace
 
+namespace {
+
+std::atomic<std::uint32_t> g_pid{0};
+
+void refresh_pid() noexcept { g_pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed); }
+
+// Registered once, before the first cached read, so every later fork() refreshes it.
+[[maybe_unused]] const bool g_pid_hook = [] {
+    refresh_pid();
+    ::pthread_atfork(nullptr, nullptr, refresh_pid);
+    return true;
+}();
+
+}  // namespace
+
+std::uint32_t current_pid() noexcept {
+    const std::uint32_t pid = g_pid.load(std::memory_order_relaxed);
+    if (pid != 0) [[likely]] return pid;
+    refresh_pid();  // used before static initialisation ran
+    return g_pid.load(std::memory_order_relaxed);
+}
+
 ProcessId self_process() noexcept {
     static thread_local ProcessId cached{};
-    const auto pid = static_cast<std::uint32_t>(::getpid());
+    const auto pid = current_pid();
     if (cached.pid != pid) cached = ProcessId{pid, process_start_time(static_cast<pid_t>(pid))};
     return cached;
 }

@@ -165,11 +165,11 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     }
     record_ = &segment_.endpoints()[index_];
     (producer ? ctl_->producers_attached : ctl_->consumers_attached).fetch_add(1, std::memory_order_acq_rel);
-    owner_pid_ = static_cast<std::uint32_t>(::getpid());
+    owner_pid_ = current_pid();
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
-    return owner_pid_ == static_cast<std::uint32_t>(::getpid());
+    return owner_pid_ == current_pid();  // no system call: checked every stats batch
 }
 
 void EndpointCore::publish_stats() noexcept {
@@ -393,7 +393,8 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
     const std::uint32_t attached = ctl_->producers_attached.load(std::memory_order_acquire);
     const std::uint32_t done = closed + dead;
     const std::uint32_t expected = ctl_->expected_producers;
-    const bool ended = expected != 0 ? done >= expected : (attached != 0 && done >= attached);
+    const std::uint32_t extra = ctl_->extra_expected.load(std::memory_order_acquire);
+    const bool ended = expected != 0 ? done >= expected + extra : (attached != 0 && done >= attached);
     return ended ? Ending::ended : Ending::none;
 }
 
@@ -599,6 +600,10 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
     return closed;
 }
 
+void Queue::expect_more_producers(std::uint32_t n) noexcept {
+    detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);
+}
+
 QueueStats Queue::stats() const {
     using namespace detail;
     QueueStats st;
@@ -648,7 +653,8 @@ QueueStats Queue::stats() const {
     st.lost = c.messages_lost.load(std::memory_order_relaxed);
     const std::uint32_t done = st.producers_closed + st.producers_dead;
     const std::uint32_t attached = c.producers_attached.load(std::memory_order_relaxed);
-    st.ended = c.expected_producers != 0 ? done >= c.expected_producers : (attached != 0 && done >= attached);
+    const std::uint32_t expected = c.expected_producers + c.extra_expected.load(std::memory_order_relaxed);
+    st.ended = c.expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached);
     st.broken = broken();
     return st;
 }

@@ -71,22 +71,39 @@ int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
     return rc < 0 ? 0 : static_cast<int>(rc);
 }
 
+namespace {
+
+// Whether this process may run on one CPU only (taskset -c 0): then spinning can never see
+// the peer make progress, and the first thing to do is to hand it the core. Cached per pid.
+bool pinned_to_one_cpu() noexcept {
+    static std::atomic<std::uint64_t> cache{0};  // pid << 1 | answer; 0 = not computed
+    const std::uint64_t pid = current_pid();
+    const std::uint64_t c = cache.load(std::memory_order_relaxed);
+    if (c != 0 && (c >> 1) == pid) return (c & 1) != 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    const bool one = ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1;
+    cache.store(pid << 1 | (one ? 1u : 0u), std::memory_order_relaxed);
+    return one;
+}
+
+}  // namespace
+
 bool SpinWait::spin() noexcept {
-    constexpr std::uint32_t kPauseOnly = 64;
-    if (iterations_ < kPauseOnly) {
+    // ~1 µs of pause first: a peer on another core usually answers within it (ping-pong).
+    constexpr std::uint32_t kPauseOnly = 32;
+    if (iterations_ < kPauseOnly && (iterations_ != 0 || !pinned_to_one_cpu())) {
         ++iterations_;
         cpu_relax();
         return true;
     }
+    if (iterations_ < kPauseOnly) iterations_ = kPauseOnly;  // pinned: straight to yielding
     const std::uint64_t now = monotonic_ns();
     if (started_ns_ == 0) started_ns_ = now;
     if (now - started_ns_ >= kSpinBeforeSleepNs) return false;
     ++iterations_;
-    if ((iterations_ & 3u) == 0) {
-        ::sched_yield();  // let a peer that shares our core run
-    } else {
-        for (int i = 0; i < 16; ++i) cpu_relax();
-    }
+    ::sched_yield();  // a peer that shares our core runs now; alone on the core it returns at once
+    for (int i = 0; i < 4; ++i) cpu_relax();
     return true;
 }
 

@@ -534,6 +534,14 @@ void Graph::Impl::finish_instance(Replica& r) {
     if (r.restart_pending && (mode == Mode::running || mode == Mode::draining)) {
         ++r.restarts;
         r.proc.reset();
+        // The failed replica's own producers were counted as done (closed on its behalf, or
+        // dead); the replacement will attach new ones, so the end of stream must wait for them.
+        for (const auto& w : s.writes()) {
+            if (w == s.stdout_queue) continue;  // the adapter's producer lives on across restarts
+            for (std::size_t i = 0; i < spec.queues.size(); ++i) {
+                if (spec.queues[i].name == w) queues[i].expect_more_producers(1);
+            }
+        }
         spawn(r);
         return;
     }

@@ -72,9 +72,16 @@ T framed_decode(std::span<const std::byte>& in) {
 template <class T>
 inline constexpr bool is_codable_v = detail::has_codec<T>::value;
 
+namespace detail {
+// True when Codec<T> is the built-in object-bytes codec (not a user specialisation).
+template <class T>
+concept object_bytes_codec = requires { requires Codec<T>::object_bytes; };
+}  // namespace detail
+
 // Trivially copyable: the object representation, exactly sizeof(T) bytes.
 template <class T>
 struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>> {
+    static constexpr bool object_bytes = true;  // the encoding is the object: a consumer may copy it in place
     static constexpr std::size_t size(const T&) noexcept { return sizeof(T); }
     static void encode(const T& v, std::span<std::byte> out) noexcept { std::memcpy(out.data(), &v, sizeof(T)); }
     static T decode(std::span<const std::byte> in) {

@@ -102,6 +102,9 @@ public:
     // Closes the producer/consumer endpoints that process `pid` left open (e.g. a stage that
     // exited without closing its outputs). Returns how many were closed.
     std::size_t close_endpoints_of(std::uint32_t pid) noexcept;
+    // Announces `n` more producers before they attach (a supervisor restarting a replica
+    // that died): with expected_producers set, the end of stream then also waits for them.
+    void expect_more_producers(std::uint32_t n = 1) noexcept;
     QueueStats stats() const;
 
 private:
@@ -325,12 +328,20 @@ private:
         if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
         return ReadSlot(&core_, m);
     }
-    T decode_release(std::span<const std::byte> m) {
+    std::optional<T> decode_release(std::span<const std::byte> m) {
         struct Release {
             detail::ConsumerCore& c;
             ~Release() { c.release(); }
         } guard{core_};  // a message that fails to decode is still consumed, never re-read
-        return Codec<T>::decode(m);
+        if constexpr (detail::object_bytes_codec<T> && std::is_default_constructible_v<T>) {
+            // Copy straight into the result: decode() + optional(T&&) would copy twice.
+            if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
+            std::optional<T> v(std::in_place);
+            std::memcpy(static_cast<void*>(&*v), m.data(), sizeof(T));
+            return v;
+        } else {
+            return Codec<T>::decode(m);
+        }
     }
     detail::ConsumerCore core_;
 };

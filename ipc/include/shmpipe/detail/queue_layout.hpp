@@ -79,6 +79,8 @@ struct alignas(kCacheLine) QueueControl {
     std::atomic<std::uint32_t> consumers_dead;
     std::atomic<std::uint32_t> live_producers;      // attached and not closed/dead (limit check)
     std::atomic<std::uint32_t> live_consumers;
+    std::atomic<std::uint32_t> extra_expected;      // producers announced later (a restarted replica)
+    std::uint32_t reserved;
     std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
     std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
     std::atomic<std::uint64_t> messages_lost;       // MPMC cells freed after a consumer died
@@ -106,6 +108,7 @@ struct Cell {  // MPMC
     std::uint32_t producer;          // endpoint index of the producer (informational)
 };
 static_assert(sizeof(Cell) == 16);
+static_assert(sizeof(QueueControl) == 2 * kCacheLine);
 
 // Validated views of a queue body. `validate` returns nullptr on success, else the reason.
 const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;
