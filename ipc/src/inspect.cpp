@@ -481,16 +481,17 @@ void build(ObjectInfo& info, const RawSnapshot& s) {
             info.depth = std::min(s.tail >= s.head ? s.tail - s.head : 0, s.cell_count);
             info.bytes_used = info.depth * s.cell_stride;
             info.fill = static_cast<double>(info.depth) / static_cast<double>(s.cell_count);
-            // MPMC totals live in the endpoint records (batched, so they trail a little).
+            // MPMC: positions count messages exactly (queue_layout.hpp); bytes live in the
+            // endpoint records (published in batches, so they trail a little).
+            info.messages_in = s.tail;
+            info.messages_out = s.head;
             for (std::uint32_t i = 0; i < s.endpoint_count; ++i) {
                 const auto& e = s.endpoints[i];
                 if (EndpointRecord::state_of(e.word) == EndpointState::free) continue;
                 const auto role = EndpointRecord::role_of(e.word);
                 if (role == EndpointRole::producer) {
-                    info.messages_in += e.messages;
                     info.bytes_in += e.bytes;
                 } else if (role == EndpointRole::consumer) {
-                    info.messages_out += e.messages;
                     info.bytes_out += e.bytes;
                 }
             }
