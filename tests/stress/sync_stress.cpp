@@ -2,6 +2,11 @@
 // ThreadSanitizer checks the orderings) and by forked processes over shared memory.
 // SHMPIPE_STRESS_SCALE multiplies the iteration counts (default 1 keeps each case < 10 s
 // under taskset -c 0).
+//
+// The thread variants share one handle (one mapping) between threads: ThreadSanitizer
+// tracks synchronisation by virtual address, so two mappings of the same segment would
+// hide the happens-before edges our atomics create. Handles are safe to share between
+// threads; the process variants open their own handles.
 #include "test_support.hpp"
 
 #include <shmpipe/barrier.hpp>
@@ -87,7 +92,7 @@ TEST_CASE("threads: a Mutex keeps a plain counter exact", "[stress][threads][mut
     const std::uint64_t n = 200'000 * scale();
     std::uint64_t counter = 0;
     run_threads(4, [&](int) {
-        auto h = sp::Mutex::open(name);
+        auto& h = sut;  // one mapping shared by the threads (see the note at the top)
         for (std::uint64_t i = 0; i < n; ++i) {
             std::lock_guard g(h);
             ++counter;
@@ -103,7 +108,7 @@ TEST_CASE("threads: a RecursiveMutex and try_lock_for keep a counter exact", "[s
     const std::uint64_t n = 20'000 * scale();
     std::uint64_t counter = 0;
     run_threads(3, [&](int) {
-        auto h = sp::RecursiveMutex::open(name);
+        auto& h = sut;
         for (std::uint64_t i = 0; i < n; ++i) {
             while (!h.try_lock_for(10ms)) {
             }
@@ -124,7 +129,7 @@ TEST_CASE("threads: a Semaphore of 2 never admits a third", "[stress][threads][s
     std::atomic<int> inside{0};
     std::atomic<int> most{0};
     run_threads(5, [&](int) {
-        auto h = sp::Semaphore::open(name);
+        auto& h = sut;
         for (std::uint64_t i = 0; i < n; ++i) {
             h.acquire();
             const int now = ++inside;
@@ -148,7 +153,7 @@ TEST_CASE("threads: a Barrier keeps its parties in step for many generations", "
     std::atomic<bool> bad{false};
     std::array<std::atomic<int>, 4> last_index{};
     run_threads(4, [&](int) {
-        auto h = sp::Barrier::open(name);
+        auto& h = sut;
         for (int r = 0; r < rounds; ++r) {
             ++arrived;
             const auto idx = h.arrive_and_wait_for(30s);
@@ -172,8 +177,8 @@ TEST_CASE("threads: a Condition moves items through a bounded buffer without los
     std::int64_t produced_done = 0;
     std::atomic<std::int64_t> sum{0};
     run_threads(4, [&](int role) {
-        auto hm = sp::Mutex::open(mname);
-        auto hc = sp::Condition::open(cname);
+        auto& hm = m;
+        auto& hc = cv;
         if (role < 2) {  // producers
             for (std::int64_t v = 1; v <= per_producer; ++v) {
                 std::unique_lock lk(hm);
@@ -207,8 +212,8 @@ TEST_CASE("threads: Event set/clear rounds wake every waiter", "[stress][threads
     const int rounds = static_cast<int>(300 * scale());
     std::atomic<int> woke{0};
     run_threads(4, [&](int i) {
-        auto e = sp::Event::open(go_name);
-        auto b = sp::Barrier::open(bar_name);
+        auto& e = go;
+        auto& b = bar;
         for (int r = 0; r < rounds; ++r) {
             if (i == 0) e.set();
             if (e.wait_for(10s)) ++woke;
@@ -228,8 +233,8 @@ TEST_CASE("threads: SharedArray atomics and its lock keep counts exact", "[stres
     auto wide = sp::SharedValue<Wide>::create(wname);
     const std::uint64_t n = 20'000 * scale();
     run_threads(4, [&](int) {
-        auto a = sp::SharedArray<std::uint64_t>::open(aname);
-        auto w = sp::SharedValue<Wide>::open(wname);
+        auto& a = arr;
+        auto& w = wide;
         for (std::uint64_t i = 0; i < n; ++i) {
             a.fetch_add(0, 1);
             std::uint64_t cur = a.load(1);

@@ -355,8 +355,8 @@ TEST_CASE("notify_one and notify_all wake threads waiting on a Condition", "[uni
     std::vector<std::thread> ts;
     for (int i = 0; i < 3; ++i) {
         ts.emplace_back([&] {
-            auto hm = sp::Mutex::open(mname);
-            auto hc = sp::Condition::open(cname);
+            auto& hm = m;  // shared mapping: ThreadSanitizer tracks sync by address
+            auto& hc = sut;
             std::unique_lock lk(hm);
             if (hc.wait_for(lk, 10s, [&] { return ready > 0; })) {
                 --ready;

@@ -14,7 +14,8 @@
 // holding the lock, the next locker takes it over within ~50 ms: lock() succeeds and
 // owner_died() returns true until the new owner calls mark_consistent() (also across
 // further unlock/lock cycles), so the data the lock protects can be checked or repaired.
-// It never deadlocks on a dead owner. (Liveness is decided by TID + thread start time.)
+// It never deadlocks on a dead owner. (Liveness is decided by TID + thread start time, so
+// every process using one mutex must share a PID namespace, as with /dev/shm itself.)
 //
 // Speed: lock/unlock of a free mutex is one compare-and-swap each, no system call; a
 // waiter spins ~20 µs, then sleeps on a futex in the segment.

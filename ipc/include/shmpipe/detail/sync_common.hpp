@@ -18,7 +18,9 @@ namespace shmpipe {
 // Options every named synchronisation object accepts at creation.
 struct SyncOptions {
     mode_t permissions = kDefaultPermissions;  // of the segment, like open(2)
-    std::uint32_t max_processes = 64;          // endpoint records: processes attached at once
+    // Endpoint records: handles open at once (each create/open takes one, freed when the
+    // handle is destroyed or its process dies); one more is too_many_endpoints.
+    std::uint32_t max_processes = 64;
 };
 
 }  // namespace shmpipe
