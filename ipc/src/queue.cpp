@@ -600,6 +600,22 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
     return closed;
 }
 
+std::optional<std::uint64_t> Queue::last_claim_of(std::uint32_t pid, bool consumer) const noexcept {
+    using namespace detail;
+    if (spsc()) return std::nullopt;
+    const auto want = consumer ? EndpointRole::consumer : EndpointRole::producer;
+    std::optional<std::uint64_t> found;
+    for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
+        const auto& e = segment_.endpoints()[i];
+        const std::uint64_t w = e.word.load(std::memory_order_acquire);
+        if (EndpointRecord::pid_of(w) != pid || EndpointRecord::role_of(w) != want) continue;
+        if (EndpointRecord::state_of(w) == EndpointState::free) continue;
+        const std::uint64_t intent = e.intent.load(std::memory_order_acquire);  // M3
+        if (intent != kNoIntent) found = intent;
+    }
+    return found;
+}
+
 void Queue::expect_more_producers(std::uint32_t n) noexcept {
     detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);
 }

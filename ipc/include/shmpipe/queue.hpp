@@ -102,6 +102,11 @@ public:
     // Closes the producer/consumer endpoints that process `pid` left open (e.g. a stage that
     // exited without closing its outputs). Returns how many were closed.
     std::size_t close_endpoints_of(std::uint32_t pid) noexcept;
+    // MPMC: the position the endpoint of process `pid` in `role` last claimed (M3 in
+    // queue_layout.hpp: kept until its next claim), or nullopt if it has none. A supervisor
+    // uses it to learn which message a dead consumer had taken. Positions count from 0 in
+    // push order, so a queue's only producer can map them to what it pushed.
+    std::optional<std::uint64_t> last_claim_of(std::uint32_t pid, bool consumer = true) const noexcept;
     // Announces `n` more producers before they attach (a supervisor restarting a replica
     // that died): with expected_producers set, the end of stream then also waits for them.
     void expect_more_producers(std::uint32_t n = 1) noexcept;
