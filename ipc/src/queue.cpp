@@ -2,6 +2,7 @@
 // blocking, end of stream, death detection and recovery. The hot paths are inline in
 // detail/queue_endpoint.hpp; invariants (S*, M*) and ordering pairs (SP*, MP*) are in
 // detail/queue_layout.hpp.
+#include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/queue.hpp>
@@ -9,7 +10,6 @@
 #include <algorithm>
 #include <bit>
 #include <climits>
-#include <cxxabi.h>
 #include <memory>
 #include <unistd.h>
 
@@ -25,12 +25,6 @@ constexpr std::uint32_t kSpscEndpointRecords = 4;       // one producer, one con
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
 std::string pid_text(std::uint32_t pid) { return "pid " + std::to_string(pid); }
-
-std::string demangle(const char* name) {
-    int status = 0;
-    std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
-    return status == 0 && d ? std::string(d.get()) : std::string(name);
-}
 
 // Opens a queue segment (either kind) and validates its body; errors name the queue.
 Segment open_queue_segment(std::string_view name, std::string_view verb, Access access) {

@@ -2,6 +2,7 @@
 // filled here: process groups, parent-death signal, signal mask, descriptor hygiene for
 // forked functions, reaping (by pid, with negative codes for signals), a zombie-free and
 // _exit-based failed exec, and a stop ladder.
+#include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/process.hpp>
 
@@ -93,14 +94,6 @@ int decode_status(int status) noexcept {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return -WTERMSIG(status);
     return -1;
-}
-
-std::string demangle(const char* mangled) {
-    int status = 0;
-    char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-    std::string out = (status == 0 && d != nullptr) ? d : mangled;
-    std::free(d);
-    return out;
 }
 
 void write_all(int fd, const std::string& s) noexcept {
@@ -461,13 +454,13 @@ void Process::Impl::start_function(StdioPlan& plan) {
         } catch (const std::exception& e) {
             const auto* type = abi::__cxa_current_exception_type();
             write_all(2, "shmpipe: process \"" + name + "\" (pid " + std::to_string(::getpid()) +
-                             "): uncaught exception " + (type ? demangle(type->name()) : "std::exception") + ": " +
+                             "): uncaught exception " + (type ? detail::demangle(type->name()) : "std::exception") + ": " +
                              e.what() + "\n");
             status = 1;
         } catch (...) {
             const auto* type = abi::__cxa_current_exception_type();
             write_all(2, "shmpipe: process \"" + name + "\" (pid " + std::to_string(::getpid()) +
-                             "): uncaught exception of type " + (type ? demangle(type->name()) : "unknown") + "\n");
+                             "): uncaught exception of type " + (type ? detail::demangle(type->name()) : "unknown") + "\n");
             status = 1;
         }
         std::fflush(nullptr);
