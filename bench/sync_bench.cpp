@@ -64,6 +64,18 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
+// Runs every contender once per round, g_reps rounds (so load changes hit all alike),
+// and returns each one's median.
+std::vector<double> interleaved(const std::vector<std::function<double()>>& fs) {
+    std::vector<std::vector<double>> r(fs.size());
+    for (int i = 0; i < g_reps; ++i) {
+        for (std::size_t k = 0; k < fs.size(); ++k) r[k].push_back(fs[k]());
+    }
+    std::vector<double> out;
+    for (auto& v : r) out.push_back(median(v));
+    return out;
+}
+
 // Median over g_reps of f() (each returns ns per operation).
 double repeat(const std::function<double()>& f) {
     std::vector<double> r;
@@ -135,10 +147,13 @@ void bench_mutexes() {
     sp::remove(name);
     auto m = sp::Mutex::create(name);
     pin(0);
-    const double t_pt = repeat([&] { return uncontended(n, [&] { pthread_mutex_lock(&pt->m); }, [&] { pthread_mutex_unlock(&pt->m); }); });
-    const double t_ptr = repeat([&] { return uncontended(n, [&] { pthread_mutex_lock(&ptr->m); }, [&] { pthread_mutex_unlock(&ptr->m); }); });
-    const double t_bm = repeat([&] { return uncontended(n, [&] { bm->lock(); }, [&] { bm->unlock(); }); });
-    const double t_sp = repeat([&] { return uncontended(n, [&] { m.lock(); }, [&] { m.unlock(); }); });
+    const auto t = interleaved({
+        [&] { return uncontended(n, [&] { pthread_mutex_lock(&pt->m); }, [&] { pthread_mutex_unlock(&pt->m); }); },
+        [&] { return uncontended(n, [&] { pthread_mutex_lock(&ptr->m); }, [&] { pthread_mutex_unlock(&ptr->m); }); },
+        [&] { return uncontended(n, [&] { bm->lock(); }, [&] { bm->unlock(); }); },
+        [&] { return uncontended(n, [&] { m.lock(); }, [&] { m.unlock(); }); },
+    });
+    const double t_pt = t[0], t_ptr = t[1], t_bm = t[2], t_sp = t[3];
     row("pthread_mutex (PROCESS_SHARED)", t_pt, t_pt, "of pthread");
     row("pthread_mutex (PROCESS_SHARED, ROBUST)", t_ptr, t_pt, "of pthread");
     row("boost::interprocess::interprocess_mutex", t_bm, t_pt, "of pthread");
@@ -207,7 +222,7 @@ double pingpong(long n, const std::function<void()>& post_a, const std::function
 }
 
 void bench_handoff() {
-    const long n = g_quick ? 20'000 : 100'000;
+    const long n = g_quick ? 5'000 : 20'000;
     std::printf("\nHand-off latency, two processes, semaphore ping-pong (one way, %ld round trips, median of %d)\n", n,
                 g_reps);
     auto* ps = static_cast<sem_t*>(shared_block(4096));
@@ -348,7 +363,7 @@ double pipe_roundtrip(long n, std::size_t size) {
 }
 
 void bench_pipes() {
-    const long n = g_quick ? 100'000 : 500'000;
+    const long n = g_quick ? 50'000 : 200'000;
     std::printf("\nPipe throughput, one way, two processes (ns per message, %ld messages, median of %d)\n", n, g_reps);
     for (const std::size_t size : {std::size_t{64}, std::size_t{4096}}) {
         const long m = size > 1000 ? n / 4 : n;
@@ -361,7 +376,7 @@ void bench_pipes() {
                       static_cast<double>(size) * 1e3 / ours);
         row(what, ours, raw, "of raw   [target <= 1.3x]");
     }
-    const long rt = g_quick ? 20'000 : 100'000;
+    const long rt = g_quick ? 5'000 : 20'000;
     std::printf("\nPipe round trip, 64 B ping-pong, two processes (%ld round trips, median of %d)\n", rt, g_reps);
     const double raw = repeat([&] { return raw_roundtrip(rt, 64); });
     const double ours = repeat([&] { return pipe_roundtrip(rt, 64); });

@@ -45,10 +45,7 @@ Mutex Mutex::create(std::string_view name, const SyncOptions& options) {
 
 Mutex Mutex::open(std::string_view name) { return Mutex(open_mutex(name, kMutex, false)); }
 
-detail::RobustLock& Mutex::lock_word() const {
-    handle_.require_open("use mutex");
-    return handle_.body<MutexBody>().lock;
-}
+Mutex::Mutex(detail::SyncHandle h) : handle_(std::move(h)), lock_(&handle_.body<MutexBody>().lock) {}
 
 void Mutex::lock() {
     auto& l = lock_word();
@@ -79,8 +76,18 @@ bool Mutex::try_lock_for_ns(std::chrono::nanoseconds timeout) {
 
 void Mutex::unlock() {
     auto& l = lock_word();
+    std::uint32_t expected = detail::this_thread_identity().tid;
+    // LP1: the uncontended release, one CAS that also proves we own it (L1, L2).
+    if (l.word.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) [[likely]] {
+        return;
+    }
+    unlock_slow();
+}
+
+void Mutex::unlock_slow() {
+    auto& l = lock_word();
     const auto& me = detail::this_thread_identity();
-    if (!detail::robust_owned_by(l, me)) [[unlikely]] {
+    if (!detail::robust_owned_by(l, me)) {
         handle_.fail(errc::not_owner, "unlock",
                      "the calling thread " + std::to_string(me.tid) + " does not hold it (" + owner_text(l) + ")");
     }

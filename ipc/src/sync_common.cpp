@@ -16,7 +16,7 @@
 namespace shmpipe::detail {
 
 std::atomic<std::uint32_t> g_fork_generation{1};
-thread_local ThreadIdentity t_identity{};
+constinit thread_local ThreadIdentity t_identity{};
 
 namespace {
 

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace shmpipe {
 
@@ -38,6 +39,12 @@ public:
     static Mutex open(std::string_view name);
 
     Mutex() = default;  // an empty handle: every operation throws errc::invalid_state
+    Mutex(Mutex&& other) noexcept : handle_(std::move(other.handle_)), lock_(std::exchange(other.lock_, nullptr)) {}
+    Mutex& operator=(Mutex&& other) noexcept {
+        handle_ = std::move(other.handle_);
+        lock_ = std::exchange(other.lock_, nullptr);
+        return *this;
+    }
 
     // Blocks until this thread owns the lock (recovering it from a dead owner). Throws
     // Error(invalid_state) if this thread already holds it (it would deadlock).
@@ -68,11 +75,16 @@ public:
 
 private:
     friend class Condition;
-    explicit Mutex(detail::SyncHandle h) : handle_(std::move(h)) {}
-    detail::RobustLock& lock_word() const;
+    explicit Mutex(detail::SyncHandle h);
+    detail::RobustLock& lock_word() const {
+        if (lock_ == nullptr) [[unlikely]] handle_.require_open("use mutex");
+        return *lock_;
+    }
     bool try_lock_for_ns(std::chrono::nanoseconds timeout);
+    void unlock_slow();
 
     detail::SyncHandle handle_;
+    detail::RobustLock* lock_ = nullptr;  // in the mapping handle_ owns
 };
 
 // Like Mutex, but the owning thread may lock it again; it is released when unlock() has

@@ -37,7 +37,7 @@ struct ThreadIdentity {
     std::uint32_t generation = 0;  // fork_generation() when cached
     std::uint64_t packed = 0;      // pack_owner(tid, start time)
 };
-extern thread_local ThreadIdentity t_identity;
+extern constinit thread_local ThreadIdentity t_identity;  // constinit: no TLS init guard on the hot path
 const ThreadIdentity& this_thread_identity_slow() noexcept;
 inline const ThreadIdentity& this_thread_identity() noexcept {
     if (t_identity.tid != 0 && t_identity.generation == fork_generation()) [[likely]] return t_identity;
