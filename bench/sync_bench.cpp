@@ -226,7 +226,11 @@ void bench_handoff() {
     std::printf("\nHand-off latency, two processes, semaphore ping-pong (one way, %ld round trips, median of %d)\n", n,
                 g_reps);
     auto* ps = static_cast<sem_t*>(shared_block(4096));
-    const double t_posix = repeat([&] {
+    const std::string ba = "shmpipe.bench-bsa-" + std::to_string(::getpid());
+    const std::string bb = "shmpipe.bench-bsb-" + std::to_string(::getpid());
+    const std::string na = bench_name("sem-a");
+    const std::string nb = bench_name("sem-b");
+    const auto th = interleaved({[&] {
         sem_init(&ps[0], 1, 0);
         sem_init(&ps[1], 1, 0);
         const double r = pingpong(n, [&] { sem_post(&ps[0]); }, [&] { sem_wait(&ps[0]); }, [&] { sem_post(&ps[1]); },
@@ -234,10 +238,8 @@ void bench_handoff() {
         sem_destroy(&ps[0]);
         sem_destroy(&ps[1]);
         return r;
-    });
-    const std::string ba = "shmpipe.bench-bsa-" + std::to_string(::getpid());
-    const std::string bb = "shmpipe.bench-bsb-" + std::to_string(::getpid());
-    const double t_boost = repeat([&] {
+    },
+    [&] {
         bip::named_semaphore::remove(ba.c_str());
         bip::named_semaphore::remove(bb.c_str());
         bip::named_semaphore sa(bip::create_only, ba.c_str(), 0);
@@ -246,16 +248,15 @@ void bench_handoff() {
         bip::named_semaphore::remove(ba.c_str());
         bip::named_semaphore::remove(bb.c_str());
         return r;
-    });
-    const std::string na = bench_name("sem-a");
-    const std::string nb = bench_name("sem-b");
-    const double t_sp = repeat([&] {
+    },
+    [&] {
         sp::remove(na);
         sp::remove(nb);
         auto a = sp::Semaphore::create(na, 0);
         auto b = sp::Semaphore::create(nb, 0);
         return pingpong(n, [&] { a.release(); }, [&] { a.acquire(); }, [&] { b.release(); }, [&] { b.acquire(); });
-    });
+    }});
+    const double t_posix = th[0], t_boost = th[1], t_sp = th[2];
     row("POSIX sem_post/sem_wait (pshared)", t_posix, t_posix, "of POSIX");
     row("boost::interprocess::named_semaphore", t_boost, t_posix, "of POSIX");
     row("shmpipe::Semaphore", t_sp, t_posix, "of POSIX   [target <= 1.0x]");
@@ -367,8 +368,8 @@ void bench_pipes() {
     std::printf("\nPipe throughput, one way, two processes (ns per message, %ld messages, median of %d)\n", n, g_reps);
     for (const std::size_t size : {std::size_t{64}, std::size_t{4096}}) {
         const long m = size > 1000 ? n / 4 : n;
-        const double raw = repeat([&] { return raw_throughput(m, size); });
-        const double ours = repeat([&] { return pipe_throughput(m, size); });
+        const auto t = interleaved({[&] { return raw_throughput(m, size); }, [&] { return pipe_throughput(m, size); }});
+        const double raw = t[0], ours = t[1];
         char what[80];
         std::snprintf(what, sizeof what, "raw socketpair, %zu B messages", size);
         row(what, raw, raw, "of raw");
@@ -378,8 +379,8 @@ void bench_pipes() {
     }
     const long rt = g_quick ? 5'000 : 20'000;
     std::printf("\nPipe round trip, 64 B ping-pong, two processes (%ld round trips, median of %d)\n", rt, g_reps);
-    const double raw = repeat([&] { return raw_roundtrip(rt, 64); });
-    const double ours = repeat([&] { return pipe_roundtrip(rt, 64); });
+    const auto t = interleaved({[&] { return raw_roundtrip(rt, 64); }, [&] { return pipe_roundtrip(rt, 64); }});
+    const double raw = t[0], ours = t[1];
     row("raw socketpair", raw, raw, "of raw");
     row("shmpipe::Pipe", ours, raw, "of raw   [target <= 1.3x]");
 }
