@@ -356,3 +356,47 @@ TEST_CASE("A fresh endpoint meeting corrupt SPSC ring indices fails cleanly, nev
     }
     require_gone(name);
 }
+
+TEST_CASE("A producer killed inside close(), right after its record was closed, leaves no stale count",
+          "[multiprocess]") {
+    // ProducerCore::close() first marks its endpoint record closed (Segment::close_endpoint),
+    // then updates the queue's counters. We put a live producer in exactly the state a
+    // SIGKILL between the two leaves behind, then kill it.
+    const std::string name = test::unique_name("closekill");
+    test::ShmGuard guard{name};
+    test::TempDir dir;
+    {
+        auto q = Queue::create(name, options(Endpoints::one, 4096, 64));
+        Consumer<> rx(name);
+        test::SharedLog::create(dir.file("hold"));
+        auto holder = spawn({"hold", name, "producer", "--log", dir.file("hold")});
+        wait_log(test::SharedLog::open(dir.file("hold")), 1, "a producer to attach to " + name);
+        {
+            auto seg = detail::Segment::open(name, "queue", detail::ObjectKind::spsc_queue);
+            bool found = false;
+            for (std::uint32_t i = 0; i < seg.endpoint_count(); ++i) {
+                const auto w = seg.endpoints()[i].word.load();
+                if (detail::EndpointRecord::pid_of(w) == static_cast<std::uint32_t>(holder.pid()) &&
+                    detail::EndpointRecord::state_of(w) == detail::EndpointState::open) {
+                    seg.close_endpoint(i);
+                    found = true;
+                }
+            }
+            REQUIRE(found);
+        }
+        kill_and_reap(holder, "the producer");
+        // The producer is gone: its place must be free, and the stream must end.
+        std::optional<Bytes> got{Bytes{}};
+        REQUIRE(test::finishes_within(name, 10s, [&] { got = rx.pop_for(3s); }));
+        CHECK_FALSE(got.has_value());
+        CHECK(rx.ended());
+        std::string what;
+        try {
+            Producer<> again(name);
+        } catch (const Error& e) {
+            what = e.what();
+        }
+        CHECK(what.empty());
+    }
+    require_gone(name);
+}

@@ -11,6 +11,8 @@
 
 #include <chrono>
 #include <csignal>
+#include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -288,6 +290,21 @@ TEST_CASE("An attaching process gets clear errors for bad names, missing queues 
         CHECK(holder.wait_or_throw(10s, "the killed holder to be reaped") == -SIGKILL);
         CHECK(attach(name, "consumer", what) == 0);
         INFO(what);
+    }
+    {
+        // A persisted queue overwritten with random bytes: refused as corrupt, no crash.
+        { Queue::create(name, options(Endpoints::many, 4096, 64)).persist(); }
+        {
+            std::ofstream f("/dev/shm/" + segment_name(name), std::ios::binary | std::ios::in | std::ios::out);
+            std::mt19937_64 rng(5);
+            for (int i = 0; i < 4096; ++i) {
+                const std::uint64_t v = rng();
+                f.write(reinterpret_cast<const char*>(&v), 8);
+            }
+        }
+        CHECK(attach(name, "producer", what) == 10 + static_cast<int>(errc::corrupt));
+        CHECK_THAT(what, Catch::Contains(name) && Catch::Contains("corrupt"));
+        CHECK(shmpipe::remove(name));
     }
     require_gone(name);
 }
