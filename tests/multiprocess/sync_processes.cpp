@@ -12,6 +12,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <string>
@@ -337,4 +338,54 @@ TEST_CASE("forked children share a Mutex, SharedArray and Semaphore created befo
     for (const pid_t pid : kids) CHECK(reap_child(pid, 20s, "forked incrementer") == 0);
     CHECK(arr.load(0) == 30000);
     CHECK(arr.load(1) == 60000);
+}
+
+TEST_CASE("a thread already asleep on a Mutex gets it when the owner is killed", "[multiprocess][mutex][death]") {
+    test::ShmGuard guard;
+    const std::string mname = guard.add(test::unique_name("msleep"));
+    const std::string ename = guard.add(test::unique_name("held3"));
+    auto sut = sp::Mutex::create(mname);
+    auto held = sp::Event::create(ename);
+    auto holder = spawn({"mutex-hold", mname, ename});
+    REQUIRE(held.wait_for(20s));
+    std::atomic<int> result{0};  // 1 = got it and saw owner_died
+    std::thread waiter([&] {
+        try {
+            sut.lock();  // sleeps on the futex: the holder is alive
+            result = sut.owner_died() ? 1 : 2;
+            sut.mark_consistent();
+            sut.unlock();
+        } catch (...) {
+            result = 3;
+        }
+    });
+    std::this_thread::sleep_for(200ms);  // let it fall asleep (not required for correctness)
+    CHECK(result.load() == 0);
+    holder.signal(SIGKILL);
+    const bool done = test::wait_until([&] { return result.load() != 0; }, 20s);
+    if (!done) sut.persist();  // keep the evidence; the waiter is stuck
+    REQUIRE(done);  // else: the sleeping waiter never noticed the dead owner of mutex mname
+    waiter.join();
+    CHECK(result.load() == 1);
+    CHECK(holder.wait_or_throw(10s, "killed mutex holder") == -SIGKILL);
+}
+
+TEST_CASE("killing one of two contending lockers mid-run never wedges the Mutex", "[multiprocess][mutex][death]") {
+    test::ShmGuard guard;
+    const std::string mname = guard.add(test::unique_name("mkill"));
+    const std::string cname = guard.add(test::unique_name("ckill"));
+    const std::string ename = guard.add(test::unique_name("gokill"));
+    auto sut = sp::Mutex::create(mname);
+    auto counter = sp::SharedValue<std::uint64_t>::create(cname, 0);
+    auto go = sp::Event::create(ename);
+    auto victim = spawn({"mutex-inc", mname, cname, "1000000000", ename});
+    auto survivor = spawn({"mutex-inc", mname, cname, "300000", ename});
+    go.set();
+    REQUIRE(test::wait_until([&] { return counter.load() > 100'000; }, 30s));
+    victim.signal(SIGKILL);  // at an arbitrary instruction, quite likely holding the lock
+    CHECK(victim.wait_or_throw(10s, "killed contending locker") == -SIGKILL);
+    CHECK(survivor.wait_or_throw(60s, "surviving locker on mutex " + mname) == 0);
+    REQUIRE(sut.try_lock_for(10s));
+    if (sut.owner_died()) sut.mark_consistent();
+    sut.unlock();
 }
