@@ -3,6 +3,7 @@
 // forked functions, reaping (by pid, with negative codes for signals), a zombie-free and
 // _exit-based failed exec, and a stop ladder.
 #include <shmpipe/detail/demangle.hpp>
+#include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/process.hpp>
 
@@ -23,6 +24,7 @@
 #include <mutex>
 #include <poll.h>
 #include <pthread.h>
+#include <span>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -96,16 +98,46 @@ int decode_status(int status) noexcept {
     return -1;
 }
 
-void write_all(int fd, const std::string& s) noexcept {
-    const char* p = s.data();
-    std::size_t left = s.size();
-    while (left > 0) {
-        const ssize_t n = ::write(fd, p, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        p += n;
-        left -= static_cast<std::size_t>(n);
+int decode_siginfo(const siginfo_t& info) noexcept {
+    if (info.si_code == CLD_EXITED) return info.si_status;
+    if (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED) return -info.si_status;
+    return -1;
+}
+
+// Decimal digits of v into buf (no allocation: for a forked child). Returns the length.
+std::size_t format_uint(char* buf, std::size_t size, unsigned long v) noexcept {
+    char tmp[24];
+    std::size_t n = 0;
+    do {
+        tmp[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0 && n < sizeof tmp);
+    std::size_t len = 0;
+    while (n > 0 && len < size) buf[len++] = tmp[--n];
+    return len;
+}
+
+// The environment of a child: the inherited one, then `overrides` in order (later wins).
+std::vector<std::string> build_environment(
+    std::initializer_list<const std::vector<std::pair<std::string, std::string>>*> overrides) {
+    std::vector<std::string> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+    for (const auto* list : overrides) {
+        for (const auto& [k, v] : *list) {
+            const std::string prefix = k + "=";
+            std::erase_if(env, [&](const std::string& e) { return e.compare(0, prefix.size(), prefix) == 0; });
+            env.push_back(prefix + v);
+        }
     }
+    return env;
+}
+
+std::vector<char*> envp_of(std::vector<std::string>& env) {
+    std::vector<char*> envp;
+    envp.reserve(env.size() + 1);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    return envp;
 }
 
 // The stdio plan of one child: which parent descriptor becomes 0, 1 and 2 (-1: inherit).
@@ -171,9 +203,10 @@ int child_setup(const ProcessOptions& opt, pid_t parent, const StdioPlan& plan, 
     return 0;
 }
 
-// Closes every descriptor >= 3 except `keep` (sorted).
-void close_all_except(std::vector<int> keep) noexcept {
-    std::sort(keep.begin(), keep.end());
+// Closes every descriptor >= 3 except `keep`, which must be sorted. Async-signal-safe
+// (close_range, close, sysconf): called in a forked child.
+void close_all_except(const int* keep_begin, const int* keep_end) noexcept {
+    const std::span<const int> keep(keep_begin, keep_end);
     unsigned lo = 3;
     for (int k : keep) {
         if (k < 3) continue;
@@ -208,20 +241,7 @@ private:
 
 std::string find_on_path(const std::string& program, const std::string& path_var) {
     if (program.find('/') != std::string::npos) return program;
-    std::size_t start = 0;
-    while (start <= path_var.size()) {
-        std::size_t end = path_var.find(':', start);
-        if (end == std::string::npos) end = path_var.size();
-        std::string dir = path_var.substr(start, end - start);
-        if (dir.empty()) dir = ".";
-        const std::string candidate = dir + "/" + program;
-        struct stat st {};
-        if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0) {
-            return candidate;
-        }
-        start = end + 1;
-    }
-    return {};
+    return detail::find_executable(program, detail::split_path(path_var));
 }
 
 // Runs in the child of a Boost launch (on_exec_setup), and replaces Boost 1.81's
@@ -267,7 +287,8 @@ struct Process::Impl {
     pid_t pid = 0;
     pid_t pgid = 0;
     bool reaped = false;
-    std::optional<int> code;
+    std::optional<int> code;         // once reaped
+    std::optional<int> exited_code;  // once seen exited (a zombie, not yet reaped)
     int in_fd = -1, out_fd = -1, err_fd = -1;  // parent's pipe ends
 
     // Reaps without blocking; caller holds m. True when reaped (now or before).
@@ -286,62 +307,86 @@ struct Process::Impl {
         }
         if (r < 0 && errno == ECHILD) {  // someone else reaped it (waitpid(-1) elsewhere)
             reaped = true;
-            code = -1;
+            code = exited_code.value_or(-1);
             return true;
         }
         return false;
     }
 
-    // Blocks until the child is a zombie (without reaping it: no lock held), then reaps.
-    void wait_exit() noexcept {
+    // Caller holds m. True once the child has exited: a zombie (not reaped: its pid and its
+    // process group id stay reserved, so signals still reach the right processes) or reaped.
+    // Never touches the pid after the reap.
+    bool exited_locked() noexcept {
+        if (pid <= 0) return false;
+        if (reaped || exited_code) return true;
         siginfo_t info{};
-        while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
-        }
-        std::lock_guard lock(m);
-        while (!try_reap_locked()) {  // cannot happen after WNOWAIT reported the exit
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
+        int r;
+        do {
+            r = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0) return try_reap_locked();  // ECHILD: reaped elsewhere (waitpid(-1))
+        if (info.si_pid != pid) return false;
+        exited_code = decode_siginfo(info);
+        return true;
     }
 
-    bool wait_exit_for(std::chrono::milliseconds timeout) noexcept {
+    // Waits until the child has exited, without reaping it, up to `deadline` (nullopt:
+    // forever). Sleeps without the lock; every look at the pid (pidfd_open included) is made
+    // under it after checking it was not reaped, so none can reach a recycled pid.
+    bool wait_exited_until(std::optional<std::chrono::steady_clock::time_point> deadline) noexcept {
+        int pidfd = -1;
         {
             std::lock_guard lock(m);
-            if (try_reap_locked()) return true;
+            if (exited_locked()) return true;
+            pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
         }
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
         auto sleep = std::chrono::microseconds(200);
-        while (true) {
-            const auto now = std::chrono::steady_clock::now();
-            if (now >= deadline) break;
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
-                              std::chrono::milliseconds(1);
+        bool done = false;
+        while (!done) {
+            std::chrono::milliseconds slice(1000);  // re-check at least this often
+            if (deadline) {
+                const auto now = std::chrono::steady_clock::now();
+                if (now >= *deadline) break;
+                slice = std::min(slice, std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now) +
+                                            std::chrono::milliseconds(1));
+            }
             if (pidfd >= 0) {
                 pollfd p{pidfd, POLLIN, 0};
-                ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1'000'000)));
+                ::poll(&p, 1, static_cast<int>(slice.count()));
             } else {
-                std::this_thread::sleep_for(std::min<std::chrono::microseconds>(sleep, left));
+                std::this_thread::sleep_for(std::min<std::chrono::microseconds>(sleep, slice));
                 sleep = std::min(sleep * 2, std::chrono::microseconds(10'000));
             }
             std::lock_guard lock(m);
-            if (try_reap_locked()) {
-                if (pidfd >= 0) ::close(pidfd);
-                return true;
-            }
+            done = exited_locked();
         }
         if (pidfd >= 0) ::close(pidfd);
+        return done;
+    }
+
+    // Blocks until the child exits, then reaps it.
+    void wait_exit() noexcept {
+        wait_exited_until(std::nullopt);
+        std::lock_guard lock(m);
+        try_reap_locked();  // a zombie: WNOHANG succeeds at once
+    }
+
+    bool wait_exit_for(std::chrono::milliseconds timeout) noexcept {
+        if (!wait_exited_until(std::chrono::steady_clock::now() + timeout)) return false;
         std::lock_guard lock(m);
         return try_reap_locked();
     }
 
+    // Only while the child is unreaped: its pid (and, as group leader, its group id) cannot
+    // have been reused. Callers hold m, under which reaping happens.
     void signal_locked(int sig) noexcept {
         if (pid > 0 && !reaped) ::kill(pid, sig);
     }
     void signal_group_locked(int sig) noexcept {
-        if (pid <= 0) return;
+        if (pid <= 0 || reaped) return;
         if (opt.new_process_group && pgid > 0) {
             ::killpg(pgid, sig);
-        } else if (!reaped) {
+        } else {
             ::kill(pid, sig);
         }
     }
@@ -431,7 +476,18 @@ void Process::Impl::start_function(StdioPlan& plan) {
     std::erase_if(close_in_child, [&](int fd) {
         return std::find(opt.keep_fds.begin(), opt.keep_fds.end(), fd) != opt.keep_fds.end();
     });
+    // Everything the child needs is built here: between fork and the user's function it
+    // makes only async-signal-safe calls (no allocation, no locks: another thread of the
+    // parent may have held malloc's or the environment's lock at fork time).
     std::vector<int> keep = opt.keep_fds;
+    std::sort(keep.begin(), keep.end());
+    std::vector<std::string> env_strings;
+    std::vector<char*> envp;
+    if (!opt.env.empty()) {
+        env_strings = build_environment({&opt.env});
+        envp = envp_of(env_strings);
+    }
+    const std::string setup_failed = "shmpipe: process \"" + name + "\": child setup failed: ";
     std::fflush(nullptr);  // buffered output would otherwise be written twice
     const pid_t parent = ::getpid();
     BlockAllSignals blocked;
@@ -441,25 +497,31 @@ void Process::Impl::start_function(StdioPlan& plan) {
         int err = child_setup(opt, parent, plan, false);
         for (int fd : close_in_child) ::close(fd);
         for (int fd : plan.to_close_in_parent) ::close(fd);
-        if (opt.close_fds) close_all_except(keep);
+        if (opt.close_fds) close_all_except(keep.data(), keep.data() + keep.size());
         if (err == 0 && !opt.cwd.empty() && ::chdir(opt.cwd.c_str()) != 0) err = errno;
         if (err != 0) {
-            write_all(2, "shmpipe: process \"" + name + "\": child setup failed: " + std::strerror(err) + "\n");
+            char num[24];
+            const char* err_name = ::strerrorname_np(err);  // a static table: no locale, no allocation
+            detail::write_all(2, setup_failed);
+            if (err_name != nullptr) detail::write_all(2, err_name, std::strlen(err_name));
+            detail::write_all(2, " (errno ", 8);
+            detail::write_all(2, num, format_uint(num, sizeof num, static_cast<unsigned long>(err)));
+            detail::write_all(2, ")\n", 2);
             ::_exit(127);
         }
-        for (const auto& [k, v] : opt.env) ::setenv(k.c_str(), v.c_str(), 1);
+        if (!envp.empty()) environ = envp.data();  // a plain store; setenv would take glibc's lock
         int status = 0;
         try {
             fn();
         } catch (const std::exception& e) {
             const auto* type = abi::__cxa_current_exception_type();
-            write_all(2, "shmpipe: process \"" + name + "\" (pid " + std::to_string(::getpid()) +
+            detail::write_all(2, "shmpipe: process \"" + name + "\" (pid " + std::to_string(::getpid()) +
                              "): uncaught exception " + (type ? detail::demangle(type->name()) : "std::exception") + ": " +
                              e.what() + "\n");
             status = 1;
         } catch (...) {
             const auto* type = abi::__cxa_current_exception_type();
-            write_all(2, "shmpipe: process \"" + name + "\" (pid " + std::to_string(::getpid()) +
+            detail::write_all(2, "shmpipe: process \"" + name + "\" (pid " + std::to_string(::getpid()) +
                              "): uncaught exception of type " + (type ? detail::demangle(type->name()) : "unknown") + "\n");
             status = 1;
         }
@@ -485,22 +547,12 @@ void Process::Impl::start_command(StdioPlan& plan) {
     }
 
     // The environment: inherited, then the Command's and the options' variables.
-    std::vector<std::string> env_strings;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) env_strings.emplace_back(*e);
-    auto set_var = [&](const std::string& k, const std::string& v) {
-        const std::string prefix = k + "=";
-        std::erase_if(env_strings, [&](const std::string& s) { return s.compare(0, prefix.size(), prefix) == 0; });
-        env_strings.push_back(prefix + v);
-    };
-    for (const auto& [k, v] : opt.env) set_var(k, v);
-    for (const auto& [k, v] : cmd.env) set_var(k, v);
-    std::vector<const char*> envp;
+    std::vector<std::string> env_strings = build_environment({&opt.env, &cmd.env});
     std::string path_var = "/usr/local/bin:/usr/bin:/bin";
-    for (const auto& s : env_strings) {
-        envp.push_back(s.c_str());
-        if (s.compare(0, 5, "PATH=") == 0) path_var = s.substr(5);
+    for (const auto& e : env_strings) {
+        if (e.compare(0, 5, "PATH=") == 0) path_var = e.substr(5);
     }
-    envp.push_back(nullptr);
+    std::vector<char*> envp = envp_of(env_strings);
 
     const std::string exe = find_on_path(cmd.program, path_var);
     if (exe.empty()) {
@@ -578,7 +630,14 @@ Process::~Process() {
     impl_->close_fds();
 }
 
+namespace {
+[[noreturn]] void moved_from(const char* op) {
+    throw Error(errc::invalid_state, std::string(op) + " process: this Process was moved from");
+}
+}  // namespace
+
 void Process::start() {
+    if (!impl_) moved_from("start");
     auto& d = *impl_;
     {
         std::lock_guard lock(d.m);
@@ -615,17 +674,30 @@ void Process::start() {
 
 bool Process::started() const noexcept { return impl_ && impl_->pid > 0; }
 int Process::pid() const noexcept { return impl_ ? impl_->pid : 0; }
-const std::string& Process::name() const noexcept { return impl_->name; }
+const std::string& Process::name() const noexcept {
+    static const std::string kNone;
+    return impl_ ? impl_->name : kNone;
+}
 int Process::pgid() const noexcept { return impl_ ? impl_->pgid : 0; }
 
 bool Process::is_alive() {
+    if (!impl_) return false;
     auto& d = *impl_;
     std::lock_guard lock(d.m);
     if (d.pid <= 0) return false;
     return !d.try_reap_locked();
 }
 
+std::optional<int> Process::poll_exit() {
+    if (!impl_) return std::nullopt;
+    auto& d = *impl_;
+    std::lock_guard lock(d.m);
+    if (d.pid <= 0 || !d.exited_locked()) return std::nullopt;
+    return d.reaped ? d.code : d.exited_code;
+}
+
 int Process::join() {
+    if (!impl_) moved_from("join");
     auto& d = *impl_;
     {
         std::lock_guard lock(d.m);
@@ -638,6 +710,7 @@ int Process::join() {
 }
 
 bool Process::join_for(std::chrono::milliseconds timeout) {
+    if (!impl_) moved_from("join");
     auto& d = *impl_;
     {
         std::lock_guard lock(d.m);
@@ -647,6 +720,7 @@ bool Process::join_for(std::chrono::milliseconds timeout) {
 }
 
 std::optional<int> Process::exit_code() {
+    if (!impl_) return std::nullopt;
     auto& d = *impl_;
     std::lock_guard lock(d.m);
     d.try_reap_locked();
@@ -657,12 +731,14 @@ void Process::terminate() { signal(SIGTERM); }
 void Process::kill() { signal(SIGKILL); }
 
 void Process::signal(int sig) {
+    if (!impl_) return;
     auto& d = *impl_;
     std::lock_guard lock(d.m);
     d.signal_locked(sig);  // under the lock: the pid cannot be reaped (and reused) meanwhile
 }
 
 void Process::signal_group(int sig) {
+    if (!impl_) return;
     auto& d = *impl_;
     std::lock_guard lock(d.m);
     d.signal_group_locked(sig);
@@ -674,16 +750,19 @@ std::optional<int> Process::stop(std::chrono::milliseconds grace) noexcept {
     {
         std::lock_guard lock(d.m);
         if (d.pid <= 0) return std::nullopt;
-        if (!d.try_reap_locked()) d.signal_group_locked(SIGTERM);
+        if (d.reaped) return d.code;  // its pid and group id may belong to others by now
+        if (!d.exited_locked()) d.signal_group_locked(SIGTERM);
     }
-    if (grace.count() <= 0 || !d.wait_exit_for(grace)) {
+    if (grace.count() <= 0 || !d.wait_exited_until(std::chrono::steady_clock::now() + grace)) {
         std::lock_guard lock(d.m);
         d.signal_group_locked(SIGKILL);
     }
-    d.wait_exit();
+    // Exited but not reaped (WNOWAIT): the zombie keeps the group id reserved, so members of
+    // the group that outlived the child (grandchildren) can be killed safely: no orphans.
+    d.wait_exited_until(std::nullopt);
     std::lock_guard lock(d.m);
-    // Members of the group that outlived the child (grandchildren) go too: no orphans.
     d.signal_group_locked(SIGKILL);
+    d.try_reap_locked();
     return d.code;
 }
 

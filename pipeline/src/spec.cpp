@@ -1,6 +1,8 @@
 // Pipeline spec: TOML reading (toml++), validation and placeholder expansion.
 #include <shmpipe/spec.hpp>
 
+#include <shmpipe/detail/exit_text.hpp>
+#include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
 
@@ -13,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <climits>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -68,6 +71,20 @@ std::string join(const std::vector<std::string>& v, std::string_view sep) {
 }
 
 int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+
+// Durations are capped at about 31 years: anything longer is a typo, and converting a
+// larger double to an integer would be undefined.
+constexpr double kMaxDurationMs = 1e12;
+
+template <class Shown>
+std::chrono::milliseconds checked_milliseconds(double ms, const Shown& shown) {
+    if (!std::isfinite(ms) || ms < 0 || ms > kMaxDurationMs) {
+        std::ostringstream o;
+        o << "duration " << shown << " is out of range (at most " << kMaxDurationMs / 1000.0 << " s)";
+        throw Error(errc::spec_error, o.str());
+    }
+    return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+}
 
 // Reads one table, checking every key against the known ones.
 class TableReader {
@@ -144,9 +161,11 @@ public:
         const toml::node* n = get(key);
         if (n == nullptr) return def;
         try {
-            if (n->is_integer() && n->as_integer()->get() >= 0) return std::chrono::seconds(n->as_integer()->get());
+            if (n->is_integer() && n->as_integer()->get() >= 0) {
+                return checked_milliseconds(static_cast<double>(n->as_integer()->get()) * 1000.0, n->as_integer()->get());
+            }
             if (n->is_floating_point() && n->as_floating_point()->get() >= 0) {
-                return std::chrono::milliseconds(static_cast<std::int64_t>(n->as_floating_point()->get() * 1000.0));
+                return checked_milliseconds(n->as_floating_point()->get() * 1000.0, n->as_floating_point()->get());
             }
             if (n->is_string()) return parse_duration(n->as_string()->get());
         } catch (const Error& e) {
@@ -166,12 +185,6 @@ StreamFormat parse_format(const TableReader& r, std::string_view key, std::strin
     if (v == "lines") return StreamFormat::lines;
     if (v == "records") return StreamFormat::records;
     fail(source, r.line(key), what + ": " + std::string(key) + " must be \"lines\" or \"records\", not " + quoted(v));
-}
-
-bool is_executable_file(const std::string& path) {
-    struct stat st{};
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0 &&
-           ::access(path.c_str(), X_OK) == 0;
 }
 
 std::string join_path(const std::string& dir, const std::string& name) {
@@ -202,15 +215,10 @@ std::string resolve_program(const std::string& prog, const PipelineSpec& spec, c
     }
     std::vector<std::string> dirs = options.bin_dirs;
     if (const char* p = std::getenv("PATH"); p != nullptr) {
-        std::stringstream ss(p);
-        std::string d;
-        while (std::getline(ss, d, ':')) dirs.push_back(d.empty() ? "." : d);
+        for (auto& d : detail::split_path(p)) dirs.push_back(std::move(d));
     }
     if (!options.self_dir.empty()) dirs.push_back(options.self_dir);
-    for (const auto& d : dirs) {
-        const std::string path = join_path(d, prog);
-        if (is_executable_file(path)) return absolute(path);
-    }
+    if (std::string path = detail::find_executable(prog, dirs); !path.empty()) return absolute(path);
     why = "was not found on PATH";
     if (!options.bin_dirs.empty()) why += ", in --bin-dir";
     if (!options.self_dir.empty()) why += " or beside the launcher (" + options.self_dir + ")";
@@ -230,11 +238,13 @@ void check_placeholders(const std::string& text, const StageSpec& st, const Pipe
 }  // namespace
 
 std::size_t parse_size(std::string_view text) {
+    constexpr std::uint64_t kMaxSize = std::uint64_t{1} << 40;  // 1 TiB: more is a typo
+    auto too_large = [&] { return Error(errc::spec_error, "size " + quoted(text) + " is too large (at most 1 TiB)"); };
     std::size_t i = 0;
     std::uint64_t v = 0;
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
-        v = v * 10 + static_cast<std::uint64_t>(text[i] - '0');
-        if (v > (std::uint64_t{1} << 40)) throw Error(errc::spec_error, "size " + quoted(text) + " is too large");
+        v = v * 10 + static_cast<std::uint64_t>(text[i] - '0');  // v <= 2^40 before: no wrap
+        if (v > kMaxSize) throw too_large();
         ++i;
     }
     if (i == 0) throw Error(errc::spec_error, "size " + quoted(text) + " does not start with a number");
@@ -254,6 +264,7 @@ std::size_t parse_size(std::string_view text) {
         throw Error(errc::spec_error, "size " + quoted(text) + " has an unknown unit (use B, KiB, MiB or GiB)");
     }
     if (v == 0) throw Error(errc::spec_error, "size " + quoted(text) + " must be positive");
+    if (v > kMaxSize / mult) throw too_large();  // checked before multiplying
     return static_cast<std::size_t>(v * mult);
 }
 
@@ -262,7 +273,7 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
     const std::string s(text);
     errno = 0;
     const double v = std::strtod(s.c_str(), &end);
-    if (end == s.c_str() || errno != 0 || v < 0) {
+    if (end == s.c_str() || errno != 0 || !(v >= 0)) {
         throw Error(errc::spec_error, "duration " + quoted(text) + " must be a non-negative number with a unit (ms, s, m)");
     }
     std::string unit(end);
@@ -277,7 +288,7 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
     } else {
         throw Error(errc::spec_error, "duration " + quoted(text) + " has an unknown unit (use ms, s or m)");
     }
-    return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+    return checked_milliseconds(ms, quoted(text));
 }
 
 namespace {
@@ -305,12 +316,7 @@ int parse_signal(std::string_view text) {
     throw Error(errc::spec_error, "unknown signal " + quoted(text) + " (use a name like \"SIGTERM\" or a number)");
 }
 
-std::string signal_name(int sig) {
-    for (const auto& e : kSignals) {
-        if (e.sig == sig) return std::string("SIG") + e.name;
-    }
-    return "signal " + std::to_string(sig);
-}
+std::string signal_name(int sig) { return detail::signal_name(sig); }
 
 std::string queue_env_name(std::string_view queue) {
     std::string out = "SHMPIPE_QUEUE_";

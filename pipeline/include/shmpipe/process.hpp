@@ -131,24 +131,33 @@ public:
     // The child's process group (its pid when new_process_group, else the parent's group).
     int pgid() const noexcept;
 
-    // Never blocks; reaps the child when it has exited.
+    // Never blocks; reaps the child when it has exited. False for a moved-from Process.
     bool is_alive();
-    // Blocks until the child exits; returns its exit code. Throws invalid_state before start.
+    // Never blocks and never reaps: the exit status once the child has exited (-N: signal N),
+    // nullopt while it runs. An exited, unreaped child keeps its pid and process group id
+    // reserved, so signal_group() still reaches what it left behind (a supervisor cleans up
+    // the group, then reaps with join()).
+    std::optional<int> poll_exit();
+    // Blocks until the child exits; returns its exit code. Throws invalid_state before start
+    // (or on a moved-from Process, as join_for and start do).
     int join();
     // Waits up to `timeout`; true when the child has exited (and is reaped).
     bool join_for(std::chrono::milliseconds timeout);
     // Exit status once reaped: the code, or -N when killed by signal N; nullopt while running.
     std::optional<int> exit_code();
 
-    // SIGTERM / SIGKILL / any signal to the child (not its group). No-op once reaped.
+    // SIGTERM / SIGKILL / any signal to the child (not its group). No-op once reaped (its pid
+    // may belong to another process by then) and on a moved-from Process.
     void terminate();
     void kill();
     void signal(int sig);
-    // A signal to the child's whole process group (no-op without its own group or once
-    // the group is gone).
+    // A signal to the child's process group (to the child alone without its own group).
+    // No-op once the child is reaped: the group id may have been recycled by then.
     void signal_group(int sig);
     // The ladder: SIGTERM to the group, up to `grace` for the child to exit, SIGKILL to the
-    // group, reap. Returns the exit code (nullopt when never started). Never throws.
+    // group (again once the child exited, before reaping it: leftover grandchildren), reap.
+    // Returns the exit code (nullopt when never started). Already reaped: only returns the
+    // code, it signals nothing. Never throws.
     std::optional<int> stop(std::chrono::milliseconds grace) noexcept;
 
     // Parent's ends of Redirect::pipe() streams (-1 otherwise). Still owned by the Process.
