@@ -400,3 +400,44 @@ TEST_CASE("A producer killed inside close(), right after its record was closed, 
     }
     require_gone(name);
 }
+
+TEST_CASE("A dead producer stays accounted for when consumers are replaced until the endpoint table is full",
+          "[multiprocess]") {
+    const std::string name = test::unique_name("reaped");
+    test::ShmGuard guard{name};
+    test::TempDir dir;
+    {
+        auto q = Queue::create(name, options(Endpoints::one, 4096, 64));
+        auto attach_and_kill = [&](const std::string& role, int n) {
+            const std::string log = dir.file("hold" + std::to_string(n));
+            test::SharedLog::create(log);
+            auto holder = spawn({"hold", name, role, "--log", log});
+            wait_log(test::SharedLog::open(log), 1, "a " + role + " to attach to " + name);
+            kill_and_reap(holder, "the " + role);
+        };
+        attach_and_kill("producer", 0);  // dies without closing
+        // Consumers come and go (each one killed) until the endpoint table has no free record.
+        for (int i = 1; i <= 4; ++i) attach_and_kill("consumer", i);
+        Consumer<> rx(name);
+        // The dead producer must still be known as dead: a new producer may attach...
+        std::string what;
+        try {
+            Producer<> again(name);
+        } catch (const Error& e) {
+            what = e.what();
+        }
+        CHECK(what.empty());
+        // ...and the consumer hears of the death (then the end: both producers are done).
+        std::error_code code;
+        REQUIRE(test::finishes_within(name, 10s, [&] {
+            try {
+                (void)rx.pop_for(3s);
+            } catch (const Error& e) {
+                code = e.code();
+            }
+        }));
+        CHECK(code == errc::producer_died);
+        CHECK(q.stats().producers_dead == 1);
+    }
+    require_gone(name);
+}
