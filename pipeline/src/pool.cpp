@@ -1,17 +1,39 @@
 // Pool: the parent side (submission, the collector thread, supervision) and the worker loop.
 //
-// Who holds which task: every worker has a slot in an anonymous MAP_SHARED mapping made
-// before the first fork (so parent and workers share it, and nothing is left behind):
-// the id of the task it runs, whether it is between taking a task and recording it, and
-// whether it saw the end of the task stream. When a worker dies, the collector first drains
-// the results already committed, then fails the task in the slot (worker_died), then starts
-// a replacement in the same slot. A worker killed in the few instructions between taking a
-// task and recording it leaves the MPMC queue's `lost` count raised: the oldest pending task
-// no worker holds is the one it took (tasks are taken in queue order), and it fails too.
+// Submission never blocks other operations: a submitter holds submit_m_ only for one bounded
+// reservation try (kSubmitSlice), then lets go and tries again, so close(), terminate() and
+// other submitters get in; terminate() marks the task queue broken first, so a submitter
+// waiting for room gives up at once. The collector thread never waits for room: a task
+// submitted from a done-callback (which runs there) goes to a local backlog that the
+// collector pushes to the queue as room appears; results keep flowing meanwhile.
+//
+// Workers copy a task message out and release its queue cell before running the task, so a
+// long task holds no cell and the ring never wraps round onto it.
+//
+// Who holds which task:
+//   - every worker has a slot in an anonymous MAP_SHARED mapping made before the first fork
+//     (parent and workers share it, nothing is left behind): the id of the task it runs
+//     (recorded right after taking the message), whether it is taking a task, whether it saw
+//     the end of the stream;
+//   - the parent is the task queue's only producer, so the k-th message it reserved has MPMC
+//     position k (from 0). It records position -> task id as it pushes and forgets the entry
+//     when the task completes;
+//   - the queue keeps the position each consumer last claimed (Queue::last_claim_of, M3 in
+//     queue_layout.hpp) until that consumer's next claim, dead or alive.
+// When a worker dies, the collector reads its last claim before anything else can attach (a
+// replacement might recycle its endpoint record), notes what the live workers claim and run,
+// drains the results already committed, and then fails with errc::worker_died the task in
+// its slot and the task at its last claimed position, if that position was claimed (below
+// the queue's head), is still pending and no live worker claims or runs it. A live worker's
+// claim stays until after it committed that task's result, so a task no live worker claims
+// or runs after the drain has no one left to finish it. A position a live worker seems to
+// claim is checked again at the next round (a worker between storing its intent and losing
+// the claim race shows a position it does not own for a moment).
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -25,6 +47,7 @@
 #include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
+#include <unordered_map>
 
 namespace shmpipe::detail {
 namespace {
@@ -32,10 +55,13 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr auto kSupervisePeriod = 20ms;  // liveness and timeout checks while results flow or not
+constexpr auto kBacklogPeriod = 1ms;     // how often the collector retries its backlog
+constexpr auto kSubmitSlice = 20ms;      // longest a submitter holds submit_m_ waiting for room
+constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 
 struct alignas(64) WorkerSlot {
     std::atomic<std::uint64_t> task{0};      // the task being run; 0: none. Worker writes, parent reads.
-    std::atomic<std::uint32_t> taking{0};    // 1 while waiting for / taking a task (before `task` is set)
+    std::atomic<std::uint32_t> taking{0};    // 1 from asking for a task until `task` is recorded
     std::atomic<std::uint32_t> ended{0};     // 1: saw the end of the task stream (a clean exit)
     std::atomic<std::uint64_t> completed{0}; // tasks finished by this worker
 };
@@ -77,7 +103,7 @@ public:
     void terminate();
     void cancel_pending();
     std::vector<int> worker_pids() const;
-    bool closed_flag() const noexcept { return closed_.load(); }
+    bool joined() const noexcept { return joined_flag_.load(); }
 
     PoolOptions opt;
     unsigned n = 0;
@@ -85,35 +111,63 @@ public:
     std::atomic<std::uint64_t> started_count{0};
 
 private:
+    struct Pending {
+        std::shared_ptr<TaskState> state;
+        std::uint64_t position = kNoPosition;  // in the task queue, once pushed
+    };
+    struct Backlogged {  // a task the collector submitted while the queue was full
+        std::uint64_t id;
+        Bytes message;   // header and arguments
+    };
+    struct Suspect {     // a claimed position whose claimant died
+        std::uint64_t position;
+        std::string who;
+    };
+
     void collector_main();
     void worker_main(unsigned index);
     void start_worker(unsigned index);
     void handle_message(std::span<const std::byte> m);
     void drain_ready();
     void supervise();
+    void resolve_suspects(bool sweep, const std::string& sweep_who);
+    void flush_backlog();
+    std::shared_ptr<TaskState> take_pending(std::uint64_t id);
     void fail(std::uint64_t id, errc code, const std::string& why);
     void fail_all(errc code, const std::string& why);
     void stop_workers();
     void release_queues();
     bool may_cancel(std::uint64_t id) const;
+    void publish(WriteSlot& w, std::uint64_t id, std::span<const std::byte> header,
+                 std::span<const std::byte> args);  // under submit_m_
+    std::string closed_message(const char* kind) const;
 
+    std::mutex handles_m_;                    // the Queue handles (terminate() vs release_queues())
     std::optional<Queue> tasks_q_, results_q_;
     std::optional<Producer<>> tx_;            // parent -> workers (under submit_m_)
     std::optional<Producer<>> wake_;          // parent -> collector: keeps the result stream open
     std::optional<Consumer<>> rx_;            // the collector's
     WorkerSlot* slots_ = nullptr;
     std::size_t slots_bytes_ = 0;
+    std::size_t max_message_ = 0;
 
     mutable std::mutex workers_m_;
     std::vector<std::unique_ptr<Process>> workers_;
     std::vector<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> seen_busy_;  // collector only
+    std::vector<Suspect> suspects_;           // collector only
 
     mutable std::mutex pending_m_;
-    std::map<std::uint64_t, std::shared_ptr<TaskState>> pending_;  // ordered: oldest first
-    std::uint64_t next_id_ = 1;
-    std::uint64_t lost_seen_ = 0;
+    std::map<std::uint64_t, Pending> pending_;                     // by task id
+    std::unordered_map<std::uint64_t, std::uint64_t> positions_;   // queue position -> task id
+    std::atomic<std::uint64_t> next_id_{1};
 
-    std::mutex submit_m_;
+    std::mutex submit_m_;                     // tx_, next_position_, tx_closed_
+    std::uint64_t next_position_ = 0;         // the MPMC position of the next reservation
+    std::atomic<bool> tx_closed_{false};    // written under submit_m_
+    std::mutex backlog_m_;
+    std::deque<Backlogged> backlog_;          // pushed by the collector, in order
+    std::atomic<bool> backlog_nonempty_{false};
+
     std::mutex state_m_;
     std::condition_variable state_cv_;
     bool ready_ = false;                 // workers started (or failed to)
@@ -121,8 +175,10 @@ private:
     std::atomic<bool> closed_{false};
     std::atomic<bool> terminating_{false};
     bool joined_ = false;
+    std::atomic<bool> joined_flag_{false};
     std::thread collector_;
-    std::mutex lifecycle_m_;             // close/join/terminate from user threads
+    std::thread::id collector_id_;        // set before ready_, never changed
+    std::mutex lifecycle_m_;             // join/terminate from user threads
 };
 
 PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
@@ -140,7 +196,9 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     tq.max_message = opt.max_message;
     tq.producers = Endpoints::one;
     tq.consumers = Endpoints::many;
-    tq.max_endpoints = std::max(64u, n * 4 + 8);
+    // Generous: a dead worker's endpoint record keeps its last claim until it is recycled,
+    // which happens only when no free record is left.
+    tq.max_endpoints = std::max(256u, n * 16 + 16);
     QueueOptions rq = tq;
     rq.producers = Endpoints::many;
     rq.consumers = Endpoints::one;
@@ -149,6 +207,7 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     tx_.emplace(tasks_name);
     wake_.emplace(results_name);
     rx_.emplace(results_name);
+    max_message_ = tx_->max_message();
 
     slots_bytes_ = sizeof(WorkerSlot) * n;
     void* mem = ::mmap(nullptr, slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -188,6 +247,10 @@ void PoolCore::start_worker(unsigned index) {
     ProcessOptions po;
     po.name = base + "-worker-" + std::to_string(index);
     po.stop_grace = opt.stop_grace;
+    // No leaked descriptors: a worker needs none of the parent's (it opens the queues by
+    // name, the slots are an anonymous mapping), only stdio and what the user keeps.
+    po.close_fds = true;
+    po.keep_fds = opt.keep_fds;
     auto p = std::make_unique<Process>([this, index] { worker_main(index); }, po);
     p->start();
     ++started_count;
@@ -201,30 +264,37 @@ void PoolCore::worker_main(unsigned index) {
     Consumer<> in(tasks_name);
     Producer<> out(results_name);
     if (opt.initializer) opt.initializer();
+    Bytes args;
     Bytes result;
     std::uint64_t done = 0;
     while (opt.max_tasks_per_child == 0 || done < opt.max_tasks_per_child) {
         slot.taking.store(1, std::memory_order_release);
-        auto rs = in.peek();
-        if (!rs) {
-            slot.ended.store(1, std::memory_order_release);
-            break;
-        }
         TaskHeader h{};
-        const auto m = rs->span();
-        if (m.size() < sizeof h) continue;  // not ours: skip it
-        std::memcpy(&h, m.data(), sizeof h);
-        slot.task.store(h.id, std::memory_order_release);  // before the message is released
-        slot.taking.store(0, std::memory_order_release);
-        // The arguments are decoded in place; the message is released after the call (a
-        // held MPMC cell only delays the producer's reuse of that one cell).
+        {
+            std::optional<ReadSlot> rs;
+            try {
+                rs = in.peek();
+            } catch (const Error& e) {
+                if (e.code() == errc::broken) break;  // terminate(): stop quietly
+                throw;
+            }
+            if (!rs) {
+                slot.ended.store(1, std::memory_order_release);
+                break;
+            }
+            const auto m = rs->span();
+            if (m.size() < sizeof h) continue;  // not ours: skip it
+            std::memcpy(&h, m.data(), sizeof h);
+            slot.task.store(h.id, std::memory_order_release);  // before the cell is released
+            slot.taking.store(0, std::memory_order_release);
+            // Copy out and release the cell before running: a long task must not keep it.
+            args.assign(m.begin() + static_cast<std::ptrdiff_t>(sizeof h), m.end());
+        }
         ResultHeader rh{h.id, kResultOk, 0};
         try {
             reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(h.trampoline))(
-                static_cast<std::uintptr_t>(h.fn), m.subspan(sizeof h), result);
-            rs.reset();
+                static_cast<std::uintptr_t>(h.fn), std::span<const std::byte>(args), result);
         } catch (...) {
-            rs.reset();
             rh.status = kResultException;
             std::string type = "unknown exception";
             std::string what;
@@ -257,6 +327,7 @@ void PoolCore::worker_main(unsigned index) {
 }
 
 void PoolCore::collector_main() {
+    collector_id_ = std::this_thread::get_id();  // published to submitters by state_m_ below
     try {
         for (unsigned i = 0; i < n; ++i) start_worker(i);
     } catch (...) {
@@ -272,8 +343,10 @@ void PoolCore::collector_main() {
 
     auto last_check = std::chrono::steady_clock::now();
     while (true) {
+        const bool backlog = backlog_nonempty_.load();
         try {
-            if (auto m = rx_->peek_for(kSupervisePeriod)) handle_message(m->span());
+            if (backlog || (closed_ && !tx_closed_)) flush_backlog();
+            if (auto m = rx_->peek_for(backlog ? kBacklogPeriod : kSupervisePeriod)) handle_message(m->span());
         } catch (const Error& e) {
             // producer_died: a worker died mid-stream; supervise() finds which. Anything
             // else (a queue marked broken) is not ours to fix: do not spin on it.
@@ -304,19 +377,23 @@ void PoolCore::collector_main() {
     }
 }
 
+std::shared_ptr<TaskState> PoolCore::take_pending(std::uint64_t id) {
+    std::lock_guard lock(pending_m_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return nullptr;
+    auto s = std::move(it->second.state);
+    if (it->second.position != kNoPosition) positions_.erase(it->second.position);
+    pending_.erase(it);
+    return s;
+}
+
 void PoolCore::handle_message(std::span<const std::byte> m) {
     ResultHeader h{};
     if (m.size() < sizeof h) return;
     std::memcpy(&h, m.data(), sizeof h);
     if (h.id == 0) return;  // a wake-up
-    std::shared_ptr<TaskState> s;
-    {
-        std::lock_guard lock(pending_m_);
-        auto it = pending_.find(h.id);
-        if (it == pending_.end()) return;  // cancelled, timed out or failed already
-        s = std::move(it->second);
-        pending_.erase(it);
-    }
+    auto s = take_pending(h.id);
+    if (!s) return;  // cancelled, timed out or failed already
     const auto payload = m.subspan(sizeof h);
     if (h.status == kResultOk) {
         s->complete(TaskStatus::ok, Bytes(payload.begin(), payload.end()), nullptr);
@@ -350,31 +427,40 @@ void PoolCore::drain_ready() {
 }
 
 void PoolCore::fail(std::uint64_t id, errc code, const std::string& why) {
-    std::shared_ptr<TaskState> s;
-    {
-        std::lock_guard lock(pending_m_);
-        auto it = pending_.find(id);
-        if (it == pending_.end()) return;
-        s = std::move(it->second);
-        pending_.erase(it);
-    }
-    s->complete(TaskStatus::failed, {}, std::make_exception_ptr(Error(code, s->what + ": " + why)));
+    auto s = take_pending(id);
+    if (s) s->complete(TaskStatus::failed, {}, std::make_exception_ptr(Error(code, s->what + ": " + why)));
 }
 
 void PoolCore::fail_all(errc code, const std::string& why) {
-    std::map<std::uint64_t, std::shared_ptr<TaskState>> all;
+    std::map<std::uint64_t, Pending> all;
     {
         std::lock_guard lock(pending_m_);
         all.swap(pending_);
+        positions_.clear();
     }
-    for (auto& [id, s] : all) {
-        s->complete(code == errc::cancelled ? TaskStatus::cancelled : TaskStatus::failed, {},
-                    std::make_exception_ptr(Error(code, s->what + ": " + why)));
+    {
+        std::lock_guard lock(backlog_m_);
+        backlog_.clear();
+        backlog_nonempty_ = false;
+    }
+    for (auto& [id, p] : all) {
+        p.state->complete(code == errc::cancelled ? TaskStatus::cancelled : TaskStatus::failed, {},
+                          std::make_exception_ptr(Error(code, p.state->what + ": " + why)));
     }
 }
 
 void PoolCore::supervise() {
     const auto now = std::chrono::steady_clock::now();
+    struct Dead {
+        unsigned index;
+        std::unique_ptr<Process> proc;
+        std::uint64_t holding;
+        std::string who;
+        bool clean_end;
+    };
+    std::vector<Dead> dead;
+    bool sweep = false;
+    std::string sweep_who;
     for (unsigned i = 0; i < n; ++i) {
         Process* w = nullptr;
         {
@@ -399,46 +485,84 @@ void PoolCore::supervise() {
         if (w->is_alive()) continue;
 
         const int code = w->exit_code().value_or(-1);
-        drain_ready();
-        const std::uint64_t holding = slot.task.load(std::memory_order_acquire);
-        const std::string who = "worker " + w->name() + " (pid " + std::to_string(w->pid()) + ") " + describe_exit(code);
-        if (holding != 0) {
-            fail(holding, errc::worker_died, who + " while running it");
-        } else if (slot.taking.load(std::memory_order_acquire) != 0 && slot.ended.load() == 0 && code != 0) {
-            // Died while taking a task: if the queue lost a message, it was the oldest unheld one.
-            const auto lost = tasks_q_->stats().lost;
-            if (lost > lost_seen_) {
-                lost_seen_ = lost;
-                std::uint64_t victim = 0;
-                {
-                    std::lock_guard lock(pending_m_);
-                    for (const auto& [id, s] : pending_) {
-                        bool held_by_other = false;
-                        for (unsigned j = 0; j < n; ++j) held_by_other = held_by_other || slots_[j].task.load() == id;
-                        if (!held_by_other) {
-                            victim = id;
-                            break;
-                        }
-                    }
-                }
-                if (victim != 0) fail(victim, errc::worker_died, who + " while taking it from the queue");
-            }
+        const auto pid = static_cast<std::uint32_t>(w->pid());
+        std::string who = "worker " + w->name() + " (pid " + std::to_string(pid) + ") " + describe_exit(code);
+        // M3: what it claimed last. Read now, before any replacement starts and might recycle
+        // its endpoint record.
+        if (auto pos = tasks_q_->last_claim_of(pid)) {
+            suspects_.push_back({*pos, who + " while taking it from the queue"});
+        } else if (slot.taking.load(std::memory_order_acquire) != 0 && slot.ended.load() == 0) {
+            // Its record is gone (recycled): it may have claimed a message we cannot name.
+            sweep = true;
+            sweep_who = who + " while taking it from the queue";
         }
-        const bool clean_end = slot.ended.load(std::memory_order_acquire) != 0;
+        Dead d{i, nullptr, slot.task.load(std::memory_order_acquire), std::move(who),
+               slot.ended.load(std::memory_order_acquire) != 0};
         {
             std::lock_guard lock(workers_m_);
-            workers_[i].reset();
+            d.proc = std::move(workers_[i]);
         }
-        if (!terminating_ && !clean_end) {
-            try {
-                start_worker(i);
-            } catch (const std::exception& e) {
-                // Cannot fork now: try again at the next check.
-                std::fprintf(stderr, "shmpipe: pool %s: cannot start a replacement worker: %s\n", base.c_str(),
-                             e.what());
-            }
+        dead.push_back(std::move(d));
+    }
+    if (!dead.empty()) {
+        drain_ready();
+        for (auto& d : dead) {
+            if (d.holding != 0) fail(d.holding, errc::worker_died, d.who + " while running it");
         }
     }
+    if (!suspects_.empty() || sweep) resolve_suspects(sweep, sweep_who);
+    for (auto& d : dead) {
+        if (terminating_ || d.clean_end) continue;
+        try {
+            start_worker(d.index);
+        } catch (const std::exception& e) {
+            // Cannot fork now: the slot stays empty (the pool runs one worker short).
+            std::fprintf(stderr, "shmpipe: pool %s: cannot start a replacement worker: %s\n", base.c_str(), e.what());
+        }
+    }
+}
+
+// Fails the tasks at suspect positions that no live worker can finish (see the file comment).
+void PoolCore::resolve_suspects(bool sweep, const std::string& sweep_who) {
+    // First what the live workers claim and run, then the queue's head, then the drain: a
+    // live worker's claim lasts until after it committed the result.
+    std::vector<std::uint64_t> live_claims, live_tasks;
+    {
+        std::lock_guard lock(workers_m_);
+        for (unsigned i = 0; i < n; ++i) {
+            if (!workers_[i]) continue;
+            if (auto pos = tasks_q_->last_claim_of(static_cast<std::uint32_t>(workers_[i]->pid()))) {
+                live_claims.push_back(*pos);
+            }
+            live_tasks.push_back(slots_[i].task.load(std::memory_order_acquire));
+        }
+    }
+    const std::uint64_t head = tasks_q_->stats().messages_out;  // MPMC: positions claimed so far
+    drain_ready();
+    if (sweep) {
+        std::lock_guard lock(pending_m_);
+        for (const auto& [id, p] : pending_) {
+            if (p.position != kNoPosition && p.position < head) suspects_.push_back({p.position, sweep_who});
+        }
+    }
+    std::vector<Suspect> keep;
+    for (auto& s : suspects_) {
+        std::uint64_t id = 0;
+        {
+            std::lock_guard lock(pending_m_);
+            auto it = positions_.find(s.position);
+            if (it != positions_.end()) id = it->second;
+        }
+        if (id == 0) continue;                 // finished (or never ours)
+        if (s.position >= head) continue;      // not claimed: a live worker will take it
+        if (std::find(live_tasks.begin(), live_tasks.end(), id) != live_tasks.end()) continue;  // running
+        if (std::find(live_claims.begin(), live_claims.end(), s.position) != live_claims.end()) {
+            keep.push_back(std::move(s));      // look again next round
+            continue;
+        }
+        fail(id, errc::worker_died, s.who);
+    }
+    suspects_ = std::move(keep);
 }
 
 void PoolCore::stop_workers() {
@@ -453,41 +577,121 @@ void PoolCore::stop_workers() {
     for (auto& w : all) w->stop(opt.stop_grace);
 }
 
+std::string PoolCore::closed_message(const char* kind) const {
+    return std::string("Pool ") + base + ": " + kind + " after " + (terminating_ ? "terminate()" : "close()") +
+           " (no new tasks are accepted)";
+}
+
+void PoolCore::publish(WriteSlot& w, std::uint64_t id, std::span<const std::byte> header,
+                       std::span<const std::byte> args) {
+    // The queue's only producer: this reservation has MPMC position next_position_.
+    const std::uint64_t position = next_position_++;
+    {
+        std::lock_guard lock(pending_m_);
+        auto it = pending_.find(id);
+        if (it != pending_.end()) {
+            it->second.position = position;
+            positions_[position] = id;
+        }
+    }
+    std::memcpy(w.span().data(), header.data(), header.size());
+    if (!args.empty()) std::memcpy(w.span().data() + header.size(), args.data(), args.size());
+    w.commit();
+}
+
 std::shared_ptr<TaskState> PoolCore::submit(Trampoline t, std::uint64_t fn, std::span<const std::byte> args,
                                             const char* kind) {
-    auto s = std::make_shared<TaskState>();
-    std::lock_guard lock(submit_m_);
-    if (closed_ || terminating_) {
-        throw Error(errc::invalid_state, std::string("Pool ") + base + ": " + kind + " after " +
-                                             (terminating_ ? "terminate()" : "close()") +
-                                             " (no new tasks are accepted)");
-    }
-    if (sizeof(TaskHeader) + args.size() > tx_->max_message()) {
+    if (closed_ || terminating_) throw Error(errc::invalid_state, closed_message(kind));
+    if (sizeof(TaskHeader) + args.size() > max_message_) {
         throw Error(errc::message_too_large,
                     std::string("Pool ") + base + ": " + kind + ": arguments of " + std::to_string(args.size()) +
-                        " bytes exceed max_message " + std::to_string(tx_->max_message()) +
+                        " bytes exceed max_message " + std::to_string(max_message_) +
                         " (raise PoolOptions::max_message or use a smaller chunksize)");
     }
-    const std::uint64_t id = next_id_++;
+    auto s = std::make_shared<TaskState>();
+    const std::uint64_t id = next_id_.fetch_add(1);
     s->id = id;
     s->what = std::string(kind) + " task " + std::to_string(id);
     s->may_cancel = [this](std::uint64_t task) { return may_cancel(task); };
-    {
-        std::lock_guard plock(pending_m_);
-        pending_.emplace(id, s);
-    }
     const TaskHeader h{id, static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(t)), fn};
+    const auto header = std::as_bytes(std::span(&h, 1));
+    const std::size_t size = sizeof h + args.size();
+    {
+        // Registered before it is pushed: its result may come back at once.
+        std::lock_guard lock(pending_m_);
+        pending_.emplace(id, Pending{s, kNoPosition});
+    }
     try {
-        auto w = tx_->reserve(sizeof h + args.size());
-        std::memcpy(w.span().data(), &h, sizeof h);
-        if (!args.empty()) std::memcpy(w.span().data() + sizeof h, args.data(), args.size());
-        w.commit();
+        if (std::this_thread::get_id() == collector_id_) {
+            // A done-callback: the collector must never wait for room (it is what makes room).
+            std::unique_lock lock(submit_m_, std::try_to_lock);
+            if (lock && !closed_ && !terminating_ && !backlog_nonempty_) {
+                if (auto w = tx_->try_reserve(size)) {
+                    publish(*w, id, header, args);
+                    return s;
+                }
+            }
+            if (closed_ || terminating_) throw Error(errc::invalid_state, closed_message(kind));
+            Backlogged b{id, Bytes(size)};
+            std::memcpy(b.message.data(), &h, sizeof h);
+            if (!args.empty()) std::memcpy(b.message.data() + sizeof h, args.data(), args.size());
+            std::lock_guard block(backlog_m_);
+            backlog_.push_back(std::move(b));
+            backlog_nonempty_ = true;
+            return s;
+        }
+        while (true) {
+            std::unique_lock lock(submit_m_);
+            if (closed_ || terminating_) throw Error(errc::invalid_state, closed_message(kind));
+            std::optional<WriteSlot> w;
+            try {
+                w = tx_->reserve_for(size, kSubmitSlice);
+            } catch (const Error& e) {
+                if (e.code() == errc::broken && terminating_) throw Error(errc::invalid_state, closed_message(kind));
+                throw;
+            }
+            if (w) {
+                publish(*w, id, header, args);
+                return s;
+            }
+            lock.unlock();  // full: let close(), terminate() and the others in before trying again
+            std::this_thread::yield();
+        }
     } catch (...) {
-        std::lock_guard plock(pending_m_);
-        pending_.erase(id);
+        take_pending(id);
         throw;
     }
-    return s;
+}
+
+// The collector's backlog goes to the queue as room appears; after close(), the stream ends
+// once the backlog is out.
+void PoolCore::flush_backlog() {
+    std::unique_lock lock(submit_m_, std::try_to_lock);
+    if (!lock || tx_closed_) return;
+    {
+        std::lock_guard block(backlog_m_);
+        while (!backlog_.empty()) {
+            Backlogged& b = backlog_.front();
+            bool live = false;
+            {
+                std::lock_guard plock(pending_m_);
+                auto it = pending_.find(b.id);
+                live = it != pending_.end() && !it->second.state->finished();
+                if (it != pending_.end() && !live) pending_.erase(it);  // cancelled meanwhile
+            }
+            if (live) {
+                auto w = tx_->try_reserve(b.message.size());
+                if (!w) break;
+                publish(*w, b.id, std::span<const std::byte>(b.message).first(sizeof(TaskHeader)),
+                        std::span<const std::byte>(b.message).subspan(sizeof(TaskHeader)));
+            }
+            backlog_.pop_front();
+        }
+        backlog_nonempty_ = !backlog_.empty();
+        if (!closed_ || !backlog_.empty()) return;
+    }
+    tx_->close();  // the workers drain the queue, see its end and exit
+    tx_closed_ = true;
 }
 
 bool PoolCore::may_cancel(std::uint64_t id) const {
@@ -502,21 +706,25 @@ void PoolCore::cancel_pending() {
     std::vector<std::shared_ptr<TaskState>> all;
     {
         std::lock_guard lock(pending_m_);
-        for (auto& [id, s] : pending_) all.push_back(s);
+        for (auto& [id, p] : pending_) all.push_back(p.state);
     }
     for (auto& s : all) {
-        if (s->cancel()) {
-            std::lock_guard lock(pending_m_);
-            pending_.erase(s->id);
-        }
+        if (s->cancel()) take_pending(s->id);
     }
 }
 
 void PoolCore::close() {
-    std::lock_guard lock(submit_m_);
+    std::lock_guard lock(submit_m_);  // held by others only for one bounded try
     if (closed_) return;
     closed_ = true;
-    if (tx_) tx_->close();  // the workers drain the queue, see its end and exit
+    {
+        std::lock_guard block(backlog_m_);
+        if (!backlog_.empty()) return;  // the collector closes the stream after the backlog
+    }
+    if (tx_ && !tx_closed_) {
+        tx_->close();  // the workers drain the queue, see its end and exit
+        tx_closed_ = true;
+    }
 }
 
 void PoolCore::join() {
@@ -527,6 +735,7 @@ void PoolCore::join() {
     }
     if (collector_.joinable()) collector_.join();
     joined_ = true;
+    joined_flag_ = true;
     release_queues();
 }
 
@@ -536,16 +745,25 @@ void PoolCore::release_queues() {
     rx_.reset();
     wake_.reset();
     tx_.reset();
+    std::lock_guard hlock(handles_m_);
     tasks_q_.reset();
     results_q_.reset();
 }
 
 void PoolCore::terminate() {
+    terminating_ = true;
+    {
+        // A submitter waiting for room gives up at once (and the workers stop taking tasks).
+        std::lock_guard hlock(handles_m_);
+        if (tasks_q_) tasks_q_->mark_broken();
+    }
     {
         std::lock_guard lock(submit_m_);
-        terminating_ = true;
         closed_ = true;
-        if (tx_) tx_->close();
+        if (tx_ && !tx_closed_) {
+            tx_->close();
+            tx_closed_ = true;
+        }
     }
     std::lock_guard lock(lifecycle_m_);
     if (collector_.joinable()) collector_.join();
@@ -582,13 +800,9 @@ Pool::Pool(unsigned processes) : Pool([&] {
 Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
 
 Pool::~Pool() {
-    if (!core_) return;
+    if (!core_ || core_->joined()) return;
     try {
-        if (core_->closed_flag()) {
-            core_->join();
-        } else {
-            core_->terminate();
-        }
+        core_->terminate();  // like `with Pool()` in Python: never waits on a task
     } catch (...) {
     }
 }

@@ -4,14 +4,20 @@
 #include <shmpipe/object.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
+#include <shmpipe/queue.hpp>
 
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <fcntl.h>
+#include <future>
+#include <mutex>
 #include <poll.h>
+#include <sys/mman.h>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -30,7 +36,7 @@ int sleep_ms(int ms) {
     return ms;
 }
 
-// Writes this worker's pid to `fd` (a pipe the pool inherited), then blocks.
+// Writes this worker's pid to `fd` (a pipe kept through PoolOptions::keep_fds), then blocks.
 int report_then_block(int fd) {
     const int pid = ::getpid();
     if (::write(fd, &pid, sizeof pid) != sizeof pid) return -1;
@@ -49,6 +55,59 @@ int crash_self(int) {
 }
 
 int my_pid(int) { return ::getpid(); }
+
+// 1 when descriptor `fd` is open in the worker.
+int fd_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0 ? 1 : 0; }
+
+// Runs f() (which waits on the pool) with a deadline. When it expires, the pool is
+// terminated (that fails what is pending, so f returns) and the test fails naming `what`.
+template <class F>
+auto within(shmpipe::Pool& pool, const std::string& what, F&& f, std::chrono::seconds limit = 60s) {
+    auto done = std::async(std::launch::async, std::forward<F>(f));
+    if (done.wait_for(limit) != std::future_status::ready) {
+        pool.terminate();
+        done.wait();
+        FAIL(what << ": not done within " << limit.count() << " s (the pool was terminated)");
+    }
+    return done.get();
+}
+
+// Same, for a wait the pool cannot end by itself being terminated (a deadlocked submit in
+// the old code): SIGKILLs the workers until f returns, then fails naming `what`.
+template <class F>
+void within_or_kill_workers(shmpipe::Pool& pool, const std::string& what, F&& f, std::chrono::seconds limit = 30s) {
+    auto done = std::async(std::launch::async, std::forward<F>(f));
+    if (done.wait_for(limit) == std::future_status::ready) {
+        done.get();
+        return;
+    }
+    while (done.wait_for(100ms) != std::future_status::ready) {
+        for (int pid : pool.worker_pids()) ::kill(pid, SIGKILL);
+    }
+    FAIL(what << ": not done within " << limit.count() << " s (workers killed to unblock it)");
+}
+
+// A pool whose queues hold 4 messages: the ring wraps after 4 tasks.
+shmpipe::PoolOptions tiny_queues(unsigned processes) {
+    shmpipe::PoolOptions opt;
+    opt.processes = processes;
+    opt.max_message = 1024;
+    opt.queue_capacity = 4 * 1024;
+    return opt;
+}
+
+// One-shot thief for the "killed while taking a task" test: a replacement worker's
+// initializer claims the next task message itself and dies holding it, exactly like a
+// worker killed between taking a message and recording its task.
+std::atomic<int>* g_thief_armed = nullptr;  // in a MAP_SHARED mapping: one worker fires it
+std::string g_thief_queue;                  // set after the pool exists; replacements see it
+
+void thief_initializer() {
+    if (g_thief_armed == nullptr || g_thief_queue.empty() || g_thief_armed->exchange(0) != 1) return;
+    shmpipe::Consumer<> in(g_thief_queue);
+    [[maybe_unused]] auto m = in.peek_for(20s);  // held, never released
+    ::raise(SIGKILL);
+}
 
 bool gone(int pid) { return shmpipe::detail::process_start_time(pid) == 0; }
 
@@ -72,7 +131,10 @@ int read_pid(int fd) {
 TEST_CASE("A worker killed mid-task fails that task with worker_died and the pool goes on", "[multiprocess]") {
     int p[2];
     REQUIRE(::pipe(p) == 0);
-    shmpipe::Pool sut(2);
+    shmpipe::PoolOptions opt;
+    opt.processes = 2;
+    opt.keep_fds = {p[1]};
+    shmpipe::Pool sut(opt);
     auto held = sut.apply_async(report_then_block, p[1]);
     const int victim = read_pid(p[0]);
     ::kill(victim, SIGKILL);
@@ -85,7 +147,7 @@ TEST_CASE("A worker killed mid-task fails that task with worker_died and the poo
     REQUIRE(shmpipe::test::wait_until([&] { return sut.worker_pids().size() == 2; }, 10s));
     REQUIRE(sut.workers_started() >= 3);
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
     ::close(p[0]);
     ::close(p[1]);
 }
@@ -102,7 +164,7 @@ TEST_CASE("A task that crashes its worker fails with worker_died, others complet
                            }));
     for (int i = 0; i < 20; ++i) REQUIRE(ok[static_cast<std::size_t>(i)].get_for(20s) == (i % 10) * (i % 10));
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("An exception in a task reaches the caller as RemoteError", "[multiprocess]") {
@@ -118,11 +180,14 @@ TEST_CASE("An exception in a task reaches the caller as RemoteError", "[multipro
     }
     REQUIRE_FALSE(r.successful());
     auto f = sut.submit(throw_invalid, -1);
+    if (!f.wait_for(20s)) FAIL("submit(throw_invalid, -1) unfinished after 20 s");
     REQUIRE(f.exception() != nullptr);
-    REQUIRE_THROWS_AS(sut.map(throw_invalid, std::vector<int>{1, 2, -3}), shmpipe::RemoteError);
-    REQUIRE(sut.apply(throw_invalid, 4) == 4);  // the worker survived the exceptions
+    REQUIRE_THROWS_AS(within(sut, "map(throw_invalid, {1, 2, -3})",
+                             [&] { return sut.map(throw_invalid, std::vector<int>{1, 2, -3}); }),
+                      shmpipe::RemoteError);
+    REQUIRE(sut.apply_async(throw_invalid, 4).get_for(20s) == 4);  // the worker survived the exceptions
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("terminate with tasks in flight leaves no child process", "[multiprocess]") {
@@ -133,13 +198,17 @@ TEST_CASE("terminate with tasks in flight leaves no child process", "[multiproce
         pids = sut.worker_pids();
         for (int i = 0; i < 6; ++i) futures.push_back(sut.submit(sleep_ms, 30000));
         std::this_thread::sleep_for(50ms);
-        const auto t0 = std::chrono::steady_clock::now();
-        sut.terminate();
-        REQUIRE(std::chrono::steady_clock::now() - t0 < 10s);
+        // A generous bound (the ladder's grace is 1 s): a hang fails here, not at CTest's fence.
+        auto stopped = std::async(std::launch::async, [&] { sut.terminate(); });
+        if (stopped.wait_for(30s) != std::future_status::ready) {
+            for (int pid : pids) ::kill(pid, SIGKILL);
+            stopped.wait();
+            FAIL("terminate() with 6 tasks in flight did not return within 30 s");
+        }
     }
     for (auto& f : futures) {
         REQUIRE(f.done());
-        REQUIRE_THROWS_AS(f.result(), shmpipe::Error);
+        REQUIRE_THROWS_AS(f.result_for(1s), shmpipe::Error);
     }
     for (int pid : pids) REQUIRE(gone(pid));
     REQUIRE(::waitpid(-1, nullptr, WNOHANG) == -1);  // nothing left to reap
@@ -149,9 +218,9 @@ TEST_CASE("terminate with tasks in flight leaves no child process", "[multiproce
 TEST_CASE("A task over the per-task timeout kills its worker and fails with timeout", "[multiprocess]") {
     shmpipe::PoolOptions opt;
     opt.processes = 2;
-    opt.task_timeout = 300ms;
+    opt.task_timeout = 2s;
     shmpipe::Pool sut(opt);
-    auto slow = sut.apply_async(sleep_ms, 20000);
+    auto slow = sut.apply_async(sleep_ms, 60000);
     auto quick = sut.apply_async(sleep_ms, 10);
     REQUIRE_THROWS_MATCHES(slow.get_for(20s), shmpipe::Error, errc_is(shmpipe::errc::timeout, [](const std::string& m) {
                                return m.find("task_timeout") != std::string::npos;
@@ -159,7 +228,7 @@ TEST_CASE("A task over the per-task timeout kills its worker and fails with time
     REQUIRE(quick.get_for(20s) == 10);
     REQUIRE(sut.apply_async(square, 5).get_for(20s) == 25);
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("max_tasks_per_child recycles workers", "[multiprocess]") {
@@ -172,7 +241,7 @@ TEST_CASE("max_tasks_per_child recycles workers", "[multiprocess]") {
     REQUIRE(pids.size() >= 5);
     REQUIRE(sut.workers_started() >= 5);
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("An initializer runs in every worker", "[multiprocess]") {
@@ -184,9 +253,9 @@ TEST_CASE("An initializer runs in every worker", "[multiprocess]") {
         const char* v = std::getenv("SHMPIPE_T_INIT");
         return v ? v : "";
     };
-    REQUIRE(sut.apply(probe, 0) == "done");
+    REQUIRE(sut.apply_async(probe, 0).get_for(20s) == "done");
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("Misuse of a pool gets invalid_state", "[multiprocess]") {
@@ -200,7 +269,7 @@ TEST_CASE("Misuse of a pool gets invalid_state", "[multiprocess]") {
                            errc_is(shmpipe::errc::invalid_state, [](const std::string& m) {
                                return m.find("after close") != std::string::npos;
                            }));
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("A pool's workers die with its parent", "[multiprocess]") {
@@ -243,7 +312,10 @@ TEST_CASE("A pool's workers die with its parent", "[multiprocess]") {
 TEST_CASE("A future no worker took can be cancelled; a running one cannot", "[multiprocess]") {
     int p[2];
     REQUIRE(::pipe(p) == 0);
-    shmpipe::Pool sut(1);
+    shmpipe::PoolOptions opt;
+    opt.processes = 1;
+    opt.keep_fds = {p[1]};
+    shmpipe::Pool sut(opt);
     auto running = sut.submit(report_then_block, p[1]);
     read_pid(p[0]);  // the only worker now runs it
     auto queued = sut.submit(square, 3);
@@ -251,7 +323,7 @@ TEST_CASE("A future no worker took can be cancelled; a running one cannot", "[mu
     REQUIRE(queued.cancel());
     REQUIRE(queued.cancelled());
     REQUIRE(queued.done());
-    REQUIRE_THROWS_MATCHES(queued.result(), shmpipe::Error,
+    REQUIRE_THROWS_MATCHES(queued.result_for(1s), shmpipe::Error,
                            errc_is(shmpipe::errc::cancelled, [](const std::string&) { return true; }));
     sut.terminate();
     REQUIRE(running.done());
@@ -266,4 +338,164 @@ TEST_CASE("as_completed gives up at its timeout", "[multiprocess]") {
     REQUIRE_THROWS_MATCHES(sut_range.begin(), shmpipe::Error,
                            errc_is(shmpipe::errc::timeout, [](const std::string&) { return true; }));
     sut.terminate();
+}
+
+TEST_CASE("A worker killed between taking a task and recording it fails that task", "[multiprocess]") {
+    void* mem = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(mem != MAP_FAILED);
+    g_thief_armed = new (mem) std::atomic<int>(0);
+    struct Unmap {
+        void* p;
+        ~Unmap() {
+            g_thief_armed = nullptr;
+            g_thief_queue.clear();
+            ::munmap(p, sizeof(std::atomic<int>));
+        }
+    } unmap{mem};
+    shmpipe::PoolOptions opt;
+    opt.processes = 1;
+    opt.initializer = thief_initializer;
+    shmpipe::Pool sut(opt);
+    g_thief_queue = sut.tasks_queue_name();  // replacement workers are forked after this
+    g_thief_armed->store(1);
+
+    // The first worker dies; its replacement claims the next task and dies without
+    // recording it (the window a SIGKILL can hit in a real worker).
+    REQUIRE_THROWS_MATCHES(sut.apply_async(crash_self, 0).get_for(20s), shmpipe::Error,
+                           errc_is(shmpipe::errc::worker_died, [](const std::string&) { return true; }));
+    auto victim = sut.apply_async(square, 7);
+    REQUIRE_THROWS_MATCHES(victim.get_for(20s), shmpipe::Error,
+                           errc_is(shmpipe::errc::worker_died, [](const std::string& m) {
+                               return m.find("while taking it") != std::string::npos;
+                           }));
+    REQUIRE(g_thief_armed->load() == 0);
+    // Innocent tasks around it are not failed, and the pool goes on.
+    std::vector<shmpipe::AsyncResult<int>> after;
+    for (int i = 0; i < 20; ++i) after.push_back(sut.apply_async(square, i));
+    for (int i = 0; i < 20; ++i) REQUIRE(after[static_cast<std::size_t>(i)].get_for(20s) == i * i);
+    sut.close();
+    within(sut, "join() after close()", [&] { sut.join(); });
+}
+
+TEST_CASE("A long task does not stall submissions when the task queue wraps round to it", "[multiprocess]") {
+    shmpipe::Pool sut(tiny_queues(2));
+    auto slow = sut.submit(sleep_ms, 60000);
+    std::vector<shmpipe::Future<int>> quick;
+    within_or_kill_workers(sut, "submitting 40 quick tasks past a long one through a 4-message queue", [&] {
+        for (int i = 0; i < 40; ++i) quick.push_back(sut.submit(square, i));
+    });
+    for (int i = 0; i < 40; ++i) REQUIRE(quick[static_cast<std::size_t>(i)].result_for(20s) == i * i);
+    REQUIRE_FALSE(slow.done());
+    sut.terminate();
+    REQUIRE_THROWS_MATCHES(slow.result_for(1s), shmpipe::Error,
+                           errc_is(shmpipe::errc::cancelled, [](const std::string&) { return true; }));
+}
+
+TEST_CASE("A done-callback may submit while the task queue is full", "[multiprocess]") {
+    shmpipe::Pool sut(tiny_queues(1));
+    std::mutex m;
+    std::vector<shmpipe::Future<int>> follow_ups;
+    std::vector<shmpipe::Future<int>> first;
+    within_or_kill_workers(sut, "40 submissions whose callbacks submit follow-ups", [&] {
+        for (int i = 0; i < 40; ++i) {
+            auto f = sut.submit(sleep_ms, 1);
+            f.add_done_callback([&sut, &m, &follow_ups, i](const shmpipe::Future<int>&) {
+                auto next = sut.submit(square, i);  // on the collector thread
+                std::lock_guard lock(m);
+                follow_ups.push_back(next);
+            });
+            first.push_back(f);
+        }
+    });
+    for (auto& f : first) REQUIRE(f.result_for(20s) == 1);
+    if (!shmpipe::test::wait_until([&] {
+            std::lock_guard lock(m);
+            return follow_ups.size() == 40;
+        }, 20s)) {
+        FAIL("the done-callbacks did not submit 40 follow-ups within 20 s");
+    }
+    std::set<int> got;
+    {
+        std::lock_guard lock(m);
+        for (auto& f : follow_ups) got.insert(f.result_for(20s));
+    }
+    std::set<int> expected;
+    for (int i = 0; i < 40; ++i) expected.insert(i * i);
+    REQUIRE(got == expected);
+    sut.close();
+    within(sut, "join() after close()", [&] { sut.join(); });
+}
+
+TEST_CASE("terminate() gets through a submit that waits for room", "[multiprocess]") {
+    shmpipe::Pool sut(tiny_queues(1));
+    auto blocker = sut.submit(sleep_ms, 60000);
+    std::atomic<int> submitted{0};
+    auto submitter = std::async(std::launch::async, [&] {
+        for (int i = 0; i < 50; ++i) {
+            sut.submit(square, i);  // blocks once the 4-message queue is full
+            ++submitted;
+        }
+    });
+    if (!shmpipe::test::wait_until([&] { return submitted.load() >= 3; }, 20s)) {
+        FAIL("the submitter did not push 3 tasks within 20 s");
+    }
+    auto stopped = std::async(std::launch::async, [&] { sut.terminate(); });
+    if (stopped.wait_for(30s) != std::future_status::ready) {
+        for (int pid : sut.worker_pids()) ::kill(pid, SIGKILL);
+        FAIL("terminate() did not get through a blocked submit within 30 s");
+    }
+    REQUIRE(submitter.wait_for(30s) == std::future_status::ready);
+    REQUIRE_THROWS_MATCHES(submitter.get(), shmpipe::Error,
+                           errc_is(shmpipe::errc::invalid_state, [](const std::string& m) {
+                               return m.find("after terminate()") != std::string::npos;
+                           }));
+    REQUIRE(submitted.load() < 50);
+    REQUIRE(blocker.done());
+}
+
+TEST_CASE("Destroying a closed, unjoined pool terminates a stuck task instead of waiting", "[multiprocess]") {
+    shmpipe::Future<int> stuck;
+    std::vector<int> pids;
+    auto scope = std::async(std::launch::async, [&] {
+        shmpipe::Pool sut(1);
+        pids = sut.worker_pids();
+        stuck = sut.submit(sleep_ms, 60000);
+        sut.close();
+        // No join(): an exception unwinding past the pool ends up here.
+    });
+    if (scope.wait_for(30s) != std::future_status::ready) {
+        for (int pid : pids) ::kill(pid, SIGKILL);
+        scope.wait();
+        FAIL("~Pool after close() waited on a 60 s task (still waiting after 30 s)");
+    }
+    scope.get();
+    REQUIRE(stuck.done());
+    REQUIRE_THROWS_MATCHES(stuck.result_for(1s), shmpipe::Error,
+                           errc_is(shmpipe::errc::cancelled, [](const std::string&) { return true; }));
+    for (int pid : pids) REQUIRE(gone(pid));
+}
+
+TEST_CASE("Workers inherit no descriptor of the parent except keep_fds", "[multiprocess]") {
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    {
+        shmpipe::Pool sut(1);
+        REQUIRE(sut.apply_async(fd_open, p[0]).get_for(20s) == 0);
+        REQUIRE(sut.apply_async(fd_open, p[1]).get_for(20s) == 0);
+        REQUIRE(sut.apply_async(fd_open, 2).get_for(20s) == 1);  // stdio stays
+        sut.close();
+        within(sut, "join() after close()", [&] { sut.join(); });
+    }
+    {
+        shmpipe::PoolOptions opt;
+        opt.processes = 1;
+        opt.keep_fds = {p[1]};
+        shmpipe::Pool sut(opt);
+        REQUIRE(sut.apply_async(fd_open, p[0]).get_for(20s) == 0);
+        REQUIRE(sut.apply_async(fd_open, p[1]).get_for(20s) == 1);
+        sut.close();
+        within(sut, "join() after close()", [&] { sut.join(); });
+    }
+    ::close(p[0]);
+    ::close(p[1]);
 }

@@ -15,7 +15,9 @@
 #include <mutex>
 #include <numeric>
 #include <poll.h>
+#include <optional>
 #include <set>
+#include <type_traits>
 #include <thread>
 #include <unistd.h>
 
@@ -41,6 +43,35 @@ int slow_square(int x, int ms) {
     return x * x;
 }
 
+// Runs f() (which waits on the pool) with a deadline. When it expires, the pool is
+// terminated (that fails what is pending, so f returns) and the test fails naming `what`.
+template <class F>
+auto within(shmpipe::Pool& pool, const std::string& what, F&& f, std::chrono::seconds limit = 60s) {
+    auto done = std::async(std::launch::async, std::forward<F>(f));
+    if (done.wait_for(limit) != std::future_status::ready) {
+        pool.terminate();
+        done.wait();
+        FAIL(what << ": not done within " << limit.count() << " s (the pool was terminated)");
+    }
+    return done.get();
+}
+
+// Every result of an imap, each awaited with a deadline.
+template <class It>
+auto collect(It& it, const char* what) {
+    std::vector<std::remove_cvref_t<decltype(*it.next_for(20s))>> out;
+    while (true) {
+        std::optional<std::remove_cvref_t<decltype(*it.next_for(20s))>> r;
+        try {
+            r = it.next_for(20s);
+        } catch (const shmpipe::Error& e) {
+            FAIL(what << ": " << e.what());
+        }
+        if (!r) return out;
+        out.push_back(std::move(*r));
+    }
+}
+
 bool no_pool_queues_left(const shmpipe::Pool& pool) {
     return shmpipe::test::shm_objects_with_prefix(pool.tasks_queue_name()).empty() &&
            shmpipe::test::shm_objects_with_prefix(pool.results_queue_name()).empty();
@@ -59,19 +90,19 @@ TEST_CASE("A 3-worker pool sums squares of 1..150000 over 5 chunks", "[multiproc
         for (long long lo = 1; lo <= 150000; lo += 30000) chunks.emplace_back(lo, lo + 29999);
         REQUIRE(chunks.size() == 5);
 
-        const auto partial = sut.map(sum_of_squares, chunks);
+        const auto partial = within(sut, "map(sum_of_squares) over 5 chunks", [&] { return sut.map(sum_of_squares, chunks); });
         const long long n = 150000;
         const long long expected = n * (n + 1) * (2 * n + 1) / 6;
         REQUIRE(std::accumulate(partial.begin(), partial.end(), 0LL) == expected);
 
         std::vector<long long> xs(150000);
         std::iota(xs.begin(), xs.end(), 1LL);
-        const auto squares = sut.map(square, xs, 30000);
+        const auto squares = within(sut, "map(square) over 150000 numbers", [&] { return sut.map(square, xs, 30000); });
         REQUIRE(squares.size() == xs.size());
         REQUIRE(std::accumulate(squares.begin(), squares.end(), 0LL) == expected);
         REQUIRE(squares[149999] == 150000LL * 150000LL);
         sut.close();
-        sut.join();
+        within(sut, "join() after close()", [&] { sut.join(); });
     }
     REQUIRE(shmpipe::test::shm_objects_with_prefix(tasks).empty());
     REQUIRE(shmpipe::test::shm_objects_with_prefix(results).empty());
@@ -83,7 +114,7 @@ TEST_CASE("apply_async and get with a timeout", "[multiprocess]") {
     REQUIRE(r.get_for(10s) == 49);
     REQUIRE(r.ready());
     REQUIRE(r.successful());
-    REQUIRE(sut.apply(slow_square, 3, 0) == 9);
+    REQUIRE(sut.apply_async(slow_square, 3, 0).get_for(20s) == 9);
 
     auto late = sut.apply_async(slow_square, 2, 3000);
     REQUIRE_FALSE(late.ready());
@@ -103,23 +134,23 @@ TEST_CASE("map and imap upper-case strings", "[multiprocess]") {
     std::vector<std::string> expected;
     for (const auto& w : words) expected.push_back(upper(w));
 
-    REQUIRE(sut.map(upper, words) == expected);
+    REQUIRE(within(sut, "map(upper)", [&] { return sut.map(upper, words); }) == expected);
 
-    std::vector<std::string> got;
-    for (auto& s : sut.imap(upper, words)) got.push_back(s);
-    REQUIRE(got == expected);
+    auto in_order = sut.imap(upper, words);
+    REQUIRE(collect(in_order, "imap(upper)") == expected);
 
-    std::vector<std::string> unordered;
-    for (auto& s : sut.imap_unordered(upper, words, 2)) unordered.push_back(s);
+    auto any_order = sut.imap_unordered(upper, words, 2);
+    auto unordered = collect(any_order, "imap_unordered(upper)");
     std::sort(unordered.begin(), unordered.end());
     auto sorted = expected;
     std::sort(sorted.begin(), sorted.end());
     REQUIRE(unordered == sorted);
 
     const std::vector<std::tuple<int, int>> pairs{{1, 0}, {2, 0}, {3, 0}};
-    REQUIRE(sut.starmap(slow_square, pairs) == std::vector<int>{1, 4, 9});
+    REQUIRE(within(sut, "starmap(slow_square)", [&] { return sut.starmap(slow_square, pairs); }) ==
+            std::vector<int>{1, 4, 9});
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("imap keeps a bounded look-ahead over a large input", "[multiprocess]") {
@@ -127,14 +158,11 @@ TEST_CASE("imap keeps a bounded look-ahead over a large input", "[multiprocess]"
     std::vector<long long> xs(20000);
     std::iota(xs.begin(), xs.end(), 0LL);
     auto it = sut.imap(square, xs, 100, 3);
-    long long i = 0;
-    for (auto& y : it) {
-        REQUIRE(y == i * i);
-        ++i;
-    }
-    REQUIRE(i == 20000);
+    const auto ys = collect(it, "imap(square) over 20000 numbers");
+    REQUIRE(ys.size() == 20000);
+    for (long long i = 0; i < 20000; ++i) REQUIRE(ys[static_cast<std::size_t>(i)] == i * i);
     sut.close();
-    sut.join();
+    within(sut, "join() after close()", [&] { sut.join(); });
 }
 
 TEST_CASE("A writer and an endless reader: the reader is terminated", "[multiprocess]") {
@@ -189,24 +217,31 @@ TEST_CASE("An executor with done callbacks, as_completed and wait", "[multiproce
         auto f = sut.submit(slow_square, i, 5 * i);
         f.add_done_callback([&](const shmpipe::Future<int>& done) {
             std::lock_guard lock(m);
-            seen.push_back(done.result());
+            seen.push_back(done.result_for(0s));  // finished: a callback runs after completion
         });
         futures.push_back(f);
     }
 
     std::set<int> completed;
-    for (const auto& f : shmpipe::as_completed(futures, 20s)) completed.insert(f.result());
+    for (const auto& f : shmpipe::as_completed(futures, 20s)) completed.insert(f.result_for(0s));
     REQUIRE(completed == std::set<int>{1, 4, 9, 16, 25, 36});
 
     auto both = shmpipe::wait(futures, shmpipe::ReturnWhen::all_completed, 20s);
     REQUIRE(both.done.size() == 6);
     REQUIRE(both.not_done.empty());
 
+    // first_completed returns once one is done; which one is not guaranteed (two workers).
     auto slow = sut.submit(slow_square, 5, 3000);
     auto fast = sut.submit(slow_square, 6, 0);
     auto first = shmpipe::wait(std::vector{slow, fast}, shmpipe::ReturnWhen::first_completed, 20s);
     REQUIRE(first.done.size() >= 1);
-    REQUIRE(first.done.front().result() == 36);
+    REQUIRE(first.done.size() + first.not_done.size() == 2);
+    for (const auto& f : first.done) {
+        const int r = f.result_for(0s);
+        REQUIRE((r == 25 || r == 36));
+    }
+    REQUIRE(slow.result_for(20s) == 25);
+    REQUIRE(fast.result_for(20s) == 36);
 
     // Python's apply_async(callback=, error_callback=).
     std::promise<int> got;
@@ -216,7 +251,7 @@ TEST_CASE("An executor with done callbacks, as_completed and wait", "[multiproce
     REQUIRE(gf.wait_for(20s) == std::future_status::ready);
     REQUIRE(gf.get() == 81);
 
-    sut.shutdown(/*wait=*/true, /*cancel_pending=*/true);
+    within(sut, "shutdown(wait, cancel_pending)", [&] { sut.shutdown(/*wait=*/true, /*cancel_pending=*/true); });
     std::lock_guard lock(m);
     REQUIRE(seen.size() == 6);
     REQUIRE(no_pool_queues_left(sut));

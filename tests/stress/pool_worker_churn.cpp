@@ -8,6 +8,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <future>
 #include <optional>
 #include <random>
 #include <thread>
@@ -81,9 +82,15 @@ TEST_CASE("Tasks resolve while workers are SIGKILLed at random", "[stress]") {
     REQUIRE(ok + died == count);
     REQUIRE(died <= kills.load());
     REQUIRE(ok > 0);
-    REQUIRE(sut.apply(work, 5) == 15);
+    REQUIRE(sut.apply_async(work, 5).get_for(30s) == 15);
     REQUIRE(shmpipe::test::wait_until([&] { return sut.worker_pids().size() == 3; }, 10s));
     sut.close();
-    sut.join();
+    auto joined = std::async(std::launch::async, [&] { sut.join(); });
+    if (joined.wait_for(60s) != std::future_status::ready) {
+        sut.terminate();
+        joined.wait();
+        FAIL("join() after close() not done within 60 s (the pool was terminated)");
+    }
+    joined.get();
     REQUIRE(shmpipe::test::shm_objects_with_prefix(sut.tasks_queue_name()).empty());
 }

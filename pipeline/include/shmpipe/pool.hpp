@@ -29,8 +29,18 @@
 //   - PoolOptions::task_timeout kills the worker holding a task that runs too long and
 //     fails that task with Error(errc::timeout);
 //   - workers get the parent-death signal: if the parent dies, they die.
+//   - workers inherit no descriptor except stdio and PoolOptions::keep_fds.
 // Misuse: submitting after close()/terminate() or join() before close() throws
 // Error(errc::invalid_state).
+//
+// Submitting blocks only while the task queue is full, and never blocks close(),
+// terminate() or other submitters meanwhile (a submit waiting for room when the pool is
+// closed or terminated throws invalid_state). A task submitted from a done-callback (on the
+// collector thread) never waits: it is queued in the parent until there is room.
+//
+// Destroying a Pool that was not joined terminates it (like leaving `with Pool()` in
+// Python): unfinished tasks fail with errc::cancelled and nothing waits on a stuck task.
+// To let queued tasks finish, call close() and join() (or shutdown()) first.
 //
 // A cancelled future (cancel() succeeds only while no worker has taken the task) may still
 // be run by a worker later; its result is discarded.
@@ -65,10 +75,13 @@ struct PoolOptions {
     unsigned max_tasks_per_child = 0;        // 0: unlimited; else a worker is replaced after that many
     std::chrono::milliseconds task_timeout{0};  // 0: none; else a longer task kills its worker
     std::size_t max_message = std::size_t{256} << 10;  // largest task or result message (bytes)
-    std::size_t queue_capacity = std::size_t{8} << 20;  // bytes of each queue
+    // Bytes of each queue: capacity / max_message messages wait at most (128 by default).
+    // Shared memory is used only as far as messages fill it.
+    std::size_t queue_capacity = std::size_t{32} << 20;
     std::chrono::milliseconds stop_grace{1000};  // terminate(): SIGTERM, then SIGKILL after this
+    // Workers inherit no descriptor but 0, 1, 2 and these (same numbers; each must be open).
+    std::vector<int> keep_fds = {};
 };
-
 class Pool;
 
 namespace detail {
@@ -203,7 +216,8 @@ public:
     explicit Pool(PoolOptions options);
     Pool(const Pool&) = delete;
     Pool& operator=(const Pool&) = delete;
-    // join() after close(); otherwise terminate() (like `with Pool()` in Python). Removes the queues.
+    // Unless join() completed: terminate() (like `with Pool()` in Python), even after close(),
+    // so an exception unwinding past the pool never waits on a stuck task. Removes the queues.
     ~Pool();
 
     // Blocks for the result of f(args...). Throws what the task threw.
@@ -256,24 +270,13 @@ public:
     template <class F, class Range>
         requires detail::TaskFunction<F>
     auto map(F f, const Range& xs, std::size_t chunksize = 0) {
-        using T = detail::FnTraits<detail::fn_ptr_t<F>>;
-        using R = typename T::result;
-        auto chunks = submit_chunks<false>(f, xs, chunksize);
-        std::vector<R> out;
-        out.reserve(static_cast<std::size_t>(std::size(xs)));
-        for (auto& s : chunks) detail::append_chunk(out, s);
-        return out;
+        return map_chunks<false>(f, xs, chunksize);
     }
     // f(args...) for every tuple in xs (Python's starmap).
     template <class F, class Range>
         requires detail::TaskFunction<F>
     auto starmap(F f, const Range& xs, std::size_t chunksize = 0) {
-        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
-        auto chunks = submit_chunks<true>(f, xs, chunksize);
-        std::vector<R> out;
-        out.reserve(static_cast<std::size_t>(std::size(xs)));
-        for (auto& s : chunks) detail::append_chunk(out, s);
-        return out;
+        return map_chunks<true>(f, xs, chunksize);
     }
     // Lazy and ordered; at most `lookahead` chunks in flight (0: 2 * processes).
     template <class F, class Range>
@@ -398,6 +401,16 @@ private:
             it = stop;
         }
         return chunks;
+    }
+
+    template <bool Star, class F, class Range>
+    auto map_chunks(F f, const Range& xs, std::size_t chunksize) {
+        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
+        auto chunks = submit_chunks<Star>(f, xs, chunksize);
+        std::vector<R> out;
+        out.reserve(static_cast<std::size_t>(std::size(xs)));
+        for (auto& s : chunks) detail::append_chunk(out, s);
+        return out;
     }
 
     template <class F, class Range>
