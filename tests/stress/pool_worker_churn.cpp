@@ -9,7 +9,10 @@
 #include <csignal>
 #include <cstdlib>
 #include <future>
+#include <mutex>
 #include <optional>
+#include <set>
+#include <string>
 #include <random>
 #include <thread>
 
@@ -37,6 +40,8 @@ TEST_CASE("Tasks resolve while workers are SIGKILLed at random", "[stress]") {
 
     std::atomic<bool> done{false};
     std::atomic<int> kills{0};
+    std::mutex killed_m;
+    std::set<int> killed;  // only these may be named by a worker_died failure
     struct StopKiller {
         std::atomic<bool>& done;
         std::thread t;
@@ -51,7 +56,12 @@ TEST_CASE("Tasks resolve while workers are SIGKILLed at random", "[stress]") {
             std::this_thread::sleep_for(15ms);
             auto pids = sut.worker_pids();
             if (pids.empty()) continue;
-            ::kill(pids[rng() % pids.size()], SIGKILL);
+            const int victim = pids[rng() % pids.size()];
+            {
+                std::lock_guard lock(killed_m);
+                killed.insert(victim);
+            }
+            ::kill(victim, SIGKILL);
             ++kills;
         }
     });
@@ -60,15 +70,25 @@ TEST_CASE("Tasks resolve while workers are SIGKILLed at random", "[stress]") {
     int ok = 0, died = 0, wrong = 0;
     for (int i = 0; i < count; ++i) {
         std::optional<shmpipe::errc> failure;
+        std::string message;
         int value = 0;
         try {
             value = futures[static_cast<std::size_t>(i)].result_for(30s);
         } catch (const shmpipe::Error& e) {
             failure = static_cast<shmpipe::errc>(e.code().value());
+            message = e.what();
         }
         if (failure == shmpipe::errc::timeout) FAIL("task " << i << " unresolved after 30 s (hang), " << kills << " kills");
         if (failure) {
+            INFO(message);
             REQUIRE(failure == shmpipe::errc::worker_died);
+            // An innocent task is never failed: the message names a worker we killed.
+            bool names_killed = false;
+            {
+                std::lock_guard lock(killed_m);
+                for (int pid : killed) names_killed = names_killed || message.find("(pid " + std::to_string(pid) + ")") != std::string::npos;
+            }
+            REQUIRE(names_killed);
             ++died;
         } else {
             wrong += value != i * 3;
