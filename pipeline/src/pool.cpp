@@ -29,6 +29,7 @@
 // or runs after the drain has no one left to finish it. A position a live worker seems to
 // claim is checked again at the next round (a worker between storing its intent and losing
 // the claim race shows a position it does not own for a moment).
+#include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
@@ -38,7 +39,6 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <cxxabi.h>
 #include <map>
@@ -66,14 +66,6 @@ struct alignas(64) WorkerSlot {
     std::atomic<std::uint64_t> completed{0}; // tasks finished by this worker
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
-
-std::string demangle(const char* mangled) {
-    int status = 0;
-    char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-    std::string out = (status == 0 && d != nullptr) ? d : mangled;
-    std::free(d);
-    return out;
-}
 
 std::string describe_exit(int code) {
     if (code < 0) {
