@@ -1,7 +1,9 @@
 // shmpipe::Graph: queues, stages on shmpipe::Process, adapters, supervision. See graph.hpp.
 #include <shmpipe/graph.hpp>
 
+#include <shmpipe/detail/exit_text.hpp>
 #include <shmpipe/detail/graph_adapter.hpp>
+#include <shmpipe/detail/json_util.hpp>
 #include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
@@ -44,31 +46,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string describe_exit(int code) {
-    if (code >= 0) return "exited with code " + std::to_string(code);
-    return "was killed by " + signal_name(-code);
-}
-
-std::string json_escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += c;
-                }
-        }
-    }
-    return out;
-}
+using detail::describe_exit;
+using detail::json_escape;
 
 std::string human_rate(double v) {
     char buf[32];
@@ -100,7 +79,7 @@ std::string GraphResult::to_json() const {
         const auto& r = replicas[i];
         o << (i ? "," : "") << "{\"stage\":\"" << json_escape(r.stage) << "\",\"replica\":" << r.replica
           << ",\"pid\":" << r.pid << ",\"exit_code\":" << (r.exit_code ? std::to_string(*r.exit_code) : "null")
-          << ",\"signal\":" << (r.exit_code && *r.exit_code < 0 ? "\"" + signal_name(-*r.exit_code) + "\"" : "null")
+          << ",\"signal\":" << (r.exit_code && *r.exit_code < 0 ? "\"" + detail::signal_name(-*r.exit_code) + "\"" : "null")
           << ",\"stopped\":" << (r.stopped ? "true" : "false") << ",\"failed\":" << (r.failed ? "true" : "false")
           << ",\"restarts\":" << r.restarts << ",\"seconds\":" << r.seconds
           << ",\"error\":" << (r.error.empty() ? "null" : "\"" + json_escape(r.error) + "\"") << "}";
@@ -130,7 +109,7 @@ std::string GraphResult::summary() const {
         } else if (*r.exit_code >= 0) {
             status = "exit " + std::to_string(*r.exit_code);
         } else {
-            status = signal_name(-*r.exit_code);
+            status = detail::signal_name(-*r.exit_code);
         }
         if (r.stopped) status += " (stopped)";
         if (r.failed) status += " FAILED";
@@ -181,6 +160,11 @@ struct Replica {
     std::vector<std::thread> threads;
     std::shared_ptr<std::atomic<int>> threads_running;
     std::shared_ptr<std::atomic<bool>> stop_stdin;
+    std::shared_ptr<std::atomic<bool>> abandon_pipes;  // readers stop once their pipe is silent
+    // After the process exited while its pipes are still being read: 0 nothing done yet,
+    // 1 SIGTERM to its group, 2 SIGKILL to its group, 3 pipes abandoned.
+    int leftover_step = 0;
+    Clock::time_point leftover_next{};
     detail::AdapterErrors errors;
     int log_fd = -1;
     int pid = 0;
@@ -242,7 +226,11 @@ struct Graph::Impl {
     std::vector<std::size_t> start_order() const;
     void spawn(Replica& r);
     void on_exit(Replica& r, int code);
+    void stop_leftovers(Replica& r, Clock::time_point now);
     void finish_instance(Replica& r);
+    void skip(Replica& r);
+    bool all_done() const;
+    bool supervise(std::optional<Clock::time_point> deadline);
     void record_failure(Replica& r, const std::string& what);
     void begin_drain();
     void begin_terminate(bool by_request);
@@ -448,10 +436,13 @@ void Graph::Impl::spawn(Replica& r) {
     // Threads: each owns one pipe end and counts itself out when done.
     r.threads_running = std::make_shared<std::atomic<int>>(0);
     r.stop_stdin = std::make_shared<std::atomic<bool>>(false);
+    r.abandon_pipes = std::make_shared<std::atomic<bool>>(false);
+    r.leftover_step = 0;
     auto launch = [&r](auto body) {
         auto counter = r.threads_running;
         counter->fetch_add(1, std::memory_order_relaxed);  // joined by the same thread that reads it
         r.threads.emplace_back([counter, body]() mutable {
+            detail::block_sigpipe_in_this_thread();
             body();
             counter->fetch_sub(1, std::memory_order_release);  // pairs with the acquire in tick()
         });
@@ -459,19 +450,20 @@ void Graph::Impl::spawn(Replica& r) {
     const std::string prefix = label + " | ";
     detail::Output* o = out.get();
     const int log_fd = r.log_fd;
+    const auto abandon = r.abandon_pipes;  // shared: outlives a restart's new flag
     if (const int fd = r.proc->release_stderr(); fd >= 0) {
         const int dest = o->err_fd();
-        launch([fd, o, dest, prefix, log_fd] { detail::pump_log(fd, *o, dest, prefix, log_fd); });
+        launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
     }
     if (const int fd = r.proc->release_stdout(); fd >= 0) {
         if (r.producer) {
             Producer<>* tx = r.producer.get();
             detail::AdapterErrors* errs = &r.errors;
             const StreamFormat f = s.stdout_format;
-            launch([fd, tx, f, errs] { detail::pump_stdout(fd, *tx, f, *errs); });
+            launch([fd, tx, f, errs, abandon] { detail::pump_stdout(fd, *tx, f, *errs, *abandon); });
         } else {
             const int dest = o->out_fd();
-            launch([fd, o, dest, prefix, log_fd] { detail::pump_log(fd, *o, dest, prefix, log_fd); });
+            launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
         }
     }
     if (const int fd = r.proc->release_stdin(); fd >= 0) {
@@ -520,7 +512,31 @@ void Graph::Impl::on_exit(Replica& r, int code) {
     record_failure(r, what + (s.restart == RestartPolicy::on_failure ? " (no restarts left)" : ""));
 }
 
+// The process exited but its pipes are still being read. Usually the adapter is only
+// catching up (a full queue), but a child it left behind (`sh -c 'sleep 100 & exec true'`)
+// may hold them open, and then EOF never comes. The process is not reaped yet, so its
+// group id is still reserved: stop the group with the ladder (harmless when the group is
+// empty), and if the pipes still stay silent (a process that left the group holds them),
+// let the readers give up so join() always ends.
+void Graph::Impl::stop_leftovers(Replica& r, Clock::time_point now) {
+    if (!r.proc || !r.proc->started()) return;
+    const bool killing = mode == Mode::killing;
+    if (r.leftover_step == 0) {
+        r.proc->signal_group(killing ? SIGKILL : SIGTERM);
+        r.leftover_step = killing ? 2 : 1;
+        r.leftover_next = now + (killing ? std::chrono::milliseconds(2000) : stop_timeout(spec.stages[r.stage]));
+    } else if (r.leftover_step == 1 && (killing || now >= r.leftover_next)) {
+        r.proc->signal_group(SIGKILL);
+        r.leftover_step = 2;
+        r.leftover_next = now + std::chrono::milliseconds(2000);
+    } else if (r.leftover_step == 2 && now >= r.leftover_next) {
+        r.abandon_pipes->store(true, std::memory_order_release);
+        r.leftover_step = 3;
+    }
+}
+
 void Graph::Impl::finish_instance(Replica& r) {
+    if (r.proc && r.proc->started()) (void)r.proc->join();  // exited already: reaps at once
     for (auto& t : r.threads) t.join();
     r.threads.clear();
     const StageSpec& s = spec.stages[r.stage];
@@ -551,6 +567,40 @@ void Graph::Impl::finish_instance(Replica& r) {
     r.phase = Replica::Phase::done;
 }
 
+// A replica that will never start. Its queues count it as an expected producer
+// (expected_producers), so while draining its end of stream is given on its behalf: the
+// stdout adapter's producer is closed, and each native output gets one producer that
+// attaches and closes at once. (Terminating: the queues are broken anyway.)
+void Graph::Impl::skip(Replica& r) {
+    r.phase = Replica::Phase::done;
+    r.stopped_by_us = true;
+    if (mode != Mode::draining) return;
+    const StageSpec& s = spec.stages[r.stage];
+    if (r.producer) r.producer->close();
+    for (const auto& w : s.outputs) {
+        try {
+            Producer<> stand_in(objects.at(w));
+            stand_in.close();
+        } catch (const std::exception& e) {
+            report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + ": could not end its output \"" + w +
+                   "\" while draining: " + e.what());
+        }
+    }
+}
+
+bool Graph::Impl::all_done() const {
+    return std::all_of(replicas.begin(), replicas.end(), [](const auto& r) { return r->phase == Replica::Phase::done; });
+}
+
+bool Graph::Impl::supervise(std::optional<Clock::time_point> deadline) {
+    while (true) {
+        tick();
+        if (all_done()) return true;
+        if (deadline && Clock::now() >= *deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
 void Graph::Impl::mark_all_broken() {
     for (auto& q : queues) q.mark_broken();
 }
@@ -575,7 +625,7 @@ void Graph::Impl::begin_terminate(bool by_request) {
     if (mode == Mode::terminating || mode == Mode::killing) return;
     if (by_request) {
         terminate_requested = true;
-        report("terminating: " + signal_name(spec.stop_signal) + " to every stage, SIGKILL after the grace period");
+        report("terminating: " + detail::signal_name(spec.stop_signal) + " to every stage, SIGKILL after the grace period");
     }
     mode = Mode::terminating;
     mark_all_broken();
@@ -666,15 +716,20 @@ void Graph::Impl::tick() {
     for (auto& rp : replicas) {
         Replica& r = *rp;
         if (r.phase == Replica::Phase::running) {
-            if (!r.proc->is_alive()) {
-                on_exit(r, r.proc->exit_code().value_or(-SIGKILL));
+            // Not reaped yet (poll_exit): its group id stays reserved for stop_leftovers().
+            if (const auto code = r.proc->poll_exit()) {
+                on_exit(r, *code);
             } else if (r.kill_at && now >= *r.kill_at) {
                 r.proc->signal_group(SIGKILL);
                 r.proc->kill();
             }
         }
-        if (r.phase == Replica::Phase::exited && r.threads_running->load(std::memory_order_acquire) == 0) {
-            finish_instance(r);
+        if (r.phase == Replica::Phase::exited) {
+            if (r.threads_running->load(std::memory_order_acquire) == 0) {
+                finish_instance(r);
+            } else {
+                stop_leftovers(r, now);
+            }
         }
     }
 
@@ -700,7 +755,9 @@ void Graph::Impl::stop_everything_now() noexcept {
     for (auto& rp : replicas) {
         Replica& r = *rp;
         if (r.stop_stdin) r.stop_stdin->store(true);
-        if (r.proc && r.phase == Replica::Phase::running) (void)r.proc->stop(std::chrono::milliseconds(0));
+        if (r.abandon_pipes) r.abandon_pipes->store(true);
+        // Also an exited, unreaped process: stop() kills what it left in its group.
+        if (r.proc && r.proc->started()) (void)r.proc->stop(std::chrono::milliseconds(0));
         for (auto& t : r.threads) {
             if (t.joinable()) t.join();
         }
@@ -811,10 +868,13 @@ void Graph::start() {
         }
         for (auto& r : g.replicas) {
             g.tick();  // a stage that fails at once stops the rest before they start
-            if (g.mode == Impl::Mode::running) {
+            // While draining (Ctrl-C during start) everything but the sources still starts:
+            // they are what lets end of stream flow. Once terminating, nothing starts.
+            const bool source = g.spec.stages[r->stage].is_source();
+            if (g.mode == Impl::Mode::running || (g.mode == Impl::Mode::draining && !source)) {
                 g.spawn(*r);
             } else {
-                r->phase = Replica::Phase::done;
+                g.skip(*r);
             }
         }
     } catch (...) {
@@ -830,13 +890,7 @@ GraphResult Graph::join() {
     if (!g.started || g.joined) {
         throw Error(errc::invalid_state, "graph \"" + g.spec.name + "\": join() without a started, unjoined graph");
     }
-    while (true) {
-        g.tick();
-        const bool all_done = std::all_of(g.replicas.begin(), g.replicas.end(),
-                                          [](const auto& r) { return r->phase == Replica::Phase::done; });
-        if (all_done) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    g.supervise(std::nullopt);
     g.out->end_status();
 
     GraphResult res;
@@ -896,6 +950,14 @@ GraphResult Graph::join() {
     g.cleanup();
     g.joined = true;
     return res;
+}
+
+bool Graph::join_for(std::chrono::milliseconds timeout) {
+    Impl& g = *impl_;
+    if (!g.started || g.joined) {
+        throw Error(errc::invalid_state, "graph \"" + g.spec.name + "\": join_for() without a started, unjoined graph");
+    }
+    return g.supervise(Clock::now() + timeout);
 }
 
 void Graph::interrupt() noexcept { impl_->interrupts.fetch_add(1, std::memory_order_relaxed); }

@@ -2,22 +2,51 @@
 // as threads inside the launcher (see graph.hpp); each owns one pipe end and closes it.
 #include <shmpipe/detail/graph_adapter.hpp>
 
+#include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 namespace shmpipe::detail {
 
 namespace {
 
-bool write_all(int fd, const char* p, std::size_t n) noexcept {
+constexpr int kPollMs = 100;  // how often a waiting adapter looks at its stop flag
+
+// read(2) that gives up when `abandon` is set while no data comes: -1 error, 0 EOF,
+// -2 abandoned, else the byte count.
+ssize_t read_or_abandon(int fd, char* buf, std::size_t n, const std::atomic<bool>& abandon) noexcept {
+    while (true) {
+        pollfd p{fd, POLLIN, 0};
+        const int r = ::poll(&p, 1, kPollMs);
+        if (r < 0 && errno != EINTR) return -1;
+        if (r > 0) {
+            const ssize_t got = ::read(fd, buf, n);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            return got;
+        }
+        if (abandon.load(std::memory_order_acquire)) return -2;
+    }
+}
+
+// Writes everything to a non-blocking fd, waiting for room in slices so `stop` is seen.
+// False on EPIPE (the program is gone or closed its input), another error, or `stop`.
+bool write_until_stopped(int fd, const char* p, std::size_t n, const std::atomic<bool>& stop) noexcept {
     while (n > 0) {
         const ssize_t w = ::write(fd, p, n);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return false;
+            if (errno != EAGAIN) return false;
+            if (stop.load(std::memory_order_acquire)) return false;
+            pollfd pf{fd, POLLOUT, 0};
+            ::poll(&pf, 1, kPollMs);
+            continue;
         }
         p += w;
         n -= static_cast<std::size_t>(w);
@@ -26,6 +55,13 @@ bool write_all(int fd, const char* p, std::size_t n) noexcept {
 }
 
 }  // namespace
+
+void block_sigpipe_in_this_thread() noexcept {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
 
 void Output::clear_status_locked() noexcept {
     if (status_shown_) {
@@ -73,14 +109,14 @@ void Output::end_status() noexcept {
     status_enabled_ = false;
 }
 
-void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd) noexcept {
+void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
+              const std::atomic<bool>& abandon) noexcept {
     try {
         char chunk[16384];
         std::string pending, batch, plain;
         bool open = true;
         while (open) {
-            const ssize_t n = ::read(fd, chunk, sizeof chunk);
-            if (n < 0 && errno == EINTR) continue;
+            const ssize_t n = read_or_abandon(fd, chunk, sizeof chunk, abandon);
             if (n <= 0) {
                 open = false;
                 if (!pending.empty()) pending += '\n';  // a last line without '\n' is still whole
@@ -105,7 +141,8 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd)
     ::close(fd);
 }
 
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors) noexcept {
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors,
+                 const std::atomic<bool>& abandon) noexcept {
     bool pushing = true;
     auto push = [&](const char* p, std::size_t n) {
         if (!pushing) return;
@@ -124,8 +161,7 @@ void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& err
         char chunk[65536];
         bool open = true;
         while (open) {
-            const ssize_t n = ::read(fd, chunk, sizeof chunk);
-            if (n < 0 && errno == EINTR) continue;
+            const ssize_t n = read_or_abandon(fd, chunk, sizeof chunk, abandon);
             if (n <= 0) {
                 open = false;
             } else if (pushing) {
@@ -188,6 +224,9 @@ void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<b
         batch.append(reinterpret_cast<const char*>(sp.data()), sp.size());
         if (format == StreamFormat::lines) batch += '\n';
     };
+    // Non-blocking, so a write to a program that stopped reading (or to a pipe a leftover
+    // child of the program still holds) gives way to `stop`.
+    if (const int fl = ::fcntl(fd, F_GETFL); fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     try {
         batch.reserve(kBatch + 4096);
         while (!stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
@@ -212,7 +251,7 @@ void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<b
                 }
             }
             // EPIPE: the program stopped reading or died; what was taken is lost.
-            if (!batch.empty() && !write_all(fd, batch.data(), batch.size())) break;
+            if (!batch.empty() && !write_until_stopped(fd, batch.data(), batch.size(), stop)) break;
             batch.clear();
         }
     } catch (...) {

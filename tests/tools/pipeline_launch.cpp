@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/queue.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -182,7 +183,7 @@ stdin = "q"
     INFO(r.err);
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("stage \"victim\" replica 0") != std::string::npos);
-    CHECK(r.err.find("killed by SIGKILL") != std::string::npos);
+    CHECK(r.err.find("was killed by signal 9 (SIGKILL)") != std::string::npos);
     require_no_objects(name);
 }
 
@@ -273,10 +274,25 @@ TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 0", "[too
     TempDir dir;
     const std::string spec = endless_pool(dir);
     test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
-    REQUIRE(test::wait_until([&] { return test::shm_objects_with_prefix(name).size() == 2; }, 10s));
-    std::this_thread::sleep_for(300ms);  // let messages flow
+    REQUIRE(test::wait_until([&] { return test::shm_objects_with_prefix(name).size() == 2; }, 30s));
+    // Messages flow through the whole graph: the collector has taken some results.
+    std::string results;
+    for (const auto& o : test::shm_objects_with_prefix(name)) {
+        if (o.size() > 8 && o.compare(o.size() - 8, 8, ".results") == 0) results = o;
+    }
+    REQUIRE_FALSE(results.empty());
+    const bool flowing = test::wait_until(
+        [&] {
+            try {
+                return shmpipe::Queue::open(results).stats().messages_out > 0;
+            } catch (const shmpipe::Error&) {
+                return false;
+            }
+        },
+        30s);
+    if (!flowing) FAIL("no message reached the collector through queue " << results << " within 30 s");
     sut.signal(SIGINT);
-    const int code = sut.wait_or_throw(20s, "pipeline-launch to drain after one SIGINT");
+    const int code = sut.wait_or_throw(60s, "pipeline-launch to drain after one SIGINT");
     CHECK(code == 0);
     const std::string json = read_file(dir.file("s.json"));
     INFO(json);
@@ -433,4 +449,26 @@ TEST_CASE("a malformed spec is refused with the line and the reason", "[tools]")
             CHECK(r.err.find(c.message) != std::string::npos);
         }
     }
+}
+
+TEST_CASE("a stage that exits but leaves a child holding its output does not hang the run", "[tools]") {
+    const std::string name = test::unique_name("launch");
+    TempDir dir;
+    const std::string pidfile = dir.file("leftover");
+    // sh starts a background sleep that inherits stdout and stderr, then becomes `true` and
+    // exits 0: the pipes stay open as long as the sleep lives, in the stage's process group.
+    const std::string spec = dir.write("leftover.toml", R"([pipeline]
+stop_timeout = "1s"
+[[stage]]
+name = "leaver"
+cmd = ["sh", "-c", "sleep 100 & echo $! > )" + pidfile + R"(; exec true"]
+)");
+    const auto r = launch(spec, name, {}, 60s);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    const auto pids = pids_in(pidfile);
+    REQUIRE(pids.size() == 1);
+    INFO("leftover sleep pid " << pids[0]);
+    CHECK(test::wait_until([&] { return all_dead(pids); }, 10s));
+    require_no_objects(name);
 }

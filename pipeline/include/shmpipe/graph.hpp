@@ -16,7 +16,8 @@
 // (reverse topological order), each replica a shmpipe::Process in its own process group
 // with a parent-death signal.
 //
-// Adapters (ordinary programs as stages) run as threads inside this process: a stage with
+// Adapters (ordinary programs as stages) run as threads inside this process, with SIGPIPE
+// blocked (a program that stops reading is an EPIPE, never a signal to this process): a stage with
 // `stdout_queue` gets a pipe whose lines (or length-prefixed records) a thread pushes as
 // messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
 // message, closed at end of stream. The adapter's Producer/Consumer belong to the replica,
@@ -32,8 +33,13 @@
 //     critical (or the policy is keep-going), it is left dead; otherwise fail-fast: every
 //     queue is marked broken so nobody blocks forever and the others are stopped with the
 //     ladder (stop_signal to the process group, stop_timeout, SIGKILL, reap);
+//   - a replica whose process exited while its pipes stay open (a child it left behind holds
+//     them) gets its process group stopped with the ladder before it is reaped; readers of a
+//     pipe that still stays silent then give up, so join() always ends;
 //   - interrupt() (Ctrl-C) #1 drains: sources get stop_signal and end of stream flows
-//     (after drain_timeout it escalates to terminate); #2 terminates: queues broken, ladder;
+//     (after drain_timeout it escalates to terminate); a drain during start() still starts
+//     every non-source replica and gives end of stream for the sources it skips;
+//     #2 terminates: queues broken, ladder;
 //     #3 kills: SIGKILL at once. terminate() and kill() jump straight there.
 // Whatever the ending, join() returns only when every child is reaped and every adapter
 // thread is joined, and it removes every object the Graph created.
@@ -164,6 +170,10 @@ public:
     // Supervises until the end (see above). Never throws for a stage's failure: it is in
     // the result. Throws Error(invalid_state) before start.
     GraphResult join();
+    // Supervises for up to `timeout`: true when every stage has ended (join() then returns
+    // the result at once), false if some still run (the graph goes on; call join_for,
+    // terminate or kill, then join). Same thread and errors as join().
+    bool join_for(std::chrono::milliseconds timeout);
     GraphResult run() {
         start();
         return join();

@@ -53,12 +53,24 @@ private:
     std::string first_;
 };
 
+// Every adapter thread calls this first: a write to a program that stopped reading then
+// fails with EPIPE instead of raising SIGPIPE, which would kill a process that uses Graph as
+// a library (only pipeline-launch ignores SIGPIPE process-wide).
+void block_sigpipe_in_this_thread() noexcept;
+
+// The readers below wait in poll() slices of 100 ms: once `abandon` is set and no data is
+// waiting, they stop (a pipe that a stray process outside the stage's group holds open
+// would otherwise never reach EOF). Data already in the pipe is still read.
+
 // Copies lines read from fd to dest_fd, each prefixed, whole lines only; also plain to
-// file_fd (>= 0). Closes fd at EOF.
-void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd) noexcept;
-// Stage stdout -> messages. Closes fd at EOF; never closes the producer.
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors) noexcept;
-// Messages -> stage stdin, until end of stream, `stop`, or EPIPE. Closes fd.
+// file_fd (>= 0). Closes fd at EOF or when abandoned.
+void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
+              const std::atomic<bool>& abandon) noexcept;
+// Stage stdout -> messages. Closes fd at EOF or when abandoned; never closes the producer.
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors,
+                 const std::atomic<bool>& abandon) noexcept;
+// Messages -> stage stdin, until end of stream, `stop` (also while waiting for room in the
+// pipe), or EPIPE. Closes fd.
 void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop, Output& out,
                 const std::string& report_prefix, const std::string& who) noexcept;
 
