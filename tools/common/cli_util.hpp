@@ -6,6 +6,7 @@
 
 #include <exception>
 #include <iostream>
+#include <stdexcept>
 #include <string_view>
 
 namespace shmpipe::cli {
@@ -14,8 +15,20 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
+// A bad argument value found after parsing (a subcommand's own checks): exit 2.
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 inline void print_error(std::string_view tool, std::string_view message) {
     std::cerr << tool << ": error: " << message << std::endl;
+}
+
+inline int usage_error(std::string_view tool, std::string_view message) {
+    print_error(tool, message);
+    std::cerr << "Run with --help for more information." << std::endl;
+    return kExitUsage;
 }
 
 // Parses argv with `app`; returns -1 when the program should go on, else the exit code
@@ -30,18 +43,19 @@ inline int parse(CLI::App& app, std::string_view tool, int argc, char** argv) {
     } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        print_error(tool, e.what());
-        std::cerr << "Run with --help for more information." << std::endl;
-        return kExitUsage;
+        return usage_error(tool, e.what());
     }
     return -1;
 }
 
-// Runs body(), turning exceptions into the tool's error line and exit 1.
+// Runs body(), turning exceptions into the tool's error line: UsageError exits 2, anything
+// else 1.
 template <class Body>
 int run_guarded(std::string_view tool, Body&& body) {
     try {
         return body();
+    } catch (const UsageError& e) {
+        return usage_error(tool, e.what());
     } catch (const std::exception& e) {
         print_error(tool, e.what());
         return kExitFailure;

@@ -19,10 +19,10 @@ int run_clean(const CleanOptions& options) {
         for (std::size_t i = 0; i < results.size(); ++i) {
             const auto& r = results[i];
             out += (i == 0 ? "\n  " : ",\n  ");
-            out += "{\"name\": " + json_escape(r.name) + ", \"state\": " + json_escape(shmpipe::to_string(r.state)) +
-                   ", \"reason\": " + json_escape(r.reason) + ", \"removed\": " + (r.removed ? "true" : "false") +
+            out += "{\"name\": " + json_quote(r.name) + ", \"state\": " + json_quote(shmpipe::to_string(r.state)) +
+                   ", \"reason\": " + json_quote(r.reason) + ", \"removed\": " + (r.removed ? "true" : "false") +
                    ", \"dry_run\": " + (options.dry_run ? "true" : "false");
-            if (!r.error.empty()) out += ", \"error\": " + json_escape(r.error);
+            if (!r.error.empty()) out += ", \"error\": " + json_quote(r.error);
             out += "}";
             if (!r.error.empty()) status = 1;
         }

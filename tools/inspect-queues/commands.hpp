@@ -1,8 +1,11 @@
 // inspect-queues: the subcommands (one .cpp each) and the formatting they share.
-// main.cpp parses the command line and maps errors to exit codes: 0 ok, 1 runtime
-// failure, 2 usage (UsageError).
+// main.cpp parses the command line and maps errors to exit codes through cli_util.hpp:
+// 0 ok, 1 runtime failure, 2 usage (UsageError).
 #pragma once
 
+#include "cli_util.hpp"
+
+#include <shmpipe/detail/json_util.hpp>
 #include <shmpipe/inspect.hpp>
 
 #include <cstdint>
@@ -14,11 +17,8 @@
 
 namespace inspect_queues {
 
-// A bad argument value found after parsing (exit code 2).
-class UsageError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
+using shmpipe::cli::UsageError;  // a bad argument value found after parsing (exit code 2)
+using shmpipe::detail::json_quote;
 
 struct ListOptions {
     std::vector<std::string> patterns;  // glob patterns on names; empty = all
@@ -55,7 +55,6 @@ struct Rates {
 
 // --- formatting (format.cpp) -----------------------------------------------------------------
 
-std::string json_escape(const std::string& s);
 // One object as JSON (single line); rates are added when given.
 std::string to_json(const shmpipe::ObjectInfo& info, const Rates* rates = nullptr);
 std::string to_json_array(const std::vector<shmpipe::ObjectInfo>& infos);

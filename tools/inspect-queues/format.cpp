@@ -10,32 +10,6 @@
 
 namespace inspect_queues {
 
-std::string json_escape(const std::string& s) {
-    std::string out;
-    out.reserve(s.size() + 2);
-    out += '"';
-    for (const char ch : s) {
-        const auto c = static_cast<unsigned char>(ch);
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\t': out += "\\t"; break;
-            case '\r': out += "\\r"; break;
-            default:
-                if (c < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += ch;
-                }
-        }
-    }
-    out += '"';
-    return out;
-}
-
 namespace {
 
 std::string fixed(double v, int decimals) {
@@ -49,12 +23,12 @@ public:
     JsonObject& field(const char* key, const std::string& raw) {
         out_ += first_ ? "" : ", ";
         first_ = false;
-        out_ += json_escape(key);
+        out_ += json_quote(key);
         out_ += ": ";
         out_ += raw;
         return *this;
     }
-    JsonObject& str(const char* key, const std::string& v) { return field(key, json_escape(v)); }
+    JsonObject& str(const char* key, const std::string& v) { return field(key, json_quote(v)); }
     JsonObject& num(const char* key, std::uint64_t v) { return field(key, std::to_string(v)); }
     JsonObject& real(const char* key, double v, int decimals) { return field(key, fixed(v, decimals)); }
     JsonObject& boolean(const char* key, bool v) { return field(key, v ? "true" : "false"); }

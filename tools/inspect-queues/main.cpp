@@ -1,16 +1,15 @@
 // inspect-queues: see inside running shmpipe pipelines, and clean up after crashed ones.
-// Parses the command line, runs one subcommand, maps errors to exit codes:
-// 0 ok, 1 runtime failure, 2 usage error. Errors go to stderr as "inspect-queues: error: ...".
+// Parses the command line, runs one subcommand; cli_util.hpp (shared with pipeline-launch)
+// maps errors to exit codes: 0 ok, 1 runtime failure, 2 usage error, on stderr as
+// "inspect-queues: error: ...".
+#include "cli_util.hpp"
 #include "commands.hpp"
-
-#include <shmpipe/error.hpp>
 
 #include <CLI/CLI.hpp>
 
-#include <cmath>
-#include <iostream>
-
 namespace {
+
+constexpr std::string_view kTool = "inspect-queues";
 
 constexpr const char* kFooter = R"(
 States: open, closed (ended cleanly), broken, stale (no live process attached),
@@ -26,11 +25,6 @@ Examples:
 Inspecting only reads: it never attaches to a queue, takes a lock or changes a counter.
 Only `clean` removes, and never an object a live process uses.
 )";
-
-int error_exit(const std::string& message, int code) {
-    std::cerr << "inspect-queues: error: " << message << '\n';
-    return code;
-}
 
 }  // namespace
 
@@ -72,19 +66,9 @@ int main(int argc, char** argv) {
         ->group("Repair");
     clean_cmd->fallthrough();
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::CallForAllHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-        std::string what = e.what();
-        std::cerr << "inspect-queues: error: " << what << "\nRun with --help for more information.\n";
-        return 2;
-    }
+    if (const int rc = shmpipe::cli::parse(app, kTool, argc, argv); rc >= 0) return rc;
 
-    try {
+    return shmpipe::cli::run_guarded(kTool, [&]() -> int {
         if (*show_cmd) {
             show.json = json;
             return run_show(show);
@@ -99,12 +83,5 @@ int main(int argc, char** argv) {
         }
         list.json = json;
         return run_list(list);
-    } catch (const UsageError& e) {
-        std::cerr << "inspect-queues: error: " << e.what() << "\nRun with --help for more information.\n";
-        return 2;
-    } catch (const shmpipe::Error& e) {
-        return error_exit(e.what(), 1);
-    } catch (const std::exception& e) {
-        return error_exit(e.what(), 1);
-    }
+    });
 }
