@@ -760,6 +760,7 @@ void PoolCore::terminate() {
     std::lock_guard lock(lifecycle_m_);
     if (collector_.joinable()) collector_.join();
     joined_ = true;
+    joined_flag_ = true;
     release_queues();
 }
 

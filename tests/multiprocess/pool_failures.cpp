@@ -13,6 +13,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <fcntl.h>
 #include <future>
 #include <mutex>
@@ -59,6 +61,15 @@ int my_pid(int) { return ::getpid(); }
 // 1 when descriptor `fd` is open in the worker.
 int fd_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0 ? 1 : 0; }
 
+// The last resort of a watchdog: the wait it cut short must end now; if it does not
+// within 30 s, say what hung and abort (workers die with us: parent-death signal).
+template <class Fut>
+void settle_or_abort(Fut& f, const std::string& what) {
+    if (f.wait_for(30s) == std::future_status::ready) return;
+    std::fprintf(stderr, "%s: still not done 30 s after the watchdog fired; aborting\n", what.c_str());
+    std::abort();
+}
+
 // Runs f() (which waits on the pool) with a deadline. When it expires, the pool is
 // terminated (that fails what is pending, so f returns) and the test fails naming `what`.
 template <class F>
@@ -66,7 +77,7 @@ auto within(shmpipe::Pool& pool, const std::string& what, F&& f, std::chrono::se
     auto done = std::async(std::launch::async, std::forward<F>(f));
     if (done.wait_for(limit) != std::future_status::ready) {
         pool.terminate();
-        done.wait();
+        settle_or_abort(done, what);
         FAIL(what << ": not done within " << limit.count() << " s (the pool was terminated)");
     }
     return done.get();
@@ -81,9 +92,10 @@ void within_or_kill_workers(shmpipe::Pool& pool, const std::string& what, F&& f,
         done.get();
         return;
     }
-    while (done.wait_for(100ms) != std::future_status::ready) {
+    for (int round = 0; round < 300 && done.wait_for(100ms) != std::future_status::ready; ++round) {
         for (int pid : pool.worker_pids()) ::kill(pid, SIGKILL);
     }
+    settle_or_abort(done, what);
     FAIL(what << ": not done within " << limit.count() << " s (workers killed to unblock it)");
 }
 
@@ -202,7 +214,7 @@ TEST_CASE("terminate with tasks in flight leaves no child process", "[multiproce
         auto stopped = std::async(std::launch::async, [&] { sut.terminate(); });
         if (stopped.wait_for(30s) != std::future_status::ready) {
             for (int pid : pids) ::kill(pid, SIGKILL);
-            stopped.wait();
+            settle_or_abort(stopped, "terminate()");
             FAIL("terminate() with 6 tasks in flight did not return within 30 s");
         }
     }
@@ -442,9 +454,13 @@ TEST_CASE("terminate() gets through a submit that waits for room", "[multiproces
     auto stopped = std::async(std::launch::async, [&] { sut.terminate(); });
     if (stopped.wait_for(30s) != std::future_status::ready) {
         for (int pid : sut.worker_pids()) ::kill(pid, SIGKILL);
+        settle_or_abort(stopped, "terminate()");
         FAIL("terminate() did not get through a blocked submit within 30 s");
     }
-    REQUIRE(submitter.wait_for(30s) == std::future_status::ready);
+    if (submitter.wait_for(30s) != std::future_status::ready) {
+        settle_or_abort(submitter, "a submit blocked across terminate()");
+        FAIL("a submit blocked across terminate() did not return within 30 s");
+    }
     REQUIRE_THROWS_MATCHES(submitter.get(), shmpipe::Error,
                            errc_is(shmpipe::errc::invalid_state, [](const std::string& m) {
                                return m.find("after terminate()") != std::string::npos;
@@ -465,7 +481,7 @@ TEST_CASE("Destroying a closed, unjoined pool terminates a stuck task instead of
     });
     if (scope.wait_for(30s) != std::future_status::ready) {
         for (int pid : pids) ::kill(pid, SIGKILL);
-        scope.wait();
+        settle_or_abort(scope, "~Pool");
         FAIL("~Pool after close() waited on a 60 s task (still waiting after 30 s)");
     }
     scope.get();

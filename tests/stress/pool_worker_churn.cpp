@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <future>
 #include <mutex>
@@ -23,6 +24,15 @@ namespace {
 int work(int x) {
     std::this_thread::sleep_for(std::chrono::microseconds(200 + (x % 7) * 100));
     return x * 3;
+}
+
+// The last resort of a watchdog: the wait it cut short must end now; if it does not
+// within 30 s, say what hung and abort (workers die with us: parent-death signal).
+template <class Fut>
+void settle_or_abort(Fut& f, const std::string& what) {
+    if (f.wait_for(30s) == std::future_status::ready) return;
+    std::fprintf(stderr, "%s: still not done 30 s after the watchdog fired; aborting\n", what.c_str());
+    std::abort();
 }
 
 int scale() {
@@ -108,7 +118,7 @@ TEST_CASE("Tasks resolve while workers are SIGKILLed at random", "[stress]") {
     auto joined = std::async(std::launch::async, [&] { sut.join(); });
     if (joined.wait_for(60s) != std::future_status::ready) {
         sut.terminate();
-        joined.wait();
+        settle_or_abort(joined, "join() after terminate()");
         FAIL("join() after close() not done within 60 s (the pool was terminated)");
     }
     joined.get();

@@ -8,7 +8,9 @@
 // Both are cheap handles on one shared state; copies see the same result. Blocking calls
 // (get, result, wait) may be made from any thread; ready/successful/done never block.
 // Callbacks run on the pool's collector thread (or at once, in the registering thread,
-// when the task is already finished); they must not block on other results of the pool.
+// when the task is already finished). They may submit new tasks (a submit there never
+// waits for room: the pool keeps the task until the queue has room), but must not block
+// on other results of the pool: results reach them through that same thread.
 // A task that raised in a worker throws shmpipe::RemoteError from get()/result(); a task
 // whose worker died throws Error(errc::worker_died); a cancelled one Error(errc::cancelled).
 #pragma once
