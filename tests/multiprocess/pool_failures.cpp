@@ -515,3 +515,33 @@ TEST_CASE("Workers inherit no descriptor of the parent except keep_fds", "[multi
     ::close(p[0]);
     ::close(p[1]);
 }
+
+TEST_CASE("close() runs every task a done-callback queued before it", "[multiprocess]") {
+    shmpipe::Pool sut(tiny_queues(1));
+    std::mutex m;
+    std::vector<std::pair<int, shmpipe::Future<int>>> accepted;
+    int rejected = 0;
+    std::vector<shmpipe::Future<int>> first;
+    within_or_kill_workers(sut, "30 submissions whose callbacks submit follow-ups", [&] {
+        for (int i = 0; i < 30; ++i) {
+            auto f = sut.submit(sleep_ms, 1);
+            f.add_done_callback([&sut, &m, &accepted, &rejected, i](const shmpipe::Future<int>&) {
+                try {
+                    auto next = sut.submit(square, i);
+                    std::lock_guard lock(m);
+                    accepted.emplace_back(i, next);
+                } catch (const shmpipe::Error& e) {
+                    std::lock_guard lock(m);
+                    if (e.code() == shmpipe::errc::invalid_state) ++rejected;  // after close(): refused
+                }
+            });
+            first.push_back(f);
+        }
+    });
+    sut.close();
+    within(sut, "join() after close() with callbacks still submitting", [&] { sut.join(); });
+    for (auto& f : first) REQUIRE(f.result_for(0s) == 1);
+    std::lock_guard lock(m);
+    REQUIRE(accepted.size() + static_cast<std::size_t>(rejected) == 30);
+    for (auto& [i, f] : accepted) REQUIRE(f.result_for(0s) == i * i);  // none stranded by close()
+}
