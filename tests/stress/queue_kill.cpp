@@ -201,8 +201,8 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
 
 TEST_CASE("Producers and consumers SIGKILLed at random moments: no hang, no loss, no duplicate", "[stress]") {
     const std::uint64_t scale = env_number("SHMPIPE_STRESS_SCALE", 1);
-    const auto p = GENERATE(Params{"SPSC", true, 1, 1, 12, 3000, 4096, 256},
-                            Params{"MPMC 2 -> 3", false, 2, 3, 16, 3000, 32 * 64, 64});
+    const auto p = GENERATE(Params{"SPSC", true, 1, 1, 40, 3000, 4096, 256},
+                            Params{"MPMC 2 -> 3", false, 2, 3, 40, 3000, 32 * 64, 64});
     const std::uint64_t seed = env_number("SHMPIPE_STRESS_SEED", std::random_device{}());
     INFO(p.label << ", seed " << seed << " (SHMPIPE_STRESS_SEED replays it)");
     Params params = p;
