@@ -647,7 +647,11 @@ std::shared_ptr<TaskState> PoolCore::submit(Trampoline t, std::uint64_t fn, std:
                 return s;
             }
             lock.unlock();  // full: let close(), terminate() and the others in before trying again
-            std::this_thread::yield();
+            if (backlog_nonempty_) {
+                std::this_thread::sleep_for(2 * kBacklogPeriod);  // the collector's backlog goes first
+            } else {
+                std::this_thread::yield();
+            }
         }
     } catch (...) {
         take_pending(id);
