@@ -28,7 +28,9 @@
 // claim stays until after it committed that task's result, so a task no live worker claims
 // or runs after the drain has no one left to finish it. A position a live worker seems to
 // claim is checked again at the next round (a worker between storing its intent and losing
-// the claim race shows a position it does not own for a moment).
+// the claim race shows a position it does not own for a moment). If the dead worker's
+// endpoint record was recycled before it was read (only when no record is free; the task
+// queue has at least 256), every claimed position still pending is checked the same way.
 #include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
@@ -41,6 +43,7 @@
 #include <cstdio>
 #include <cstring>
 #include <cxxabi.h>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
