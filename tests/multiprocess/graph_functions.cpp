@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <cstdlib>
 
 #include <chrono>
 #include <cstdio>
@@ -19,8 +20,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Quiet graphs: reports and stage output go to /dev/null.
+// Quiet graphs: reports and stage output go to /dev/null (SHMPIPE_TEST_VERBOSE=1: to the
+// test's own stdout/stderr, for debugging).
 shmpipe::GraphOptions quiet_options() {
+    if (std::getenv("SHMPIPE_TEST_VERBOSE") != nullptr) return {};
     static const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
     shmpipe::GraphOptions o;
     o.out_fd = null_fd;
