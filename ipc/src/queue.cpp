@@ -49,6 +49,16 @@ Segment open_queue_segment(std::string_view name, std::string_view verb, Access 
     return s;
 }
 
+// E1: an owner word names its holder by pid and the low 32 bits of its start time.
+std::uint64_t owner_word(const ProcessId& p) noexcept {
+    return (std::uint64_t{p.pid} << 32) | (p.start_time & 0xffffffffu);
+}
+bool owner_alive(std::uint64_t w) noexcept {
+    if (w == 0) return false;
+    const std::uint64_t start = process_start_time(static_cast<pid_t>(w >> 32));
+    return start != 0 && (start & 0xffffffffu) == (w & 0xffffffffu);
+}
+
 void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
     seq.fetch_add(1, std::memory_order_release);
     futex_wake(seq, INT_MAX);
@@ -123,42 +133,66 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
 
     const bool producer = role == EndpointRole::producer;
     const std::uint32_t one_flag = producer ? kQueueFlagOneProducer : kQueueFlagOneConsumer;
-    const std::uint32_t limit = (ctl_->flags & one_flag) != 0 ? 1u : segment_.endpoint_count();
-    auto& live = producer ? ctl_->live_producers : ctl_->live_consumers;
-    bool counted = false;
-    for (int attempt = 0; attempt < 2 && !counted; ++attempt) {
-        std::uint32_t cur = live.load(std::memory_order_acquire);
-        while (cur < limit && !counted) {
-            counted = live.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel);
+    if ((ctl_->flags & one_flag) != 0) {
+        // E1: take the side's owner word, from nobody or from a process that is gone.
+        reap_dead(role);  // count a dead predecessor before replacing it
+        owner_ = producer ? &ctl_->producer_owner : &ctl_->consumer_owner;
+        const std::uint64_t mine = owner_word(self_process());
+        std::uint64_t cur = owner_->load(std::memory_order_acquire);
+        for (;;) {
+            if (cur != 0 && owner_alive(cur)) {
+                owner_ = nullptr;
+                throw Error(errc::too_many_endpoints,
+                            describe(role_text, "queue", name,
+                                     std::string("it was made for one ") + role_name(role) + " and pid " +
+                                         std::to_string(cur >> 32) +
+                                         " is attached as one (create it with Endpoints::many)"));
+            }
+            if (owner_->compare_exchange_weak(cur, mine, std::memory_order_acq_rel)) break;
         }
-        if (!counted && attempt == 0) reap_dead(role);  // a dead one's place can be taken
-    }
-    if (!counted) {
-        throw Error(errc::too_many_endpoints,
-                    describe(role_text, "queue", name,
-                             limit == 1 ? std::string("it was made for one ") + role_name(role) +
-                                              " and a live one is attached (create it with Endpoints::many)"
-                                        : "all " + std::to_string(limit) + " endpoint slots are in use"));
     }
     if (type_tag != 0) {
         std::uint64_t expected = 0;
         if (!ctl_->type_hash.compare_exchange_strong(expected, type_tag, std::memory_order_acq_rel) &&
             expected != type_tag) {
-            live.fetch_sub(1, std::memory_order_acq_rel);
+            give_back_owner();
             throw Error(errc::type_mismatch,
                         describe(role_text, "queue", name,
                                  "its other endpoints use another element type (producers and consumers "
                                  "must agree on T)"));
         }
     }
+    if (spsc_) {
+        // Indices come from shared memory: a fresh endpoint must not trust them (S1, S2).
+        const std::uint64_t head = ring_->head.load(std::memory_order_acquire);
+        const std::uint64_t tail = ring_->tail.load(std::memory_order_acquire);
+        if (head % 8 != 0 || tail % 8 != 0 || tail < head || tail - head > capacity_) {
+            give_back_owner();
+            throw Error(errc::corrupt, describe(role_text, "queue", name,
+                        "its ring indices are inconsistent (head " + std::to_string(head) + ", tail " +
+                        std::to_string(tail) + "): the segment was overwritten "
+                        "(`inspect-queues clean --corrupt` removes it)"));
+        }
+    }
+    // The attach is counted while our record is `attaching`: readers already see a live
+    // endpoint, so no consumer ends the stream under us. A kill before the count leaves a
+    // dead `attaching` record and no count; a kill after it leaves a count whose record never
+    // opens, which ending() resolves (no live producer is left). The reaper only counts
+    // `open` records as dead, so nothing is counted twice.
+    auto& attached = producer ? ctl_->producers_attached : ctl_->consumers_attached;
     try {
-        index_ = segment_.attach_endpoint(role, "queue");
+        index_ = segment_.attach_endpoint(
+            role, "queue",
+            [this] {
+                reap_dead(EndpointRole::producer);  // a dead endpoint is counted before its record is reused
+                reap_dead(EndpointRole::consumer);
+            },
+            [&attached] { attached.fetch_add(1, std::memory_order_acq_rel); });
     } catch (...) {
-        live.fetch_sub(1, std::memory_order_acq_rel);
+        give_back_owner();
         throw;
     }
     record_ = &segment_.endpoints()[index_];
-    (producer ? ctl_->producers_attached : ctl_->consumers_attached).fetch_add(1, std::memory_order_acq_rel);
     owner_pid_ = current_pid();
 }
 
@@ -201,19 +235,34 @@ std::uint32_t EndpointCore::reap_dead(EndpointRole role) noexcept {
         if (EndpointRecord::role_of(w) != role || EndpointRecord::state_of(w) != EndpointState::open) continue;
         if (!segment_.reap_if_dead(i)) continue;  // CAS open -> dead: one winner counts it
         ++reaped;
-        if (role == EndpointRole::producer) {
-            ctl_->live_producers.fetch_sub(1, std::memory_order_acq_rel);
-            ctl_->producers_dead.fetch_add(1, std::memory_order_acq_rel);
-        } else {
-            ctl_->live_consumers.fetch_sub(1, std::memory_order_acq_rel);
-            ctl_->consumers_dead.fetch_add(1, std::memory_order_acq_rel);
-        }
+        (role == EndpointRole::producer ? ctl_->producers_dead : ctl_->consumers_dead)
+            .fetch_add(1, std::memory_order_acq_rel);
     }
     if (reaped != 0) {
         bump_and_wake(ring_->data_seq);
         bump_and_wake(ring_->space_seq);
     }
     return reaped;
+}
+
+bool EndpointCore::any_live(EndpointRole role) const noexcept {
+    const std::uint32_t n = segment_.endpoint_count();
+    const EndpointRecord* table = segment_.endpoints();
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const std::uint64_t w = table[i].word.load(std::memory_order_acquire);
+        const auto st = EndpointRecord::state_of(w);
+        if (EndpointRecord::role_of(w) != role) continue;
+        if (st != EndpointState::open && st != EndpointState::attaching) continue;
+        if (process_alive(EndpointRecord::pid_of(w), table[i].start_time.load(std::memory_order_relaxed))) return true;
+    }
+    return false;
+}
+
+void EndpointCore::give_back_owner() noexcept {
+    if (owner_ == nullptr) return;
+    std::uint64_t mine = owner_word(self_process());
+    owner_->compare_exchange_strong(mine, 0, std::memory_order_acq_rel);  // E1
+    owner_ = nullptr;
 }
 
 bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexcept {
@@ -272,15 +321,17 @@ std::byte* ProducerCore::reserve(std::size_t n, std::uint64_t deadline_ns) {
         publish_stats();
         const std::uint64_t now = monotonic_ns();
         if (deadline_ns != 0 && now >= deadline_ns) return nullptr;
+        bool scanned = false;
         if (now - last_reap_ns_ >= kReapIntervalNs) {
             last_reap_ns_ = now;
+            scanned = true;
             reap_dead(EndpointRole::consumer);
             if (!spsc_) recover_full();
         }
-        const bool consumers_gone = ctl_->live_consumers.load(std::memory_order_acquire) == 0 &&
-                                    ctl_->consumers_attached.load(std::memory_order_acquire) != 0;
+        const bool consumers_gone = scanned && ctl_->consumers_attached.load(std::memory_order_acquire) != 0 &&
+                                    !any_live(EndpointRole::consumer);
         if (!consumers_gone) {
-            full_since_ns_ = 0;
+            if (scanned) full_since_ns_ = 0;
         } else if (full_since_ns_ == 0) {
             full_since_ns_ = now;
         } else if (now - full_since_ns_ >= kConsumerGoneGraceNs) {
@@ -323,8 +374,8 @@ void ProducerCore::close() noexcept {
     publish_stats();
     // Count the close only if we are the one who closed the record: Queue::close_endpoints_of
     // (the launcher) may have closed it on our behalf already.
+    give_back_owner();
     if (!segment_.close_endpoint(index_)) return;
-    ctl_->live_producers.fetch_sub(1, std::memory_order_acq_rel);
     // Release: every record we published happens-before a consumer that sees the count.
     ctl_->producers_closed.fetch_add(1, std::memory_order_release);
     bump_and_wake(ring_->data_seq);
@@ -377,8 +428,10 @@ void ConsumerCore::corrupt(const char* why) {
 
 ConsumerCore::Ending ConsumerCore::ending() noexcept {
     const std::uint64_t now = monotonic_ns();
+    bool scanned = false;
     if (now - last_reap_ns_ >= kReapIntervalNs) {
         last_reap_ns_ = now;
+        scanned = true;
         reap_dead(EndpointRole::producer);
     }
     const std::uint32_t dead = ctl_->producers_dead.load(std::memory_order_acquire);
@@ -386,10 +439,14 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
     const std::uint32_t closed = ctl_->producers_closed.load(std::memory_order_acquire);
     const std::uint32_t attached = ctl_->producers_attached.load(std::memory_order_acquire);
     const std::uint32_t done = closed + dead;
-    const std::uint32_t expected = ctl_->expected_producers;
-    const std::uint32_t extra = ctl_->extra_expected.load(std::memory_order_acquire);
-    const bool ended = expected != 0 ? done >= expected + extra : (attached != 0 && done >= attached);
-    return ended ? Ending::ended : Ending::none;
+    const std::uint32_t expected = ctl_->expected_producers + ctl_->extra_expected.load(std::memory_order_acquire);
+    const bool counted_all = ctl_->expected_producers != 0 ? attached >= expected : attached != 0;
+    if (ctl_->expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached)) return Ending::ended;
+    // The counters can trail the endpoint records when a process was killed between a
+    // record change and its count (inside attach or close). The records are the truth: every
+    // producer that was to come came, and none of their processes is left to publish.
+    if (scanned && counted_all && !any_live(EndpointRole::producer)) return Ending::ended;
+    return Ending::none;
 }
 
 PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t deadline_ns) {
@@ -454,8 +511,8 @@ void ConsumerCore::close() noexcept {
     if (!owned_by_this_process()) return;
     release();
     publish_stats();
+    give_back_owner();
     if (!segment_.close_endpoint(index_)) return;  // closed on our behalf already
-    ctl_->live_consumers.fetch_sub(1, std::memory_order_acq_rel);
     ctl_->consumers_closed.fetch_add(1, std::memory_order_release);
     bump_and_wake(ring_->space_seq);
 }
@@ -579,11 +636,14 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
         }
         ++closed;
         if (role == EndpointRole::producer) {
-            c.live_producers.fetch_sub(1, std::memory_order_acq_rel);
             c.producers_closed.fetch_add(1, std::memory_order_release);
         } else if (role == EndpointRole::consumer) {
-            c.live_consumers.fetch_sub(1, std::memory_order_acq_rel);
             c.consumers_closed.fetch_add(1, std::memory_order_release);
+        }
+        // E1: free a one-endpoint side that this process held.
+        for (auto* owner : {&c.producer_owner, &c.consumer_owner}) {
+            std::uint64_t held = owner->load(std::memory_order_acquire);
+            if ((held >> 32) == pid) owner->compare_exchange_strong(held, 0, std::memory_order_acq_rel);
         }
     }
     if (closed != 0) {

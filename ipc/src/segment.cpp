@@ -377,7 +377,9 @@ Segment Segment::open(std::string_view name, std::string_view what, ObjectKind k
     return s;
 }
 
-std::uint32_t Segment::attach_endpoint(EndpointRole role, std::string_view what) {
+std::uint32_t Segment::attach_endpoint(EndpointRole role, std::string_view what,
+                                       const std::function<void()>& make_room,
+                                       const std::function<void()>& on_claimed) {
     const ProcessId me = self_process();
     EndpointRecord* table = endpoints();
     const std::uint32_t n = endpoint_count();
@@ -404,13 +406,20 @@ std::uint32_t Segment::attach_endpoint(EndpointRole role, std::string_view what)
                 r.attached_ns.store(realtime_ns(), std::memory_order_relaxed);
                 r.sleeping.store(0, std::memory_order_relaxed);
                 r.generation.fetch_add(1, std::memory_order_relaxed);
+                if (on_claimed) on_claimed();
                 // Release: a reader that sees `open` sees the fields above.
                 r.word.store(EndpointRecord::pack(me.pid, role, EndpointState::open), std::memory_order_release);
                 return i;
             }
         }
-        // Before recycling, reap records whose processes died.
-        for (std::uint32_t i = 0; i < n; ++i) reap_if_dead(i);
+        // Before recycling, reap records whose processes died (with the kind's accounting).
+        if (pass == 0) {
+            if (make_room) {
+                make_room();
+            } else {
+                for (std::uint32_t i = 0; i < n; ++i) reap_if_dead(i);
+            }
+        }
     }
     throw Error(errc::too_many_endpoints,
                 describe("attach to", what, name_, "all " + std::to_string(n) +

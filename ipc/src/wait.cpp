@@ -13,6 +13,7 @@
 namespace shmpipe::detail {
 
 std::atomic<bool> g_light_fence_ok{false};
+std::atomic<std::uint32_t> g_fence_word{0};
 
 namespace {
 
@@ -38,7 +39,7 @@ void register_process_for_fences() noexcept {
 }
 
 void heavy_fence() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    full_fence();
     if (g_membarrier_broken.load(std::memory_order_relaxed)) return;
     if (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0) {
         // Wakers in this process fence for real from now on; the bounded sleep covers the rest.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -27,10 +28,11 @@ public:
     ~ShmGuard();
     ShmGuard(const ShmGuard&) = delete;
     ShmGuard& operator=(const ShmGuard&) = delete;
+    // The reference stays valid for the guard's life (a deque never moves its elements).
     const std::string& add(std::string name);
 
 private:
-    std::vector<std::string> names_;
+    std::deque<std::string> names_;
 };
 
 // Names under /dev/shm (without the "shmpipe." prefix) that start with `prefix`.

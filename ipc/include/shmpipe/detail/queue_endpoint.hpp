@@ -45,6 +45,8 @@ protected:
     // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
     std::uint32_t reap_dead(EndpointRole role) noexcept;
     bool live_intent(EndpointRole role, std::uint64_t pos) const noexcept;
+    bool any_live(EndpointRole role) const noexcept;  // reads /proc: slow paths only
+    void give_back_owner() noexcept;                  // E1
     bool owned_by_this_process() const noexcept;
 
     Segment segment_;
@@ -60,6 +62,7 @@ protected:
     EndpointRecord* record_ = nullptr;
     std::uint32_t owner_pid_ = 0;  // the attaching process: a forked copy of the handle stays passive
     std::uint64_t last_reap_ns_ = 0;  // dead-peer scans are rate-limited (they read /proc)
+    std::atomic<std::uint64_t>* owner_ = nullptr;  // E1: the owner word we hold (one-endpoint side)
     std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
 };
 

@@ -77,13 +77,17 @@ struct alignas(kCacheLine) QueueControl {
     std::atomic<std::uint32_t> consumers_attached;
     std::atomic<std::uint32_t> consumers_closed;
     std::atomic<std::uint32_t> consumers_dead;
-    std::atomic<std::uint32_t> live_producers;      // attached and not closed/dead (limit check)
-    std::atomic<std::uint32_t> live_consumers;
     std::atomic<std::uint32_t> extra_expected;      // producers announced later (a restarted replica)
     std::uint32_t reserved;
+    // E1  A side made for one endpoint is held through its owner word: 0 (free) or
+    //     pid << 32 | (start time & 0xffffffff) of the holder. It is claimed by CAS from 0 or
+    //     from a word whose process is gone, and given back by CAS on close. The word names
+    //     its holder, so a process killed anywhere in attach or close never blocks the side.
+    std::atomic<std::uint64_t> producer_owner;
+    std::atomic<std::uint64_t> consumer_owner;
     std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
     std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
-    std::atomic<std::uint64_t> messages_lost;       // MPMC cells freed after a consumer died
+    alignas(kCacheLine) std::atomic<std::uint64_t> messages_lost;  // MPMC cells freed after a consumer died
 };
 
 struct RingIndices {
@@ -108,7 +112,7 @@ struct Cell {  // MPMC
     std::uint32_t producer;          // endpoint index of the producer (informational)
 };
 static_assert(sizeof(Cell) == 16);
-static_assert(sizeof(QueueControl) == 2 * kCacheLine);
+static_assert(sizeof(QueueControl) == 3 * kCacheLine);
 
 // Validated views of a queue body. `validate` returns nullptr on success, else the reason.
 const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;

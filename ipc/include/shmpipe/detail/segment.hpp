@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -176,9 +177,16 @@ public:
     // Unlinks now if this handle owns the name (and the name still refers to our segment).
     void unlink_if_owner() noexcept;
 
-    // Claims a free (or dead, reclaimable) endpoint record for this process. Returns its
-    // index; throws Error(too_many_endpoints) when the table is full of live endpoints.
-    std::uint32_t attach_endpoint(EndpointRole role, std::string_view what);
+    // Claims a free endpoint record for this process, else recycles a closed or dead one.
+    // Before recycling it calls make_room(), which should reap dead records with the
+    // kind's own accounting (a queue counts dead producers); without make_room the segment
+    // reaps open records of dead processes itself. Returns the index; throws
+    // Error(too_many_endpoints) when every record belongs to a live process.
+    // on_claimed() runs while the record is `attaching` (readers already see it as live),
+    // before it opens: a kind counts the attach there, so no kill can separate the two.
+    std::uint32_t attach_endpoint(EndpointRole role, std::string_view what,
+                                  const std::function<void()>& make_room = {},
+                                  const std::function<void()>& on_claimed = {});
     // Marks an open record closed (clean detach). Returns true for the one caller that moved
     // it from open to closed (false: already closed, or reaped as dead).
     bool close_endpoint(std::uint32_t index) noexcept;
