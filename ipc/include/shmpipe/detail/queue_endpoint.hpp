@@ -281,7 +281,9 @@ private:
             const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP1: payload written
             const auto diff = static_cast<std::int64_t>((seq & ~kCellAbandoned) - (pos + 1));
             if (diff == 0) {
-                record_->intent.store(pos, std::memory_order_relaxed);  // M3, published by the CAS (MP3)
+                // M3, published by the CAS (MP3). Release: a supervisor that sees this next
+                // claim also sees what we did before it (e.g. the result of the previous task).
+                record_->intent.store(pos, std::memory_order_release);
                 if (ring_->head.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel,
                                                       std::memory_order_relaxed)) {
                     if ((seq & kCellAbandoned) != 0) {
