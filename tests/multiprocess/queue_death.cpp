@@ -3,6 +3,7 @@
 // The survivors must go on, nothing committed is lost (except the documented MPMC
 // in-flight message of a dead consumer), nothing half-written is delivered, nothing hangs.
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/detail/queue_layout.hpp>
@@ -21,22 +22,6 @@ using namespace shmpipe;
 using namespace std::chrono_literals;
 
 namespace {
-
-QueueOptions options(Endpoints kind, std::size_t capacity, std::size_t max_message) {
-    QueueOptions o;
-    o.producers = kind;
-    o.consumers = kind;
-    o.capacity = capacity;
-    o.max_message = max_message;
-    return o;
-}
-
-const char* kind_label(Endpoints k) { return k == Endpoints::one ? "SPSC" : "MPMC"; }
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
-}
 
 test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("queue_peer"), args); }
 
@@ -62,12 +47,12 @@ void wait_log(const test::SharedLog& log, std::uint64_t n, const std::string& wh
 TEST_CASE("A killed producer's messages are drained, then pop throws producer_died naming its pid within a second",
           "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("pdeath");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 64 * 1024, 128));
+        auto q = Queue::create(name, test::queue_options(kind, 64 * 1024, 128));
         test::SharedLog::create(dir.file("clog"));
         auto consumer = spawn({"consume", name, "--log", dir.file("clog"), "--out", dir.file("r")});
         auto producer = spawn({"produce", name, "3", "500", "var:128", "--hold"});
@@ -89,18 +74,18 @@ TEST_CASE("A killed producer's messages are drained, then pop throws producer_di
         CHECK(s.producers_dead == 1);
         CHECK(s.ended);  // the dead producer counts as done
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A producer killed while pushing: everything it committed is delivered, then the stream ends",
           "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("pkill");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 8192, 256));
+        auto q = Queue::create(name, test::queue_options(kind, 8192, 256));
         test::SharedLog::create(dir.file("plog"));
         test::SharedLog::create(dir.file("clog"));
         auto consumer = spawn({"consume", name, "--tolerate-deaths", "--log", dir.file("clog"), "--out", dir.file("r"),
@@ -123,17 +108,17 @@ TEST_CASE("A producer killed while pushing: everything it committed is delivered
         INFO(why);
         CHECK(ordered);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A producer killed holding a reservation never delivers it, and the others go on", "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("pslot");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto o = options(kind, 4096, 64);
+        auto o = test::queue_options(kind, 4096, 64);
         o.expected_producers = 2;
         auto q = Queue::create(name, o);
         test::SharedLog::create(dir.file("hlog"));
@@ -158,7 +143,7 @@ TEST_CASE("A producer killed holding a reservation never delivers it, and the ot
         CHECK(d.missing(5, 300).empty());
         if (kind == Endpoints::many) CHECK(q.stats().abandoned >= 1);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An MPMC consumer killed holding a message: the others and the producer go on, at most it is lost",
@@ -168,7 +153,7 @@ TEST_CASE("An MPMC consumer killed holding a message: the others and the produce
     test::TempDir dir;
     constexpr std::uint64_t kCount = 3000;
     {
-        auto q = Queue::create(name, options(Endpoints::many, 16 * 64, 64));  // 16 cells: the producer laps soon
+        auto q = Queue::create(name, test::queue_options(Endpoints::many, 16 * 64, 64));  // 16 cells: the producer laps soon
         test::SharedLog::create(dir.file("hlog"));
         auto holder = spawn({"peek-hold", name, "--log", dir.file("hlog")});
         std::vector<test::Peer> consumers;
@@ -193,7 +178,7 @@ TEST_CASE("An MPMC consumer killed holding a message: the others and the produce
         CHECK(d.missing(6, kCount).empty());
         CHECK(q.stats().lost <= 1);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An MPMC consumer killed mid-stream loses at most its in-flight message", "[multiprocess]") {
@@ -202,7 +187,7 @@ TEST_CASE("An MPMC consumer killed mid-stream loses at most its in-flight messag
     test::TempDir dir;
     constexpr std::uint64_t kCount = 20000;
     {
-        auto q = Queue::create(name, options(Endpoints::many, 64 * 64, 64));
+        auto q = Queue::create(name, test::queue_options(Endpoints::many, 64 * 64, 64));
         std::vector<test::Peer> consumers;
         for (int i = 0; i < 3; ++i) {
             test::SharedLog::create(dir.file("clog" + std::to_string(i)));
@@ -223,7 +208,7 @@ TEST_CASE("An MPMC consumer killed mid-stream loses at most its in-flight messag
         CHECK(d.missing(8, kCount).size() <= 1);
         CHECK(q.stats().lost <= 1);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An SPSC consumer killed mid-stream: its replacement gets the rest, the in-flight message again",
@@ -233,7 +218,7 @@ TEST_CASE("An SPSC consumer killed mid-stream: its replacement gets the rest, th
     test::TempDir dir;
     constexpr std::uint64_t kCount = 20000;
     {
-        auto q = Queue::create(name, options(Endpoints::one, 8192, 256));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one, 8192, 256));
         test::SharedLog::create(dir.file("l1"));
         test::SharedLog::create(dir.file("l2"));
         auto first = spawn({"consume", name, "--peek", "--log", dir.file("l1"), "--delay-us", "10"});
@@ -254,18 +239,18 @@ TEST_CASE("An SPSC consumer killed mid-stream: its replacement gets the rest, th
         joined.insert(joined.end(), l2.begin(), l2.end());
         CHECK(test::per_producer_order(joined, true));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A producer blocked on a full queue whose consumers all died gives up with consumer_died",
           "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("cgone");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         test::SharedLog::create(dir.file("hold"));
         auto holder = spawn({"hold", name, "consumer", "--log", dir.file("hold")});
         wait_log(test::SharedLog::open(dir.file("hold")), 1, "a consumer to attach to " + name);
@@ -275,7 +260,7 @@ TEST_CASE("A producer blocked on a full queue whose consumers all died gives up 
         kill_and_reap(holder, "the only consumer");
         CHECK(producer.wait_or_throw(10s, "the blocked producer to notice that no consumer is left") == 3);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A replacement producer attaches to an SPSC queue after the first was killed", "[multiprocess]") {
@@ -283,7 +268,7 @@ TEST_CASE("A replacement producer attaches to an SPSC queue after the first was 
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto o = options(Endpoints::one, 4096, 64);
+        auto o = test::queue_options(Endpoints::one, 4096, 64);
         o.expected_producers = 2;
         auto q = Queue::create(name, o);
         Consumer<> rx(name);
@@ -308,7 +293,7 @@ TEST_CASE("A replacement producer attaches to an SPSC queue after the first was 
         CHECK(messages == 20);
         CHECK(deaths == 1);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A fresh endpoint meeting corrupt SPSC ring indices fails cleanly, never touching memory outside",
@@ -319,7 +304,7 @@ TEST_CASE("A fresh endpoint meeting corrupt SPSC ring indices fails cleanly, nev
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(Endpoints::one, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
         {
             auto seg = detail::Segment::open(name, "queue", detail::ObjectKind::spsc_queue);
             auto& ctl = detail::queue_control(seg.body());
@@ -367,7 +352,7 @@ TEST_CASE("A fresh endpoint meeting corrupt SPSC ring indices fails cleanly, nev
                                         std::string(e.what()).find("ring indices are inconsistent") != std::string::npos;
                              }));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A producer killed inside close(), right after its record was closed, leaves no stale count",
@@ -379,7 +364,7 @@ TEST_CASE("A producer killed inside close(), right after its record was closed, 
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(Endpoints::one, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
         Consumer<> rx(name);
         test::SharedLog::create(dir.file("hold"));
         auto holder = spawn({"hold", name, "producer", "--log", dir.file("hold")});
@@ -411,7 +396,7 @@ TEST_CASE("A producer killed inside close(), right after its record was closed, 
         }
         CHECK(what.empty());
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A dead producer stays accounted for when consumers are replaced until the endpoint table is full",
@@ -420,7 +405,7 @@ TEST_CASE("A dead producer stays accounted for when consumers are replaced until
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(Endpoints::one, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
         auto attach_and_kill = [&](const std::string& role, int n) {
             const std::string log = dir.file("hold" + std::to_string(n));
             test::SharedLog::create(log);
@@ -452,5 +437,5 @@ TEST_CASE("A dead producer stays accounted for when consumers are replaced until
         CHECK(code == errc::producer_died);
         CHECK(q.stats().producers_dead == 1);
     }
-    require_gone(name);
+    test::require_gone(name);
 }

@@ -3,6 +3,7 @@
 // seen by an attaching process. Results are checked on data (sequence numbers, content,
 // checksums) and exit codes; every wait has a deadline.
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/queue.hpp>
@@ -23,22 +24,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-QueueOptions options(Endpoints kind, std::size_t capacity, std::size_t max_message) {
-    QueueOptions o;
-    o.producers = kind;
-    o.consumers = kind;
-    o.capacity = capacity;
-    o.max_message = max_message;
-    return o;
-}
-
-const char* kind_label(Endpoints k) { return k == Endpoints::one ? "SPSC" : "MPMC"; }
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
-}
-
 test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("queue_peer"), args); }
 
 test::PeerReport report_of(const std::string& path) {
@@ -58,13 +43,13 @@ std::uint64_t expected_checksum(std::uint32_t producer, std::uint64_t count) {
 TEST_CASE("A writer process sends to a reader process in order with intact content", "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
     const bool zero_copy = GENERATE(false, true);
-    INFO(kind_label(kind) << (zero_copy ? " reserve/peek" : " push/pop"));
+    INFO(test::kind_label(kind) << (zero_copy ? " reserve/peek" : " push/pop"));
     const std::string name = test::unique_name("w2r");
     test::ShmGuard guard{name};
     test::TempDir dir;
     constexpr std::uint64_t kCount = 20000;
     {
-        auto q = Queue::create(name, options(kind, 16384, 1000));
+        auto q = Queue::create(name, test::queue_options(kind, 16384, 1000));
         test::SharedLog::create(dir.file("clog"));
         std::vector<std::string> cargs{"consume", name, "--expect", std::to_string(kCount), "--out", dir.file("report"),
                                        "--log", dir.file("clog")};
@@ -89,7 +74,7 @@ TEST_CASE("A writer process sends to a reader process in order with intact conte
         CHECK(s.depth == 0);
         CHECK(s.ended);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Fan-out: every message reaches exactly one of several consumer processes", "[multiprocess]") {
@@ -99,7 +84,7 @@ TEST_CASE("Fan-out: every message reaches exactly one of several consumer proces
     constexpr std::uint64_t kCount = 30000;
     constexpr int kConsumers = 3;
     {
-        auto q = Queue::create(name, options(Endpoints::many, 64 * 64, 64));
+        auto q = Queue::create(name, test::queue_options(Endpoints::many, 64 * 64, 64));
         std::vector<test::Peer> consumers;
         for (int i = 0; i < kConsumers; ++i) {
             const std::string n = std::to_string(i);
@@ -129,7 +114,7 @@ TEST_CASE("Fan-out: every message reaches exactly one of several consumer proces
         CHECK(d.missing(1, kCount).empty());
         CHECK(checksum == expected_checksum(1, kCount));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Fan-in: several producer processes reach one consumer, each producer's order kept", "[multiprocess]") {
@@ -139,7 +124,7 @@ TEST_CASE("Fan-in: several producer processes reach one consumer, each producer'
     constexpr std::uint64_t kPerProducer = 8000;
     constexpr std::uint32_t kProducers = 3;
     {
-        auto o = options(Endpoints::many, 32 * 256, 256);
+        auto o = test::queue_options(Endpoints::many, 32 * 256, 256);
         o.expected_producers = kProducers;
         auto q = Queue::create(name, o);
         test::SharedLog::create(dir.file("log"));
@@ -163,7 +148,7 @@ TEST_CASE("Fan-in: several producer processes reach one consumer, each producer'
         CHECK(d.duplicates() == 0);
         for (std::uint32_t p = 1; p <= kProducers; ++p) CHECK(d.missing(p, kPerProducer).empty());
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("End of stream reaches every consumer process only after the expected producers closed", "[multiprocess]") {
@@ -171,7 +156,7 @@ TEST_CASE("End of stream reaches every consumer process only after the expected 
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto o = options(Endpoints::many, 4096, 64);
+        auto o = test::queue_options(Endpoints::many, 4096, 64);
         o.expected_producers = 2;
         auto q = Queue::create(name, o);
         auto c1 = spawn({"consume", name, "--out", dir.file("r1")});
@@ -191,18 +176,18 @@ TEST_CASE("End of stream reaches every consumer process only after the expected 
         CHECK(r2.number("ended") == 1);
         CHECK(r1.number("checksum") + r2.number("checksum") == expected_checksum(1, 100) + expected_checksum(2, 100));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("pop_for in another process times out without reporting an end", "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
     const bool with_producer = GENERATE(false, true);
-    INFO(kind_label(kind) << (with_producer ? " with a producer attached" : " before any producer attached"));
+    INFO(test::kind_label(kind) << (with_producer ? " with a producer attached" : " before any producer attached"));
     const std::string name = test::unique_name("popfor");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         std::optional<Producer<>> tx;
         if (with_producer) tx.emplace(name);
         auto sut = spawn({"pop-for", name, "150", "--out", dir.file("r")});
@@ -212,18 +197,18 @@ TEST_CASE("pop_for in another process times out without reporting an end", "[mul
         CHECK(r.number("got") == 0);
         CHECK(r.number("ended") == 0);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An endpoint blocked in another process uses almost no CPU", "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
     const bool blocked_consumer = GENERATE(true, false);
-    INFO(kind_label(kind) << (blocked_consumer ? ": consumer blocked in pop" : ": producer blocked in push"));
+    INFO(test::kind_label(kind) << (blocked_consumer ? ": consumer blocked in pop" : ": producer blocked in push"));
     const std::string name = test::unique_name("idle");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         std::optional<Producer<>> tx;
         std::optional<Consumer<>> rx;
         std::optional<test::Peer> sut;
@@ -257,7 +242,7 @@ TEST_CASE("An endpoint blocked in another process uses almost no CPU", "[multipr
             CHECK(sut->wait_or_throw(10s, "the killed producer to be reaped") == -SIGKILL);
         }
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An attaching process gets clear errors for bad names, missing queues and full SPSC ends", "[multiprocess]") {
@@ -277,7 +262,7 @@ TEST_CASE("An attaching process gets clear errors for bad names, missing queues 
     CHECK(attach(name, "consumer", what) == 10 + static_cast<int>(errc::not_found));
     CHECK_THAT(what, Catch::Contains(name) && Catch::Contains("is the creator running?"));
     {
-        auto q = Queue::create(name, options(Endpoints::one, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
         test::SharedLog::create(dir.file("hold"));
         auto holder = spawn({"hold", name, "consumer", "--log", dir.file("hold")});
         const auto log = test::SharedLog::open(dir.file("hold"));
@@ -293,7 +278,7 @@ TEST_CASE("An attaching process gets clear errors for bad names, missing queues 
     }
     {
         // A persisted queue overwritten with random bytes: refused as corrupt, no crash.
-        { Queue::create(name, options(Endpoints::many, 4096, 64)).persist(); }
+        { Queue::create(name, test::queue_options(Endpoints::many, 4096, 64)).persist(); }
         {
             std::ofstream f("/dev/shm/" + segment_name(name), std::ios::binary | std::ios::in | std::ios::out);
             std::mt19937_64 rng(5);
@@ -306,17 +291,17 @@ TEST_CASE("An attaching process gets clear errors for bad names, missing queues 
         CHECK_THAT(what, Catch::Contains(name) && Catch::Contains("corrupt"));
         CHECK(shmpipe::remove(name));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An oversize push in another process throws at once, even on a full queue", "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("oversizemp");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         Consumer<> rx(name);  // attached, never pops
         auto sut = spawn({"push-size", name, "65", "--fill", "--out", dir.file("r")});
         CHECK(sut.wait_or_throw(10s, "an oversize push to " + name + " to throw") == 9);  // message_too_large
@@ -324,17 +309,17 @@ TEST_CASE("An oversize push in another process throws at once, even on a full qu
         CHECK(r.number("elapsed_ms") < 1000);
         CHECK_THAT(r.error, Catch::Contains(name) && Catch::Contains("65"));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("close_endpoints_of ends the stream that a live process left open", "[multiprocess]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("closeofmp");
     test::ShmGuard guard{name};
     test::TempDir dir;
     {
-        auto q = Queue::create(name, options(kind, 4096, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         Consumer<> rx(name);
         test::SharedLog::create(dir.file("hold"));
         auto holder = spawn({"hold", name, "producer", "--log", dir.file("hold")});
@@ -349,5 +334,5 @@ TEST_CASE("close_endpoints_of ends the stream that a live process left open", "[
         CHECK(holder.wait_or_throw(10s, "the killed holder to be reaped") == -SIGKILL);
         CHECK(q.stats().producers_dead == 0);  // it was closed before it died
     }
-    require_gone(name);
+    test::require_gone(name);
 }

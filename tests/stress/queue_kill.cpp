@@ -11,6 +11,7 @@
 // SHMPIPE_STRESS_SCALE (default 1) multiplies the number of rounds. The seed is printed;
 // SHMPIPE_STRESS_SEED replays a run.
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/queue.hpp>
@@ -34,11 +35,6 @@ namespace {
 std::uint64_t env_number(const char* var, std::uint64_t fallback) {
     const char* s = std::getenv(var);
     return s != nullptr && std::atoll(s) > 0 ? static_cast<std::uint64_t>(std::atoll(s)) : fallback;
-}
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
 }
 
 test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("queue_peer"), args); }
@@ -246,5 +242,5 @@ TEST_CASE("Producers and consumers SIGKILLed at random moments: no hang, no loss
         INFO(why);
         CHECK(ordered);
     }
-    require_gone(name);
+    test::require_gone(name);
 }

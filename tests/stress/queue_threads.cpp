@@ -5,6 +5,7 @@
 // once, each producer's order kept per consumer, end of stream reached by every consumer.
 // SHMPIPE_STRESS_SCALE (default 1) multiplies the message counts.
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/queue.hpp>
@@ -30,11 +31,6 @@ std::uint64_t stress_scale() {
     const char* s = std::getenv("SHMPIPE_STRESS_SCALE");
     const long v = s != nullptr ? std::atol(s) : 1;
     return v > 0 ? static_cast<std::uint64_t>(v) : 1;
-}
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
 }
 
 // What one consumer thread saw; checked on the main thread (Catch2 is not thread-safe).
@@ -208,7 +204,7 @@ TEST_CASE("Threads hammering one queue deliver every message exactly once and in
         for (int p = 1; p <= shape.producers; ++p) CHECK(d.missing(static_cast<std::uint32_t>(p), per_producer).empty());
         CHECK(q.stats().ended);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Threads that give up slots and time out never lose or duplicate committed messages", "[stress]") {
@@ -274,5 +270,5 @@ TEST_CASE("Threads that give up slots and time out never lose or duplicate commi
         CHECK(d.missing(2, per_producer).empty());
         CHECK(d.total == 2 * per_producer);
     }
-    require_gone(name);
+    test::require_gone(name);
 }

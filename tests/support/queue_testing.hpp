@@ -39,6 +39,18 @@
 
 namespace shmpipe::test {
 
+// Options for a queue whose both sides are `kind` (one: SPSC, many: MPMC).
+inline QueueOptions queue_options(Endpoints kind, std::size_t capacity = 4096, std::size_t max_message = 256) {
+    QueueOptions o;
+    o.producers = kind;
+    o.consumers = kind;
+    o.capacity = capacity;
+    o.max_message = max_message;
+    return o;
+}
+
+inline const char* kind_label(Endpoints k) noexcept { return k == Endpoints::one ? "SPSC" : "MPMC"; }
+
 inline constexpr std::size_t kMessageHeader = 12;  // producer id + sequence number
 
 inline std::byte filler_byte(std::uint32_t producer, std::uint64_t seq, std::size_t i) noexcept {

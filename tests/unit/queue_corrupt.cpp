@@ -3,6 +3,7 @@
 // version_mismatch), never trusted, never a crash or a hang; a damaged record inside a live
 // ring makes pop throw corrupt.
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/detail/queue_layout.hpp>
@@ -26,27 +27,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-QueueOptions options(Endpoints kind, std::size_t capacity = 4096, std::size_t max_message = 256) {
-    QueueOptions o;
-    o.producers = kind;
-    o.consumers = kind;
-    o.capacity = capacity;
-    o.max_message = max_message;
-    return o;
-}
-
-const char* kind_label(Endpoints k) { return k == Endpoints::one ? "SPSC" : "MPMC"; }
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
-}
-
 std::string shm_path(const std::string& name) { return "/dev/shm/" + segment_name(name); }
 
 // Makes a persisted queue (no owner handle left) and returns its segment size.
 std::size_t make_orphan_queue(const std::string& name, Endpoints kind) {
-    auto q = Queue::create(name, options(kind));
+    auto q = Queue::create(name, test::queue_options(kind));
     q.persist();
     struct stat st {};
     REQUIRE(::stat(shm_path(name).c_str(), &st) == 0);
@@ -94,7 +79,7 @@ std::optional<std::error_code> attach_error(const std::string& name, int role, s
 
 TEST_CASE("A queue overwritten with random bytes is refused as corrupt", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("random");
     test::ShmGuard guard{name};
     std::mt19937_64 rng(99);
@@ -119,12 +104,12 @@ TEST_CASE("A queue overwritten with random bytes is refused as corrupt", "[unit]
         CHECK(size > 0);
         REQUIRE(shmpipe::remove(name));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A truncated queue is refused as corrupt", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("trunc");
     test::ShmGuard guard{name};
     const std::size_t full = make_orphan_queue(name, kind);
@@ -143,16 +128,16 @@ TEST_CASE("A truncated queue is refused as corrupt", "[unit]") {
         }
     }
     REQUIRE(shmpipe::remove(name));
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A queue of another layout version is refused with version_mismatch", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("version");
     test::ShmGuard guard{name};
     {
-        auto owner = Queue::create(name, options(kind));
+        auto owner = Queue::create(name, test::queue_options(kind));
         {
             RawMapping m(name);
             m.header().version = detail::kLayoutVersion + 1;
@@ -166,12 +151,12 @@ TEST_CASE("A queue of another layout version is refused with version_mismatch", 
             CHECK_THAT(what, Catch::Contains(name) && Catch::Contains("version " + std::to_string(detail::kLayoutVersion + 1)));
         }
     }
-    require_gone(name);  // the owner still unlinks what it created
+    test::require_gone(name);  // the owner still unlinks what it created
 }
 
 TEST_CASE("Random damage to the header or the queue geometry is refused or survived, never a crash", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("fuzz");
     test::ShmGuard guard{name};
     std::mt19937_64 rng(kind == Endpoints::one ? 1 : 2);
@@ -215,14 +200,14 @@ TEST_CASE("Random damage to the header or the queue geometry is refused or survi
     }
     CHECK(refused > 0);
     CHECK(refused + accepted == 150);
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A corrupted record length inside a live SPSC ring makes pop throw corrupt", "[unit]") {
     const std::string name = test::unique_name("badrecord");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(Endpoints::one));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one));
         Producer<> tx(name);
         Consumer<> sut(name);
         const auto msg = test::make_message(1, 0, 40);
@@ -253,14 +238,14 @@ TEST_CASE("A corrupted record length inside a live SPSC ring makes pop throw cor
         CHECK_THROWS_MATCHES(tx.push(std::span<const std::byte>(msg)), Error,
                              Catch::Predicate<Error>([](const Error& e) { return e.code() == errc::broken; }));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A padding record that does not end at the ring end makes pop throw corrupt", "[unit]") {
     const std::string name = test::unique_name("badpad");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(Endpoints::one));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one));
         Producer<> tx(name);
         Consumer<> sut(name);
         const auto msg = test::make_message(1, 0, 40);
@@ -275,14 +260,14 @@ TEST_CASE("A padding record that does not end at the ring end makes pop throw co
         CHECK_THROWS_MATCHES(sut.try_pop(), Error,
                              Catch::Predicate<Error>([](const Error& e) { return e.code() == errc::corrupt; }));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A corrupted cell length inside a live MPMC ring makes pop throw corrupt", "[unit]") {
     const std::string name = test::unique_name("badcell");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(Endpoints::many, 4096, 256));
+        auto q = Queue::create(name, test::queue_options(Endpoints::many, 4096, 256));
         Producer<> tx(name);
         Consumer<> sut(name);
         const auto msg = test::make_message(1, 0, 40);
@@ -300,5 +285,5 @@ TEST_CASE("A corrupted cell length inside a live MPMC ring makes pop throw corru
                              Catch::Predicate<Error>([](const Error& e) { return e.code() == errc::corrupt; }));
         CHECK(q.broken());
     }
-    require_gone(name);
+    test::require_gone(name);
 }

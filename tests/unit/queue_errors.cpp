@@ -1,6 +1,7 @@
 // Creating, opening and attaching to queues: every misuse gets a clear shmpipe::Error that
 // names the queue, and nothing is left in /dev/shm.
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/detail/segment.hpp>
@@ -18,20 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-QueueOptions options(Endpoints kind, std::size_t capacity = 4096, std::size_t max_message = 256) {
-    QueueOptions o;
-    o.producers = kind;
-    o.consumers = kind;
-    o.capacity = capacity;
-    o.max_message = max_message;
-    return o;
-}
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
-}
-
 // The Error thrown by f (fails the test when f does not throw one).
 template <class F>
 Error error_of(F&& f) {
@@ -43,8 +30,6 @@ Error error_of(F&& f) {
     FAIL("expected a shmpipe::Error");
     throw std::logic_error("unreachable");
 }
-
-const char* kind_label(Endpoints k) { return k == Endpoints::one ? "SPSC" : "MPMC"; }
 
 }  // namespace
 
@@ -76,7 +61,7 @@ TEST_CASE("Names outside [A-Za-z0-9._-] are refused naming the bad character", "
         CHECK_FALSE(shmpipe::remove("a/b", ec));
         CHECK(ec == errc::invalid_name);
     }
-    require_gone(base);
+    test::require_gone(base);
 }
 
 TEST_CASE("Attaching to a missing queue names it and asks whether the creator runs", "[unit]") {
@@ -87,7 +72,7 @@ TEST_CASE("Attaching to a missing queue names it and asks whether the creator ru
         CHECK(e.code() == errc::not_found);
         CHECK_THAT(e.what(), Catch::Contains(name) && Catch::Contains("is the creator running?"));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Creating a queue whose name is taken fails with already_exists", "[unit]") {
@@ -100,14 +85,14 @@ TEST_CASE("Creating a queue whose name is taken fails with already_exists", "[un
         CHECK_THAT(e.what(), Catch::Contains(name));
         CHECK(exists(name));  // the failed create did not remove the owner's segment
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An SPSC queue refuses a second producer or consumer while the first is attached", "[unit]") {
     const std::string name = test::unique_name("spsc2");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(Endpoints::one));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one));
         REQUIRE(q.spsc());
         {
             Producer<int> first(name);
@@ -124,14 +109,14 @@ TEST_CASE("An SPSC queue refuses a second producer or consumer while the first i
         // Once the first has gone (closed by its destructor), the place is free again.
         CHECK_NOTHROW(Consumer<int>(name));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A many-endpoint queue refuses endpoints beyond max_endpoints", "[unit]") {
     const std::string name = test::unique_name("maxep");
     test::ShmGuard guard{name};
     {
-        auto o = options(Endpoints::many);
+        auto o = test::queue_options(Endpoints::many);
         o.max_endpoints = 3;
         auto q = Queue::create(name, o);
         Producer<int> p1(name);
@@ -141,16 +126,16 @@ TEST_CASE("A many-endpoint queue refuses endpoints beyond max_endpoints", "[unit
         CHECK(e.code() == errc::too_many_endpoints);
         CHECK_THAT(e.what(), Catch::Contains(name));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Endpoints of different element types are refused with type_mismatch", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("types");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Producer<int> tx(name);
         const auto e = error_of([&] { Consumer<double> sut(name); });
         CHECK(e.code() == errc::type_mismatch);
@@ -162,7 +147,7 @@ TEST_CASE("Endpoints of different element types are refused with type_mismatch",
         tx.push(7);
         CHECK(rx.try_pop() == 7);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Opening a segment of another kind as a queue fails with wrong_kind", "[unit]") {
@@ -179,16 +164,16 @@ TEST_CASE("Opening a segment of another kind as a queue fails with wrong_kind", 
         CHECK(e.code() == errc::wrong_kind);
         CHECK_THAT(e.what(), Catch::Contains(name) && Catch::Contains("semaphore"));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A message larger than max_message throws message_too_large at once, even when full", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("oversize");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<> sut(name);
         Consumer<> rx(name);
         // Fill the queue, so a push that waited for room would block forever.
@@ -224,7 +209,7 @@ TEST_CASE("A message larger than max_message throws message_too_large at once, e
         CHECK(sut.try_push(std::span<const std::byte>(exact)));
         CHECK(rx.try_pop() == exact);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Impossible geometry is refused with invalid_argument and creates nothing", "[unit]") {
@@ -237,14 +222,14 @@ TEST_CASE("Impossible geometry is refused with invalid_argument and creates noth
         CHECK_THAT(e.what(), Catch::Contains(name));
         CHECK_FALSE(exists(name));
     };
-    refused(options(Endpoints::many, 0, 64), "MPMC capacity 0");
-    refused(options(Endpoints::one, 4096, 4096), "SPSC capacity below two maximal records");
-    refused(options(Endpoints::one, 4096, 0), "max_message 0");
-    refused(options(Endpoints::many, 100, 1000), "MPMC capacity below one message");
-    refused(options(Endpoints::one, std::size_t{1} << 50, 64), "SPSC capacity of 1 PiB");
-    refused(options(Endpoints::many, std::size_t{1} << 50, 64), "MPMC capacity of 1 PiB");
-    refused(options(Endpoints::many, 4096, std::size_t{1} << 33), "max_message beyond 32 bits");
-    require_gone(name);
+    refused(test::queue_options(Endpoints::many, 0, 64), "MPMC capacity 0");
+    refused(test::queue_options(Endpoints::one, 4096, 4096), "SPSC capacity below two maximal records");
+    refused(test::queue_options(Endpoints::one, 4096, 0), "max_message 0");
+    refused(test::queue_options(Endpoints::many, 100, 1000), "MPMC capacity below one message");
+    refused(test::queue_options(Endpoints::one, std::size_t{1} << 50, 64), "SPSC capacity of 1 PiB");
+    refused(test::queue_options(Endpoints::many, std::size_t{1} << 50, 64), "MPMC capacity of 1 PiB");
+    refused(test::queue_options(Endpoints::many, 4096, std::size_t{1} << 33), "max_message beyond 32 bits");
+    test::require_gone(name);
 }
 
 TEST_CASE("Segments are created 0600 unless other permissions are asked for", "[unit]") {
@@ -260,12 +245,12 @@ TEST_CASE("Segments are created 0600 unless other permissions are asked for", "[
         CHECK(mode_of() == 0600);
     }
     {
-        auto o = options(Endpoints::many);
+        auto o = test::queue_options(Endpoints::many);
         o.permissions = 0644;
         auto sut = Queue::create(name, o);
         CHECK(mode_of() == 0644);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("The owner unlinks its queue unless persisted; remove never throws", "[unit]") {
@@ -277,7 +262,7 @@ TEST_CASE("The owner unlinks its queue unless persisted; remove never throws", "
     }
     CHECK_FALSE(exists(name));
     {
-        auto sut = Queue::create(name, options(Endpoints::one));
+        auto sut = Queue::create(name, test::queue_options(Endpoints::one));
         sut.persist();
     }
     REQUIRE(exists(name));
@@ -296,23 +281,23 @@ TEST_CASE("The owner unlinks its queue unless persisted; remove never throws", "
     std::error_code ec;
     CHECK_FALSE(shmpipe::remove(name, ec));
     CHECK(ec);
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Handles keep working after their name was removed", "[unit]") {
     const std::string name = test::unique_name("unlinked");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(Endpoints::one));
+        auto q = Queue::create(name, test::queue_options(Endpoints::one));
         Producer<int> tx(name);
         Consumer<int> rx(name);
         CHECK(shmpipe::remove(name));
         tx.push(1);
         CHECK(rx.pop() == 1);
         // A new queue may take the name; the old owner must not unlink it on destruction.
-        auto q2 = Queue::create(name, options(Endpoints::many));
+        auto q2 = Queue::create(name, test::queue_options(Endpoints::many));
         { auto old = std::move(q); }
         CHECK(exists(name));
     }
-    require_gone(name);
+    test::require_gone(name);
 }

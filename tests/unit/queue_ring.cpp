@@ -2,6 +2,7 @@
 // maximal messages, non-blocking and timed operations, zero-copy slots, end of stream,
 // statistics. Every case runs on both kinds (GENERATE).
 #include "queue_testing.hpp"
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/queue.hpp>
@@ -21,22 +22,6 @@ using namespace shmpipe;
 using namespace std::chrono_literals;
 
 namespace {
-
-QueueOptions options(Endpoints kind, std::size_t capacity = 4096, std::size_t max_message = 256) {
-    QueueOptions o;
-    o.producers = kind;
-    o.consumers = kind;
-    o.capacity = capacity;
-    o.max_message = max_message;
-    return o;
-}
-
-const char* kind_label(Endpoints k) { return k == Endpoints::one ? "SPSC" : "MPMC"; }
-
-void require_gone(const std::string& prefix) {
-    INFO("objects left in /dev/shm with prefix " << prefix);
-    CHECK(test::shm_objects_with_prefix(prefix).empty());
-}
 
 std::span<const std::byte> as_span(const std::vector<std::byte>& v) { return v; }
 
@@ -74,11 +59,11 @@ struct shmpipe::Codec<Counted> {
 
 TEST_CASE("Messages come out in the order they went in, across many wraps", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("fifo");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<std::uint64_t> tx(name);
         Consumer<std::uint64_t> sut(name);
         std::uint64_t next_in = 0, next_out = 0;
@@ -92,16 +77,16 @@ TEST_CASE("Messages come out in the order they went in, across many wraps", "[un
         }
         CHECK(next_in > 50 * 10);  // the ring was filled and wrapped many times
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Variable-size messages wrap around the ring intact", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("wrap");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 200));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 200));
         Producer<> tx(name);
         Consumer<> sut(name);
         std::mt19937 rng(7);
@@ -129,16 +114,16 @@ TEST_CASE("Variable-size messages wrap around the ring intact", "[unit]") {
             }
         }
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Empty messages are delivered as empty, not as the end of stream", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("empty");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Producer<std::string> tx(name);
         Consumer<std::string> sut(name);
         tx.push("");
@@ -151,16 +136,16 @@ TEST_CASE("Empty messages are delivered as empty, not as the end of stream", "[u
         CHECK(sut.pop() == std::nullopt);
         CHECK(sut.ended());
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("try_push reports a full queue and try_pop an empty one", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("full");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<std::uint32_t> sut(name);
         Consumer<std::uint32_t> rx(name);
         CHECK(rx.try_pop() == std::nullopt);
@@ -173,16 +158,16 @@ TEST_CASE("try_push reports a full queue and try_pop an empty one", "[unit]") {
         CHECK(rx.try_pop() == 0u);
         CHECK(sut.try_push(n));  // one freed place is usable again
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("pop_for and push_for give up after their timeout", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("timeout");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<std::uint32_t> tx(name);
         Consumer<std::uint32_t> rx(name);
         std::optional<std::uint32_t> got;
@@ -234,16 +219,16 @@ TEST_CASE("pop_for and push_for give up after their timeout", "[unit]") {
             CHECK(got == 9u);
         }
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A reserved slot is published by commit, with the committed length", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("reserve");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 4096, 256));
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 256));
         Producer<> sut(name);
         Consumer<> rx(name);
         {
@@ -274,16 +259,16 @@ TEST_CASE("A reserved slot is published by commit, with the committed length", "
         REQUIRE(m);
         CHECK(m->empty());
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A slot destroyed without commit publishes nothing and the queue goes on", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("abandon");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<> sut(name);
         Consumer<> rx(name);
         const auto a = test::make_message(1, 0, 20), b = test::make_message(1, 1, 30);
@@ -317,16 +302,16 @@ TEST_CASE("A slot destroyed without commit publishes nothing and the queue goes 
         sut.push(as_span(a));
         CHECK(rx.try_pop() == a);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("peek reads a message in place and releases it when the slot is destroyed", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("peek");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<> tx(name);
         Consumer<> sut(name);
         CHECK_FALSE(sut.try_peek().has_value());
@@ -360,16 +345,16 @@ TEST_CASE("peek reads a message in place and releases it when the slot is destro
         tx.close();
         CHECK_FALSE(sut.peek().has_value());  // end of stream
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("The stream ends when every attached producer has closed and the queue is drained", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("eos");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Consumer<int> sut(name);
         std::optional<int> got;
         // No producer yet: not the end, consumers wait.
@@ -394,16 +379,16 @@ TEST_CASE("The stream ends when every attached producer has closed and the queue
         CHECK(sut.pop() == std::nullopt);  // and it stays ended
         CHECK(q.stats().ended);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A producer's destructor closes it", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("dtor");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Consumer<int> sut(name);
         { Producer<int>(name).push(4); }
         CHECK(sut.pop() == 4);
@@ -412,14 +397,14 @@ TEST_CASE("A producer's destructor closes it", "[unit]") {
         CHECK_FALSE(got);
         CHECK(sut.ended());
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("With expected_producers the stream ends only after that many producers closed", "[unit]") {
     const std::string name = test::unique_name("expected");
     test::ShmGuard guard{name};
     {
-        auto o = options(Endpoints::many);
+        auto o = test::queue_options(Endpoints::many);
         o.expected_producers = 2;
         auto q = Queue::create(name, o);
         Consumer<int> c1(name);
@@ -439,16 +424,16 @@ TEST_CASE("With expected_producers the stream ends only after that many producer
         CHECK_FALSE(got);
         CHECK(c2.ended());
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A consumer blocked in pop wakes for a push and for the end of stream", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("wake");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Producer<int> tx(name);
         Consumer<int> sut(name);
         std::vector<std::optional<int>> got;
@@ -468,16 +453,16 @@ TEST_CASE("A consumer blocked in pop wakes for a push and for the end of stream"
         CHECK(got[0] == 11);
         CHECK(got[1] == std::nullopt);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A producer blocked in push wakes when a consumer makes room", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("room");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<std::uint32_t> sut(name);
         Consumer<std::uint32_t> rx(name);
         std::uint32_t n = 0;
@@ -491,16 +476,16 @@ TEST_CASE("A producer blocked in push wakes when a consumer makes room", "[unit]
         REQUIRE(in_time);
         for (std::uint32_t i = 1; i <= n; ++i) REQUIRE(rx.try_pop() == i);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("mark_broken makes blocked and later operations throw broken", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("broken");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Producer<int> tx(name);
         Consumer<int> rx(name);
         std::error_code code;
@@ -523,16 +508,16 @@ TEST_CASE("mark_broken makes blocked and later operations throw broken", "[unit]
         CHECK_THROWS_MATCHES(tx.push(1), Error,
                              Catch::Predicate<Error>([](const Error& e) { return e.code() == errc::broken; }));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Queue::stats counts messages, bytes and endpoints", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("stats");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind, 8192, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 8192, 64));
         Producer<> tx(name);
         Consumer<> rx(name);
         auto s = q.stats();
@@ -567,17 +552,17 @@ TEST_CASE("Queue::stats counts messages, bytes and endpoints", "[unit]") {
         CHECK(s.producers_closed == 1);
         CHECK(s.producers_dead == 0);
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Typed values travel through the queue with their codec", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("typed");
     test::ShmGuard guard{name};
     {
         using Row = std::tuple<int, std::string, std::vector<std::string>, std::optional<double>>;
-        auto q = Queue::create(name, options(kind, 8192, 512));
+        auto q = Queue::create(name, test::queue_options(kind, 8192, 512));
         Producer<Row> tx(name);
         Consumer<Row> sut(name);
         const Row a{1, "one", {"x", ""}, 1.5}, b{2, "", {}, std::nullopt};
@@ -590,16 +575,16 @@ TEST_CASE("Typed values travel through the queue with their codec", "[unit]") {
                                  return e.code() == errc::message_too_large;
                              }));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("A message that does not decode is consumed and reported as type_mismatch", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("baddecode");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         Producer<> raw(name);  // untyped bytes: the type check cannot tell
         Consumer<std::pair<int, std::string>> sut(name);
         const std::vector<std::byte> garbage{std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0x7f},
@@ -612,18 +597,18 @@ TEST_CASE("A message that does not decode is consumed and reported as type_misma
                              Catch::Predicate<Error>([](const Error& e) { return e.code() == errc::type_mismatch; }));
         CHECK(sut.pop() == std::make_pair(5, std::string("five")));  // the bad one was not re-read
     }
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("Every value a codec builds is destroyed, and a failing encode publishes nothing", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("counted");
     test::ShmGuard guard{name};
     Counted::live = 0;
     Counted::built = 0;
     {
-        auto q = Queue::create(name, options(kind, 1024, 64));
+        auto q = Queue::create(name, test::queue_options(kind, 1024, 64));
         Producer<Counted> tx(name);
         Consumer<Counted> sut(name);
         for (std::uint32_t i = 0; i < 100; ++i) {
@@ -640,16 +625,16 @@ TEST_CASE("Every value a codec builds is destroyed, and a failing encode publish
         CHECK(Counted::live == 0);
     }
     CHECK(Counted::live == 0);
-    require_gone(name);
+    test::require_gone(name);
 }
 
 TEST_CASE("An endpoint closed by close_endpoints_of is counted once when its owner closes it too", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
-    INFO(kind_label(kind));
+    INFO(test::kind_label(kind));
     const std::string name = test::unique_name("closeof");
     test::ShmGuard guard{name};
     {
-        auto q = Queue::create(name, options(kind));
+        auto q = Queue::create(name, test::queue_options(kind));
         {
             Producer<int> tx(name);
             Consumer<int> rx(name);
@@ -667,5 +652,5 @@ TEST_CASE("An endpoint closed by close_endpoints_of is counted once when its own
         CHECK_NOTHROW(Producer<int>(name));
         CHECK_NOTHROW(Consumer<int>(name));
     }
-    require_gone(name);
+    test::require_gone(name);
 }
