@@ -112,7 +112,7 @@ const char* validate_queue_body(const SegmentHeader& header, const std::byte* bo
 
 // --- EndpointCore --------------------------------------------------------------------------
 
-EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, std::uint32_t) {
+EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag) {
     const char* role_text = role == EndpointRole::producer ? "attach producer to" : "attach consumer to";
     segment_ = open_queue_segment(name, role_text, Access::read_write);
     std::byte* body = segment_.body();
@@ -283,8 +283,8 @@ bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexc
 
 // --- ProducerCore ----------------------------------------------------------------------------
 
-ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size)
-    : EndpointCore(name, EndpointRole::producer, type_tag, type_size) {
+ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag)
+    : EndpointCore(name, EndpointRole::producer, type_tag) {
     if (spsc_) {
         tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
         cached_head_ = ring_->head.load(std::memory_order_acquire);
@@ -402,8 +402,8 @@ void ProducerCore::recover_full() noexcept {
 
 // --- ConsumerCore ----------------------------------------------------------------------------
 
-ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size)
-    : EndpointCore(name, EndpointRole::consumer, type_tag, type_size) {
+ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag)
+    : EndpointCore(name, EndpointRole::consumer, type_tag) {
     if (spsc_) {
         head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
         cached_tail_ = head_;

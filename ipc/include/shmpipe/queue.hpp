@@ -186,14 +186,6 @@ std::uint64_t deadline_after(std::chrono::duration<Rep, Period> timeout) noexcep
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
     return monotonic_ns() + static_cast<std::uint64_t>(ns > 0 ? ns : 0) + 1;  // never 0 (= no deadline)
 }
-template <class T>
-constexpr std::uint32_t fixed_size_of() noexcept {
-    if constexpr (std::is_trivially_copyable_v<T>) {
-        return static_cast<std::uint32_t>(sizeof(T));
-    } else {
-        return 0;
-    }
-}
 }  // namespace detail
 
 // Attaches to queue `name` as a producer. Any process. Throws Error: not_found (is the
@@ -205,7 +197,7 @@ class Producer {
 
 public:
     explicit Producer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), detail::fixed_size_of<T>()) {}
+        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
 
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
     void push(const T& v) {
@@ -287,7 +279,7 @@ class Consumer {
 
 public:
     explicit Consumer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), detail::fixed_size_of<T>()) {}
+        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
 
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).

@@ -32,7 +32,7 @@ public:
     bool spsc() const noexcept { return spsc_; }
 
 protected:
-    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, std::uint32_t type_size);
+    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag);
     ~EndpointCore() = default;
 
     bool broken() const noexcept {
@@ -68,7 +68,7 @@ protected:
 
 class ProducerCore : public EndpointCore {
 public:
-    ProducerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size);
+    ProducerCore(std::string_view name, std::uint64_t type_tag);
     ~ProducerCore() { close(); }
 
     // Throws Error(message_too_large) naming the queue when n can never fit.
@@ -195,7 +195,7 @@ private:
 
 class ConsumerCore : public EndpointCore {
 public:
-    ConsumerCore(std::string_view name, std::uint64_t type_tag, std::uint32_t type_size);
+    ConsumerCore(std::string_view name, std::uint64_t type_tag);
     ~ConsumerCore() { close(); }
 
     // The next message in place, or false when none is waiting now. Throws Error(corrupt)
