@@ -6,6 +6,7 @@
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
 
+#include "pool_testing.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -61,27 +62,8 @@ int my_pid(int) { return ::getpid(); }
 // 1 when descriptor `fd` is open in the worker.
 int fd_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0 ? 1 : 0; }
 
-// The last resort of a watchdog: the wait it cut short must end now; if it does not
-// within 30 s, say what hung and abort (workers die with us: parent-death signal).
-template <class Fut>
-void settle_or_abort(Fut& f, const std::string& what) {
-    if (f.wait_for(30s) == std::future_status::ready) return;
-    std::fprintf(stderr, "%s: still not done 30 s after the watchdog fired; aborting\n", what.c_str());
-    std::abort();
-}
-
-// Runs f() (which waits on the pool) with a deadline. When it expires, the pool is
-// terminated (that fails what is pending, so f returns) and the test fails naming `what`.
-template <class F>
-auto within(shmpipe::Pool& pool, const std::string& what, F&& f, std::chrono::seconds limit = 60s) {
-    auto done = std::async(std::launch::async, std::forward<F>(f));
-    if (done.wait_for(limit) != std::future_status::ready) {
-        pool.terminate();
-        settle_or_abort(done, what);
-        FAIL(what << ": not done within " << limit.count() << " s (the pool was terminated)");
-    }
-    return done.get();
-}
+using shmpipe::test::settle_or_abort;
+using shmpipe::test::within;
 
 // Same, for a wait the pool cannot end by itself being terminated (a deadlocked submit in
 // the old code): SIGKILLs the workers until f returns, then fails naming `what`.

@@ -4,6 +4,7 @@
 #include <shmpipe/error.hpp>
 #include <shmpipe/process.hpp>
 
+#include "test_catch.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -27,41 +28,8 @@ using shmpipe::Redirect;
 
 namespace {
 
-// Reads `fd` until EOF or the deadline; FAILs naming `what` at the deadline.
-std::string read_all(int fd, std::chrono::milliseconds timeout, const std::string& what) {
-    std::string out;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    char buf[4096];
-    while (true) {
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) FAIL("timed out reading " << what << "; got so far: " << out);
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-        const ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return out;
-        out.append(buf, static_cast<std::size_t>(n));
-    }
-}
-
-// One line from `fd` (without the newline), with a deadline.
-std::string read_line(int fd, std::chrono::milliseconds timeout, const std::string& what) {
-    std::string out;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (true) {
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) FAIL("timed out reading a line of " << what << "; got so far: " << out);
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-        char c = 0;
-        const ssize_t n = ::read(fd, &c, 1);
-        if (n <= 0) FAIL("end of " << what << " before a full line; got: " << out);
-        if (c == '\n') return out;
-        out.push_back(c);
-    }
-}
+using shmpipe::test::read_all;
+using shmpipe::test::read_line;
 
 bool gone(int pid) { return shmpipe::detail::process_start_time(pid) == 0; }
 
