@@ -235,6 +235,7 @@ struct Graph::Impl {
     void begin_drain();
     void begin_terminate(bool by_request);
     void begin_kill();
+    void stop_running(int sig);
     void mark_all_broken();
     void tick();
     GraphStatus status() const;
@@ -628,15 +629,26 @@ void Graph::Impl::begin_terminate(bool by_request) {
         report("terminating: " + detail::signal_name(spec.stop_signal) + " to every stage, SIGKILL after the grace period");
     }
     mode = Mode::terminating;
+    stop_running(spec.stop_signal);
+}
+
+// Both stop rungs: queues broken so nobody blocks, no restarts, the signal to every
+// running replica's group, and when it is to be SIGKILLed (now, or after its stop_timeout).
+void Graph::Impl::stop_running(int sig) {
     mark_all_broken();
     for (auto& rp : replicas) {
         Replica& r = *rp;
         r.restart_pending = false;
         if (r.phase != Replica::Phase::running) continue;
         r.stopped_by_us = true;
-        r.proc->signal_group(spec.stop_signal);
-        const auto at = Clock::now() + stop_timeout(spec.stages[r.stage]);
-        r.kill_at = r.kill_at ? std::min(*r.kill_at, at) : at;
+        r.proc->signal_group(sig);
+        if (sig == SIGKILL) {
+            r.proc->kill();
+            r.kill_at = Clock::now();
+        } else {
+            const auto at = Clock::now() + stop_timeout(spec.stages[r.stage]);
+            r.kill_at = r.kill_at ? std::min(*r.kill_at, at) : at;
+        }
     }
 }
 
@@ -644,16 +656,7 @@ void Graph::Impl::begin_kill() {
     if (mode == Mode::killing) return;
     report("killing every stage (SIGKILL)");
     mode = Mode::killing;
-    mark_all_broken();
-    for (auto& rp : replicas) {
-        Replica& r = *rp;
-        r.restart_pending = false;
-        if (r.phase != Replica::Phase::running) continue;
-        r.stopped_by_us = true;
-        r.proc->signal_group(SIGKILL);
-        r.proc->kill();
-        r.kill_at = Clock::now();
-    }
+    stop_running(SIGKILL);
 }
 
 GraphStatus Graph::Impl::status() const {
