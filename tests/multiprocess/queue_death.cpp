@@ -2,6 +2,7 @@
 // reservation, consumers holding a message, corrupt ring indices met by a fresh endpoint.
 // The survivors must go on, nothing committed is lost (except the documented MPMC
 // in-flight message of a dead consumer), nothing half-written is delivered, nothing hangs.
+#include "queue_catch.hpp"
 #include "queue_testing.hpp"
 #include "test_catch.hpp"
 #include "test_support.hpp"
@@ -23,13 +24,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("queue_peer"), args); }
-
-test::PeerReport report_of(const std::string& path) {
-    auto r = test::read_report(path);
-    if (!r) FAIL("no report written to " << path);
-    return *r;
-}
+using shmpipe::test::report_of;
 
 void kill_and_reap(test::Peer& p, const std::string& what) {
     p.signal(SIGKILL);
@@ -54,8 +49,8 @@ TEST_CASE("A killed producer's messages are drained, then pop throws producer_di
     {
         auto q = Queue::create(name, test::queue_options(kind, 64 * 1024, 128));
         test::SharedLog::create(dir.file("clog"));
-        auto consumer = spawn({"consume", name, "--log", dir.file("clog"), "--out", dir.file("r")});
-        auto producer = spawn({"produce", name, "3", "500", "var:128", "--hold"});
+        auto consumer = test::spawn_queue_peer({"consume", name, "--log", dir.file("clog"), "--out", dir.file("r")});
+        auto producer = test::spawn_queue_peer({"produce", name, "3", "500", "var:128", "--hold"});
         wait_log(test::SharedLog::open(dir.file("clog")), 500, "the consumer to receive 500 messages of " + name);
         std::this_thread::sleep_for(100ms);  // the consumer is asleep in pop now
         const auto killed_at = std::chrono::steady_clock::now();
@@ -88,9 +83,9 @@ TEST_CASE("A producer killed while pushing: everything it committed is delivered
         auto q = Queue::create(name, test::queue_options(kind, 8192, 256));
         test::SharedLog::create(dir.file("plog"));
         test::SharedLog::create(dir.file("clog"));
-        auto consumer = spawn({"consume", name, "--tolerate-deaths", "--log", dir.file("clog"), "--out", dir.file("r"),
+        auto consumer = test::spawn_queue_peer({"consume", name, "--tolerate-deaths", "--log", dir.file("clog"), "--out", dir.file("r"),
                                "--delay-us", "20"});
-        auto producer = spawn({"produce-forever", name, "4", "var:256", "--log", dir.file("plog")});
+        auto producer = test::spawn_queue_peer({"produce-forever", name, "4", "var:256", "--log", dir.file("plog")});
         wait_log(test::SharedLog::open(dir.file("plog")), 3000, "the producer to commit 3000 messages");
         kill_and_reap(producer, "the producer");
         CHECK(consumer.wait_or_throw(20s, "the consumer to drain " + name + " and see the end") == 0);
@@ -123,12 +118,12 @@ TEST_CASE("A producer killed holding a reservation never delivers it, and the ot
         auto q = Queue::create(name, o);
         test::SharedLog::create(dir.file("hlog"));
         test::SharedLog::create(dir.file("clog"));
-        auto holder = spawn({"reserve-hold", name, "48", "--log", dir.file("hlog")});
+        auto holder = test::spawn_queue_peer({"reserve-hold", name, "48", "--log", dir.file("hlog")});
         wait_log(test::SharedLog::open(dir.file("hlog")), 1, "a producer to reserve a slot in " + name);
-        auto consumer = spawn({"consume", name, "--tolerate-deaths", "--log", dir.file("clog"), "--out", dir.file("r")});
+        auto consumer = test::spawn_queue_peer({"consume", name, "--tolerate-deaths", "--log", dir.file("clog"), "--out", dir.file("r")});
         // SPSC has one producer place: the second producer comes after the holder's death.
         if (kind == Endpoints::one) kill_and_reap(holder, "the reserving producer");
-        auto producer = spawn({"produce", name, "5", "300", "var:64"});
+        auto producer = test::spawn_queue_peer({"produce", name, "5", "300", "var:64"});
         if (kind == Endpoints::many) {
             std::this_thread::sleep_for(200ms);  // the consumer is stuck behind the reserved cell
             kill_and_reap(holder, "the reserving producer");
@@ -155,14 +150,14 @@ TEST_CASE("An MPMC consumer killed holding a message: the others and the produce
     {
         auto q = Queue::create(name, test::queue_options(Endpoints::many, 16 * 64, 64));  // 16 cells: the producer laps soon
         test::SharedLog::create(dir.file("hlog"));
-        auto holder = spawn({"peek-hold", name, "--log", dir.file("hlog")});
+        auto holder = test::spawn_queue_peer({"peek-hold", name, "--log", dir.file("hlog")});
         std::vector<test::Peer> consumers;
         for (int i = 0; i < 2; ++i) {
             test::SharedLog::create(dir.file("clog" + std::to_string(i)));
-            consumers.push_back(spawn({"consume", name, "--peek", "--log", dir.file("clog" + std::to_string(i)), "--out",
+            consumers.push_back(test::spawn_queue_peer({"consume", name, "--peek", "--log", dir.file("clog" + std::to_string(i)), "--out",
                                        dir.file("r" + std::to_string(i))}));
         }
-        auto producer = spawn({"produce", name, "6", std::to_string(kCount), "var:64", "--delay-us", "50"});
+        auto producer = test::spawn_queue_peer({"produce", name, "6", std::to_string(kCount), "var:64", "--delay-us", "50"});
         wait_log(test::SharedLog::open(dir.file("hlog")), 1, "the holding consumer to take a message");
         std::this_thread::sleep_for(50ms);
         kill_and_reap(holder, "the holding consumer");
@@ -191,10 +186,10 @@ TEST_CASE("An MPMC consumer killed mid-stream loses at most its in-flight messag
         std::vector<test::Peer> consumers;
         for (int i = 0; i < 3; ++i) {
             test::SharedLog::create(dir.file("clog" + std::to_string(i)));
-            consumers.push_back(spawn({"consume", name, "--peek", "--log", dir.file("clog" + std::to_string(i)), "--out",
+            consumers.push_back(test::spawn_queue_peer({"consume", name, "--peek", "--log", dir.file("clog" + std::to_string(i)), "--out",
                                        dir.file("r" + std::to_string(i)), "--delay-us", "10"}));
         }
-        auto producer = spawn({"produce", name, "8", std::to_string(kCount), "var:64"});
+        auto producer = test::spawn_queue_peer({"produce", name, "8", std::to_string(kCount), "var:64"});
         wait_log(test::SharedLog::open(dir.file("clog1")), kCount / 10, "consumer 1 to receive a tenth of the stream");
         kill_and_reap(consumers[1], "consumer 1");
         CHECK(producer.wait_or_throw(60s, "the producer to finish despite the dead consumer") == 0);
@@ -221,11 +216,11 @@ TEST_CASE("An SPSC consumer killed mid-stream: its replacement gets the rest, th
         auto q = Queue::create(name, test::queue_options(Endpoints::one, 8192, 256));
         test::SharedLog::create(dir.file("l1"));
         test::SharedLog::create(dir.file("l2"));
-        auto first = spawn({"consume", name, "--peek", "--log", dir.file("l1"), "--delay-us", "10"});
-        auto producer = spawn({"produce", name, "9", std::to_string(kCount), "var:256"});
+        auto first = test::spawn_queue_peer({"consume", name, "--peek", "--log", dir.file("l1"), "--delay-us", "10"});
+        auto producer = test::spawn_queue_peer({"produce", name, "9", std::to_string(kCount), "var:256"});
         wait_log(test::SharedLog::open(dir.file("l1")), kCount / 5, "the first consumer to receive a fifth");
         kill_and_reap(first, "the first consumer");
-        auto second = spawn({"consume", name, "--peek", "--allow-redelivery", "--log", dir.file("l2"), "--out",
+        auto second = test::spawn_queue_peer({"consume", name, "--peek", "--allow-redelivery", "--log", dir.file("l2"), "--out",
                              dir.file("r2")});
         CHECK(producer.wait_or_throw(60s, "the producer to finish") == 0);
         CHECK(second.wait_or_throw(30s, "the replacement consumer to see the end") == 0);
@@ -252,10 +247,10 @@ TEST_CASE("A producer blocked on a full queue whose consumers all died gives up 
     {
         auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         test::SharedLog::create(dir.file("hold"));
-        auto holder = spawn({"hold", name, "consumer", "--log", dir.file("hold")});
+        auto holder = test::spawn_queue_peer({"hold", name, "consumer", "--log", dir.file("hold")});
         wait_log(test::SharedLog::open(dir.file("hold")), 1, "a consumer to attach to " + name);
         test::SharedLog::create(dir.file("plog"));
-        auto producer = spawn({"produce", name, "10", "1000000", "32", "--log", dir.file("plog")});
+        auto producer = test::spawn_queue_peer({"produce", name, "10", "1000000", "32", "--log", dir.file("plog")});
         REQUIRE(test::wait_until([&] { return q.stats().sleepers >= 1; }, 10s));  // full, asleep
         kill_and_reap(holder, "the only consumer");
         CHECK(producer.wait_or_throw(10s, "the blocked producer to notice that no consumer is left") == 3);
@@ -273,10 +268,10 @@ TEST_CASE("A replacement producer attaches to an SPSC queue after the first was 
         auto q = Queue::create(name, o);
         Consumer<> rx(name);
         test::SharedLog::create(dir.file("plog"));
-        auto first = spawn({"produce", name, "1", "10", "32", "--hold", "--log", dir.file("plog")});
+        auto first = test::spawn_queue_peer({"produce", name, "1", "10", "32", "--hold", "--log", dir.file("plog")});
         wait_log(test::SharedLog::open(dir.file("plog")), 10, "the first producer to push 10 messages");
         kill_and_reap(first, "the first producer");
-        auto second = spawn({"produce", name, "2", "10", "32"});
+        auto second = test::spawn_queue_peer({"produce", name, "2", "10", "32"});
         CHECK(second.wait_or_throw(10s, "the replacement producer to attach and push") == 0);
         int messages = 0, deaths = 0;
         REQUIRE(test::finishes_within(name, 10s, [&] {
@@ -318,8 +313,8 @@ TEST_CASE("A fresh endpoint meeting corrupt SPSC ring indices fails cleanly, nev
                 ring.tail.store(cap - 4);
             }
         }
-        auto sut = consumer_side ? spawn({"consume", name, "--out", dir.file("r")})
-                                 : spawn({"push-size", name, "32", "--out", dir.file("r")});
+        auto sut = consumer_side ? test::spawn_queue_peer({"consume", name, "--out", dir.file("r")})
+                                 : test::spawn_queue_peer({"push-size", name, "32", "--out", dir.file("r")});
         std::optional<int> code;
         if (consumer_side) {
             code = sut.wait_or_throw(10s, "the consumer facing a corrupt head");
@@ -367,7 +362,7 @@ TEST_CASE("A producer killed inside close(), right after its record was closed, 
         auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
         Consumer<> rx(name);
         test::SharedLog::create(dir.file("hold"));
-        auto holder = spawn({"hold", name, "producer", "--log", dir.file("hold")});
+        auto holder = test::spawn_queue_peer({"hold", name, "producer", "--log", dir.file("hold")});
         wait_log(test::SharedLog::open(dir.file("hold")), 1, "a producer to attach to " + name);
         {
             auto seg = detail::Segment::open(name, "queue", detail::ObjectKind::spsc_queue);
@@ -409,7 +404,7 @@ TEST_CASE("A dead producer stays accounted for when consumers are replaced until
         auto attach_and_kill = [&](const std::string& role, int n) {
             const std::string log = dir.file("hold" + std::to_string(n));
             test::SharedLog::create(log);
-            auto holder = spawn({"hold", name, role, "--log", log});
+            auto holder = test::spawn_queue_peer({"hold", name, role, "--log", log});
             wait_log(test::SharedLog::open(log), 1, "a " + role + " to attach to " + name);
             kill_and_reap(holder, "the " + role);
         };

@@ -2,6 +2,7 @@
 // fan-out, fan-in, end of stream, timeouts, the CPU a blocked endpoint burns, and errors
 // seen by an attaching process. Results are checked on data (sequence numbers, content,
 // checksums) and exit codes; every wait has a deadline.
+#include "queue_catch.hpp"
 #include "queue_testing.hpp"
 #include "test_catch.hpp"
 #include "test_support.hpp"
@@ -24,13 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("queue_peer"), args); }
-
-test::PeerReport report_of(const std::string& path) {
-    auto r = test::read_report(path);
-    if (!r) FAIL("no report written to " << path);
-    return *r;
-}
+using shmpipe::test::report_of;
 
 std::uint64_t expected_checksum(std::uint32_t producer, std::uint64_t count) {
     std::uint64_t sum = 0;
@@ -58,8 +53,8 @@ TEST_CASE("A writer process sends to a reader process in order with intact conte
             cargs.push_back("--peek");
             pargs.push_back("--reserve");
         }
-        auto reader = spawn(cargs);
-        auto writer = spawn(pargs);
+        auto reader = test::spawn_queue_peer(cargs);
+        auto writer = test::spawn_queue_peer(pargs);
         CHECK(writer.wait_or_throw(60s, "the writer to push " + std::to_string(kCount) + " messages to " + name) == 0);
         CHECK(reader.wait_or_throw(60s, "the reader to drain " + name + " and see the end of stream") == 0);
         const auto r = report_of(dir.file("report"));
@@ -89,9 +84,9 @@ TEST_CASE("Fan-out: every message reaches exactly one of several consumer proces
         for (int i = 0; i < kConsumers; ++i) {
             const std::string n = std::to_string(i);
             test::SharedLog::create(dir.file("log" + n));
-            consumers.push_back(spawn({"consume", name, "--log", dir.file("log" + n), "--out", dir.file("report" + n)}));
+            consumers.push_back(test::spawn_queue_peer({"consume", name, "--log", dir.file("log" + n), "--out", dir.file("report" + n)}));
         }
-        auto producer = spawn({"produce", name, "1", std::to_string(kCount), "var:64"});
+        auto producer = test::spawn_queue_peer({"produce", name, "1", std::to_string(kCount), "var:64"});
         CHECK(producer.wait_or_throw(60s, "the producer to push " + std::to_string(kCount) + " messages to " + name) == 0);
         std::vector<std::vector<std::uint64_t>> logs;
         std::uint64_t checksum = 0;
@@ -128,11 +123,11 @@ TEST_CASE("Fan-in: several producer processes reach one consumer, each producer'
         o.expected_producers = kProducers;
         auto q = Queue::create(name, o);
         test::SharedLog::create(dir.file("log"));
-        auto consumer = spawn({"consume", name, "--expect", std::to_string(kPerProducer * kProducers), "--log",
+        auto consumer = test::spawn_queue_peer({"consume", name, "--expect", std::to_string(kPerProducer * kProducers), "--log",
                                dir.file("log"), "--out", dir.file("report")});
         std::vector<test::Peer> producers;
         for (std::uint32_t p = 1; p <= kProducers; ++p) {
-            producers.push_back(spawn({"produce", name, std::to_string(p), std::to_string(kPerProducer), "var:256"}));
+            producers.push_back(test::spawn_queue_peer({"produce", name, std::to_string(p), std::to_string(kPerProducer), "var:256"}));
         }
         for (auto& p : producers) CHECK(p.wait_or_throw(60s, "a producer to push to " + name) == 0);
         CHECK(consumer.wait_or_throw(60s, "the consumer to see the end of " + name) == 0);
@@ -159,14 +154,14 @@ TEST_CASE("End of stream reaches every consumer process only after the expected 
         auto o = test::queue_options(Endpoints::many, 4096, 64);
         o.expected_producers = 2;
         auto q = Queue::create(name, o);
-        auto c1 = spawn({"consume", name, "--out", dir.file("r1")});
-        auto c2 = spawn({"consume", name, "--out", dir.file("r2")});
-        auto p1 = spawn({"produce", name, "1", "100", "32"});
+        auto c1 = test::spawn_queue_peer({"consume", name, "--out", dir.file("r1")});
+        auto c2 = test::spawn_queue_peer({"consume", name, "--out", dir.file("r2")});
+        auto p1 = test::spawn_queue_peer({"produce", name, "1", "100", "32"});
         CHECK(p1.wait_or_throw(30s, "the first producer of " + name) == 0);
         // One of two expected producers closed: the consumers must still be waiting.
         CHECK_FALSE(c1.wait_for(300ms).has_value());
         CHECK_FALSE(c2.wait_for(10ms).has_value());
-        auto p2 = spawn({"produce", name, "2", "100", "32"});
+        auto p2 = test::spawn_queue_peer({"produce", name, "2", "100", "32"});
         CHECK(p2.wait_or_throw(30s, "the second producer of " + name) == 0);
         CHECK(c1.wait_or_throw(10s, "consumer 1 to see the end of " + name) == 0);
         CHECK(c2.wait_or_throw(10s, "consumer 2 to see the end of " + name) == 0);
@@ -190,7 +185,7 @@ TEST_CASE("pop_for in another process times out without reporting an end", "[mul
         auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         std::optional<Producer<>> tx;
         if (with_producer) tx.emplace(name);
-        auto sut = spawn({"pop-for", name, "150", "--out", dir.file("r")});
+        auto sut = test::spawn_queue_peer({"pop-for", name, "150", "--out", dir.file("r")});
         CHECK(sut.wait_or_throw(10s, "pop_for(150 ms) on " + name + " to give up") == 0);  // 0: timeout, not end
         const auto r = report_of(dir.file("r"));
         CHECK(r.number("elapsed_ms") >= 150);
@@ -214,10 +209,10 @@ TEST_CASE("An endpoint blocked in another process uses almost no CPU", "[multipr
         std::optional<test::Peer> sut;
         if (blocked_consumer) {
             tx.emplace(name);  // attached, silent: the stream has not ended
-            sut.emplace(spawn({"consume", name, "--out", dir.file("r")}));
+            sut.emplace(test::spawn_queue_peer({"consume", name, "--out", dir.file("r")}));
         } else {
             rx.emplace(name);  // attached, never pops: the queue fills and stays full
-            sut.emplace(spawn({"produce", name, "1", "1000000000", "32"}));
+            sut.emplace(test::spawn_queue_peer({"produce", name, "1", "1000000000", "32"}));
         }
         const bool sleeping = test::wait_until([&] { return q.stats().sleepers >= 1; }, 10s);
         INFO("waited up to 10 s for the peer to sleep on " << name);
@@ -250,7 +245,7 @@ TEST_CASE("An attaching process gets clear errors for bad names, missing queues 
     test::ShmGuard guard{name};
     test::TempDir dir;
     auto attach = [&](const std::string& queue, const std::string& role, std::string& what) {
-        auto p = spawn({"attach", queue, role, "--out", dir.file("a")});
+        auto p = test::spawn_queue_peer({"attach", queue, role, "--out", dir.file("a")});
         const int code = p.wait_or_throw(10s, "attach to " + queue);
         std::ifstream f(dir.file("a"));
         std::getline(f, what);
@@ -264,7 +259,7 @@ TEST_CASE("An attaching process gets clear errors for bad names, missing queues 
     {
         auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
         test::SharedLog::create(dir.file("hold"));
-        auto holder = spawn({"hold", name, "consumer", "--log", dir.file("hold")});
+        auto holder = test::spawn_queue_peer({"hold", name, "consumer", "--log", dir.file("hold")});
         const auto log = test::SharedLog::open(dir.file("hold"));
         REQUIRE(test::wait_until([&] { return log.size() == 1; }, 10s));
         CHECK(attach(name, "consumer", what) == 10 + static_cast<int>(errc::too_many_endpoints));
@@ -303,7 +298,7 @@ TEST_CASE("An oversize push in another process throws at once, even on a full qu
     {
         auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         Consumer<> rx(name);  // attached, never pops
-        auto sut = spawn({"push-size", name, "65", "--fill", "--out", dir.file("r")});
+        auto sut = test::spawn_queue_peer({"push-size", name, "65", "--fill", "--out", dir.file("r")});
         CHECK(sut.wait_or_throw(10s, "an oversize push to " + name + " to throw") == 9);  // message_too_large
         const auto r = report_of(dir.file("r"));
         CHECK(r.number("elapsed_ms") < 1000);
@@ -322,7 +317,7 @@ TEST_CASE("close_endpoints_of ends the stream that a live process left open", "[
         auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
         Consumer<> rx(name);
         test::SharedLog::create(dir.file("hold"));
-        auto holder = spawn({"hold", name, "producer", "--log", dir.file("hold")});
+        auto holder = test::spawn_queue_peer({"hold", name, "producer", "--log", dir.file("hold")});
         const auto log = test::SharedLog::open(dir.file("hold"));
         REQUIRE(test::wait_until([&] { return log.size() == 1; }, 10s));
         CHECK(q.close_endpoints_of(static_cast<std::uint32_t>(holder.pid())) == 1);

@@ -10,6 +10,7 @@
 //   - per-producer order within each consumer.
 // SHMPIPE_STRESS_SCALE (default 1) multiplies the number of rounds. The seed is printed;
 // SHMPIPE_STRESS_SEED replays a run.
+#include "queue_catch.hpp"
 #include "queue_testing.hpp"
 #include "test_catch.hpp"
 #include "test_support.hpp"
@@ -36,8 +37,6 @@ std::uint64_t env_number(const char* var, std::uint64_t fallback) {
     const char* s = std::getenv(var);
     return s != nullptr && std::atoll(s) > 0 ? static_cast<std::uint64_t>(std::atoll(s)) : fallback;
 }
-
-test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("queue_peer"), args); }
 
 struct Params {
     const char* label;
@@ -86,7 +85,7 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
         std::vector<std::string> args{"consume", name, "--peek", "--tolerate-deaths", "--log", log,
                                       "--out", log + ".report"};
         if (p.spsc) args.push_back("--allow-redelivery");
-        consumers.push_back(Running{spawn(args), consumer_logs++});
+        consumers.push_back(Running{test::spawn_queue_peer(args), consumer_logs++});
     };
     auto finish_producer = [&](Running& r, int code) {
         // 0: done; 3: consumer_died (every consumer was dead for a second while it waited).
@@ -132,7 +131,7 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
             const std::uint32_t id = ++spawned;
             const std::string log = dir.file("p" + std::to_string(id));
             test::SharedLog::create(log);
-            producers.push_back(Running{spawn({"produce", name, std::to_string(id), std::to_string(p.per_producer),
+            producers.push_back(Running{test::spawn_queue_peer({"produce", name, std::to_string(id), std::to_string(p.per_producer),
                                                size, "--log", log}),
                                         id});
             out.producer_ids.push_back(id);
