@@ -4,6 +4,7 @@
 // detail/queue_layout.hpp.
 #include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
+#include <shmpipe/detail/queue_state.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/queue.hpp>
 
@@ -70,44 +71,6 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
     throw Error(errc::type_mismatch, "decode " + demangle(type) + ": " + what + " has " + std::to_string(have) +
                                          " bytes, expected " + std::to_string(need) +
                                          " (do both ends use the same element type and codec?)");
-}
-
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept {
-    const std::uint64_t size = header.body_size;
-    if (size < sizeof(QueueControl)) return "queue body too small";
-    const QueueControl& c = queue_control(body);
-    const bool spsc = header.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue);
-    if (header.kind != static_cast<std::uint32_t>(ObjectKind::mpmc_queue) && !spsc) return "not a queue";
-    if (c.ring_offset < sizeof(QueueControl) || c.ring_offset % kCacheLine != 0 || c.ring_offset > size ||
-        size - c.ring_offset < sizeof(RingIndices)) {
-        return "ring indices outside the segment";
-    }
-    if (c.max_message == 0 || c.max_message > (std::uint64_t{1} << 32) - 1) return "bad max_message";
-    if (c.data_offset % kCacheLine != 0 || c.data_offset < c.ring_offset + sizeof(RingIndices) || c.data_offset > size) {
-        return "data region outside the segment";
-    }
-    if (spsc) {
-        if ((c.flags & (kQueueFlagOneProducer | kQueueFlagOneConsumer)) !=
-            (kQueueFlagOneProducer | kQueueFlagOneConsumer)) {
-            return "SPSC queue without one-producer/one-consumer flags";
-        }
-        if (c.capacity < 64 || !std::has_single_bit(c.capacity)) return "ring capacity is not a power of two";
-        if (c.capacity > size - c.data_offset) return "ring larger than the segment";
-        if (2 * (sizeof(RecordHeader) + align8(c.max_message)) > c.capacity) return "max_message too large for the ring";
-    } else {
-        if (c.cell_count < 2 || !std::has_single_bit(c.cell_count)) return "cell count is not a power of two";
-        if (c.cell_stride < c.max_message || c.cell_stride % kCacheLine != 0 || c.cell_stride == 0) {
-            return "bad cell stride";
-        }
-        if (c.cells_offset < c.ring_offset + sizeof(RingIndices) || c.cells_offset % alignof(Cell) != 0 ||
-            c.cells_offset > size || c.cell_count > (size - c.cells_offset) / sizeof(Cell) ||
-            c.cells_offset + c.cell_count * sizeof(Cell) > c.data_offset) {
-            return "cells outside the segment";
-        }
-        if (c.cell_count > (size - c.data_offset) / c.cell_stride) return "cell data outside the segment";
-        if (c.capacity != c.cell_count * c.cell_stride) return "capacity does not match the cells";
-    }
-    return nullptr;
 }
 
 // --- EndpointCore --------------------------------------------------------------------------
@@ -187,13 +150,21 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
                 reap_dead(EndpointRole::producer);  // a dead endpoint is counted before its record is reused
                 reap_dead(EndpointRole::consumer);
             },
-            [&attached] { attached.fetch_add(1, std::memory_order_acq_rel); });
+            [&attached] { attached.fetch_add(1, std::memory_order_seq_cst); });  // E2
     } catch (...) {
         give_back_owner();
         throw;
     }
     record_ = &segment_.endpoints()[index_];
     owner_pid_ = current_pid();
+    if (producer && ctl_->sealed.load(std::memory_order_seq_cst) != 0) {  // E2: counted, then refused
+        closed_ = true;
+        give_back_owner();
+        if (segment_.close_endpoint(index_)) ctl_->producers_closed.fetch_add(1, std::memory_order_release);
+        bump_and_wake(ring_->data_seq);
+        throw Error(errc::closed, describe(role_text, "queue", name,
+                    "it was sealed (Queue::seal): no new producer may attach"));
+    }
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
@@ -434,18 +405,13 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
         scanned = true;
         reap_dead(EndpointRole::producer);
     }
-    const std::uint32_t dead = ctl_->producers_dead.load(std::memory_order_acquire);
-    if (dead > dead_reported_) return Ending::died;
-    const std::uint32_t closed = ctl_->producers_closed.load(std::memory_order_acquire);
-    const std::uint32_t attached = ctl_->producers_attached.load(std::memory_order_acquire);
-    const std::uint32_t done = closed + dead;
-    const std::uint32_t expected = ctl_->expected_producers + ctl_->extra_expected.load(std::memory_order_acquire);
-    const bool counted_all = ctl_->expected_producers != 0 ? attached >= expected : attached != 0;
-    if (ctl_->expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached)) return Ending::ended;
+    const ProducerCounts p = load_producer_counts(*ctl_);
+    if (p.dead > dead_reported_) return Ending::died;
+    if (stream_ended(p)) return Ending::ended;
     // The counters can trail the endpoint records when a process was killed between a
     // record change and its count (inside attach or close). The records are the truth: every
     // producer that was to come came, and none of their processes is left to publish.
-    if (scanned && counted_all && !any_live(EndpointRole::producer)) return Ending::ended;
+    if (scanned && producers_complete(p) && p.attached != 0 && !any_live(EndpointRole::producer)) return Ending::ended;
     return Ending::none;
 }
 
@@ -670,6 +636,16 @@ std::optional<std::uint64_t> Queue::last_claim_of(std::uint32_t pid, bool consum
     return found;
 }
 
+void Queue::seal() noexcept {
+    auto& c = detail::queue_control(segment_.body());
+    c.sealed.store(1, std::memory_order_seq_cst);  // E2
+    detail::bump_and_wake(detail::ring_indices(segment_.body()).data_seq);  // sleepers re-check the end
+}
+
+bool Queue::sealed() const noexcept {
+    return detail::queue_control(segment_.body()).sealed.load(std::memory_order_acquire) != 0;
+}
+
 void Queue::expect_more_producers(std::uint32_t n) noexcept {
     detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);
 }
@@ -683,48 +659,38 @@ QueueStats Queue::stats() const {
     st.spsc = spsc();
     st.capacity = c.capacity;
     st.max_message = c.max_message;
-    const std::uint64_t head = r.head.load(std::memory_order_acquire);
-    const std::uint64_t tail = r.tail.load(std::memory_order_acquire);
+    std::uint64_t endpoint_bytes_in = 0, endpoint_bytes_out = 0;
     for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
         const auto& e = segment_.endpoints()[i];
         const std::uint64_t w = e.word.load(std::memory_order_acquire);
         const auto role = EndpointRecord::role_of(w);
         if (EndpointRecord::state_of(w) == EndpointState::free) continue;
         if (role == EndpointRole::producer) {
-            st.messages_in += e.messages.load(std::memory_order_relaxed);
-            st.bytes_in += e.bytes.load(std::memory_order_relaxed);
+            endpoint_bytes_in += e.bytes.load(std::memory_order_relaxed);
         } else if (role == EndpointRole::consumer) {
-            st.messages_out += e.messages.load(std::memory_order_relaxed);
-            st.bytes_out += e.bytes.load(std::memory_order_relaxed);
+            endpoint_bytes_out += e.bytes.load(std::memory_order_relaxed);
         }
         if (EndpointRecord::state_of(w) == EndpointState::open &&
             process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed))) {
             (role == EndpointRole::producer ? st.producers : st.consumers) += 1;
         }
     }
-    if (st.spsc) {
-        st.messages_in = r.tail_count.load(std::memory_order_relaxed);
-        st.bytes_in = r.tail_bytes.load(std::memory_order_relaxed);
-        st.messages_out = r.head_count.load(std::memory_order_relaxed);
-        st.bytes_out = r.head_bytes.load(std::memory_order_relaxed);
-        st.depth = st.messages_in >= st.messages_out ? st.messages_in - st.messages_out : 0;
-        st.bytes_used = tail >= head ? tail - head : 0;
-    } else {
-        // Positions count every claimed message exactly; bytes come from the batched counters.
-        st.messages_in = tail;
-        st.messages_out = head;
-        st.depth = tail >= head ? tail - head : 0;
-        st.bytes_used = st.depth * c.cell_stride;
-    }
-    st.producers_closed = c.producers_closed.load(std::memory_order_relaxed);
-    st.producers_dead = c.producers_dead.load(std::memory_order_relaxed);
+    const QueueTotals t = queue_totals(copy_geometry(c, st.spsc), load_ring_counts(r), endpoint_bytes_in,
+                                       endpoint_bytes_out);
+    st.depth = t.depth;
+    st.bytes_used = t.bytes_used;
+    st.messages_in = t.messages_in;
+    st.messages_out = t.messages_out;
+    st.bytes_in = t.bytes_in;
+    st.bytes_out = t.bytes_out;
+    const ProducerCounts p = load_producer_counts(c);
+    st.producers_closed = p.closed;
+    st.producers_dead = p.dead;
     st.sleepers = segment_.header().waiters.load(std::memory_order_relaxed);
     st.abandoned = c.messages_abandoned.load(std::memory_order_relaxed);
     st.lost = c.messages_lost.load(std::memory_order_relaxed);
-    const std::uint32_t done = st.producers_closed + st.producers_dead;
-    const std::uint32_t attached = c.producers_attached.load(std::memory_order_relaxed);
-    const std::uint32_t expected = c.expected_producers + c.extra_expected.load(std::memory_order_relaxed);
-    st.ended = c.expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached);
+    st.ended = stream_ended(p);
+    st.sealed = p.sealed;
     st.broken = broken();
     return st;
 }

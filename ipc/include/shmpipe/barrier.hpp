@@ -39,8 +39,8 @@ public:
     std::uint32_t arrive_and_wait();  // Error(broken) if broken
     template <class Rep, class Period>
     std::uint32_t arrive_and_wait_for(std::chrono::duration<Rep, Period> timeout) {  // Error(timeout) / Error(broken)
-        return arrive_until(detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
-                            std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return arrive_until(detail::deadline_after(detail::timeout_ns(timeout)),
+                            detail::timeout_ns(timeout));
     }
     // Breaks the barrier: current and future waiters throw Error(broken).
     void abort();

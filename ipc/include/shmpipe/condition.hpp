@@ -39,13 +39,13 @@ public:
     // False when the timeout passed without a notify.
     template <class Rep, class Period>
     bool wait_for(Mutex& mutex, std::chrono::duration<Rep, Period> timeout) {
-        return wait_until_ns(mutex, detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return wait_until_ns(mutex, detail::deadline_after(detail::timeout_ns(timeout)));
     }
     // The predicate's value at the end: false means it timed out with pred() still false.
     template <class Rep, class Period, class Predicate>
     bool wait_for(Mutex& mutex, std::chrono::duration<Rep, Period> timeout, Predicate pred) {
         const std::uint64_t deadline =
-            detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+            detail::deadline_after(detail::timeout_ns(timeout));
         while (!pred()) {
             if (!wait_until_ns(mutex, deadline)) return pred();
         }

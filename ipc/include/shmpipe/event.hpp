@@ -30,7 +30,7 @@ public:
     void wait() const;     // blocks until the flag is set (returns at once if it is)
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> timeout) const {  // false on timeout
-        return wait_until(detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return wait_until(detail::deadline_after(detail::timeout_ns(timeout)));
     }
 
     void persist() noexcept { handle_.persist(); }

@@ -54,7 +54,7 @@ public:
     // Gives up after `timeout` and returns false.
     template <class Rep, class Period>
     bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-        return try_lock_for_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return try_lock_for_ns(detail::timeout_ns(timeout));
     }
     // Throws Error(not_owner) unless the calling thread holds the lock.
     void unlock();
@@ -100,7 +100,7 @@ public:
     bool try_lock();
     template <class Rep, class Period>
     bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-        return try_lock_for_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return try_lock_for_ns(detail::timeout_ns(timeout));
     }
     void unlock();  // Error(not_owner) unless this thread holds it
 

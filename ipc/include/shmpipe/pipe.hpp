@@ -22,6 +22,7 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/error.hpp>
 
 #include <chrono>
@@ -87,7 +88,7 @@ public:
     bool poll() { return poll_ns(std::chrono::nanoseconds(0)); }
     template <class Rep, class Period>
     bool poll(std::chrono::duration<Rep, Period> timeout) {
-        return poll_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return poll_ns(detail::timeout_ns(timeout));
     }
 
     void close() noexcept;

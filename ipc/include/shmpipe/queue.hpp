@@ -32,6 +32,7 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
@@ -72,7 +73,8 @@ struct QueueStats {
     std::uint32_t producers_closed = 0, producers_dead = 0;
     std::uint32_t sleepers = 0;
     std::uint64_t abandoned = 0, lost = 0;      // MPMC recovery counts
-    bool ended = false;    // all producers done (closed or dead)
+    bool ended = false;    // the end-of-stream rule holds (see the top of this file)
+    bool sealed = false;   // Queue::seal() was called
     bool broken = false;
 };
 
@@ -107,6 +109,11 @@ public:
     // uses it to learn which message a dead consumer had taken. Positions count from 0 in
     // push order, so a queue's only producer can map them to what it pushed.
     std::optional<std::uint64_t> last_claim_of(std::uint32_t pid, bool consumer = true) const noexcept;
+    // No new producer may attach from now on (attaching throws Error(errc::closed) naming the
+    // queue); once every attached producer has closed, the stream ends. Any process may call
+    // it, on an owner or an open() handle. Idempotent, never blocks.
+    void seal() noexcept;
+    bool sealed() const noexcept;
     // Announces `n` more producers before they attach (a supervisor restarting a replica
     // that died): with expected_producers set, the end of stream then also waits for them.
     void expect_more_producers(std::uint32_t n = 1) noexcept;
@@ -179,14 +186,6 @@ private:
     detail::ConsumerCore* core_;
     std::span<const std::byte> data_;
 };
-
-namespace detail {
-template <class Rep, class Period>
-std::uint64_t deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-    return monotonic_ns() + static_cast<std::uint64_t>(ns > 0 ? ns : 0) + 1;  // never 0 (= no deadline)
-}
-}  // namespace detail
 
 // Attaches to queue `name` as a producer. Any process. Throws Error: not_found (is the
 // creator running?), too_many_endpoints, type_mismatch (another endpoint uses another T),

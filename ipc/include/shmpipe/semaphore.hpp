@@ -51,7 +51,7 @@ public:
     bool try_acquire();            // never blocks
     template <class Rep, class Period>
     bool try_acquire_for(std::chrono::duration<Rep, Period> timeout) {
-        return acquire_until(detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return acquire_until(detail::deadline_after(detail::timeout_ns(timeout)));
     }
     // Adds n units and wakes up to n waiters. Throws Error: invalid_argument (n < 0),
     // overflow (the count would pass max_count; nothing is added then).

@@ -78,16 +78,27 @@ struct alignas(kCacheLine) QueueControl {
     std::atomic<std::uint32_t> consumers_closed;
     std::atomic<std::uint32_t> consumers_dead;
     std::atomic<std::uint32_t> extra_expected;      // producers announced later (a restarted replica)
-    std::uint32_t reserved;
+    std::atomic<std::uint32_t> sealed;              // E2: Queue::seal() was called (0/1)
     // E1  A side made for one endpoint is held through its owner word: 0 (free) or
     //     pid << 32 | (start time & 0xffffffff) of the holder. It is claimed by CAS from 0 or
     //     from a word whose process is gone, and given back by CAS on close. The word names
     //     its holder, so a process killed anywhere in attach or close never blocks the side.
+    // E2 A producer counts itself attached (producers_attached, seq_cst) and then reads
+    //    `sealed` (seq_cst); seal() stores `sealed` (seq_cst). A producer that read 0 was
+    //    counted before the seal in the single total order, so a consumer that reads
+    //    `sealed` == 1 and then `producers_attached` sees it. One that read 1 counts itself
+    //    closed and fails: the end of stream never comes while a producer can still push.
     std::atomic<std::uint64_t> producer_owner;
     std::atomic<std::uint64_t> consumer_owner;
     std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
     std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
     alignas(kCacheLine) std::atomic<std::uint64_t> messages_lost;  // MPMC cells freed after a consumer died
+    // J1 (JoinableQueue): tasks_done counts task_done() calls of every consumer; join() waits
+    // on done_seq (bumped by task_done when join_waiters is non-zero) until it reaches the
+    // messages pushed. Off the push/pop path: only task_done() and join() touch this line.
+    std::atomic<std::uint64_t> tasks_done;
+    std::atomic<std::uint32_t> join_waiters;
+    std::atomic<std::uint32_t> done_seq;
 };
 
 struct RingIndices {
@@ -114,9 +125,7 @@ struct Cell {  // MPMC
 static_assert(sizeof(Cell) == 16);
 static_assert(sizeof(QueueControl) == 3 * kCacheLine);
 
-// Validated views of a queue body. `validate` returns nullptr on success, else the reason.
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;
-
+// Views of a queue body, validated first by validate_queue_body (queue_state.hpp).
 inline const QueueControl& queue_control(const std::byte* body) noexcept {
     return *reinterpret_cast<const QueueControl*>(body);
 }
@@ -128,10 +137,6 @@ inline const RingIndices& ring_indices(const std::byte* body) noexcept {
     return *reinterpret_cast<const RingIndices*>(body + queue_control(body).ring_offset);
 }
 
-// Depth for the inspector: SPSC tail_count - head_count (messages) and tail - head (ring
-// bytes, including record headers); MPMC tail - head (messages). Message totals in/out:
-// SPSC tail_count/head_count, MPMC tail/head (positions), both exact. Byte totals: SPSC
-// tail_bytes/head_bytes (exact); MPMC the endpoint records' counters (published every
-// kStatsBatch messages and on close, so they trail by at most a batch per endpoint).
+// Depth and totals: queue_totals() in queue_state.hpp.
 
 }  // namespace shmpipe::detail

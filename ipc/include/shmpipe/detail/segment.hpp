@@ -29,7 +29,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x3145504950'4d4853ull;  // "SHMPIPE1" read as little-endian bytes
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: queue seal and JoinableQueue counters
 inline constexpr std::uint32_t kMaxEndpoints = 1024;
 
 enum class ObjectKind : std::uint32_t {
