@@ -2,6 +2,7 @@
 // blocking, end of stream, death detection and recovery. The hot paths are inline in
 // detail/queue_endpoint.hpp; invariants (S*, M*) and ordering pairs (SP*, MP*) are in
 // detail/queue_layout.hpp.
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
 #include <shmpipe/detail/queue_state.hpp>
@@ -12,6 +13,8 @@
 #include <bit>
 #include <climits>
 #include <memory>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 namespace shmpipe {
@@ -167,6 +170,27 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     }
 }
 
+// The handle's validated copy of the geometry (never re-read from shared memory).
+static QueueGeometry geometry_of(bool spsc, std::uint64_t capacity, std::uint64_t max_message,
+                                 std::uint64_t cell_count, std::uint64_t cell_stride) noexcept {
+    QueueGeometry g;
+    g.spsc = spsc;
+    g.capacity = capacity;
+    g.max_message = max_message;
+    g.cell_count = cell_count;
+    g.cell_stride = cell_stride;
+    return g;
+}
+
+std::size_t EndpointCore::size_approx() const noexcept {
+    const QueueGeometry g = geometry_of(spsc_, capacity_, max_message_, cell_count_, cell_stride_);
+    return static_cast<std::size_t>(queue_totals(g, load_ring_counts(*ring_), 0, 0).depth);
+}
+
+bool EndpointCore::full_approx() const noexcept {
+    return queue_full(geometry_of(spsc_, capacity_, max_message_, cell_count_, cell_stride_), load_ring_counts(*ring_));
+}
+
 bool EndpointCore::owned_by_this_process() const noexcept {
     return owner_pid_ == current_pid();  // no system call: checked every stats batch
 }
@@ -268,7 +292,8 @@ void ProducerCore::throw_too_large(std::size_t n) const {
     throw Error(errc::message_too_large,
                 describe("push to", "queue", name(), "a message of " + std::to_string(n) +
                          " bytes is larger than its max_message of " + std::to_string(max_message_) +
-                         " bytes (create the queue with a larger QueueOptions::max_message)"));
+                         " bytes (create the queue with QueueOptions::max_message = " + std::to_string(n) +
+                         " or more)"));
 }
 
 void ProducerCore::throw_holding() const {
@@ -375,6 +400,8 @@ void ProducerCore::recover_full() noexcept {
 
 ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag)
     : EndpointCore(name, EndpointRole::consumer, type_tag) {
+    joinable_ = (ctl_->flags & kQueueFlagJoinable) != 0;
+    if (joinable_) record_->aux.store(0, std::memory_order_relaxed);  // J2: a recycled record's old value
     if (spsc_) {
         head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
         cached_tail_ = head_;
@@ -483,6 +510,130 @@ void ConsumerCore::close() noexcept {
     bump_and_wake(ring_->space_seq);
 }
 
+void ConsumerCore::task_done() {
+    if (!joinable_) {
+        throw Error(errc::invalid_state, describe("task_done on", "queue", name(),
+                    "it is not joinable (create it with QueueOptions::joinable = true)"));
+    }
+    const std::uint64_t taken = messages_ + (holding_ ? 1 : 0);
+    if (done_ >= taken) {
+        throw Error(errc::invalid_argument,
+                    describe("task_done on", "queue", name(),
+                             "called more times than this consumer took messages (" + std::to_string(taken) +
+                                 " taken, all marked done already)"));
+    }
+    ++done_;
+    record_->aux.store(taken - done_, std::memory_order_relaxed);  // J2
+    ctl_->tasks_done.fetch_add(1, std::memory_order_release);     // J1
+    light_fence();                                                 // JP1: the waker's half
+    if (ctl_->join_waiters.load(std::memory_order_relaxed) != 0) bump_and_wake(ctl_->done_seq);
+}
+
+[[noreturn]] void throw_moved_from(const char* what) {
+    throw Error(errc::invalid_state, std::string("use of a moved-from ") + what +
+                                         " (it may only be destroyed, assigned to or closed)");
+}
+
+namespace {
+
+// What join() decides from: the messages pushed and written off, and the consumers' work (J1, J2).
+struct JoinView {
+    std::uint64_t pushed = 0, done = 0, lost = 0, depth = 0;
+    std::uint64_t live_held = 0;       // J2: work live consumers took and have not marked done
+    std::vector<std::uint32_t> dead;   // consumers that died (their pids; those holding work first)
+    bool finished() const noexcept { return done + lost >= pushed; }
+    // Taken, not done, and held by no live consumer: it went with a dead one.
+    std::uint64_t orphaned() const noexcept {
+        const std::uint64_t open = pushed - done - lost;
+        return depth == 0 && live_held == 0 && !dead.empty() ? open : 0;
+    }
+};
+
+JoinView join_view(const Segment& seg, bool scan) {
+    const QueueControl& c = queue_control(seg.body());
+    const bool spsc = seg.kind() == ObjectKind::spsc_queue;
+    JoinView v;
+    v.done = c.tasks_done.load(std::memory_order_acquire);  // J1, before the pushes it counts
+    v.lost = c.tasks_lost.load(std::memory_order_acquire);
+    const QueueTotals t = queue_totals(copy_geometry(c, spsc), load_ring_counts(ring_indices(seg.body())), 0, 0);
+    const std::uint64_t abandoned = c.messages_abandoned.load(std::memory_order_acquire);
+    v.pushed = t.messages_in >= abandoned ? t.messages_in - abandoned : 0;  // abandoned cells are never delivered
+    v.depth = t.depth;
+    if (v.done + v.lost > v.pushed) v.pushed = v.done + v.lost;  // counters read apart: never negative
+    if (!scan) return v;
+    std::vector<std::uint32_t> idle_dead;
+    for (std::uint32_t i = 0; i < seg.endpoint_count(); ++i) {
+        const EndpointRecord& e = seg.endpoints()[i];
+        const std::uint64_t w = e.word.load(std::memory_order_acquire);
+        if (EndpointRecord::role_of(w) != EndpointRole::consumer) continue;
+        const auto st = EndpointRecord::state_of(w);
+        const std::uint64_t held = e.aux.load(std::memory_order_relaxed);  // J2
+        bool dead = st == EndpointState::dead;
+        if (st == EndpointState::open || st == EndpointState::attaching) {
+            dead = !process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed));
+            if (!dead) v.live_held += held;
+        }
+        if (dead) (held != 0 ? v.dead : idle_dead).push_back(EndpointRecord::pid_of(w));
+    }
+    v.dead.insert(v.dead.end(), idle_dead.begin(), idle_dead.end());
+    return v;
+}
+
+}  // namespace
+
+bool join_queue(const Segment& seg, std::uint64_t deadline_ns) {
+    QueueControl& c = queue_control(seg.body());
+    if ((c.flags & kQueueFlagJoinable) == 0) {
+        throw Error(errc::invalid_state, describe("join", "queue", seg.name(),
+                    "it is not joinable (create it with QueueOptions::joinable = true)"));
+    }
+    // A write-off needs the same orphaned count on two looks a sleep slice apart: a live
+    // consumer between its claim and its J2 store is gone by then.
+    std::uint64_t suspect_done = ~std::uint64_t{0}, suspect_count = 0;
+    for (;;) {
+        const std::uint64_t seq = c.done_seq.load(std::memory_order_acquire);
+        JoinView v = join_view(seg, false);
+        if (v.finished()) return true;
+        const std::uint64_t now = monotonic_ns();
+        if (deadline_ns != 0 && now >= deadline_ns) return false;
+        if (v.depth == 0) {
+            v = join_view(seg, true);
+            const std::uint64_t orphaned = v.orphaned();
+            if (orphaned == 0) {
+                suspect_count = 0;
+            } else if (suspect_count != orphaned || suspect_done != v.done + v.lost) {
+                suspect_count = orphaned;
+                suspect_done = v.done + v.lost;
+            } else {
+                std::uint64_t lost = v.lost;
+                if (c.tasks_lost.compare_exchange_strong(lost, lost + orphaned, std::memory_order_acq_rel)) {  // J1
+                    std::string pids;
+                    for (std::size_t i = 0; i < v.dead.size() && i < 8; ++i) pids += (i ? ", " : "") + std::to_string(v.dead[i]);
+                    if (v.dead.size() > 8) pids += ", ...";
+                    bump_and_wake(c.done_seq);  // other joiners see the write-off
+                    throw Error(errc::consumer_died,
+                                describe("join", "queue", seg.name(),
+                                         "consumer " + std::string(v.dead.size() > 1 ? "pids " : "pid ") + pids +
+                                             " died holding " + std::to_string(orphaned) +
+                                             " message(s) never marked done; they are written off (a message a "
+                                             "dead consumer took is not delivered again), so the next join() can return"));
+                }
+                suspect_count = 0;
+                continue;  // another joiner wrote them off
+            }
+        }
+        // JP1: the sleeper's half; bounded, so deaths are noticed.
+        c.join_waiters.fetch_add(1, std::memory_order_relaxed);
+        heavy_fence();
+        if (!join_view(seg, false).finished()) {
+            std::uint64_t wake_at = now + kSleepSliceNs;
+            if (deadline_ns != 0 && deadline_ns < wake_at) wake_at = deadline_ns;
+            futex_wait(c.done_seq, static_cast<std::uint32_t>(seq), wake_at);
+        }
+        c.join_waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+}
+
 void ConsumerCore::wake_producers() noexcept {
     if (spsc_) {
         // Batch wake-ups: a sleeping producer is woken once half the ring is free (or the
@@ -510,28 +661,57 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     std::uint32_t flags = 0;
     if (o.producers == Endpoints::one) flags |= kQueueFlagOneProducer;
     if (o.consumers == Endpoints::one) flags |= kQueueFlagOneConsumer;
+    if (o.joinable) flags |= kQueueFlagJoinable;
 
     const std::uint64_t ring_offset = align_up(sizeof(QueueControl), kCacheLine);
     std::uint64_t capacity = 0, cell_count = 0, cell_stride = 0, cells_offset = 0, data_offset = 0;
     std::uint32_t records = 0;
+    // Sizing by messages (QueueOptions::max_messages, Python's maxsize) or by bytes. The
+    // errors name what one message really costs: its record or cell, not max_message.
+    const std::uint64_t n = o.max_messages;
+    if (n > (std::uint64_t{1} << 32)) bad("max_messages must be at most 2^32");
     if (spsc) {
         const std::uint64_t record = sizeof(RecordHeader) + align8(o.max_message);
-        capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        if (n != 0) {
+            // n whole records, plus one for the padding a record that would straddle the
+            // ring's end leaves (S3), and never fewer than the two the ring needs.
+            const std::uint64_t need = std::max<std::uint64_t>(n + 1, 2) * record;
+            if (need > (std::uint64_t{1} << 40)) {
+                bad("max_messages " + std::to_string(n) + " of up to " + std::to_string(record) +
+                    " bytes each (max_message " + std::to_string(o.max_message) +
+                    " + an 8-byte header, 8-aligned) need more than 1 TiB");
+            }
+            capacity = std::bit_ceil(std::max<std::uint64_t>(need, 4096));
+        } else {
+            capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        }
         if (capacity < 2 * record) {
             bad("capacity " + std::to_string(o.capacity) + " is too small for max_message " +
-                std::to_string(o.max_message) + ": an SPSC queue needs capacity >= 2 * (max_message + 8) = " +
-                std::to_string(2 * record));
+                std::to_string(o.max_message) + ": each message costs up to " + std::to_string(record) +
+                " bytes in an SPSC ring (8-byte header, 8-aligned) and the ring needs room for 2, so capacity >= " +
+                std::to_string(2 * record) + " (or set QueueOptions::max_messages instead)");
         }
         data_offset = align_up(ring_offset + sizeof(RingIndices), 4096);
         records = kSpscEndpointRecords;
     } else {
         cell_stride = align_up(o.max_message, kCacheLine);
-        const std::uint64_t fit = o.capacity / cell_stride;
-        if (fit < 2) {
-            bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages of max_message " +
-                std::to_string(o.max_message) + " bytes (an MPMC queue stores fixed cells of max_message bytes)");
+        if (n != 0) {
+            cell_count = std::bit_ceil(std::max<std::uint64_t>(n, 2));
+            if (cell_count * cell_stride > (std::uint64_t{1} << 40)) {
+                bad("max_messages " + std::to_string(n) + " cells of " + std::to_string(cell_stride) +
+                    " bytes each (max_message " + std::to_string(o.max_message) +
+                    " rounded up to 64-byte lines) need more than 1 TiB");
+            }
+        } else {
+            const std::uint64_t fit = o.capacity / cell_stride;
+            if (fit < 2) {
+                bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages: each message costs a cell of " +
+                    std::to_string(cell_stride) + " bytes in an MPMC queue (max_message " +
+                    std::to_string(o.max_message) + " rounded up to 64-byte lines), so capacity >= " +
+                    std::to_string(2 * cell_stride) + " (or set QueueOptions::max_messages instead)");
+            }
+            cell_count = std::bit_floor(fit);
         }
-        cell_count = std::bit_floor(fit);
         capacity = cell_count * cell_stride;
         cells_offset = ring_offset + sizeof(RingIndices);
         data_offset = align_up(cells_offset + cell_count * sizeof(Cell), 4096);
@@ -563,6 +743,8 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     });
     return Queue(std::move(s));
 }
+
+Queue Queue::create(const QueueOptions& options) { return create(detail::anonymous_name("anon-queue"), options); }
 
 Queue Queue::open(std::string_view name) {
     return Queue(detail::open_queue_segment(name, "open", detail::Access::read_write));
@@ -645,6 +827,9 @@ void Queue::seal() noexcept {
 bool Queue::sealed() const noexcept {
     return detail::queue_control(segment_.body()).sealed.load(std::memory_order_acquire) != 0;
 }
+
+void Queue::join() { join_until(0); }
+bool Queue::join_until(std::uint64_t deadline_ns) { return detail::join_queue(segment_, deadline_ns); }
 
 void Queue::expect_more_producers(std::uint32_t n) noexcept {
     detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);

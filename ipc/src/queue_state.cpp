@@ -123,4 +123,10 @@ QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint6
     return t;
 }
 
+bool queue_full(const QueueGeometry& g, const RingCounts& r) noexcept {
+    const QueueTotals t = queue_totals(g, r, 0, 0);
+    if (!g.spsc) return t.depth >= g.cell_count;
+    return g.capacity - t.bytes_used < sizeof(RecordHeader) + align8(g.max_message);
+}
+
 }  // namespace shmpipe::detail

@@ -40,6 +40,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,7 +56,11 @@ struct QueueOptions {
     std::size_t max_message = std::size_t{64} << 10;  // largest message; SPSC needs capacity >= 2 * (max_message + 8)
     Endpoints producers = Endpoints::many;
     Endpoints consumers = Endpoints::many;
-    std::uint32_t expected_producers = 0;  // 0: the end comes when all producers that attached have closed
+    std::uint32_t expected_producers = 0;  // the end comes after this many producers closed (0: see seal())
+    // Python's maxsize: the queue holds at least this many messages of up to max_message
+    // bytes, and `capacity` is ignored (0: size by `capacity`).
+    std::size_t max_messages = 0;
+    bool joinable = false;                 // JoinableQueue: Consumer::task_done(), Queue::join()
     std::uint32_t max_endpoints = 64;      // endpoint records for a `many` side (both sides share them)
     mode_t permissions = kDefaultPermissions;
 };
@@ -84,6 +89,10 @@ public:
     // Creates "shmpipe.<name>"; throws Error: invalid_name, already_exists, invalid_argument
     // (impossible geometry), permission_denied.
     static Queue create(std::string_view name, const QueueOptions& options = {});
+    // An anonymous queue, like Python's Queue(): a unique name is picked (name() tells it;
+    // still a visible segment that inspect-queues lists and `clean` removes). Children
+    // forked later keep using it; other processes attach by name().
+    static Queue create(const QueueOptions& options = {});
     // Opens an existing queue without owning its name (for stats, close_endpoints_of, mark_broken).
     static Queue open(std::string_view name);
 
@@ -114,6 +123,17 @@ public:
     // it, on an owner or an open() handle. Idempotent, never blocks.
     void seal() noexcept;
     bool sealed() const noexcept;
+    // JoinableQueue (QueueOptions::joinable): blocks until every message pushed so far has
+    // been marked done (Consumer::task_done) by some consumer, in any process. A consumer
+    // that died holding messages it never marked done does not make it wait for ever: once
+    // the queue is drained and no live consumer holds work, join throws
+    // Error(errc::consumer_died) naming the dead consumer(s) and the count, and writes those
+    // messages off, so a later join() returns. Throws invalid_state when not joinable.
+    void join();
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {  // false on timeout
+        return join_until(detail::deadline_after(timeout));
+    }
     // Announces `n` more producers before they attach (a supervisor restarting a replica
     // that died): with expected_producers set, the end of stream then also waits for them.
     void expect_more_producers(std::uint32_t n = 1) noexcept;
@@ -121,6 +141,7 @@ public:
 
 private:
     explicit Queue(detail::Segment segment) : segment_(std::move(segment)) {}
+    bool join_until(std::uint64_t deadline_ns);
     detail::Segment segment_;
 };
 
@@ -196,19 +217,25 @@ class Producer {
 
 public:
     explicit Producer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
+        : core_(std::make_unique<detail::ProducerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>())) {}
+    // Movable like a value (a std::vector<Producer<T>> works). A WriteSlot reserved before
+    // the move stays valid and commits through the new owner. Assigning over a producer
+    // closes the endpoint it held. A moved-from producer may be destroyed, assigned to or
+    // closed; anything else throws Error(errc::invalid_state).
+    Producer(Producer&&) noexcept = default;
+    Producer& operator=(Producer&&) noexcept = default;
 
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
     void push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        std::byte* p = core_.reserve(n, 0);
+        std::byte* p = core().reserve(n, 0);
         encode_commit(v, p, n);
     }
     // Never blocks: false when the queue is full.
     bool try_push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        core_.check_size(n);
-        std::byte* p = core_.try_reserve(n);
+        core().check_size(n);
+        std::byte* p = core().try_reserve(n);
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -217,7 +244,7 @@ public:
     template <class Rep, class Period>
     bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
         const std::size_t n = Codec<T>::size(v);
-        std::byte* p = core_.reserve(n, detail::deadline_after(timeout));
+        std::byte* p = core().reserve(n, detail::deadline_after(timeout));
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -225,50 +252,74 @@ public:
 
     // Raw bytes (Producer<> only).
     void push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
-        std::byte* p = core_.reserve(bytes.size(), 0);
+        std::byte* p = core().reserve(bytes.size(), 0);
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
-        core_.commit(bytes.size());
+        core().commit(bytes.size());
     }
     bool try_push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
-        core_.check_size(bytes.size());
-        std::byte* p = core_.try_reserve(bytes.size());
+        core().check_size(bytes.size());
+        std::byte* p = core().try_reserve(bytes.size());
         if (p == nullptr) return false;
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
-        core_.commit(bytes.size());
+        core().commit(bytes.size());
         return true;
     }
 
     // Zero copy: a writable slot of n bytes (blocks while full); commit() publishes it.
-    WriteSlot reserve(std::size_t n) { return WriteSlot(&core_, core_.reserve(n, 0), n); }
+    WriteSlot reserve(std::size_t n) { return WriteSlot(&core(), core().reserve(n, 0), n); }
     std::optional<WriteSlot> try_reserve(std::size_t n) {
-        core_.check_size(n);
-        std::byte* p = core_.try_reserve(n);
+        core().check_size(n);
+        std::byte* p = core().try_reserve(n);
         if (p == nullptr) return std::nullopt;
-        return WriteSlot(&core_, p, n);
+        return WriteSlot(&core(), p, n);
     }
     template <class Rep, class Period>
     std::optional<WriteSlot> reserve_for(std::size_t n, std::chrono::duration<Rep, Period> timeout) {
-        std::byte* p = core_.reserve(n, detail::deadline_after(timeout));
+        std::byte* p = core().reserve(n, detail::deadline_after(timeout));
         if (p == nullptr) return std::nullopt;
-        return WriteSlot(&core_, p, n);
+        return WriteSlot(&core(), p, n);
+    }
+
+    // Python's qsize(), empty(), full(): approximate, stale as soon as read (other endpoints
+    // move on). qsize() counts the messages waiting; full() says that a max_message push
+    // would not fit now. Any thread; no system call.
+    std::size_t qsize() const { return core().size_approx(); }
+    bool empty() const { return qsize() == 0; }
+    bool full() const { return core().full_approx(); }
+
+    // JoinableQueue (QueueOptions::joinable): blocks until every message pushed so far, by
+    // any producer, has been marked done by some consumer (Consumer::task_done), like
+    // Queue::join(). Here because a process that only pushes often holds no Queue handle.
+    // Throws consumer_died (a consumer died holding messages never marked done: they are
+    // written off, and a later join() can succeed), invalid_state (not joinable).
+    void join() { core().join(0); }
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {  // false on timeout
+        return core().join(detail::deadline_after(timeout));
     }
 
     // Ends this producer's stream (idempotent). Later pushes throw Error(errc::closed).
-    void close() noexcept { core_.close(); }
-    const std::string& name() const noexcept { return core_.name(); }
-    std::size_t max_message() const noexcept { return core_.max_message(); }
+    void close() noexcept {
+        if (core_) core_->close();
+    }
+    const std::string& name() const { return core().name(); }
+    std::size_t max_message() const { return core().max_message(); }
 
 private:
     void encode_commit(const T& v, std::byte* p, std::size_t n) {
         try {
             Codec<T>::encode(v, std::span<std::byte>(p, n));
         } catch (...) {
-            core_.abandon();
+            core().abandon();
             throw;
         }
-        core_.commit(n);
+        core().commit(n);
     }
-    detail::ProducerCore core_;
+    detail::ProducerCore& core() const {
+        if (!core_) [[unlikely]] detail::throw_moved_from("producer");
+        return *core_;
+    }
+    std::unique_ptr<detail::ProducerCore> core_;  // on the heap: a slot keeps pointing at it when we move
 };
 
 // Attaches to queue `name` as a consumer. Any process. Throws like Producer.
@@ -278,7 +329,13 @@ class Consumer {
 
 public:
     explicit Consumer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
+        : core_(std::make_unique<detail::ConsumerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>())) {}
+    // Movable like a value (a std::vector<Consumer<T>> works). A ReadSlot peeked before the
+    // move stays valid and is released through the new owner. Assigning over a consumer
+    // closes the endpoint it held. A moved-from consumer may be destroyed, assigned to or
+    // closed; anything else throws Error(errc::invalid_state).
+    Consumer(Consumer&&) noexcept = default;
+    Consumer& operator=(Consumer&&) noexcept = default;
 
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
@@ -286,7 +343,7 @@ public:
     // Never blocks: nullopt when nothing is waiting (or at the end: see ended()).
     std::optional<T> try_pop() {
         std::span<const std::byte> m;
-        if (!core_.try_peek(m)) return std::nullopt;
+        if (!core().try_peek(m)) return std::nullopt;
         return decode_release(m);
     }
     // nullopt on timeout or at the end of stream; ended() tells which.
@@ -300,35 +357,47 @@ public:
     std::optional<ReadSlot> peek() { return peek_until(0); }
     std::optional<ReadSlot> try_peek() {
         std::span<const std::byte> m;
-        if (!core_.try_peek(m)) return std::nullopt;
-        return ReadSlot(&core_, m);
+        if (!core().try_peek(m)) return std::nullopt;
+        return ReadSlot(&core(), m);
     }
     template <class Rep, class Period>
     std::optional<ReadSlot> peek_for(std::chrono::duration<Rep, Period> timeout) {
         return peek_until(detail::deadline_after(timeout));
     }
 
+    // Approximate, as Producer::qsize(), empty(), full().
+    std::size_t qsize() const { return core().size_approx(); }
+    bool empty() const { return qsize() == 0; }
+    bool full() const { return core().full_approx(); }
+
+    // JoinableQueue (QueueOptions::joinable): marks one message this consumer took (popped
+    // or peeked) as done. Throws invalid_argument when called more often than messages were
+    // taken (Python's ValueError), invalid_state when the queue is not joinable. Never blocks.
+    void task_done() { core().task_done(); }
+
     // True once the end of stream was seen by this consumer.
-    bool ended() const noexcept { return core_.ended(); }
-    void close() noexcept { core_.close(); }
-    const std::string& name() const noexcept { return core_.name(); }
+    bool ended() const { return core().ended(); }
+    void close() noexcept {
+        if (core_) core_->close();
+    }
+    const std::string& name() const { return core().name(); }
 
 private:
     std::optional<T> take(std::uint64_t deadline_ns) {
         std::span<const std::byte> m;
-        if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
+        if (core().peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
         return decode_release(m);
     }
     std::optional<ReadSlot> peek_until(std::uint64_t deadline_ns) {
         std::span<const std::byte> m;
-        if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
-        return ReadSlot(&core_, m);
+        if (core().peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
+        return ReadSlot(&core(), m);
     }
     std::optional<T> decode_release(std::span<const std::byte> m) {
         struct Release {
             detail::ConsumerCore& c;
             ~Release() { c.release(); }
-        } guard{core_};  // a message that fails to decode is still consumed, never re-read
+        } guard{core()};  // a message that fails to decode is still consumed, never re-read
         if constexpr (detail::object_bytes_codec<T> && std::is_default_constructible_v<T>) {
             // Copy straight into the result: decode() + optional(T&&) would copy twice.
             if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
@@ -339,7 +408,11 @@ private:
             return Codec<T>::decode(m);
         }
     }
-    detail::ConsumerCore core_;
+    detail::ConsumerCore& core() const {
+        if (!core_) [[unlikely]] detail::throw_moved_from("consumer");
+        return *core_;
+    }
+    std::unique_ptr<detail::ConsumerCore> core_;  // on the heap: a slot keeps pointing at it when we move
 };
 
 }  // namespace shmpipe

@@ -47,6 +47,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::uint32_t kQueueFlagOneProducer = 1u << 0;
 inline constexpr std::uint32_t kQueueFlagOneConsumer = 1u << 1;
+inline constexpr std::uint32_t kQueueFlagJoinable = 1u << 2;     // QueueOptions::joinable (J1, J2)
 
 inline constexpr std::uint32_t kRecordPad = 1u << 0;  // SPSC padding record: skip to the ring start
 inline constexpr std::uint64_t kCellAbandoned = std::uint64_t{1} << 63;
@@ -93,10 +94,19 @@ struct alignas(kCacheLine) QueueControl {
     std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
     std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
     alignas(kCacheLine) std::atomic<std::uint64_t> messages_lost;  // MPMC cells freed after a consumer died
-    // J1 (JoinableQueue): tasks_done counts task_done() calls of every consumer; join() waits
-    // on done_seq (bumped by task_done when join_waiters is non-zero) until it reaches the
-    // messages pushed. Off the push/pop path: only task_done() and join() touch this line.
+    // JoinableQueue (kQueueFlagJoinable), off the push/pop path: only task_done() and join()
+    // touch this line.
+    // J1  tasks_done counts task_done() calls of every consumer; tasks_lost counts messages
+    //     join() wrote off because the consumer that took them died (moved by CAS from the
+    //     value the write-off was computed from, so two joiners never write off twice).
+    //     join() returns once tasks_done + tasks_lost >= messages pushed (not abandoned).
+    // J2  a consumer of a joinable queue keeps its EndpointRecord::aux = messages it took and
+    //     has not marked done, stored right after each claim and each task_done: the records
+    //     tell the work a live consumer still holds from the work a dead one took along.
+    // JP1 task_done: fetch_add tasks_done, light_fence, and if join_waiters != 0 bump done_seq
+    //     and wake; a joiner: join_waiters++, heavy_fence, re-check, futex-wait on done_seq.
     std::atomic<std::uint64_t> tasks_done;
+    std::atomic<std::uint64_t> tasks_lost;
     std::atomic<std::uint32_t> join_waiters;
     std::atomic<std::uint32_t> done_seq;
 };

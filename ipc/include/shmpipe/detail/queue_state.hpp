@@ -74,4 +74,8 @@ struct QueueTotals {
 QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint64_t endpoint_bytes_in,
                          std::uint64_t endpoint_bytes_out) noexcept;
 
+// A message of max_message bytes would not fit now (SPSC: free ring bytes, ignoring where
+// the free bytes lie; MPMC: every cell taken).
+bool queue_full(const QueueGeometry& g, const RingCounts& r) noexcept;
+
 }  // namespace shmpipe::detail

@@ -70,7 +70,7 @@ struct alignas(kCacheLine) EndpointRecord {
     std::atomic<std::uint64_t> attached_ns;  // CLOCK_REALTIME
     std::atomic<std::uint32_t> sleeping;     // 1 while blocked in a futex wait
     std::atomic<std::uint32_t> generation;   // bumped on every claim of this record
-    std::uint64_t reserved;
+    std::atomic<std::uint64_t> aux;          // kind-specific (joinable queue: messages taken, not yet done)
 
     static std::uint64_t pack(std::uint32_t pid, EndpointRole role, EndpointState state) noexcept {
         return (std::uint64_t{pid} << 32) | (std::uint64_t{static_cast<std::uint32_t>(role)} << 8) |
