@@ -591,6 +591,9 @@ bool join_queue(const Segment& seg, std::uint64_t deadline_ns) {
     // consumer between its claim and its J2 store is gone by then.
     std::uint64_t suspect_done = ~std::uint64_t{0}, suspect_count = 0;
     for (;;) {
+        if ((seg.header().state.load(std::memory_order_acquire) & kStateBroken) != 0) {
+            throw Error(errc::broken, describe("join", "queue", seg.name(), "the queue was marked broken"));
+        }
         const std::uint64_t seq = c.done_seq.load(std::memory_order_acquire);
         JoinView v = join_view(seg, false);
         if (v.finished()) return true;
@@ -763,6 +766,7 @@ void Queue::mark_broken() noexcept {
     auto& r = detail::ring_indices(segment_.body());
     detail::bump_and_wake(r.data_seq);
     detail::bump_and_wake(r.space_seq);
+    detail::bump_and_wake(detail::queue_control(segment_.body()).done_seq);  // joiners
 }
 
 bool Queue::broken() const noexcept {

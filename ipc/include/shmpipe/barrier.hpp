@@ -18,6 +18,7 @@
 // destroying its handle counts as dead.
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <chrono>
@@ -32,6 +33,11 @@ public:
     // Throws Error: invalid_name, already_exists, invalid_argument (parties 0 or above
     // 2^20), permission_denied.
     static Barrier create(std::string_view name, std::uint32_t parties, const SyncOptions& options = {});
+    // Anonymous, like Python's Barrier(n): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Barrier create(std::uint32_t parties, const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-barrier"), parties, options);
+    }
     static Barrier open(std::string_view name);
 
     Barrier() = default;

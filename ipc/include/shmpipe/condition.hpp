@@ -14,6 +14,7 @@
 // nobody waits.
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 #include <shmpipe/mutex.hpp>
 
@@ -27,6 +28,11 @@ namespace shmpipe {
 class Condition {
 public:
     static Condition create(std::string_view name, const SyncOptions& options = {});
+    // Anonymous, like Python's Condition(): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Condition create(const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-condition"), options);
+    }
     static Condition open(std::string_view name);
 
     Condition() = default;

@@ -21,6 +21,7 @@
 // waiter spins ~20 µs, then sleeps on a futex in the segment.
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <chrono>
@@ -35,6 +36,9 @@ class Mutex {
 public:
     // Throws Error: invalid_name, already_exists, permission_denied, invalid_argument.
     static Mutex create(std::string_view name, const SyncOptions& options = {});
+    // Anonymous, like Python's Lock(): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Mutex create(const SyncOptions& options = {}) { return create(detail::anonymous_name("anon-mutex"), options); }
     // Throws Error: invalid_name, not_found, wrong_kind (also for a RecursiveMutex), corrupt, ...
     static Mutex open(std::string_view name);
 
@@ -92,6 +96,11 @@ private:
 class RecursiveMutex {
 public:
     static RecursiveMutex create(std::string_view name, const SyncOptions& options = {});
+    // Anonymous, like Python's RLock(): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static RecursiveMutex create(const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-rmutex"), options);
+    }
     static RecursiveMutex open(std::string_view name);
 
     RecursiveMutex() = default;

@@ -19,6 +19,7 @@
 // the process holds is still allowed (up to max_count).
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <chrono>
@@ -42,6 +43,11 @@ public:
     // Throws Error: invalid_name, already_exists, invalid_argument (initial < 0),
     // overflow (initial > max_count or max_count > kSemaphoreMax), permission_denied.
     static Semaphore create(std::string_view name, std::int64_t initial, const SemaphoreOptions& options = {});
+    // Anonymous, like Python's Semaphore(n): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Semaphore create(std::int64_t initial, const SemaphoreOptions& options = {}) {
+        return create(detail::anonymous_name("anon-semaphore"), initial, options);
+    }
     // Throws Error: invalid_name, not_found, wrong_kind, corrupt, version_mismatch, ...
     static Semaphore open(std::string_view name);
 
