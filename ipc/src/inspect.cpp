@@ -456,12 +456,7 @@ void build(ObjectInfo& info, const RawSnapshot& s) {
             }
         }
         const detail::QueueTotals t = detail::queue_totals(s.geometry, s.ring, bytes_in, bytes_out);
-        info.depth = t.depth;
-        info.bytes_used = t.bytes_used;
-        info.messages_in = t.messages_in;
-        info.bytes_in = t.bytes_in;
-        info.messages_out = t.messages_out;
-        info.bytes_out = t.bytes_out;
+        detail::copy_totals(t, info);
         info.fill = s.geometry.spsc ? static_cast<double>(t.bytes_used) / static_cast<double>(s.geometry.capacity)
                                     : static_cast<double>(t.depth) / static_cast<double>(s.geometry.cell_count);
         ended = t.depth == 0 && detail::stream_ended(s.producers);

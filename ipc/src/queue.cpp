@@ -866,12 +866,7 @@ QueueStats Queue::stats() const {
     }
     const QueueTotals t = queue_totals(copy_geometry(c, st.spsc), load_ring_counts(r), endpoint_bytes_in,
                                        endpoint_bytes_out);
-    st.depth = t.depth;
-    st.bytes_used = t.bytes_used;
-    st.messages_in = t.messages_in;
-    st.messages_out = t.messages_out;
-    st.bytes_in = t.bytes_in;
-    st.bytes_out = t.bytes_out;
+    copy_totals(t, st);
     const ProducerCounts p = load_producer_counts(c);
     st.producers_closed = p.closed;
     st.producers_dead = p.dead;

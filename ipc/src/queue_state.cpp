@@ -22,16 +22,18 @@ ProducerCounts load_producer_counts(const QueueControl& c) noexcept {
     return p;
 }
 
+// An expected count is the authority over the one-producer default: a one-producer queue
+// expecting N incarnations (a replacement after each death) ends after the N-th.
 bool producers_complete(const ProducerCounts& p) noexcept {
-    if (p.expected != 0 && p.attached >= p.expected) return true;
     if (p.sealed) return true;
+    if (p.expected != 0) return p.attached >= p.expected;
     return p.one_producer && p.attached != 0;
 }
 
 bool stream_ended(const ProducerCounts& p) noexcept {
     const std::uint64_t done = std::uint64_t{p.closed} + p.dead;
-    if (p.expected != 0 && done >= p.expected) return true;
     if (p.sealed && done >= p.attached) return true;  // sealed before anyone attached: nobody can
+    if (p.expected != 0) return done >= p.expected;
     return p.one_producer && p.attached != 0 && done >= p.attached;
 }
 

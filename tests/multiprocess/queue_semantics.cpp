@@ -15,6 +15,7 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <sys/wait.h>
@@ -39,6 +40,27 @@ int wait_child(pid_t pid, std::chrono::milliseconds timeout, const std::string& 
         FAIL("timed out waiting for " << what);
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+// A joinable MPMC queue whose stream ends when its one producer closes.
+QueueOptions joinable_options() {
+    QueueOptions o = test::queue_options(Endpoints::many, 64 * 64, 64, 1);
+    o.joinable = true;
+    return o;
+}
+
+// Three JoinableQueue workers (queue_peer work) on `name`, worker i logging to dir/log<i>,
+// with extra_args(i) appended.
+std::vector<test::Peer> spawn_workers(const std::string& name, const test::TempDir& dir,
+                                      const std::function<std::vector<std::string>(int)>& extra_args) {
+    std::vector<test::Peer> workers;
+    for (int i = 0; i < 3; ++i) {
+        test::SharedLog::create(dir.file("log" + std::to_string(i)));
+        std::vector<std::string> args{"work", name, "--log", dir.file("log" + std::to_string(i))};
+        for (auto& a : extra_args(i)) args.push_back(std::move(a));
+        workers.push_back(test::spawn_queue_peer(args));
+    }
+    return workers;
 }
 
 }  // namespace
@@ -149,16 +171,9 @@ TEST_CASE("join returns once three consumer processes marked every message done"
     test::TempDir dir;
     constexpr int kCount = 500;
     {
-        QueueOptions o = test::queue_options(Endpoints::many, 64 * 64, 64, 1);
-        o.joinable = true;
-        auto q = Queue::create(name, o);
+        auto q = Queue::create(name, joinable_options());
         Producer<int> tx(name);
-        std::vector<test::Peer> workers;
-        for (int i = 0; i < 3; ++i) {
-            test::SharedLog::create(dir.file("log" + std::to_string(i)));
-            workers.push_back(test::spawn_queue_peer({"work", name, "--log", dir.file("log" + std::to_string(i)),
-                                                      "--delay-us", "100"}));
-        }
+        auto workers = spawn_workers(name, dir, [](int) { return std::vector<std::string>{"--delay-us", "100"}; });
         for (int i = 0; i < kCount; ++i) tx.push(i);
         bool joined = false;
         REQUIRE(test::finishes_within(name, 60s, [&] { q.join(); joined = true; }));
@@ -180,21 +195,13 @@ TEST_CASE("join across three consumer processes, one SIGKILLed holding work: it 
     constexpr int kCount = 300;
     constexpr int kHeld = 5;
     {
-        QueueOptions o = test::queue_options(Endpoints::many, 64 * 64, 64, 1);
-        o.joinable = true;
-        auto q = Queue::create(name, o);
+        auto q = Queue::create(name, joinable_options());
         Producer<int> tx(name);
-        std::vector<test::Peer> workers;
-        for (int i = 0; i < 3; ++i) {
-            test::SharedLog::create(dir.file("log" + std::to_string(i)));
-            std::vector<std::string> args{"work", name, "--log", dir.file("log" + std::to_string(i))};
-            if (i == 0) {
-                args.insert(args.end(), {"--undone", std::to_string(kHeld)});
-            } else {
-                args.insert(args.end(), {"--delay-us", "300"});
-            }
-            workers.push_back(test::spawn_queue_peer(args));
-        }
+        // Worker 0 takes kHeld messages without marking them done, then waits to be killed.
+        auto workers = spawn_workers(name, dir, [](int i) {
+            return i == 0 ? std::vector<std::string>{"--undone", std::to_string(kHeld)}
+                          : std::vector<std::string>{"--delay-us", "300"};
+        });
         REQUIRE(test::wait_until([&] { return q.stats().consumers == 3; }, 30s));
         for (int i = 0; i < kCount; ++i) tx.push(i);
         auto log0 = test::SharedLog::open(dir.file("log0"));
@@ -225,6 +232,40 @@ TEST_CASE("join across three consumer processes, one SIGKILLed holding work: it 
         CHECK(done == kCount - kHeld);
         tx.close();
         for (int i = 1; i < 3; ++i) CHECK(workers[i].wait_or_throw(30s, "a worker to see the end of " + name) == 0);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("A queue sized by max_messages takes that many from a producer process; qsize and full agree",
+          "[multiprocess]") {
+    const auto kind = GENERATE(Endpoints::one, Endpoints::many);
+    INFO(test::kind_label(kind));
+    const std::string name = test::unique_name("maxmsgs");
+    test::ShmGuard guard{name};
+    constexpr int kMessages = 64;
+    {
+        QueueOptions o = test::queue_options(kind, 64, 256, 1);  // capacity is ignored with max_messages
+        o.max_messages = kMessages;
+        auto q = Queue::create(name, o);
+        Consumer<> rx(name);
+        // The producer pushes exactly max_messages of max_message bytes without a consumer
+        // popping: it exits only if they all fit.
+        auto producer = test::spawn_queue_peer({"produce", name, "3", std::to_string(kMessages), "256"});
+        CHECK(producer.wait_or_throw(30s, "the producer to push max_messages messages into " + name) == 0);
+        CHECK(rx.qsize() == kMessages);
+        CHECK(q.stats().depth == kMessages);
+        for (int i = 0; i < kMessages; ++i) {
+            auto m = rx.pop_for(5s);
+            REQUIRE(m);
+            std::uint32_t id = 0;
+            std::uint64_t seq = 0;
+            REQUIRE(test::parse_message(*m, id, seq));
+            CHECK(seq == static_cast<std::uint64_t>(i));
+        }
+        CHECK(rx.empty());
+        CHECK_FALSE(rx.full());
+        CHECK_FALSE(rx.pop_for(std::chrono::duration<double>(2.1)));  // the producer closed: the end
+        CHECK(rx.ended());
     }
     test::require_gone(name);
 }

@@ -16,10 +16,12 @@
 // sleep on a futex in the segment; a waker makes a system call only when someone sleeps.
 // Sleeps are bounded (re-checks every 100 ms) so a peer's death is noticed.
 //
-// End of stream: when every producer has closed (explicitly or by destruction) and the
-// queue is drained, pop() returns nullopt in every consumer. A queue no producer attached
-// to yet is not at its end. With expected_producers = N the end comes only after N
-// producers closed. A producer that died without closing is found by pid + start time:
+// End of stream (detail/queue_state.hpp holds the rule): pop() returns nullopt in every
+// consumer once the queue is drained and no producer can come any more: the N expected
+// producers closed (expected_producers = N), or the queue was sealed (seal()) and every
+// attached producer closed, or a one-producer queue's producer closed. A `many` queue with
+// neither never ends by itself: pop() waits, as Python's get(). Producers close explicitly
+// or by destruction. A producer that died without closing is found by pid + start time:
 // consumers first drain what it committed, then pop() throws Error(errc::producer_died)
 // naming the queue and pid, once per consumer per dead producer; the dead producer then
 // counts as closed, so the stream can still end.

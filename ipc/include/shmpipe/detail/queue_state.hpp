@@ -33,9 +33,10 @@ ProducerCounts load_producer_counts(const QueueControl& c) noexcept;
 // count nor a seal can always get another producer.
 bool producers_complete(const ProducerCounts& p) noexcept;
 
-// The end-of-stream rule (together with an empty ring): every expected producer is done, or
-// the queue is sealed and every attached producer is done, or a one-producer queue's
-// producer is done. Otherwise the stream goes on, as Python's get() keeps waiting.
+// The end-of-stream rule (together with an empty ring): the queue is sealed and every
+// attached producer is done, or every expected producer is done, or (no expected count) a
+// one-producer queue's producer is done. Otherwise the stream goes on, as Python's get()
+// keeps waiting.
 bool stream_ended(const ProducerCounts& p) noexcept;
 
 // Geometry copied out of QueueControl (plain fields, written once by the creator).
@@ -73,6 +74,17 @@ struct QueueTotals {
 // Depth is clamped to what the ring can hold.
 QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint64_t endpoint_bytes_in,
                          std::uint64_t endpoint_bytes_out) noexcept;
+
+// Copies the totals into a report (QueueStats, the inspector's ObjectInfo): same field names.
+template <class Report>
+void copy_totals(const QueueTotals& t, Report& out) noexcept {
+    out.depth = t.depth;
+    out.bytes_used = t.bytes_used;
+    out.messages_in = t.messages_in;
+    out.messages_out = t.messages_out;
+    out.bytes_in = t.bytes_in;
+    out.bytes_out = t.bytes_out;
+}
 
 // A message of max_message bytes would not fit now (SPSC: free ring bytes, ignoring where
 // the free bytes lie; MPMC: every cell taken).
