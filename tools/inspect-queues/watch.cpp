@@ -7,11 +7,11 @@
 // flushed, for logs and pipes. Ctrl-C (SIGINT) and SIGTERM quit cleanly; --count N quits
 // after N refreshes.
 #include "commands.hpp"
+#include "stop_signals.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
 
 #include <cerrno>
-#include <csignal>
 #include <ctime>
 #include <iostream>
 #include <map>
@@ -22,10 +22,6 @@
 
 namespace inspect_queues {
 namespace {
-
-volatile std::sig_atomic_t g_stop = 0;
-
-extern "C" void on_stop_signal(int) { g_stop = 1; }
 
 // Puts stdin in non-canonical, no-echo mode for the lifetime of the object.
 class RawTerminal {
@@ -53,12 +49,12 @@ private:
 // Waits up to `seconds`; returns false when the user asked to quit (q, Ctrl-C, SIGTERM).
 bool pause_for(double seconds, bool read_keys) {
     const std::uint64_t deadline = shmpipe::detail::monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
-    while (g_stop == 0) {
+    while (!shmpipe::cli::stop_requested()) {
         const std::uint64_t now = shmpipe::detail::monotonic_ns();
         if (now >= deadline) return true;
         const int ms = static_cast<int>((deadline - now + 999'999) / 1'000'000);
         pollfd pfd{read_keys ? STDIN_FILENO : -1, POLLIN, 0};
-        const int n = ::poll(&pfd, 1, ms);  // EINTR on a signal: the loop re-checks g_stop
+        const int n = ::poll(&pfd, 1, ms);  // EINTR on a signal: the loop re-checks the stop flag
         if (n > 0 && read_keys && (pfd.revents & POLLIN) != 0) {
             char c = 0;
             if (::read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q')) return false;
@@ -123,12 +119,7 @@ std::string clock_text() {
 }  // namespace
 
 int run_watch(const WatchOptions& options) {
-    struct sigaction act {};
-    act.sa_handler = on_stop_signal;
-    sigemptyset(&act.sa_mask);
-    act.sa_flags = 0;  // no SA_RESTART: poll() returns at once
-    ::sigaction(SIGINT, &act, nullptr);
-    ::sigaction(SIGTERM, &act, nullptr);
+    shmpipe::cli::install_stop_handlers();
 
     const bool tty = ::isatty(STDOUT_FILENO) != 0 && !options.json;
     std::optional<RawTerminal> terminal_guard;  // raw mode only when stdout is a terminal
@@ -139,7 +130,7 @@ int run_watch(const WatchOptions& options) {
     io.catch_sigbus = true;
     io.patterns = options.patterns;
     std::map<std::string, Sample> previous;
-    for (unsigned refresh = 1; g_stop == 0; ++refresh) {
+    for (unsigned refresh = 1; !shmpipe::cli::stop_requested(); ++refresh) {
         const auto infos = shmpipe::inspect_all(io);
         const std::uint64_t now = shmpipe::detail::monotonic_ns();
         std::map<std::string, Sample> current;

@@ -4,6 +4,7 @@
 
 #include <shmpipe/graph.hpp>
 #include <shmpipe/spec.hpp>
+#include <shmpipe/version.hpp>
 
 #include <atomic>
 #include <climits>
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
         "times kills. Exit status: 0 every stage succeeded, 1 a stage failed / the run was stopped / "
         "the spec is invalid, 2 bad arguments.",
         std::string(kTool)};
+    app.set_version_flag("--version", std::string(kTool) + " " + SHMPIPE_VERSION_STRING);
     std::string spec_path;
     bool check = false;
     std::string name, run_id, log_dir, summary_json;
