@@ -687,6 +687,9 @@ GraphStatus Graph::Impl::status() const {
                 ++s.exited;
             }
             s.restarts += r->restarts;
+            s.failed += r->failed ? 1 : 0;
+            if (s.exit_codes.size() <= r->index) s.exit_codes.resize(r->index + 1);
+            s.exit_codes[r->index] = r->exit_code;
         }
         st.stages.push_back(s);
     }

@@ -179,3 +179,68 @@ TEST_CASE("inspect-queues serve refuses a bad listen address with a usage error"
     CHECK(name.exit_code == 2);
     CHECK(name.err.find("numeric") != std::string::npos);
 }
+
+TEST_CASE("pipeline-launch --metrics-listen serves stage and queue metrics that match inspect-queues --json",
+          "[tools]") {
+    test::TempDir dir;
+    const std::string name = test::unique_name("metrics-run");
+    // A source that sends 20 lines and then idles, two sinks, and a non-critical stage that
+    // exits 3 at once: the queue is quiet after 20 messages, so two snapshots agree.
+    const std::string spec = dir.file("run.toml");
+    spit(spec, "[pipeline]\nname = \"x\"\n"
+               "[[queue]]\nname = \"lines\"\ncapacity = \"64KiB\"\nmax_message = 256\n"
+               "[[stage]]\nname = \"src\"\ncmd = [\"sh\", \"-c\", \"seq 1 20; exec sleep 60\"]\nstdout = \"lines\"\n"
+               "[[stage]]\nname = \"sink\"\ncmd = [\"cat\"]\nstdin = \"lines\"\nreplicas = 2\n"
+               "[[stage]]\nname = \"oops\"\ncmd = [\"sh\", \"-c\", \"exit 3\"]\ncritical = false\n");
+    test::Peer launcher("/bin/sh", {"-c", "exec \"$0\" --name \"$1\" --no-status --metrics-listen 127.0.0.1:0 \"$2\" "
+                                          ">/dev/null 2>\"$3\"",
+                                    test::bin_path("pipeline-launch"), name, spec, dir.file("launch.err")});
+    std::string url, text;
+    const std::regex re("serving metrics at (http://127\\.0\\.0\\.1:[0-9]+/metrics)");
+    if (!test::wait_until([&] {
+            std::smatch m;
+            text = slurp(dir.file("launch.err"));
+            if (!std::regex_search(text, m, re)) return false;
+            url = m[1];
+            return true;
+        }, 15s)) {
+        FAIL("timed out waiting for pipeline-launch to print its metrics URL; stderr: " << text);
+    }
+
+    // Wait until every line went through and the failing stage's exit was seen.
+    std::vector<std::string> objects;  // the run's one queue
+    std::string scrape;
+    const bool quiet = test::wait_until([&] {
+        objects = test::shm_objects_with_prefix(name + ".");
+        if (objects.size() != 1) return false;
+        const auto r = curl({url});
+        scrape = r.out;
+        return r.exit_code == 0 && scrape.find("shmpipe_stage_exit_code{pipeline=\"" + name +
+                                               "\",stage=\"oops\",replica=\"0\"} 3") != std::string::npos &&
+               sample_value(scrape, "shmpipe_queue_messages_out_total", objects[0]) == "20";
+    }, 30s);
+    INFO("last scrape:\n" << scrape);
+    REQUIRE(quiet);
+    CHECK(scrape.find("shmpipe_stage_replicas{pipeline=\"" + name + "\",stage=\"sink\",state=\"running\"} 2") !=
+          std::string::npos);
+    CHECK(scrape.find("shmpipe_stage_restarts_total{pipeline=\"" + name + "\",stage=\"src\"} 0") != std::string::npos);
+    CHECK(scrape.find("shmpipe_build_info{tool=\"pipeline-launch\"") != std::string::npos);
+
+    // The queue's figures against inspect-queues --json, through prometheus_client's parser.
+    const auto r = curl({"-o", dir.file("scrape.txt"), url});
+    REQUIRE(r.exit_code == 0);
+    const auto listing = inspect({"--json", "list", objects[0]});
+    REQUIRE(listing.exit_code == 0);
+    spit(dir.file("list.json"), listing.out);
+    const auto check = test::run_program(kPython, {test::source_path("tests/support/check_metrics.py"),
+                                                   dir.file("scrape.txt"), dir.file("list.json"), objects[0]}, 60s);
+    INFO("check_metrics.py: " << check.out << check.err);
+    CHECK(check.exit_code == 0);
+    CHECK(sample_value(slurp(dir.file("scrape.txt")), "shmpipe_queue_messages_in_total", objects[0]) == "20");
+
+    // The run is stopped: exit 1, the server gone with it, no object left.
+    launcher.signal(SIGTERM);
+    CHECK(launcher.wait_or_throw(30s, "pipeline-launch to stop on SIGTERM") == 1);
+    CHECK(curl({url}).exit_code != 0);
+    test::require_gone(name);
+}
