@@ -8,6 +8,7 @@
 // after N refreshes.
 #include "commands.hpp"
 #include "stop_signals.hpp"
+#include "watch_screen.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
 
@@ -15,6 +16,7 @@
 #include <ctime>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <optional>
 #include <poll.h>
 #include <termios.h>
@@ -99,14 +101,6 @@ Rates rates_for(const shmpipe::ObjectInfo& o, const Sample* prev, std::uint64_t 
     return r;
 }
 
-std::string rate_text(double per_s) { return human_count(static_cast<std::uint64_t>(per_s + 0.5)); }
-
-std::string mb_text(double mb) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f", mb);
-    return buf;
-}
-
 std::string clock_text() {
     const std::time_t t = std::time(nullptr);
     std::tm tm{};
@@ -134,7 +128,7 @@ int run_watch(const WatchOptions& options) {
         const auto infos = shmpipe::inspect_all(io);
         const std::uint64_t now = shmpipe::detail::monotonic_ns();
         std::map<std::string, Sample> current;
-        std::vector<std::vector<std::string>> rows;
+        std::vector<std::pair<shmpipe::ObjectInfo, Rates>> screen;
         std::string json = "[";
         for (const auto& o : infos) {
             const auto it = previous.find(o.name);
@@ -145,14 +139,7 @@ int run_watch(const WatchOptions& options) {
                 continue;
             }
             if (tty) {
-                auto row = list_row(o);
-                row.pop_back();  // endpoints go last, after the rates
-                const bool queue = o.is_queue && !row.empty() && row[3] != "-";
-                row.push_back(queue ? rate_text(r.msgs_out_per_s) : "-");
-                row.push_back(queue ? mb_text(r.mb_out_per_s) : "-");
-                row.push_back(r.mark.empty() ? "" : r.mark);
-                row.push_back(list_row(o).back());
-                rows.push_back(std::move(row));
+                screen.emplace_back(o, r);
             } else {
                 std::string line = clock_text() + " " + o.name + " " + o.kind + " " + shmpipe::to_string(o.state);
                 if (o.is_queue && (o.state != shmpipe::ObjectState::corrupt)) {
@@ -170,20 +157,11 @@ int run_watch(const WatchOptions& options) {
         if (options.json) {
             std::cout << json << "]\n";
         } else if (tty) {
-            std::cout << "\x1b[H\x1b[2J" << "inspect-queues watch  " << clock_text() << "  every " << options.interval_s
-                      << " s  " << (read_keys ? "(q or Ctrl-C quits)" : "(Ctrl-C quits)") << "\n\n";
-            if (rows.empty()) {
-                std::cout << "no matching shmpipe objects\n";
-            } else {
-                auto header = list_header();
-                header.pop_back();
-                header.insert(header.end(), {"MSGS/S", "MB/S", "MARK", "ENDPOINTS / PROBLEM"});
-                rows.insert(rows.begin(), header);
-                auto align = list_alignment();
-                align.pop_back();
-                align.insert(align.end(), {true, true, false, false});
-                print_table(std::cout, rows, align);
-            }
+            std::ostringstream title;
+            title << "inspect-queues watch  " << clock_text() << "  every " << options.interval_s << " s  "
+                  << (read_keys ? "(q or Ctrl-C quits)" : "(Ctrl-C quits)");
+            std::cout << "\x1b[H\x1b[2J";
+            print_watch_screen(std::cout, title.str(), screen, terminal_size(STDOUT_FILENO));
         } else if (infos.empty()) {
             std::cout << clock_text() << " no matching shmpipe objects\n";
         }
