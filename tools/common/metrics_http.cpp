@@ -26,6 +26,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr std::chrono::milliseconds kDrainTimeout{1000};
+
 class Fd {
 public:
     explicit Fd(int fd = -1) noexcept : fd_(fd) {}
@@ -55,6 +57,10 @@ struct Connection {
     std::string out;      // the response, once decided
     std::size_t sent = 0;
     bool responding = false;
+    // After the response: our side is shut down and what the client still sends is read and
+    // dropped until it closes (or the deadline), so that closing never resets the connection
+    // before the client has read the response (a 431 leaves unread request bytes behind).
+    bool draining = false;
 };
 
 std::string response(int status, std::string_view reason, std::string_view content_type, const std::string& body,
@@ -196,6 +202,15 @@ struct HttpServer::Impl {
 
     // Reads or writes what the socket allows; false when the connection is done.
     bool step(Connection& c, short revents) {
+        if (c.draining) {
+            char buf[4096];
+            for (;;) {
+                const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+                if (n > 0) continue;
+                if (n < 0 && errno == EINTR) continue;
+                return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // else closed: done
+            }
+        }
         if (!c.responding && (revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
             char buf[4096];
             for (;;) {
@@ -225,7 +240,11 @@ struct HttpServer::Impl {
                 return false;
             }
             ::shutdown(c.fd.get(), SHUT_WR);
-            return false;
+            c.draining = true;
+            c.out.clear();
+            c.out.shrink_to_fit();
+            c.deadline = std::min(c.deadline, Clock::now() + kDrainTimeout);
+            return true;
         }
         return true;
     }
@@ -294,7 +313,9 @@ void HttpServer::poll(std::chrono::milliseconds timeout) {
     std::vector<pollfd> fds;
     fds.reserve(conns.size() + 1);
     fds.push_back({impl_->listener.get(), POLLIN, 0});
-    for (const auto& c : conns) fds.push_back({c.fd.get(), static_cast<short>(c.responding ? POLLOUT : POLLIN), 0});
+    for (const auto& c : conns) {
+        fds.push_back({c.fd.get(), static_cast<short>(c.responding && !c.draining ? POLLOUT : POLLIN), 0});
+    }
     const int n = ::poll(fds.data(), fds.size(), static_cast<int>(timeout.count()));
     if (n < 0) return;  // EINTR: the caller's loop checks its stop flag and calls again
 
