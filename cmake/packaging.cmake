@@ -9,7 +9,7 @@
 # The package installs under /usr, whatever CMAKE_INSTALL_PREFIX says.
 set(CPACK_PACKAGE_NAME shmpipe)
 set(CPACK_PACKAGE_VENDOR "shmpipe")
-set(CPACK_PACKAGE_CONTACT "shmpipe maintainers <shmpipe@localhost>")
+set(CPACK_PACKAGE_CONTACT "shmpipe maintainers")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)

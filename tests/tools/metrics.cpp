@@ -237,6 +237,10 @@ TEST_CASE("pipeline-launch --metrics-listen serves stage and queue metrics that 
     INFO("check_metrics.py: " << check.out << check.err);
     CHECK(check.exit_code == 0);
     CHECK(sample_value(slurp(dir.file("scrape.txt")), "shmpipe_queue_messages_in_total", objects[0]) == "20");
+    // inspect-queues finds the same pipeline label in the run's object name.
+    const auto own = inspect({"metrics", objects[0]});
+    CHECK(own.out.find("shmpipe_queue_depth_messages{queue=\"" + objects[0] + "\",pipeline=\"" + name +
+                       "\",kind=\"mpmc-queue\"}") != std::string::npos);
 
     // The run is stopped: exit 1, the server gone with it, no object left.
     launcher.signal(SIGTERM);

@@ -23,7 +23,7 @@ Examples:
   inspect-queues show frames           everything about "frames"
   inspect-queues watch --interval 0.5  live view; q or Ctrl-C quits
   inspect-queues clean --dry-run       what clean would remove
-  inspect-queues serve --listen 127.0.0.1:9464   Prometheus metrics at /metrics
+  inspect-queues serve                 Prometheus metrics at 127.0.0.1:9464/metrics
   inspect-queues --json | jq '.[] | select(.state == "stale") | .name'
 
 Inspecting only reads: it never attaches to a queue, takes a lock or changes a counter.
@@ -34,7 +34,7 @@ Only `clean` removes, and never an object a live process uses.
 
 int main(int argc, char** argv) {
     using namespace inspect_queues;
-    CLI::App app{"inspect-queues: list, show, watch and clean the shared-memory objects of shmpipe "
+    CLI::App app{"inspect-queues: list, show, watch, export (Prometheus) and clean the shared-memory objects of shmpipe "
                  "(queues, semaphores, mutexes, events, barriers, shared arrays)",
                  "inspect-queues"};
     app.footer(kFooter);
