@@ -85,6 +85,7 @@ TEST_CASE("pipeline-launch --help prints usage and exits 0", "[tools]") {
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("--check") != std::string::npos);
     CHECK(r.out.find("--summary-json") != std::string::npos);
+    CHECK(r.out.find("130 Ctrl-C, 143 SIGTERM") != std::string::npos);  // a stopped run is never 0
 }
 
 TEST_CASE("pipeline-launch with a bad argument exits 2 with an error line", "[tools]") {
@@ -269,7 +270,7 @@ inputs = ["results"]
 
 }  // namespace
 
-TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 0", "[tools]") {
+TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 130 says it was stopped", "[tools]") {
     const std::string name = test::unique_name("launch");
     TempDir dir;
     const std::string spec = endless_pool(dir);
@@ -293,10 +294,13 @@ TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 0", "[too
     if (!flowing) FAIL("no message reached the collector through queue " << results << " within 30 s");
     sut.signal(SIGINT);
     const int code = sut.wait_or_throw(60s, "pipeline-launch to drain after one SIGINT");
-    CHECK(code == 0);
+    CHECK(code == 128 + SIGINT);  // a clean drain is still a stopped run: its output is partial
     const std::string json = read_file(dir.file("s.json"));
     INFO(json);
     CHECK(json.find("\"ending\":\"drained\"") != std::string::npos);
+    CHECK(json.find("\"success\":true") != std::string::npos);  // every stage did its part
+    CHECK(json.find("\"stopped\":true") != std::string::npos);
+    CHECK(json.find("\"stop_signal\":\"SIGINT\"") != std::string::npos);
     CHECK(json.find("\"stage\":\"collector\",\"replica\":0,") != std::string::npos);
     CHECK(json.find("\"failed\":true") == std::string::npos);
     require_no_objects(name);
@@ -326,7 +330,7 @@ replicas = 2
     CHECK(sut.running());  // the drain waits for the stubborn source
     sut.signal(SIGINT);
     const int code = sut.wait_or_throw(20s, "pipeline-launch to terminate after two SIGINTs");
-    CHECK(code == 1);
+    CHECK(code == 128 + SIGINT);
     CHECK(read_file(dir.file("s.json")).find("\"ending\":\"terminated\"") != std::string::npos);
     CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
     require_no_objects(name);
@@ -355,13 +359,13 @@ inputs = ["q"]
         std::this_thread::sleep_for(100ms);
     }
     const int code = sut.wait_or_throw(10s, "pipeline-launch to kill after three SIGINTs");
-    CHECK(code == 1);
+    CHECK(code == 128 + SIGINT);
     CHECK(read_file(dir.file("s.json")).find("\"ending\":\"killed\"") != std::string::npos);
     CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
     require_no_objects(name);
 }
 
-TEST_CASE("SIGTERM terminates the run", "[tools]") {
+TEST_CASE("SIGTERM terminates the run and exits 143", "[tools]") {
     const std::string name = test::unique_name("launch");
     TempDir dir;
     const std::string pidfile = dir.file("pids");
@@ -370,11 +374,19 @@ name = "a"
 cmd = [")" + behave() + R"(", "pidfile", ")" + pidfile + R"("]
 replicas = 3
 )");
-    test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
+    // Through `sh -c 'exec ... 2>FILE'` to keep its stderr (the summary): same pid.
+    test::Peer sut("/bin/sh", {"-c", "exec \"$0\" \"$@\" 2>" + dir.file("err"), launcher(), "--name", name,
+                               "--no-status", "--summary-json", dir.file("s.json"), spec});
     REQUIRE(test::wait_until([&] { return pids_in(pidfile).size() == 3; }, 10s));
     sut.signal(SIGTERM);
-    CHECK(sut.wait_or_throw(20s, "pipeline-launch to terminate on SIGTERM") == 1);
-    CHECK(read_file(dir.file("s.json")).find("\"ending\":\"terminated\"") != std::string::npos);
+    CHECK(sut.wait_or_throw(20s, "pipeline-launch to terminate on SIGTERM") == 128 + SIGTERM);
+    const std::string json = read_file(dir.file("s.json"));
+    CHECK(json.find("\"ending\":\"terminated\"") != std::string::npos);
+    CHECK(json.find("\"stop_signal\":\"SIGTERM\"") != std::string::npos);
+    const std::string err = read_file(dir.file("err"));
+    INFO(err);
+    CHECK(err.find("terminated in") != std::string::npos);
+    CHECK(err.find("stopped by SIGTERM") != std::string::npos);
     CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
 }
 

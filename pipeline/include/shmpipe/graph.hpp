@@ -44,6 +44,22 @@
 // Whatever the ending, join() returns only when every child is reaped and every adapter
 // thread is joined, and it removes every object the Graph created.
 //
+// Loss: a replica that fails may have taken messages it never finished. What that means is
+// decided once, when its process is gone (reaped, its adapter joined), from what the launcher
+// knows, never from which of the launcher or a consumer noticed the death first:
+//   - stdin adapter: the messages still in the dead program's pipe, or taken but not yet
+//     written, were never read: they are given first to the restarted process (re-delivery is
+//     safe, the program never saw them), or counted as lost when there is no restart. The
+//     messages it had read are counted as lost: what a program did with its input (its
+//     buffers, its output not yet flushed) cannot be known.
+//   - native consumer: the message it claimed last (Queue::last_claim_of) is counted as lost;
+//     its content is gone from the queue, so it cannot be re-delivered.
+//   - a dead producer's committed messages are delivered, its half-written one is skipped
+//     (QueueResult::abandoned); its death is reported once, by the launcher. Consumers that
+//     see errc::producer_died should keep popping: the stdin adapter does.
+// Every loss is reported on err_fd as it is decided and summed in GraphResult::lost; a run
+// with a loss is not a success unless the spec says on_loss = "warn".
+//
 // Thread safety: start() and join() must be called from the same thread, one that outlives
 // the children (the parent-death signal fires when the forking thread exits). interrupt(),
 // drain(), terminate() and kill() only set atomics: call them from any thread or from a
@@ -109,6 +125,8 @@ struct ReplicaResult {
     unsigned restarts = 0;
     double seconds = 0;                // run time of all its processes
     std::string error;                 // adapter errors (line too long, ...)
+    std::uint64_t lost = 0;            // messages its failed processes had taken (see "Loss" above)
+    std::uint64_t redelivered = 0;     // unread input of its failed processes given to the replacement
 };
 
 struct QueueResult {
@@ -121,7 +139,13 @@ struct QueueResult {
 
 struct GraphResult {
     GraphEnding ending = GraphEnding::completed;
-    bool success = false;              // every stage succeeded (a drain counts as success)
+    // Every stage succeeded and nothing was lost (or the spec accepts loss: on_loss = "warn").
+    // A drain counts as success: see `stopped`.
+    bool success = false;
+    bool stopped = false;              // drained, terminated or killed on request: the output may be partial
+    int stop_signal = 0;               // the signal given to interrupt()/terminate()/kill() first, 0: none
+    std::uint64_t lost = 0;            // sum of the replicas' `lost`
+    LossPolicy on_loss = LossPolicy::fail;
     std::string failure;               // the first failure, named: stage "w" replica 1 exited with code 3
     double seconds = 0;
     std::vector<ReplicaResult> replicas;
@@ -179,10 +203,11 @@ public:
         return join();
     }
 
-    // Requests (async-signal-safe).
-    void interrupt() noexcept;  // 1: drain, 2: terminate, 3: kill
+    // Requests (async-signal-safe). `signal`: the signal that asked for it (a launcher's
+    // SIGINT, SIGTERM), reported in GraphResult::stop_signal; 0 for a request from code.
+    void interrupt(int signal = 0) noexcept;  // 1: drain, 2: terminate, 3: kill
     void drain() noexcept;
-    void terminate() noexcept;
+    void terminate(int signal = 0) noexcept;
     void kill() noexcept;
 
     const PipelineSpec& spec() const noexcept;
