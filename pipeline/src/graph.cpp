@@ -198,6 +198,8 @@ struct Replica {
     std::shared_ptr<std::atomic<int>> threads_running;
     std::shared_ptr<std::atomic<bool>> stop_stdin;
     std::shared_ptr<std::atomic<bool>> abandon_pipes;  // readers stop once their pipe is silent
+    std::shared_ptr<std::atomic<int>> verdict;          // detail::ExitVerdict of the current process
+    std::shared_ptr<std::atomic<std::size_t>> dropped_bytes;  // its partial last line, dropped
     // After the process exited while its pipes are still being read: 0 nothing done yet,
     // 1 SIGTERM to its group, 2 SIGKILL to its group, 3 pipes abandoned.
     int leftover_step = 0;
@@ -467,6 +469,8 @@ void Graph::Impl::spawn(Replica& r) {
     r.threads_running = std::make_shared<std::atomic<int>>(0);
     r.stop_stdin = std::make_shared<std::atomic<bool>>(false);
     r.abandon_pipes = std::make_shared<std::atomic<bool>>(false);
+    r.verdict = std::make_shared<std::atomic<int>>(static_cast<int>(detail::ExitVerdict::unknown));
+    r.dropped_bytes = std::make_shared<std::atomic<std::size_t>>(0);
     r.leftover_step = 0;
     auto launch = [&r](auto body) {
         auto counter = r.threads_running;
@@ -490,7 +494,11 @@ void Graph::Impl::spawn(Replica& r) {
             Producer<>* tx = r.producer.get();
             detail::AdapterErrors* errs = &r.errors;
             const StreamFormat f = s.stdout_format;
-            launch([fd, tx, f, errs, abandon] { detail::pump_stdout(fd, *tx, f, *errs, *abandon); });
+            auto verdict = r.verdict;
+            auto dropped = r.dropped_bytes;
+            launch([fd, tx, f, errs, abandon, verdict, dropped] {
+                detail::pump_stdout(fd, *tx, f, *errs, *abandon, *verdict, *dropped);
+            });
         } else {
             const int dest = o->out_fd();
             launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
@@ -540,6 +548,10 @@ void Graph::Impl::on_exit(Replica& r, int code) {
     if (r.stop_stdin) r.stop_stdin->store(true, std::memory_order_release);  // the stdin adapter may stop
     const bool ok = std::find(s.success_codes.begin(), s.success_codes.end(), code) != s.success_codes.end();
     r.instance_failed = !ok && !r.stopped_by_us;
+    if (r.verdict) {
+        r.verdict->store(static_cast<int>(ok ? detail::ExitVerdict::ended_well : detail::ExitVerdict::failed),
+                         std::memory_order_release);
+    }
     const std::string who = "stage \"" + s.name + "\" replica " + std::to_string(r.index);
     // A native consumer that failed had taken the message it claimed last (M3 in
     // queue_layout.hpp: kept until its next claim, cleared while it waits on an empty queue):
@@ -648,10 +660,15 @@ void Graph::Impl::finish_instance(Replica& r) {
     for (auto& t : r.threads) t.join();
     r.threads.clear();
     const StageSpec& s = spec.stages[r.stage];
+    if (const std::size_t dropped = r.dropped_bytes ? r.dropped_bytes->exchange(0) : 0; dropped != 0) {
+        report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + ": dropped the cut-off last line (" +
+               std::to_string(dropped) + " bytes) of a process that did not exit successfully");
+    }
     const std::string err = r.errors.take();
     if (!err.empty()) {
         r.error = err;
-        if (!r.failed && !r.stopped_by_us && mode != Mode::terminating && mode != Mode::killing) {
+        // A failed process's output ends anywhere: that is part of its failure, not another.
+        if (!r.failed && !r.instance_failed && !r.stopped_by_us && mode != Mode::terminating && mode != Mode::killing) {
             record_failure(r, "stage \"" + s.name + "\" replica " + std::to_string(r.index) + ": " + err);
         }
     }

@@ -142,8 +142,8 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
     ::close(fd);
 }
 
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors,
-                 const std::atomic<bool>& abandon) noexcept {
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors, const std::atomic<bool>& abandon,
+                 const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes) noexcept {
     bool pushing = true;
     auto push = [&](const char* p, std::size_t n) {
         if (!pushing) return;
@@ -176,7 +176,17 @@ void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& err
                     start = nl + 1;
                 }
                 if (!open && start < pending.size()) {
-                    push(pending.data() + start, pending.size() - start);  // last line without '\n'
+                    // A last line without '\n': whole only if the program ended well.
+                    int v = static_cast<int>(ExitVerdict::unknown);
+                    while ((v = verdict.load(std::memory_order_acquire)) == static_cast<int>(ExitVerdict::unknown) &&
+                           !abandon.load(std::memory_order_acquire)) {
+                        ::poll(nullptr, 0, 10);
+                    }
+                    if (v == static_cast<int>(ExitVerdict::ended_well)) {
+                        push(pending.data() + start, pending.size() - start);
+                    } else if (pushing) {
+                        dropped_bytes.fetch_add(pending.size() - start, std::memory_order_relaxed);
+                    }
                     start = pending.size();
                 }
             } else {

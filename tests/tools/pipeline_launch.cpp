@@ -1,5 +1,5 @@
 // pipeline-launch through the real binary: the examples, failures, signals, restarts, specs.
-#include "test_support.hpp"
+#include "launch_testing.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/queue.hpp>
@@ -19,66 +19,14 @@ namespace test = shmpipe::test;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "launch-test-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::string write(const std::string& name, const std::string& text) const {
-        std::ofstream(file(name)) << text;
-        return file(name);
-    }
-};
-
-std::string launcher() { return test::bin_path("pipeline-launch"); }
-std::string behave() { return test::peer_path("stage_behave"); }
-
-std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-std::vector<int> pids_in(const std::string& path) {
-    std::vector<int> pids;
-    std::ifstream in(path);
-    int p;
-    while (in >> p) pids.push_back(p);
-    return pids;
-}
-
-bool all_dead(const std::vector<int>& pids) {
-    for (int p : pids) {
-        if (shmpipe::detail::process_alive(static_cast<std::uint32_t>(p), 0)) return false;
-    }
-    return true;
-}
-
-// Runs the launcher on `spec` with objects named after `name` (a test name: "t-...").
-test::RunResult launch(const std::string& spec, const std::string& name, std::vector<std::string> extra = {},
-                       std::chrono::milliseconds timeout = 60s) {
-    std::vector<std::string> args = {"--name", name, "--no-status"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back(spec);
-    return test::run_program(launcher(), args, timeout);
-}
-
-void require_no_objects(const std::string& name) {
-    INFO("objects of run " << name);
-    CHECK(test::shm_objects_with_prefix(name).empty());
-}
-
-}  // namespace
+using test::all_dead;
+using test::behave;
+using test::launch;
+using test::launcher;
+using test::pids_in;
+using test::read_file;
+using test::require_no_objects;
+using test::TempDir;
 
 TEST_CASE("pipeline-launch --help prints usage and exits 0", "[tools]") {
     const auto r = test::run_program(launcher(), {"--help"}, 10s);

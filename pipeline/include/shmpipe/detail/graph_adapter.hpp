@@ -69,9 +69,16 @@ void block_sigpipe_in_this_thread() noexcept;
 // file_fd (>= 0). Closes fd at EOF or when abandoned.
 void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
               const std::atomic<bool>& abandon) noexcept;
+// How the process behind a stdout adapter ended, set by the supervisor: a last line
+// without '\n' is a whole message only if the program ended well; a killed program's is a
+// fragment of a line (its output buffer cut anywhere) and is dropped.
+enum class ExitVerdict : int { unknown = 0, ended_well = 1, failed = 2 };
+
 // Stage stdout -> messages. Closes fd at EOF or when abandoned; never closes the producer.
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors,
-                 const std::atomic<bool>& abandon) noexcept;
+// A last line without '\n' waits for `verdict` (or `abandon`), and counts its bytes in
+// `dropped_bytes` when it is dropped.
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors, const std::atomic<bool>& abandon,
+                 const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes) noexcept;
 // What the stdin adapter gave one process of a replica, so the supervisor can settle, once
 // the process is gone, which messages it never saw. Written by the adapter thread, read by
 // the supervisor after joining it. Offsets count bytes of the framed stream written to the
