@@ -69,6 +69,16 @@ std::string quoted(std::string_view s) {
     return "\"" + std::string(s.substr(0, kEchoedNameMax)) + "...\" (" + std::to_string(s.size()) + " bytes)";
 }
 
+// validate_name, but a name too long to be valid is refused here with its echo capped
+// (validate_name quotes the whole name).
+void check_name(std::string_view name, std::string_view what) {
+    if (name.size() > kMaxNameLength) {
+        throw Error(errc::invalid_name, std::string(what) + " name " + quoted(name) + " is longer than " +
+                                            std::to_string(kMaxNameLength) + " characters");
+    }
+    validate_name(name, what);
+}
+
 std::string join(const std::vector<std::string>& v, std::string_view sep) {
     std::string out;
     for (const auto& s : v) {
@@ -485,7 +495,7 @@ PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, con
                       {"name", "failure", "stop_signal", "stop_timeout", "drain_timeout", "on_loss"});
         spec.name = r.string("name", spec.name);
         try {
-            validate_name(spec.name, "pipeline");
+            check_name(spec.name, "pipeline");
         } catch (const Error& e) {
             fail(spec.source, r.line("name"), std::string("[pipeline]: name: ") + e.what());
         }
@@ -660,7 +670,7 @@ PipelineSpec load_spec(const std::string& path, const SpecOptions& options) {
 void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     const std::string& src = spec.source;
     try {
-        validate_name(spec.name, "pipeline");
+        check_name(spec.name, "pipeline");
     } catch (const Error& e) {
         fail(src, 0, e.what());
     }
@@ -670,7 +680,7 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     std::set<std::string> seen;
     for (const auto& q : spec.queues) {
         try {
-            validate_name(q.name, "queue");
+            check_name(q.name, "queue");
         } catch (const Error& e) {
             fail(src, q.line, e.what());
         }
@@ -699,7 +709,7 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
         for (const auto& n : all) {
             if (spec.find_queue(n) != nullptr) continue;
             try {
-                validate_name(n, "queue");
+                check_name(n, "queue");
             } catch (const Error& e) {
                 fail(src, s.line, "stage " + quoted(s.name) + ": " + e.what());
             }
