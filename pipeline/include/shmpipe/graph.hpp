@@ -9,18 +9,20 @@
 //       shmpipe::Consumer<> rx(c.queue("nums")); ...; return 0; }, {.stdin_queue = ""});
 //   g.start();  auto result = g.join();                       // or g.run()
 //
-// What start() does, in order: validates the spec (programs, cycles, ...), creates every
-// queue as "<pipeline>.<run>.<queue>" (a run id per Graph, so two runs never collide) with
-// expected_producers = the replicas that write it, forks a guardian process that removes
-// those objects if this process is SIGKILLed, then starts the stages consumers first
-// (reverse topological order), each replica a shmpipe::Process in its own process group
-// with a parent-death signal.
+// What start() does, in order: validates the spec (programs, cycles, ...), forks a guardian
+// process (detail::Guardian) that removes the run's objects if this process dies without
+// doing it (SIGKILL, SIGBUS), then creates every queue as "<pipeline>.<run>.<queue>" (a run
+// id per Graph, so two runs never collide) with expected_producers = the replicas that write
+// it, then starts the stages consumers first (reverse topological order), each replica a
+// shmpipe::Process in its own process group with a parent-death signal. The guardian comes
+// first, so a launcher killed at any point of start() leaves nothing behind.
 //
 // Adapters (ordinary programs as stages) run as threads inside this process, with SIGPIPE
 // blocked (a program that stops reading is an EPIPE, never a signal to this process): a stage with
 // `stdout_queue` gets a pipe whose lines (or length-prefixed records) a thread pushes as
 // messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
-// message, closed at end of stream. The adapter's Producer/Consumer belong to the replica,
+// message, closed at end of stream (the launcher keeps a copy of that pipe's read end, to
+// see what a failed program left unread). The adapter's Producer/Consumer belong to the replica,
 // not to one process, so a restarted replica continues the same stream. Other stdout and
 // stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
 // err_fd and to optional log files.
