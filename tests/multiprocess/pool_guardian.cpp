@@ -1,5 +1,6 @@
 // A Pool whose parent is SIGKILLed leaves no segment behind (its guardian removes both
 // queues), and a default Pool's queues are sized to the pool, not 32 MiB each.
+#include "pool_testing.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/object.hpp>
@@ -8,7 +9,6 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
-#include <poll.h>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,32 +16,13 @@
 using namespace std::chrono_literals;
 namespace test = shmpipe::test;
 
-namespace {
-
-// Starts `process_peer pool N` and waits (20 s) for the line naming its workers.
-void start_pool_parent(shmpipe::Process& parent) {
-    parent.start();
-    pollfd p{parent.stdout_fd(), POLLIN, 0};
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (line.find('\n') == std::string::npos) {
-        if (std::chrono::steady_clock::now() > deadline) FAIL("process_peer pool did not print its workers' pids");
-        if (::poll(&p, 1, 100) != 1) continue;
-        char c;
-        if (::read(parent.stdout_fd(), &c, 1) != 1) FAIL("process_peer pool exited early: " << line);
-        line.push_back(c);
-    }
-    REQUIRE(line.rfind("pids", 0) == 0);
-}
-
-}  // namespace
 
 TEST_CASE("A SIGKILLed pool parent leaves no segment behind, each time", "[multiprocess]") {
     for (int run = 0; run < 5; ++run) {
         shmpipe::ProcessOptions opt;
         opt.out = shmpipe::Redirect::pipe();
         shmpipe::Process parent(shmpipe::Command{test::peer_path("process_peer"), {"pool", "2"}}, opt);
-        start_pool_parent(parent);
+        REQUIRE(test::start_pool_parent(parent).size() == 2);
         const std::string prefix = "pool-" + std::to_string(parent.pid()) + "-";
         const auto objects = test::shm_objects_with_prefix(prefix);
         INFO("run " << run << ", objects of " << prefix);

@@ -73,6 +73,36 @@ inline RunResult launch(const std::string& spec, const std::string& name, std::v
     return run_program(launcher(), args, timeout);
 }
 
+// A native fan-out pool spec in `dir`: `header` (e.g. a [pipeline] table), then source COUNT
+// (0: until stopped) -> worker x `replicas` -> collector, through 64 KiB queues of 64-byte
+// messages. `worker_cmd` is the worker's cmd (a TOML array), `worker_extra` more of its keys.
+inline std::string native_pool_spec(const TempDir& dir, const std::string& file, const std::string& header,
+                                    unsigned long long count, const std::string& worker_cmd, unsigned replicas,
+                                    const std::string& worker_extra = {}) {
+    return dir.write(file, header + R"([[queue]]
+name = "tasks"
+max_message = 64
+capacity = "64KiB"
+[[queue]]
+name = "results"
+max_message = 64
+capacity = "64KiB"
+[[stage]]
+name = "source"
+cmd = [")" + bin_path("source") + R"(", ")" + std::to_string(count) + R"("]
+outputs = ["tasks"]
+[[stage]]
+name = "worker"
+cmd = )" + worker_cmd + R"(
+inputs = ["tasks"]
+outputs = ["results"]
+replicas = )" + std::to_string(replicas) + "\n" + worker_extra + R"([[stage]]
+name = "collector"
+cmd = [")" + bin_path("collector") + R"("]
+inputs = ["results"]
+)");
+}
+
 inline void require_no_objects(const std::string& name) {
     INFO("objects of run " << name);
     CHECK(shm_objects_with_prefix(name).empty());

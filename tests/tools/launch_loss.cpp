@@ -156,31 +156,11 @@ TEST_CASE("a killed native worker's claimed message counts as lost; the outcome 
         INFO("run " << run);
         const std::string name = test::unique_name("loss");
         TempDir dir;
-        const std::string spec = dir.write("pool.toml", R"([[queue]]
-name = "tasks"
-max_message = 64
-capacity = "64KiB"
-[[queue]]
-name = "results"
-max_message = 64
-capacity = "64KiB"
-[[stage]]
-name = "source"
-cmd = [")" + test::bin_path("source") + R"(", ")" + std::to_string(kCount) + R"("]
-outputs = ["tasks"]
-[[stage]]
-name = "worker"
-cmd = ["sh", "-c", "echo $$ >> )" + dir.file("pids") + R"(; exec )" + test::bin_path("worker") +
-                                                             R"( {queue.tasks} {queue.results}"]
-inputs = ["tasks"]
-outputs = ["results"]
-replicas = 3
-restart = "on-failure"
-[[stage]]
-name = "collector"
-cmd = [")" + test::bin_path("collector") + R"("]
-inputs = ["results"]
-)");
+        const std::string spec = test::native_pool_spec(
+            dir, "pool.toml", "", kCount,
+            R"(["sh", "-c", "echo $$ >> )" + dir.file("pids") + "; exec " + test::bin_path("worker") +
+                R"( {queue.tasks} {queue.results}"])",
+            3, "restart = \"on-failure\"\n");
         test::Peer sut = start_launcher(dir, name, spec);
         kill_one_replica_mid_stream(name + ".r.results", 100'000, dir.file("pids"), 3);
         const int code = sut.wait_or_throw(120s, "pipeline-launch to finish after a worker was killed");

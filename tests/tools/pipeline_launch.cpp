@@ -189,31 +189,8 @@ namespace {
 
 // A native pool that runs until stopped: source (infinite) -> 2 workers -> collector.
 std::string endless_pool(const TempDir& dir) {
-    return dir.write("endless.toml", R"([pipeline]
-stop_timeout = "2s"
-[[queue]]
-name = "tasks"
-max_message = 64
-capacity = "64KiB"
-[[queue]]
-name = "results"
-max_message = 64
-capacity = "64KiB"
-[[stage]]
-name = "source"
-cmd = [")" + test::bin_path("source") + R"(", "0"]
-outputs = ["tasks"]
-[[stage]]
-name = "worker"
-cmd = [")" + test::bin_path("worker") + R"(", "{queue.tasks}", "{queue.results}"]
-inputs = ["tasks"]
-outputs = ["results"]
-replicas = 2
-[[stage]]
-name = "collector"
-cmd = [")" + test::bin_path("collector") + R"("]
-inputs = ["results"]
-)");
+    return test::native_pool_spec(dir, "endless.toml", "[pipeline]\nstop_timeout = \"2s\"\n", 0,
+                                  R"([")" + test::bin_path("worker") + R"(", "{queue.tasks}", "{queue.results}"])", 2);
 }
 
 }  // namespace
