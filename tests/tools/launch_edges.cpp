@@ -49,7 +49,7 @@ TEST_CASE("a launcher killed at any point of its start leaves no object and no p
     CHECK(test::wait_until([&] { return test::all_dead(pids); }, 10s));
 }
 
-TEST_CASE("--check refuses a device, a directory and an oversized spec at once", "[tools]") {
+TEST_CASE("pipeline-launch --check refuses a device, a directory and an oversized spec at once", "[tools]") {
     for (const std::string path : {"/dev/zero", "/dev/null", "/tmp"}) {
         const auto r = test::run_program(test::launcher(), {"--check", path}, 10s);
         INFO(path << ": " << r.err);
@@ -69,7 +69,7 @@ TEST_CASE("--check refuses a device, a directory and an oversized spec at once",
     CHECK(r.err.find("larger than the 16 MiB") != std::string::npos);
 }
 
-TEST_CASE("--check on a 40 000-part dotted key is an error, not a crash", "[tools]") {
+TEST_CASE("pipeline-launch --check on a 40 000-part dotted key is an error, not a crash", "[tools]") {
     TempDir dir;
     std::string key = "a";
     for (int i = 1; i < 40000; ++i) key += ".a";
@@ -78,7 +78,7 @@ TEST_CASE("--check on a 40 000-part dotted key is an error, not a crash", "[tool
     CHECK(r.err.find("more than 64 parts") != std::string::npos);
 }
 
-TEST_CASE("--check takes stop_signal = 15 and refuses a 2^63-1 capacity", "[tools]") {
+TEST_CASE("pipeline-launch --check takes stop_signal = 15 and refuses a 2^63-1 capacity", "[tools]") {
     TempDir dir;
     const std::string stages = "[[stage]]\nname = \"a\"\ncmd = [\"true\"]\noutputs = [\"q\"]\n"
                                "[[stage]]\nname = \"b\"\ncmd = [\"true\"]\ninputs = [\"q\"]\n";
