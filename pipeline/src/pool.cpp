@@ -191,7 +191,8 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     // The guardian first: a parent killed from here on leaves no segment behind.
     guardian_ = detail::Guardian("pool " + base + " guardian", {tasks_name, results_name});
     QueueOptions tq;
-    tq.capacity = opt.queue_capacity != 0 ? opt.queue_capacity : std::max<std::size_t>(16, std::size_t{4} * n) * opt.max_message;
+    tq.capacity = opt.queue_capacity != 0 ? opt.queue_capacity
+                                          : std::clamp<std::size_t>(std::size_t{4} * n, 16, 128) * opt.max_message;
     tq.max_message = opt.max_message;
     tq.producers = Endpoints::one;
     tq.consumers = Endpoints::many;
