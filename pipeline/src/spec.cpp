@@ -695,8 +695,9 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     }
     seen.clear();
     for (const auto& s : spec.stages) {
-        if (s.name.empty() || s.name.find_first_of(" \t\n|") != std::string::npos) {
-            fail(src, s.line, "stage name " + quoted(s.name) + " must be non-empty without spaces or '|'");
+        if (s.name.empty() || s.name.find_first_of(" \t\n|") != std::string::npos || s.name.size() > kMaxNameLength) {
+            fail(src, s.line, "stage name " + quoted(s.name) + " must be 1-" + std::to_string(kMaxNameLength) +
+                                  " characters without spaces or '|'");
         }
         if (!seen.insert(s.name).second) fail(src, s.line, "duplicate stage name " + quoted(s.name));
         if (s.replicas == 0) fail(src, s.line, "stage " + quoted(s.name) + ": replicas must be at least 1");

@@ -132,6 +132,9 @@ TEST_CASE("names echoed in errors are capped", "[unit]") {
                                      long_name + "\"\ncmd = [\"x\"]\n");
     CHECK_THAT(dup, Catch::Contains("duplicate stage name") && Catch::Contains("(100000 bytes)"));
     CHECK(dup.size() < 1000);
+    const std::string stage = error_of("[[stage]]\nname = \"" + long_name + "\"\ncmd = [\"x\"]\n");
+    CHECK_THAT(stage, Catch::Contains("must be 1-200 characters") && Catch::Contains("(100000 bytes)"));
+    CHECK(stage.size() < 1000);
 }
 
 TEST_CASE("load_spec refuses what is not a regular file, and a file over 16 MiB", "[unit]") {
