@@ -39,7 +39,7 @@ TEST_CASE("a launcher killed at any point of its start leaves no object and no p
         std::this_thread::sleep_for(std::chrono::milliseconds(i * 2));
         sut.signal(sig);
         const int code = sut.wait_or_throw(10s, "the launcher to die of its signal");
-        CHECK((code == -sig || code == 0 || code == 1));
+        CHECK((code < 0 || code == 0 || code == 1));  // a signal (ASan turns SIGBUS into SIGABRT), or done already
         const bool clean = test::wait_until([&] { return test::shm_objects_with_prefix(name).empty(); }, 10s);
         for (const auto& n : test::shm_objects_with_prefix(name)) shmpipe::remove(n);
         CHECK(clean);
