@@ -5,6 +5,7 @@
 #include <shmpipe/detail/graph_adapter.hpp>
 #include <shmpipe/detail/guardian.hpp>
 #include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/detail/run_names.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
 #include <shmpipe/process.hpp>
@@ -65,9 +66,7 @@ std::string human_rate(double v) {
 
 std::string make_run_id() {
     std::random_device rd;
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%04x", static_cast<unsigned>(rd() & 0xffffu));
-    return std::to_string(::getpid()) + "-" + buf;
+    return detail::default_run_id(static_cast<long>(::getpid()), static_cast<unsigned>(rd()));
 }
 
 }  // namespace
@@ -274,7 +273,7 @@ struct Graph::Impl {
     }
 
     // The run's shared-memory name of queue q; checked before anything is created.
-    std::string object_name(const QueueSpec& q) const { return spec.name + "." + run + "." + q.name; }
+    std::string object_name(const QueueSpec& q) const { return detail::run_object_name(spec.name, run, q.name); }
     void create_queues();
     void start_guardian();
     std::vector<std::size_t> start_order() const;
@@ -817,6 +816,9 @@ GraphStatus Graph::Impl::status() const {
                 ++s.exited;
             }
             s.restarts += r->restarts;
+            s.failed += r->failed ? 1 : 0;
+            if (s.exit_codes.size() <= r->index) s.exit_codes.resize(r->index + 1);
+            s.exit_codes[r->index] = r->exit_code;
         }
         st.stages.push_back(s);
     }
