@@ -297,6 +297,7 @@ void Graph::Impl::start_guardian() {
     po.keep_fds = {rfd};
     po.parent_death_signal = 0;  // it must outlive us
     po.stop_grace = std::chrono::milliseconds(2000);
+    po.daemon = true;  // the graph joins or stops it itself; destroying it never waits
     guardian = std::make_unique<Process>(
         [rfd, wfd, names] {
             ::close(wfd);
@@ -368,6 +369,7 @@ void Graph::Impl::spawn(Replica& r) {
     po.err = Redirect::pipe();
     po.parent_death_signal = SIGKILL;
     po.stop_grace = stop_timeout(s);
+    po.daemon = true;  // the graph supervises, stops and reaps its stages; destroying never waits
     po.env.emplace_back("SHMPIPE_PIPELINE", spec.name);
     po.env.emplace_back("SHMPIPE_RUN", run);
     po.env.emplace_back("SHMPIPE_STAGE", s.name);

@@ -269,6 +269,7 @@ TEST_CASE("Misuse of a pool gets invalid_state", "[multiprocess]") {
 TEST_CASE("A pool's workers die with its parent", "[multiprocess]") {
     shmpipe::ProcessOptions opt;
     opt.out = shmpipe::Redirect::pipe();
+    opt.daemon = true;  // the test kills it; on a failed check it must not be waited for
     shmpipe::Process parent(shmpipe::Command{shmpipe::test::peer_path("process_peer"), {"pool", "2"}}, opt);
     parent.start();
     pollfd p{parent.stdout_fd(), POLLIN, 0};
