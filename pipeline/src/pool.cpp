@@ -133,6 +133,7 @@ private:
     void stop_workers();
     void release_queues();
     bool may_cancel(std::uint64_t id) const;
+    bool is_running(std::uint64_t id) const;
     void publish(WriteSlot& w, std::uint64_t id, std::span<const std::byte> header,
                  std::span<const std::byte> args);  // under submit_m_
     std::string closed_message(const char* kind) const;
@@ -177,7 +178,7 @@ private:
 };
 
 PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
-    n = opt.processes != 0 ? opt.processes : std::max(1u, std::thread::hardware_concurrency());
+    n = opt.processes != 0 ? opt.processes : cpu_count();
     base = unique_pool_name();
     tasks_name = base + "-tasks";
     results_name = base + "-results";
@@ -242,6 +243,7 @@ void PoolCore::start_worker(unsigned index) {
     ProcessOptions po;
     po.name = base + "-worker-" + std::to_string(index);
     po.stop_grace = opt.stop_grace;
+    po.daemon = true;  // the pool stops its workers itself (stop_workers); never wait on one
     // No leaked descriptors: a worker needs none of the parent's (it opens the queues by
     // name, the slots are an anonymous mapping), only stdio and what the user keeps.
     po.close_fds = true;
@@ -256,6 +258,7 @@ void PoolCore::start_worker(unsigned index) {
 // In the forked worker. Leaves by returning (Process then _exits 0) or by an exception (1).
 void PoolCore::worker_main(unsigned index) {
     WorkerSlot& slot = slots_[index];
+    set_current_worker_index(index);
     Consumer<> in(tasks_name);
     Producer<> out(results_name);
     if (opt.initializer) opt.initializer();
@@ -608,6 +611,7 @@ std::shared_ptr<TaskState> PoolCore::submit(Trampoline t, std::uint64_t fn, std:
     s->id = id;
     s->what = std::string(kind) + " task " + std::to_string(id);
     s->may_cancel = [this](std::uint64_t task) { return may_cancel(task); };
+    s->is_running = [this](std::uint64_t task) { return is_running(task); };
     const TaskHeader h{id, static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(t)), fn};
     const auto header = std::as_bytes(std::span(&h, 1));
     const std::size_t size = sizeof h + args.size();
@@ -691,6 +695,15 @@ void PoolCore::flush_backlog() {
     }
     tx_->close();  // the workers drain the queue, see its end and exit
     tx_closed_ = true;
+}
+
+// A worker records the task in its slot right after taking it and clears it after sending
+// the result: in between, the task runs.
+bool PoolCore::is_running(std::uint64_t id) const {
+    for (unsigned j = 0; j < n; ++j) {
+        if (slots_[j].task.load(std::memory_order_acquire) == id) return true;
+    }
+    return false;
 }
 
 bool PoolCore::may_cancel(std::uint64_t id) const {
@@ -791,39 +804,75 @@ unsigned pool_size(const PoolCore& core) noexcept { return core.n; }
 
 namespace shmpipe {
 
-Pool::Pool(unsigned processes) : Pool([&] {
-    PoolOptions o;
-    o.processes = processes;
-    return o;
-}()) {}
+namespace detail {
 
-Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
+PoolEngine::PoolEngine(PoolOptions options) : core_(std::make_shared<PoolCore>(std::move(options))) {}
 
-Pool::~Pool() {
-    if (!core_ || core_->joined()) return;
-    try {
-        core_->terminate();  // like `with Pool()` in Python: never waits on a task
-    } catch (...) {
-    }
-}
-
-void Pool::close() { core_->close(); }
-void Pool::join() { core_->join(); }
-void Pool::terminate() { core_->terminate(); }
-void Pool::shutdown(bool wait, bool cancel_pending) {
+void PoolEngine::close_engine() { core_->close(); }
+void PoolEngine::join_engine() { core_->join(); }
+void PoolEngine::terminate_engine() { core_->terminate(); }
+void PoolEngine::shutdown_engine(bool wait, bool cancel_pending) {
     core_->close();
     if (cancel_pending) core_->cancel_pending();
     if (wait) core_->join();
 }
+bool PoolEngine::engine_joined() const noexcept { return core_->joined(); }
+
+Bytes& PoolEngine::scratch() {
+    thread_local Bytes buf;
+    return buf;
+}
+
+}  // namespace detail
+
+namespace {
+PoolOptions with_processes(unsigned processes) {
+    PoolOptions o;
+    o.processes = processes;
+    return o;
+}
+}  // namespace
+
+Pool::Pool(unsigned processes) : Pool(with_processes(processes)) {}
+
+Pool::Pool(PoolOptions options) : PoolEngine(std::move(options)) {}
+
+Pool::~Pool() {
+    if (!core_ || engine_joined()) return;
+    try {
+        terminate_engine();  // like `with Pool()` in Python: never waits on a task
+    } catch (...) {
+    }
+}
+
+void Pool::close() { close_engine(); }
+void Pool::join() { join_engine(); }
+void Pool::terminate() { terminate_engine(); }
+void Pool::shutdown(bool wait, bool cancel_pending) { shutdown_engine(wait, cancel_pending); }
 unsigned Pool::size() const noexcept { return core_->n; }
 std::vector<int> Pool::worker_pids() const { return core_->worker_pids(); }
 std::uint64_t Pool::workers_started() const noexcept { return core_->started_count.load(); }
 const std::string& Pool::tasks_queue_name() const noexcept { return core_->tasks_name; }
 const std::string& Pool::results_queue_name() const noexcept { return core_->results_name; }
 
-Bytes& Pool::scratch() {
-    thread_local Bytes buf;
-    return buf;
+ProcessPoolExecutor::ProcessPoolExecutor(unsigned max_workers) : ProcessPoolExecutor(with_processes(max_workers)) {}
+
+ProcessPoolExecutor::ProcessPoolExecutor(PoolOptions options) : PoolEngine(std::move(options)) {}
+
+ProcessPoolExecutor::~ProcessPoolExecutor() {
+    if (!core_ || engine_joined()) return;
+    try {
+        shutdown_engine(true, false);  // like leaving `with ProcessPoolExecutor()`: the queued tasks run
+    } catch (...) {
+        try {
+            terminate_engine();
+        } catch (...) {
+        }
+    }
 }
+
+void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) { shutdown_engine(wait, cancel_futures); }
+unsigned ProcessPoolExecutor::size() const noexcept { return core_->n; }
+std::vector<int> ProcessPoolExecutor::worker_pids() const { return core_->worker_pids(); }
 
 }  // namespace shmpipe
