@@ -256,6 +256,36 @@ inline constexpr bool is_callback_tag_v = is_callback_v<T> || is_error_callback_
 template <class...>
 inline constexpr bool always_false = false;
 
+// What a call whose task check failed returns: it can be used the way a result would be,
+// so the check's static_assert stays the only error. Never constructed by a program that
+// compiles.
+struct InvalidTask {
+    template <class T>
+    operator T() const;  // NOLINT(google-explicit-constructor)
+    template <class... A>
+    InvalidTask get(A&&...) const;
+    template <class... A>
+    InvalidTask result(A&&...) const;
+    template <class... A>
+    InvalidTask get_for(A&&...) const;
+    template <class... A>
+    InvalidTask result_for(A&&...) const;
+    template <class... A>
+    bool wait_for(A&&...) const;
+    void wait() const;
+    bool ready() const;
+    bool done() const;
+    const InvalidTask* begin() const;
+    const InvalidTask* end() const;
+    std::size_t size() const;
+};
+
+// Every parameter type has a Codec (the tuple's own codec does not look inside).
+template <class Tuple>
+struct each_codable;
+template <class... E>
+struct each_codable<std::tuple<E...>> : std::bool_constant<(... && is_codable_v<E>)> {};
+
 // The checks of a task and its arguments, each failing with one short compiler message that
 // names the cause. Callers compile their body only `if constexpr` this holds, so a failed
 // check is the only error (no cascade through the trampolines). `Args` are the argument
@@ -278,7 +308,7 @@ constexpr bool check_task() {
                           "shmpipe::Pool: a task cannot take non-const references (it runs in another process): "
                           "take the value and return the result");
             return false;
-        } else if constexpr (T::arity != 0 && !is_codable_v<typename T::args>) {
+        } else if constexpr (!each_codable<typename T::args>::value) {
             static_assert(always_false<F>,
                           "shmpipe::Pool: an argument type of the task has no shmpipe::Codec (see codec.hpp)");
             return false;
@@ -523,6 +553,8 @@ public:
     auto apply(F f, A&&... args) {
         if constexpr (detail::check_task<F, std::remove_cvref_t<A>...>()) {
             return apply_async(f, std::forward<A>(args)...).get();
+        } else {
+            return detail::InvalidTask{};
         }
     }
 
@@ -542,6 +574,8 @@ public:
     auto submit(F f, A&&... args) {
         if constexpr (detail::check_task<F, std::remove_cvref_t<A>...>()) {
             return Future<detail::task_result_t<F>>(submit_one(f, "submit", std::forward<A>(args)...));
+        } else {
+            return detail::InvalidTask{};
         }
     }
 
@@ -555,6 +589,8 @@ public:
             auto chunks = submit_chunks<false>(f, xs, chunksize);
             return collect_chunks<detail::task_result_t<F>>(chunks, std::size(xs),
                                                             std::chrono::steady_clock::time_point::max(), "map");
+        } else {
+            return detail::InvalidTask{};
         }
     }
     // f(args...) for every tuple in xs (Python's starmap).
@@ -564,6 +600,8 @@ public:
             auto chunks = submit_chunks<true>(f, xs, chunksize);
             return collect_chunks<detail::task_result_t<F>>(chunks, std::size(xs),
                                                             std::chrono::steady_clock::time_point::max(), "starmap");
+        } else {
+            return detail::InvalidTask{};
         }
     }
     // map / starmap without waiting: an AsyncResult<std::vector<R>> (AsyncResult<void> for
@@ -574,6 +612,8 @@ public:
             using R = detail::task_result_t<F>;
             using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
             return AsyncResult<Out>(map_async_state<false>(f, xs, chunksize));
+        } else {
+            return detail::InvalidTask{};
         }
     }
     template <class F, class Range>
@@ -582,6 +622,8 @@ public:
             using R = detail::task_result_t<F>;
             using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
             return AsyncResult<Out>(map_async_state<true>(f, xs, chunksize));
+        } else {
+            return detail::InvalidTask{};
         }
     }
     // Lazy and ordered; at most `lookahead` chunks in flight (0: 2 * processes).
@@ -590,6 +632,8 @@ public:
         if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>() &&
                       detail::check_yields_results<F>()) {
             return make_imap(f, xs, chunksize, lookahead, true);
+        } else {
+            return detail::InvalidTask{};
         }
     }
     // Lazy, in completion order (per chunk).
@@ -598,6 +642,8 @@ public:
         if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>() &&
                       detail::check_yields_results<F>()) {
             return make_imap(f, xs, chunksize, lookahead, false);
+        } else {
+            return detail::InvalidTask{};
         }
     }
 
@@ -637,6 +683,8 @@ private:
                                                std::get<n + J>(all)...));
             }
             return AsyncResult<R>(state);
+        } else {
+            return detail::InvalidTask{};
         }
     }
 
@@ -696,6 +744,8 @@ public:
     auto submit(F f, A&&... args) {
         if constexpr (detail::check_task<F, std::remove_cvref_t<A>...>()) {
             return Future<detail::task_result_t<F>>(submit_one(f, "submit", std::forward<A>(args)...));
+        } else {
+            return detail::InvalidTask{};
         }
     }
 
@@ -731,6 +781,8 @@ private:
             auto chunks = submit_chunks<false>(f, xs, std::max<std::size_t>(chunksize, 1));
             return collect_chunks<detail::task_result_t<F>>(chunks, std::size(xs), deadline,
                                                             "ProcessPoolExecutor::map");
+        } else {
+            return detail::InvalidTask{};
         }
     }
 };
