@@ -561,7 +561,7 @@ public:
     // f(args...) in a worker; the result later. Optional callbacks after the arguments:
     //   pool.apply_async(f, x, y, shmpipe::callback(on_result), shmpipe::error_callback(on_error));
     // on_result(R) (on_result() for a void task) on success, on_error(std::exception_ptr) on
-    // failure, both on the collector thread before get() returns.
+    // failure, both on the collector thread once the result is set (get() may return first).
     template <class F, class... A>
     auto apply_async(F f, A&&... args) {
         constexpr std::size_t tags = (std::size_t{0} + ... + (detail::is_callback_tag_v<std::remove_cvref_t<A>> ? 1 : 0));
