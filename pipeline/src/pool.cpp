@@ -95,6 +95,7 @@ public:
                                       const char* kind);
     void close();
     void join();
+    bool join_for(std::chrono::nanoseconds timeout);
     void terminate();
     void cancel_pending();
     std::vector<int> worker_pids() const;
@@ -167,6 +168,7 @@ private:
     std::mutex state_m_;
     std::condition_variable state_cv_;
     bool ready_ = false;                 // workers started (or failed to)
+    bool collector_exited_ = false;      // the collector returned: every worker is reaped
     std::exception_ptr start_error_;
     std::atomic<bool> closed_{false};
     std::atomic<bool> terminating_{false};
@@ -214,7 +216,14 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
 
     // Workers are forked by the collector thread: their parent-death signal follows the
     // thread that forked them, and that thread lives as long as the pool.
-    collector_ = std::thread([this] { collector_main(); });
+    collector_ = std::thread([this] {
+        collector_main();
+        {
+            std::lock_guard lock(state_m_);
+            collector_exited_ = true;
+        }
+        state_cv_.notify_all();
+    });
     std::unique_lock lock(state_m_);
     state_cv_.wait(lock, [&] { return ready_; });
     if (start_error_) {
@@ -751,6 +760,22 @@ void PoolCore::join() {
     release_queues();
 }
 
+bool PoolCore::join_for(std::chrono::nanoseconds timeout) {
+    {
+        std::lock_guard lock(lifecycle_m_);
+        if (joined_) return true;
+        if (!closed_ && !terminating_) {
+            throw Error(errc::invalid_state, "Pool " + base + ": join_for() before close() or terminate()");
+        }
+    }
+    {
+        std::unique_lock lock(state_m_);
+        if (!state_cv_.wait_until(lock, deadline_in(timeout), [&] { return collector_exited_; })) return false;
+    }
+    join();  // the collector has returned: this only joins its thread and removes the queues
+    return true;
+}
+
 // The pool has ended: detach and remove both queues now (not when the Pool is destroyed).
 void PoolCore::release_queues() {
     std::lock_guard lock(submit_m_);
@@ -847,6 +872,7 @@ Pool::~Pool() {
 
 void Pool::close() { close_engine(); }
 void Pool::join() { join_engine(); }
+bool Pool::join_for_ns(std::chrono::nanoseconds timeout) { return core_->join_for(timeout); }
 void Pool::terminate() { terminate_engine(); }
 void Pool::shutdown(bool wait, bool cancel_pending) { shutdown_engine(wait, cancel_pending); }
 unsigned Pool::size() const noexcept { return core_->n; }

@@ -258,3 +258,17 @@ TEST_CASE("Destroying a ProcessPoolExecutor waits for its tasks, destroying a Po
     REQUIRE(from_pool.done());
     REQUIRE(from_pool.cancelled());
 }
+
+TEST_CASE("Pool::join_for waits with any duration and reports whether the workers exited", "[multiprocess]") {
+    shmpipe::Pool sut(1);
+    REQUIRE_THROWS_MATCHES(sut.join_for(1s), shmpipe::Error,
+                           Catch::Predicate<shmpipe::Error>(
+                               [](const shmpipe::Error& e) { return e.code() == shmpipe::errc::invalid_state; },
+                               "errc::invalid_state before close()"));
+    auto slow = sut.apply_async(nap_then_square, 2);  // 2 s
+    sut.close();
+    REQUIRE_FALSE(sut.join_for(0.05s));  // the task still runs
+    REQUIRE(sut.join_for(std::chrono::duration<double>(20.5)));
+    REQUIRE(slow.get_for(0s) == 4);
+    REQUIRE(sut.join_for(0s));  // joined: at once
+}

@@ -652,6 +652,12 @@ public:
     // Waits for the workers to exit. Throws Error(errc::invalid_state) unless close() or
     // terminate() came first.
     void join();
+    // join() for at most `timeout` (any duration, rounded up to the next nanosecond); true
+    // when the workers have exited and the pool is joined.
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {
+        return join_for_ns(detail::timeout_ns(timeout));
+    }
     // Stops the workers now (SIGTERM, grace, SIGKILL, reap); unfinished tasks fail with
     // Error(errc::cancelled).
     void terminate();
@@ -667,6 +673,8 @@ public:
     const std::string& results_queue_name() const noexcept;
 
 private:
+    bool join_for_ns(std::chrono::nanoseconds timeout);
+
     template <class F, class Tuple, std::size_t... I, std::size_t... J>
     auto apply_async_split(F f, Tuple&& all, std::index_sequence<I...>, std::index_sequence<J...>) {
         constexpr std::size_t n = sizeof...(I);
