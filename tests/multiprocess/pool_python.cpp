@@ -57,6 +57,18 @@ struct TempFile {
     ~TempFile() { ::unlink(path.c_str()); }
 };
 
+// Occupies the worker of a one-worker pool or executor with a task that waits for the
+// `release` event; returns that task's future once it runs (or FAILs after 20 s).
+template <class PoolLike>
+shmpipe::Future<int> occupy_worker(PoolLike& pool, shmpipe::Event& release, const std::string& name) {
+    auto busy = pool.submit(wait_for_event, name);
+    if (!shmpipe::test::wait_until([&] { return busy.running(); }, 20s)) {
+        release.set();
+        FAIL("the task holding the worker never showed as running");
+    }
+    return busy;
+}
+
 int lines_in(const std::string& path) {
     std::ifstream in(path);
     int n = 0;
@@ -131,12 +143,8 @@ TEST_CASE("A future runs only while a worker executes it, and a queued one can b
     const std::string name = guard.add(shmpipe::test::unique_name("run"));
     auto release = shmpipe::Event::create(name);
     shmpipe::Pool sut(1);
-    auto busy = sut.submit(wait_for_event, name);
+    auto busy = occupy_worker(sut, release, name);
     auto queued = sut.submit(square, 3);
-    if (!shmpipe::test::wait_until([&] { return busy.running(); }, 20s)) {
-        release.set();
-        FAIL("the first task never showed as running");
-    }
     REQUIRE_FALSE(busy.done());
     REQUIRE_FALSE(queued.running());
     REQUIRE_FALSE(queued.done());
@@ -224,13 +232,9 @@ TEST_CASE("shutdown(cancel_futures) cancels the queued tasks and waits for the r
     const std::string name = guard.add(shmpipe::test::unique_name("cf"));
     auto release = shmpipe::Event::create(name);
     shmpipe::ProcessPoolExecutor sut(1);
-    auto busy = sut.submit(wait_for_event, name);
+    auto busy = occupy_worker(sut, release, name);
     std::vector<shmpipe::Future<int>> queued;
     for (int i = 0; i < 5; ++i) queued.push_back(sut.submit(square, i));
-    if (!shmpipe::test::wait_until([&] { return busy.running(); }, 20s)) {
-        release.set();
-        FAIL("the first task never showed as running");
-    }
     sut.shutdown(/*wait=*/false, /*cancel_futures=*/true);
     for (auto& f : queued) REQUIRE(f.cancelled());
     release.set();

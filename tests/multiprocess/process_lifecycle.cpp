@@ -1,6 +1,5 @@
 // shmpipe::Process with real children: functions and programs, exit codes, signals,
 // redirection, descriptor hygiene, process groups, the stop ladder, parent death.
-#include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/process.hpp>
 
@@ -31,7 +30,7 @@ namespace {
 using shmpipe::test::read_all;
 using shmpipe::test::read_line;
 
-bool gone(int pid) { return shmpipe::detail::process_start_time(pid) == 0; }
+using shmpipe::test::process_gone;
 
 // Children meant to be stopped by the test are daemons: a failed check must not leave the
 // test waiting for a 60 s sleeper in its destructor.
@@ -294,7 +293,7 @@ TEST_CASE("stop climbs the ladder from SIGTERM to SIGKILL and reaps", "[multipro
         const auto t0 = std::chrono::steady_clock::now();
         REQUIRE(sut.stop(200ms) == -SIGKILL);
         REQUIRE(std::chrono::steady_clock::now() - t0 >= 150ms);
-        REQUIRE(gone(sut.pid()));
+        REQUIRE(process_gone(sut.pid()));
     }
     SECTION("grandchildren in the group go too") {
         ProcessOptions opt = daemon_options();
@@ -312,9 +311,9 @@ TEST_CASE("stop climbs the ladder from SIGTERM to SIGKILL and reaps", "[multipro
         }, opt);
         sut.start();
         const int grandchild = std::stoi(read_line(sut.stdout_fd(), 10s, "the grandchild's pid"));
-        REQUIRE_FALSE(gone(grandchild));
+        REQUIRE_FALSE(process_gone(grandchild));
         sut.stop(100ms);
-        REQUIRE(shmpipe::test::wait_until([&] { return gone(grandchild); }, 10s));
+        REQUIRE(shmpipe::test::wait_until([&] { return process_gone(grandchild); }, 10s));
     }
 }
 
@@ -325,7 +324,7 @@ TEST_CASE("Destroying a started, unjoined daemon Process stops and reaps it", "[
         sut.start();
         pid = sut.pid();
     }
-    REQUIRE(gone(pid));
+    REQUIRE(process_gone(pid));
     REQUIRE(::waitpid(pid, nullptr, WNOHANG) == -1);  // already reaped: not our child any more
 }
 
@@ -349,12 +348,12 @@ TEST_CASE("Children die with their parent", "[multiprocess]") {
     std::vector<int> children;
     for (int pid = 0; line >> pid;) children.push_back(pid);
     REQUIRE(children.size() == 3);
-    for (int pid : children) REQUIRE_FALSE(gone(pid));
+    for (int pid : children) REQUIRE_FALSE(process_gone(pid));
 
     parent.kill();
     join_or_fail(parent, 10s);
     for (int pid : children) {
-        if (!shmpipe::test::wait_until([&] { return gone(pid); }, 10s)) {
+        if (!shmpipe::test::wait_until([&] { return process_gone(pid); }, 10s)) {
             ::kill(pid, SIGKILL);
             FAIL("child " << pid << " of the killed process_peer still runs after 10 s");
         }

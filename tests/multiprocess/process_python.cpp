@@ -1,7 +1,6 @@
 // Process with Python's semantics: non-daemon children are waited for when their handle is
 // destroyed, daemon children are stopped; move-only callables; join_for with any duration;
 // current_process(), active_children(), cpu_count(). Real children, every wait bounded.
-#include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/pipe.hpp>
 #include <shmpipe/process.hpp>
@@ -34,7 +33,7 @@ using shmpipe::Redirect;
 
 namespace {
 
-bool gone(int pid) { return shmpipe::detail::process_start_time(pid) == 0; }
+using shmpipe::test::process_gone;
 
 // Runs `destroy` (which destroys Processes and so may wait for children) with a deadline:
 // when it expires, the children in `pids()` are SIGKILLed (so the wait ends) and the test fails.
@@ -83,7 +82,7 @@ TEST_CASE("Destroying a started non-daemon Process waits for the child to finish
         [&] { return std::vector<int>{started_pid.load()}; }, 20s, "destroying a non-daemon Process");
     REQUIRE_FALSE(daemon);
     REQUIRE(lines_of(out.path) == std::vector<std::string>{"finished"});
-    REQUIRE(gone(pid));
+    REQUIRE(process_gone(pid));
     REQUIRE(::waitpid(pid, nullptr, WNOHANG) == -1);  // reaped by the destructor: not our child any more
 }
 
@@ -128,7 +127,7 @@ TEST_CASE("A non-daemon child reading its stdin pipe sees EOF when the handle is
             pid = sut.pid();
         },
         [&] { return std::vector<int>{pid.load()}; }, 20s, "destroying a Process whose child reads stdin");
-    REQUIRE(gone(pid));
+    REQUIRE(process_gone(pid));
 }
 
 TEST_CASE("A daemon child is stopped by the ladder when the handle is destroyed", "[multiprocess]") {
@@ -142,7 +141,7 @@ TEST_CASE("A daemon child is stopped by the ladder when the handle is destroyed"
         sut.start();
         pid = sut.pid();
     }
-    REQUIRE(gone(pid));
+    REQUIRE(process_gone(pid));
     REQUIRE(std::chrono::steady_clock::now() - t0 < 30s);  // SIGTERM ended it, nobody waited 60 s
 }
 

@@ -508,6 +508,44 @@ protected:
         return out;
     }
 
+    // The public calls, checked (detail::check_task) and shared by Pool and the executor.
+    template <class F, class... A>
+    auto submit_future(F f, A&&... args) {
+        if constexpr (check_task<F, std::remove_cvref_t<A>...>()) {
+            return Future<task_result_t<F>>(submit_one(f, "submit", std::forward<A>(args)...));
+        } else {
+            return InvalidTask{};
+        }
+    }
+    template <bool Star, class F, class Range>
+    auto map_until(F f, const Range& xs, std::size_t chunksize, std::chrono::steady_clock::time_point deadline,
+                   const char* what) {
+        if constexpr (check_map_task<Star, F, std::ranges::range_value_t<Range>>()) {
+            auto chunks = submit_chunks<Star>(f, xs, chunksize);
+            return collect_chunks<task_result_t<F>>(chunks, std::size(xs), deadline, what);
+        } else {
+            return InvalidTask{};
+        }
+    }
+    template <bool Star, class F, class Range>
+    auto map_async_result(F f, const Range& xs, std::size_t chunksize) {
+        if constexpr (check_map_task<Star, F, std::ranges::range_value_t<Range>>()) {
+            using R = task_result_t<F>;
+            using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+            return AsyncResult<Out>(map_async_state<Star>(f, xs, chunksize));
+        } else {
+            return InvalidTask{};
+        }
+    }
+    template <class F, class Range>
+    auto imap_result(F f, const Range& xs, std::size_t chunksize, std::size_t lookahead, bool ordered) {
+        if constexpr (check_map_task<false, F, std::ranges::range_value_t<Range>>() && check_yields_results<F>()) {
+            return make_imap(f, xs, chunksize, lookahead, ordered);
+        } else {
+            return InvalidTask{};
+        }
+    }
+
     template <class F, class Range>
     auto make_imap(F f, const Range& xs, std::size_t chunksize, std::size_t lookahead, bool ordered) {
         using R = task_result_t<F>;
@@ -572,11 +610,7 @@ public:
 
     template <class F, class... A>
     auto submit(F f, A&&... args) {
-        if constexpr (detail::check_task<F, std::remove_cvref_t<A>...>()) {
-            return Future<detail::task_result_t<F>>(submit_one(f, "submit", std::forward<A>(args)...));
-        } else {
-            return detail::InvalidTask{};
-        }
+        return submit_future(f, std::forward<A>(args)...);
     }
 
     // f over every element, results in input order. chunksize 0: Python's default
@@ -585,66 +619,32 @@ public:
     // first failure, in input order), where Python returns a list of None.
     template <class F, class Range>
     auto map(F f, const Range& xs, std::size_t chunksize = 0) {
-        if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>()) {
-            auto chunks = submit_chunks<false>(f, xs, chunksize);
-            return collect_chunks<detail::task_result_t<F>>(chunks, std::size(xs),
-                                                            std::chrono::steady_clock::time_point::max(), "map");
-        } else {
-            return detail::InvalidTask{};
-        }
+        return map_until<false>(f, xs, chunksize, std::chrono::steady_clock::time_point::max(), "map");
     }
     // f(args...) for every tuple in xs (Python's starmap).
     template <class F, class Range>
     auto starmap(F f, const Range& xs, std::size_t chunksize = 0) {
-        if constexpr (detail::check_map_task<true, F, std::ranges::range_value_t<Range>>()) {
-            auto chunks = submit_chunks<true>(f, xs, chunksize);
-            return collect_chunks<detail::task_result_t<F>>(chunks, std::size(xs),
-                                                            std::chrono::steady_clock::time_point::max(), "starmap");
-        } else {
-            return detail::InvalidTask{};
-        }
+        return map_until<true>(f, xs, chunksize, std::chrono::steady_clock::time_point::max(), "starmap");
     }
     // map / starmap without waiting: an AsyncResult<std::vector<R>> (AsyncResult<void> for
     // a void task) that is ready when every chunk is, and fails with the first failed chunk.
     template <class F, class Range>
     auto map_async(F f, const Range& xs, std::size_t chunksize = 0) {
-        if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>()) {
-            using R = detail::task_result_t<F>;
-            using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
-            return AsyncResult<Out>(map_async_state<false>(f, xs, chunksize));
-        } else {
-            return detail::InvalidTask{};
-        }
+        return map_async_result<false>(f, xs, chunksize);
     }
     template <class F, class Range>
     auto starmap_async(F f, const Range& xs, std::size_t chunksize = 0) {
-        if constexpr (detail::check_map_task<true, F, std::ranges::range_value_t<Range>>()) {
-            using R = detail::task_result_t<F>;
-            using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
-            return AsyncResult<Out>(map_async_state<true>(f, xs, chunksize));
-        } else {
-            return detail::InvalidTask{};
-        }
+        return map_async_result<true>(f, xs, chunksize);
     }
     // Lazy and ordered; at most `lookahead` chunks in flight (0: 2 * processes).
     template <class F, class Range>
     auto imap(F f, const Range& xs, std::size_t chunksize = 1, std::size_t lookahead = 0) {
-        if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>() &&
-                      detail::check_yields_results<F>()) {
-            return make_imap(f, xs, chunksize, lookahead, true);
-        } else {
-            return detail::InvalidTask{};
-        }
+        return imap_result(f, xs, chunksize, lookahead, true);
     }
     // Lazy, in completion order (per chunk).
     template <class F, class Range>
     auto imap_unordered(F f, const Range& xs, std::size_t chunksize = 1, std::size_t lookahead = 0) {
-        if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>() &&
-                      detail::check_yields_results<F>()) {
-            return make_imap(f, xs, chunksize, lookahead, false);
-        } else {
-            return detail::InvalidTask{};
-        }
+        return imap_result(f, xs, chunksize, lookahead, false);
     }
 
     // No more tasks; the workers finish what is queued and exit.
@@ -750,11 +750,7 @@ public:
     // Throws Error(errc::invalid_state) after shutdown().
     template <class F, class... A>
     auto submit(F f, A&&... args) {
-        if constexpr (detail::check_task<F, std::remove_cvref_t<A>...>()) {
-            return Future<detail::task_result_t<F>>(submit_one(f, "submit", std::forward<A>(args)...));
-        } else {
-            return detail::InvalidTask{};
-        }
+        return submit_future(f, std::forward<A>(args)...);
     }
 
     // Results of f over xs in input order, as a std::vector (void for a void task); chunks
@@ -763,16 +759,18 @@ public:
     // chunks no worker took are cancelled, as Python's map does.
     template <class F, class Range>
     auto map(F f, const Range& xs) {
-        return map_until(f, xs, std::chrono::steady_clock::time_point::max(), 1);
+        return map_until<false>(f, xs, 1, std::chrono::steady_clock::time_point::max(), kMapName);
     }
     template <class F, class Range, class Rep, class Period>
     auto map(F f, const Range& xs, std::chrono::duration<Rep, Period> timeout, std::size_t chunksize = 1) {
-        return map_until(f, xs, detail::deadline_in(detail::timeout_ns(timeout)), chunksize);
+        return map_until<false>(f, xs, std::max<std::size_t>(chunksize, 1), detail::deadline_in(detail::timeout_ns(timeout)),
+                                kMapName);
     }
     // No timeout, a chunk size: map(f, xs, std::nullopt, 64).
     template <class F, class Range>
     auto map(F f, const Range& xs, std::nullopt_t, std::size_t chunksize) {
-        return map_until(f, xs, std::chrono::steady_clock::time_point::max(), chunksize);
+        return map_until<false>(f, xs, std::max<std::size_t>(chunksize, 1), std::chrono::steady_clock::time_point::max(),
+                                kMapName);
     }
 
     // No more tasks. cancel_futures: cancel what no worker took. wait: until every worker
@@ -783,16 +781,7 @@ public:
     std::vector<int> worker_pids() const;
 
 private:
-    template <class F, class Range>
-    auto map_until(F f, const Range& xs, std::chrono::steady_clock::time_point deadline, std::size_t chunksize) {
-        if constexpr (detail::check_map_task<false, F, std::ranges::range_value_t<Range>>()) {
-            auto chunks = submit_chunks<false>(f, xs, std::max<std::size_t>(chunksize, 1));
-            return collect_chunks<detail::task_result_t<F>>(chunks, std::size(xs), deadline,
-                                                            "ProcessPoolExecutor::map");
-        } else {
-            return detail::InvalidTask{};
-        }
-    }
+    static constexpr const char* kMapName = "ProcessPoolExecutor::map";
 };
 
 }  // namespace shmpipe
