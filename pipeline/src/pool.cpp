@@ -70,6 +70,16 @@ struct alignas(64) WorkerSlot {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
 
+// Tasks cancelled while queued, so a worker that takes one skips it (Python never runs a
+// cancelled task). The parent writes, workers read; in the same anonymous mapping as the
+// slots. A ring: a cancellation older than kCancelRing newer ones may be missed, and a
+// worker that took the task before the cancel runs it; either way its result is dropped.
+constexpr std::size_t kCancelRing = 256;
+struct CancelRing {
+    std::atomic<std::uint64_t> count{0};            // entries ever written (parent only)
+    std::atomic<std::uint64_t> ids[kCancelRing] = {};
+};
+
 std::string describe_exit(int code) {
     if (code < 0) {
         const char* name = sigabbrev_np(-code);
@@ -135,6 +145,7 @@ private:
     void release_queues();
     bool may_cancel(std::uint64_t id) const;
     bool is_running(std::uint64_t id) const;
+    bool cancelled_while_queued(std::uint64_t id) const noexcept;  // in a worker
     void publish(WriteSlot& w, std::uint64_t id, std::span<const std::byte> header,
                  std::span<const std::byte> args);  // under submit_m_
     std::string closed_message(const char* kind) const;
@@ -145,6 +156,7 @@ private:
     std::optional<Producer<>> wake_;          // parent -> collector: keeps the result stream open
     std::optional<Consumer<>> rx_;            // the collector's
     WorkerSlot* slots_ = nullptr;
+    CancelRing* cancelled_ = nullptr;         // after the slots, in the same mapping
     std::size_t slots_bytes_ = 0;
     std::size_t max_message_ = 0;
 
@@ -207,10 +219,11 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rx_.emplace(results_name);
     max_message_ = tx_->max_message();
 
-    slots_bytes_ = sizeof(WorkerSlot) * n;
+    slots_bytes_ = sizeof(WorkerSlot) * n + sizeof(CancelRing);
     void* mem = ::mmap(nullptr, slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw Error::from_errno(errno, "Pool: map the worker slots");
     slots_ = new (mem) WorkerSlot[n];
+    cancelled_ = new (static_cast<std::byte*>(mem) + sizeof(WorkerSlot) * n) CancelRing;
     workers_.resize(n);
     seen_busy_.assign(n, {0, {}});
 
@@ -298,21 +311,26 @@ void PoolCore::worker_main(unsigned index) {
             args.assign(m.begin() + static_cast<std::ptrdiff_t>(sizeof h), m.end());
         }
         ResultHeader rh{h.id, kResultOk, 0};
-        try {
-            reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(h.trampoline))(
-                static_cast<std::uintptr_t>(h.fn), std::span<const std::byte>(args), result);
-        } catch (...) {
-            rh.status = kResultException;
-            std::string type = "unknown exception";
-            std::string what;
-            if (const auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
+        if (cancelled_while_queued(h.id)) {
+            rh.status = kResultCancelled;  // cancelled before we took it: never run (Python's rule)
+            result.clear();
+        } else {
             try {
-                throw;
-            } catch (const std::exception& e) {
-                what = e.what();
+                reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(h.trampoline))(
+                    static_cast<std::uintptr_t>(h.fn), std::span<const std::byte>(args), result);
             } catch (...) {
+                rh.status = kResultException;
+                std::string type = "unknown exception";
+                std::string what;
+                if (const auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
+                try {
+                    throw;
+                } catch (const std::exception& e) {
+                    what = e.what();
+                } catch (...) {
+                }
+                encode_into(std::pair<std::string, std::string>(type, what), result);
             }
-            encode_into(std::pair<std::string, std::string>(type, what), result);
         }
         if (sizeof rh + result.size() > out.max_message()) {
             const std::string why = "result of " + std::to_string(result.size()) + " bytes exceeds the pool's "
@@ -402,7 +420,10 @@ void PoolCore::handle_message(std::span<const std::byte> m) {
     auto s = take_pending(h.id);
     if (!s) return;  // cancelled, timed out or failed already
     const auto payload = m.subspan(sizeof h);
-    if (h.status == kResultOk) {
+    if (h.status == kResultCancelled) {
+        s->complete(TaskStatus::cancelled, {},
+                    std::make_exception_ptr(Error(errc::cancelled, s->what + ": cancelled")));  // already, normally
+    } else if (h.status == kResultOk) {
         s->complete(TaskStatus::ok, Bytes(payload.begin(), payload.end()), nullptr);
     } else if (h.status == kResultException) {
         std::exception_ptr e;
@@ -719,8 +740,24 @@ bool PoolCore::may_cancel(std::uint64_t id) const {
     for (unsigned j = 0; j < n; ++j) {
         if (slots_[j].task.load(std::memory_order_acquire) == id) return false;
     }
-    std::lock_guard lock(pending_m_);
-    return pending_.count(id) != 0;
+    std::lock_guard lock(pending_m_);  // also makes us the ring's only writer
+    if (pending_.count(id) == 0) return false;
+    // Tell the workers. C1: the id is stored before the count that publishes it; a worker
+    // acquire-loads the count first.
+    const std::uint64_t k = cancelled_->count.load(std::memory_order_relaxed);  // we are the only writer
+    cancelled_->ids[k % kCancelRing].store(id, std::memory_order_relaxed);
+    cancelled_->count.store(k + 1, std::memory_order_release);  // C1
+    return true;
+}
+
+bool PoolCore::cancelled_while_queued(std::uint64_t id) const noexcept {
+    const std::uint64_t k = cancelled_->count.load(std::memory_order_acquire);  // C1
+    if (k == 0) return false;  // nothing was ever cancelled: the common case costs one load
+    const std::uint64_t seen = std::min<std::uint64_t>(k, kCancelRing);
+    for (std::uint64_t i = 0; i < seen; ++i) {
+        if (cancelled_->ids[i].load(std::memory_order_relaxed) == id) return true;  // C1 covers entries below k
+    }
+    return false;
 }
 
 void PoolCore::cancel_pending() {

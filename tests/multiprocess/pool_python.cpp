@@ -142,9 +142,10 @@ TEST_CASE("A future runs only while a worker executes it, and a queued one can b
     shmpipe::test::ShmGuard guard;
     const std::string name = guard.add(shmpipe::test::unique_name("run"));
     auto release = shmpipe::Event::create(name);
+    TempFile ran;
     shmpipe::Pool sut(1);
     auto busy = occupy_worker(sut, release, name);
-    auto queued = sut.submit(square, 3);
+    auto queued = sut.submit(append_line, std::pair<std::string, int>(ran.path, 3));
     REQUIRE_FALSE(busy.done());
     REQUIRE_FALSE(queued.running());
     REQUIRE_FALSE(queued.done());
@@ -156,6 +157,7 @@ TEST_CASE("A future runs only while a worker executes it, and a queued one can b
     REQUIRE(busy.result_for(20s) == 1);
     REQUIRE_FALSE(busy.running());
     within(sut, "close and join", [&] { sut.shutdown(); });
+    REQUIRE(lines_in(ran.path) == 0);  // the cancelled task never ran (the worker skipped it)
 }
 
 TEST_CASE("Results are awaited with any duration, rounded up", "[multiprocess]") {

@@ -47,8 +47,10 @@
 // Python): unfinished tasks fail with errc::cancelled and nothing waits on a stuck task.
 // To let queued tasks finish, call close() and join() (or shutdown()) first.
 //
-// A cancelled future (cancel() succeeds only while no worker has taken the task) may still
-// be run by a worker later; its result is discarded.
+// A cancelled future (cancel() succeeds only while no worker has taken the task) is not run:
+// the worker that takes it skips it, as Python never runs a cancelled task. Only a worker
+// that took it in the instant of the cancel (or after 256 newer cancellations) runs it, and
+// its result is dropped.
 #pragma once
 
 #include <shmpipe/codec.hpp>

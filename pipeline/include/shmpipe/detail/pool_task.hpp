@@ -33,7 +33,7 @@ struct ResultHeader {
     std::uint32_t status;  // ResultStatus
     std::uint32_t reserved;
 };
-enum ResultStatus : std::uint32_t { kResultOk = 0, kResultException = 1, kResultTooLarge = 2 };
+enum ResultStatus : std::uint32_t { kResultOk = 0, kResultException = 1, kResultTooLarge = 2, kResultCancelled = 3 };
 static_assert(std::is_trivially_copyable_v<TaskHeader> && sizeof(TaskHeader) == 24);
 static_assert(std::is_trivially_copyable_v<ResultHeader> && sizeof(ResultHeader) == 16);
 
