@@ -402,6 +402,17 @@ struct Process::Impl {
         }
     }
 
+    // Once the child is reaped the parent's copy of the callable has no use: destroy it (and
+    // what it captured: a moved Producer closes, a moved Pipe end shuts) outside the lock.
+    void drop_target_if_reaped() noexcept {
+        detail::ProcessTarget old;
+        {
+            std::lock_guard lock(m);
+            if (!reaped) return;
+            old = std::move(fn);
+        }
+    }
+
     void close_fds() noexcept {
         close_pipe_end(in_fd);
         close_pipe_end(out_fd);
@@ -717,9 +728,13 @@ bool Process::daemon() const noexcept { return impl_ && impl_->opt.daemon; }
 bool Process::is_alive() {
     if (!impl_) return false;
     auto& d = *impl_;
-    std::lock_guard lock(d.m);
-    if (d.pid <= 0) return false;
-    return !d.try_reap_locked();
+    {
+        std::lock_guard lock(d.m);
+        if (d.pid <= 0) return false;
+        if (!d.try_reap_locked()) return true;
+    }
+    d.drop_target_if_reaped();
+    return false;
 }
 
 std::optional<int> Process::poll_exit() {
@@ -739,6 +754,7 @@ int Process::join() {
         if (d.reaped) return *d.code;
     }
     d.wait_exit();
+    d.drop_target_if_reaped();
     std::lock_guard lock(d.m);
     return *d.code;
 }
@@ -750,15 +766,22 @@ bool Process::join_for_ns(std::chrono::nanoseconds timeout) {
         std::lock_guard lock(d.m);
         if (d.pid <= 0) throw Error(errc::invalid_state, "join process \"" + d.name + "\": not started");
     }
-    return d.wait_exit_for(timeout);
+    const bool exited = d.wait_exit_for(timeout);
+    d.drop_target_if_reaped();
+    return exited;
 }
 
 std::optional<int> Process::exit_code() {
     if (!impl_) return std::nullopt;
     auto& d = *impl_;
-    std::lock_guard lock(d.m);
-    d.try_reap_locked();
-    return d.code;
+    std::optional<int> code;
+    {
+        std::lock_guard lock(d.m);
+        d.try_reap_locked();
+        code = d.code;
+    }
+    d.drop_target_if_reaped();
+    return code;
 }
 
 void Process::terminate() { signal(SIGTERM); }
@@ -794,10 +817,15 @@ std::optional<int> Process::stop(std::chrono::milliseconds grace) noexcept {
     // Exited but not reaped (WNOWAIT): the zombie keeps the group id reserved, so members of
     // the group that outlived the child (grandchildren) can be killed safely: no orphans.
     d.wait_exited_until(std::nullopt);
-    std::lock_guard lock(d.m);
-    d.signal_group_locked(SIGKILL);
-    d.try_reap_locked();
-    return d.code;
+    std::optional<int> code;
+    {
+        std::lock_guard lock(d.m);
+        d.signal_group_locked(SIGKILL);
+        d.try_reap_locked();
+        code = d.code;
+    }
+    d.drop_target_if_reaped();
+    return code;
 }
 
 int Process::stdin_fd() const noexcept { return impl_ ? impl_->in_fd : -1; }

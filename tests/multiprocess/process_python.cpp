@@ -162,6 +162,13 @@ TEST_CASE("A Process runs a move-only callable: a moved Pipe end and a unique_pt
     REQUIRE(parent_end.recv<int>() == 4);
     REQUIRE(sut.join_for(20s));
     REQUIRE(sut.exit_code() == 0);
+    // Reaped: the parent's copy of the callable is gone too, so the child's end is closed
+    // everywhere and the parent's end reports it.
+    REQUIRE(parent_end.poll(20s));
+    REQUIRE_THROWS_MATCHES(parent_end.recv<int>(), shmpipe::Error,
+                           Catch::Predicate<shmpipe::Error>(
+                               [](const shmpipe::Error& e) { return e.code() == shmpipe::errc::closed; },
+                               "errc::closed once the child is joined"));
 }
 
 TEST_CASE("join_for takes any duration, floating-point included", "[multiprocess]") {

@@ -33,8 +33,12 @@
 // The parent-death signal stays for both: a parent that dies abruptly takes them along.
 //
 // The function (any callable, move-only ones included: a lambda that captured a moved
-// Consumer, Producer or Pipe end) is kept by the Process until it is destroyed; the child
-// runs its own copy (made by fork) and leaves with _exit, without destroying it.
+// Consumer, Producer or Pipe end) runs in the child as its own copy (made by fork), which
+// it leaves with _exit, without destroying it. The parent's copy is destroyed once the child
+// is reaped (join, a join_for that saw the exit, is_alive/exit_code finding it exited, stop)
+// or with the Process: then what it captured is released in the parent too (a moved Producer
+// closes, so consumers see the end of the stream; a moved Pipe end closes, so the other end's
+// recv() reports errc::closed). Until then the parent's copy keeps those ends open.
 //
 // Thread safety: one Process may be used from several threads (the state is locked;
 // join() waits without holding the lock). Reaping is by pid only, never waitpid(-1).
