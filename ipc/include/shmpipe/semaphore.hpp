@@ -43,7 +43,7 @@ public:
     // overflow (initial > max_count or max_count > kSemaphoreMax), permission_denied.
     static Semaphore create(std::string_view name, std::int64_t initial, const SemaphoreOptions& options = {});
     // Throws Error: invalid_name, not_found, wrong_kind, corrupt, version_mismatch, ...
-    static Semaphore open(std::string_view name);
+    static Semaphore open(std::string_view name, const OpenOptions& options = {});
 
     Semaphore() = default;  // empty handle: operations throw errc::invalid_state
 
@@ -66,7 +66,7 @@ public:
 private:
     explicit Semaphore(detail::SyncHandle h) : handle_(std::move(h)) {}
     bool acquire_until(std::uint64_t deadline_ns);
-    void note_acquired();
+    std::atomic<std::uint64_t>* held_units();  // S3: our record's units, or nullptr
     void recover_dead_holders();
     detail::SemaphoreBody& body() const;
 
