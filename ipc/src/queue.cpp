@@ -595,16 +595,8 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     p.endpoint_count = records;
     p.permissions = o.permissions;
     p.flags = flags;
-    QueueGeometry g;
-    g.capacity = capacity;
-    g.max_message = o.max_message;
-    g.ring_offset = ring_offset;
-    g.data_offset = data_offset;
-    g.cells_offset = cells_offset;
-    g.cell_count = cell_count;
-    g.cell_stride = cell_stride;
-    g.flags = flags;
-    g.spsc = spsc;
+    const QueueGeometry g{capacity, o.max_message, ring_offset, data_offset, cells_offset, cell_count, cell_stride,
+                          flags, spsc};
     Segment s = Segment::create(p, [&](std::byte* body) {
         auto& c = queue_control(body);
         c.capacity = capacity;

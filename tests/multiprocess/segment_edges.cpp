@@ -69,6 +69,20 @@ int corrupt_code(const std::function<void()>& fn) {
 
 std::string shm_file(const std::string& name) { return "/dev/shm/" + sp::segment_name(name); }
 
+// Runs operations against a segment a hostile peer rewrites: refusing with shmpipe::Error is
+// the right answer, a crash (or an ASan report) is not.
+struct Attempts {
+    std::uint64_t ops = 0, refused = 0;
+    void operator()(const std::function<void()>& fn) {
+        ++ops;
+        try {
+            fn();
+        } catch (const sp::Error&) {
+            ++refused;
+        }
+    }
+};
+
 }  // namespace
 
 // --- 9.1: no SIGBUS on a small /dev/shm ------------------------------------------------------
@@ -113,15 +127,7 @@ TEST_CASE("a peer rewriting every header field of a live queue never crashes its
     sp::Consumer<std::uint64_t> rx(name);
 
     test::Peer hostile(edge_peer(), {"hostile", name, "queue", "4"});
-    std::uint64_t ops = 0, refused = 0;
-    auto attempt = [&](const std::function<void()>& fn) {
-        ++ops;
-        try {
-            fn();
-        } catch (const sp::Error&) {
-            ++refused;  // refusing a corrupt segment is the right answer; a crash is not
-        }
-    };
+    Attempts attempt;
     for (std::uint64_t i = 0; hostile.running(); ++i) {
         attempt([&] {
             if (tx.try_push(i)) (void)rx.try_pop();
@@ -140,8 +146,8 @@ TEST_CASE("a peer rewriting every header field of a live queue never crashes its
         }
     }
     REQUIRE(hostile.wait_or_throw(30s, "the hostile writer") == 0);
-    INFO(ops << " operations, " << refused << " refused with shmpipe::Error");
-    CHECK(ops > 0);
+    INFO(attempt.ops << " operations, " << attempt.refused << " refused with shmpipe::Error");
+    CHECK(attempt.ops > 0);
     // Every field is restored: the queue works again for the handles that survived.
     while (rx.try_pop()) {
     }
@@ -159,15 +165,7 @@ TEST_CASE("a peer rewriting every header field of a live semaphore and mutex nev
 
     test::Peer hs(edge_peer(), {"hostile", sname, "sync", "4"});
     test::Peer hm(edge_peer(), {"hostile", mname, "sync", "4"});
-    std::uint64_t ops = 0, refused = 0;
-    auto attempt = [&](const std::function<void()>& fn) {
-        ++ops;
-        try {
-            fn();
-        } catch (const sp::Error&) {
-            ++refused;
-        }
-    };
+    Attempts attempt;
     while (hs.running() || hm.running()) {
         attempt([&] {
             if (sem.try_acquire()) sem.release();
@@ -186,8 +184,8 @@ TEST_CASE("a peer rewriting every header field of a live semaphore and mutex nev
     }
     REQUIRE(hs.wait_or_throw(30s, "the hostile writer of the semaphore") == 0);
     REQUIRE(hm.wait_or_throw(30s, "the hostile writer of the mutex") == 0);
-    INFO(ops << " operations, " << refused << " refused with shmpipe::Error");
-    CHECK(ops > 0);
+    INFO(attempt.ops << " operations, " << attempt.refused << " refused with shmpipe::Error");
+    CHECK(attempt.ops > 0);
     REQUIRE(sem.try_acquire_for(5s));
     sem.release();
     REQUIRE(mtx.try_lock_for(5s));

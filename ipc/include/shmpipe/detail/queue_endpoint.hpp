@@ -47,6 +47,16 @@ protected:
     [[noreturn]] void throw_corrupt(std::string_view verb, const std::string& why);
     // M4: the claim loop at `pos` saw a cell sequence `seq` ahead of an index that never moves.
     [[noreturn]] void throw_stuck_cell(std::string_view verb, std::uint64_t pos, std::uint64_t seq);
+    // M4: counts re-reads that found the index `again` still at `pos`; past kStuckIndexReads
+    // drops our intent (M3: nothing claimed) and throws corrupt.
+    void check_index_moved(std::uint64_t again, std::uint64_t pos, std::uint64_t seq, std::uint32_t& unchanged,
+                           std::string_view verb) {
+        unchanged = again == pos ? unchanged + 1 : 0;
+        if (unchanged > kStuckIndexReads) [[unlikely]] {
+            record_->intent.store(kNoIntent, std::memory_order_relaxed);
+            throw_stuck_cell(verb, pos, seq);
+        }
+    }
     // Sleeps on word (== expected) until woken, deadline_ns, or 100 ms; keeps the inspector's counts.
     void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept;
     // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
@@ -181,11 +191,7 @@ private:
             } else {
                 // Another producer moved on (M4: then tail has moved, unless the cell is corrupt).
                 const std::uint64_t again = ring_->tail.load(std::memory_order_relaxed);
-                unchanged = again == pos ? unchanged + 1 : 0;
-                if (unchanged > kStuckIndexReads) {
-                    record_->intent.store(kNoIntent, std::memory_order_relaxed);  // M3: nothing claimed
-                    throw_stuck_cell("push to", pos, seq);
-                }
+                check_index_moved(again, pos, seq, unchanged, "push to");
                 pos = again;
             }
         }
@@ -324,11 +330,7 @@ private:
             } else {
                 // Another consumer took pos (M4: then head has moved, unless the cell is corrupt).
                 const std::uint64_t again = ring_->head.load(std::memory_order_relaxed);
-                unchanged = again == pos ? unchanged + 1 : 0;
-                if (unchanged > kStuckIndexReads) {
-                    record_->intent.store(kNoIntent, std::memory_order_relaxed);  // M3: nothing claimed
-                    throw_stuck_cell("pop from", pos, seq);
-                }
+                check_index_moved(again, pos, seq, unchanged, "pop from");
                 pos = again;
             }
         }
