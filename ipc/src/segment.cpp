@@ -104,6 +104,9 @@ namespace {
 
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
+constexpr const char* kNoSpaceHint =
+    "containers: raise it with `docker run --shm-size=...`; `inspect-queues clean` removes stale objects";
+
 // The structure of an errno from shm_open/fstat/mmap: code, reason, hint.
 OpenProblem errno_problem(int err) {
     switch (err) {
@@ -117,7 +120,7 @@ OpenProblem errno_problem(int err) {
                     "created by another user or with a stricter mode"};
         case ENOSPC:
             return {make_error_code(errc::no_space), "does not fit in /dev/shm: " + std::string(std::strerror(err)),
-                    "containers: raise it with `docker run --shm-size`; `inspect-queues clean` removes stale objects"};
+                    kNoSpaceHint};
         default:
             return {std::error_code(err, std::generic_category()), std::strerror(err), ""};
     }
@@ -265,8 +268,7 @@ Segment Segment::create_unpublished(const CreateParams& p) {
     if (err == ENOSPC || err == ENOMEM || err == EFBIG) {
         fail_with({make_error_code(errc::no_space),
                    "does not fit in /dev/shm: " + bytes_text(total) + " asked, " + bytes_text(available) + " free",
-                   "containers: raise it with `docker run --shm-size=...`; `inspect-queues clean` removes "
-                   "stale objects; or ask for a smaller capacity"});
+                   std::string(kNoSpaceHint) + "; or ask for a smaller size"});
     }
     if (err != 0) fail(err);
     struct stat st {};
