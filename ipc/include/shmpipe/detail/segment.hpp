@@ -17,6 +17,7 @@
 // to the calling user (st_uid == geteuid()) unless OpenOptions::allow_foreign_owner.
 // A peer that dies leaves the segment: the header names the creator (pid + start time) and
 // every endpoint record names its process, so liveness can be decided by anyone.
+// The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
 #include <shmpipe/detail/process_id.hpp>
