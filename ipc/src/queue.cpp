@@ -30,25 +30,20 @@ constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v +
 
 std::string pid_text(std::uint32_t pid) { return "pid " + std::to_string(pid); }
 
-// Opens a queue segment (either kind) and validates its body; errors name the queue.
-Segment open_queue_segment(std::string_view name, std::string_view verb, Access access) {
+// Opens a queue segment (either kind) and copies and validates its geometry; errors name the queue.
+Segment open_queue_segment(std::string_view name, std::string_view verb, Access access, QueueGeometry& geometry,
+                           const OpenOptions& options = {}) {
     validate_name(name, "queue");
-    std::error_code ec;
-    std::string message;
-    Segment s = Segment::open_any(name, access, ec, &message);
-    if (ec) {
-        const std::string prefix = "open object \"" + std::string(name) + "\": ";
-        if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
-        throw Error(ec, describe(verb, "queue", name, message));
-    }
+    OpenProblem problem;
+    Segment s = Segment::open_any(name, access, problem, options);
+    if (problem.code) throw_problem(verb, "queue", name, problem);
     if (s.kind() != ObjectKind::spsc_queue && s.kind() != ObjectKind::mpmc_queue) {
         throw Error(errc::wrong_kind, describe(verb, "queue", name,
                     std::string("it is a ") + kind_name(s.kind()) + ", not a queue"));
     }
-    if (const char* why = validate_queue_body(s.header(), s.body())) {
-        throw Error(errc::corrupt, describe(verb, "queue", name,
-                    "shared memory \"" + segment_name(name) + "\" is corrupt: " + why +
-                    " (`inspect-queues clean --corrupt` removes it)"));
+    if (const char* why = read_queue_geometry(s, geometry)) {
+        throw_problem(verb, "queue", name,
+                      {make_error_code(errc::corrupt), why, "`inspect-queues clean --corrupt` removes it"});
     }
     return s;
 }
@@ -78,28 +73,32 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
 
 // --- EndpointCore --------------------------------------------------------------------------
 
-EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag) {
+EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag,
+                           const OpenOptions& options) {
     const char* role_text = role == EndpointRole::producer ? "attach producer to" : "attach consumer to";
-    segment_ = open_queue_segment(name, role_text, Access::read_write);
+    QueueGeometry g;
+    segment_ = open_queue_segment(name, role_text, Access::read_write, g, options);
+    // Only the validated copy is used from here on (queue_layout.hpp).
     std::byte* body = segment_.body();
     ctl_ = &queue_control(body);
-    ring_ = &ring_indices(body);
-    spsc_ = segment_.kind() == ObjectKind::spsc_queue;
-    capacity_ = ctl_->capacity;
+    ring_ = &ring_indices(body, g);
+    geometry_ = g;
+    spsc_ = g.spsc;
+    capacity_ = g.capacity;
     mask_ = capacity_ - 1;
-    max_message_ = ctl_->max_message;
-    data_ = body + ctl_->data_offset;
+    max_message_ = g.max_message;
+    data_ = body + g.data_offset;
     if (!spsc_) {
-        cells_ = reinterpret_cast<Cell*>(body + ctl_->cells_offset);
-        cell_count_ = ctl_->cell_count;
+        cells_ = reinterpret_cast<Cell*>(body + g.cells_offset);
+        cell_count_ = g.cell_count;
         cell_mask_ = cell_count_ - 1;
-        cell_stride_ = ctl_->cell_stride;
+        cell_stride_ = g.cell_stride;
     }
     register_process_for_fences();
 
     const bool producer = role == EndpointRole::producer;
     const std::uint32_t one_flag = producer ? kQueueFlagOneProducer : kQueueFlagOneConsumer;
-    if ((ctl_->flags & one_flag) != 0) {
+    if ((g.flags & one_flag) != 0) {
         // E1: take the side's owner word, from nobody or from a process that is gone.
         reap_dead(role);  // count a dead predecessor before replacing it
         owner_ = producer ? &ctl_->producer_owner : &ctl_->consumer_owner;
@@ -158,7 +157,7 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         give_back_owner();
         throw;
     }
-    record_ = &segment_.endpoints()[index_];
+    record_ = segment_.endpoint(index_);  // attach_endpoint returns an index inside the table
     owner_pid_ = current_pid();
     if (producer && ctl_->sealed.load(std::memory_order_seq_cst) != 0) {  // E2: counted, then refused
         closed_ = true;
@@ -170,25 +169,12 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     }
 }
 
-// The handle's validated copy of the geometry (never re-read from shared memory).
-static QueueGeometry geometry_of(bool spsc, std::uint64_t capacity, std::uint64_t max_message,
-                                 std::uint64_t cell_count, std::uint64_t cell_stride) noexcept {
-    QueueGeometry g;
-    g.spsc = spsc;
-    g.capacity = capacity;
-    g.max_message = max_message;
-    g.cell_count = cell_count;
-    g.cell_stride = cell_stride;
-    return g;
-}
-
 std::size_t EndpointCore::size_approx() const noexcept {
-    const QueueGeometry g = geometry_of(spsc_, capacity_, max_message_, cell_count_, cell_stride_);
-    return static_cast<std::size_t>(queue_totals(g, load_ring_counts(*ring_), 0, 0).depth);
+    return static_cast<std::size_t>(queue_totals(geometry_, load_ring_counts(*ring_), 0, 0).depth);
 }
 
 bool EndpointCore::full_approx() const noexcept {
-    return queue_full(geometry_of(spsc_, capacity_, max_message_, cell_count_, cell_stride_), load_ring_counts(*ring_));
+    return queue_full(geometry_, load_ring_counts(*ring_));
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
@@ -207,6 +193,19 @@ void EndpointCore::throw_state(std::string_view verb) const {
     }
     throw Error(errc::broken, describe(verb, "queue", name(),
                 "the queue was marked broken (a stage of the pipeline failed, or a record was corrupt)"));
+}
+
+void EndpointCore::throw_corrupt(std::string_view verb, const std::string& why) {
+    segment_.set_state(kStateBroken);
+    bump_and_wake(ring_->data_seq);
+    bump_and_wake(ring_->space_seq);
+    throw Error(errc::corrupt, describe(verb, "queue", name(),
+                why + " (the segment was overwritten; the queue is now marked broken)"));
+}
+
+void EndpointCore::throw_stuck_cell(std::string_view verb, std::uint64_t pos, std::uint64_t seq) {
+    throw_corrupt(verb, "corrupt cell: sequence " + std::to_string(seq) + " at position " + std::to_string(pos) +
+                            " is ahead of an index that does not move");
 }
 
 void EndpointCore::sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected,
@@ -278,8 +277,8 @@ bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexc
 
 // --- ProducerCore ----------------------------------------------------------------------------
 
-ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag)
-    : EndpointCore(name, EndpointRole::producer, type_tag) {
+ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
+    : EndpointCore(name, EndpointRole::producer, type_tag, options) {
     if (spsc_) {
         tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
         cached_head_ = ring_->head.load(std::memory_order_acquire);
@@ -398,9 +397,9 @@ void ProducerCore::recover_full() noexcept {
 
 // --- ConsumerCore ----------------------------------------------------------------------------
 
-ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag)
-    : EndpointCore(name, EndpointRole::consumer, type_tag) {
-    joinable_ = (ctl_->flags & kQueueFlagJoinable) != 0;
+ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
+    : EndpointCore(name, EndpointRole::consumer, type_tag, options) {
+    joinable_ = (geometry_.flags & kQueueFlagJoinable) != 0;
     if (joinable_) record_->aux.store(0, std::memory_order_relaxed);  // J2: a recycled record's old value
     if (spsc_) {
         head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
@@ -415,14 +414,7 @@ void ConsumerCore::throw_holding() const {
                 "the previous message is still held (drop the ReadSlot first)"));
 }
 
-void ConsumerCore::corrupt(const char* why) {
-    segment_.set_state(kStateBroken);
-    bump_and_wake(ring_->data_seq);
-    bump_and_wake(ring_->space_seq);
-    throw Error(errc::corrupt, describe("pop from", "queue", name(),
-                std::string("corrupt ring: ") + why +
-                " (the segment was overwritten; the queue is now marked broken)"));
-}
+void ConsumerCore::corrupt(const char* why) { throw_corrupt("pop from", std::string("corrupt ring: ") + why); }
 
 ConsumerCore::Ending ConsumerCore::ending() noexcept {
     const std::uint64_t now = monotonic_ns();
@@ -549,13 +541,12 @@ struct JoinView {
     }
 };
 
-JoinView join_view(const Segment& seg, bool scan) {
+JoinView join_view(const Segment& seg, const QueueGeometry& g, bool scan) {
     const QueueControl& c = queue_control(seg.body());
-    const bool spsc = seg.kind() == ObjectKind::spsc_queue;
     JoinView v;
     v.done = c.tasks_done.load(std::memory_order_acquire);  // J1, before the pushes it counts
     v.lost = c.tasks_lost.load(std::memory_order_acquire);
-    const QueueTotals t = queue_totals(copy_geometry(c, spsc), load_ring_counts(ring_indices(seg.body())), 0, 0);
+    const QueueTotals t = queue_totals(g, load_ring_counts(ring_indices(seg.body(), g)), 0, 0);
     const std::uint64_t abandoned = c.messages_abandoned.load(std::memory_order_acquire);
     v.pushed = t.messages_in >= abandoned ? t.messages_in - abandoned : 0;  // abandoned cells are never delivered
     v.depth = t.depth;
@@ -581,9 +572,9 @@ JoinView join_view(const Segment& seg, bool scan) {
 
 }  // namespace
 
-bool join_queue(const Segment& seg, std::uint64_t deadline_ns) {
+bool join_queue(const Segment& seg, const QueueGeometry& g, std::uint64_t deadline_ns) {
     QueueControl& c = queue_control(seg.body());
-    if ((c.flags & kQueueFlagJoinable) == 0) {
+    if ((g.flags & kQueueFlagJoinable) == 0) {
         throw Error(errc::invalid_state, describe("join", "queue", seg.name(),
                     "it is not joinable (create it with QueueOptions::joinable = true)"));
     }
@@ -595,12 +586,12 @@ bool join_queue(const Segment& seg, std::uint64_t deadline_ns) {
             throw Error(errc::broken, describe("join", "queue", seg.name(), "the queue was marked broken"));
         }
         const std::uint64_t seq = c.done_seq.load(std::memory_order_acquire);
-        JoinView v = join_view(seg, false);
+        JoinView v = join_view(seg, g, false);
         if (v.finished()) return true;
         const std::uint64_t now = monotonic_ns();
         if (deadline_ns != 0 && now >= deadline_ns) return false;
         if (v.depth == 0) {
-            v = join_view(seg, true);
+            v = join_view(seg, g, true);
             const std::uint64_t orphaned = v.orphaned();
             if (orphaned == 0) {
                 suspect_count = 0;
@@ -628,7 +619,7 @@ bool join_queue(const Segment& seg, std::uint64_t deadline_ns) {
         // JP1: the sleeper's half; bounded, so deaths are noticed.
         c.join_waiters.fetch_add(1, std::memory_order_relaxed);
         heavy_fence();
-        if (!join_view(seg, false).finished()) {
+        if (!join_view(seg, g, false).finished()) {
             std::uint64_t wake_at = now + kSleepSliceNs;
             if (deadline_ns != 0 && deadline_ns < wake_at) wake_at = deadline_ns;
             futex_wait(c.done_seq, static_cast<std::uint32_t>(seq), wake_at);
@@ -728,6 +719,8 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     p.endpoint_count = records;
     p.permissions = o.permissions;
     p.flags = flags;
+    const QueueGeometry g{capacity, o.max_message, ring_offset, data_offset, cells_offset, cell_count, cell_stride,
+                          flags, spsc};
     Segment s = Segment::create(p, [&](std::byte* body) {
         auto& c = queue_control(body);
         c.capacity = capacity;
@@ -744,26 +737,25 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
             for (std::uint64_t i = 0; i < cell_count; ++i) cells[i].seq.store(i, std::memory_order_relaxed);  // M1
         }
     });
-    return Queue(std::move(s));
+    return Queue(std::move(s), g);
 }
 
 Queue Queue::create(const QueueOptions& options) { return create(detail::anonymous_name("anon-queue"), options); }
 
-Queue Queue::open(std::string_view name) {
-    return Queue(detail::open_queue_segment(name, "open", detail::Access::read_write));
+Queue Queue::open(std::string_view name, const OpenOptions& options) {
+    detail::QueueGeometry g;
+    detail::Segment s = detail::open_queue_segment(name, "open", detail::Access::read_write, g, options);
+    return Queue(std::move(s), g);
 }
 
-bool Queue::spsc() const noexcept { return segment_.kind() == detail::ObjectKind::spsc_queue; }
-std::size_t Queue::capacity() const noexcept {
-    return static_cast<std::size_t>(detail::queue_control(segment_.body()).capacity);
-}
-std::size_t Queue::max_message() const noexcept {
-    return static_cast<std::size_t>(detail::queue_control(segment_.body()).max_message);
-}
+// Geometry comes from the handle's validated copy, never from shared memory.
+bool Queue::spsc() const noexcept { return geometry_.spsc; }
+std::size_t Queue::capacity() const noexcept { return static_cast<std::size_t>(geometry_.capacity); }
+std::size_t Queue::max_message() const noexcept { return static_cast<std::size_t>(geometry_.max_message); }
 
 void Queue::mark_broken() noexcept {
     segment_.set_state(detail::kStateBroken);
-    auto& r = detail::ring_indices(segment_.body());
+    auto& r = detail::ring_indices(segment_.body(), geometry_);
     detail::bump_and_wake(r.data_seq);
     detail::bump_and_wake(r.space_seq);
     detail::bump_and_wake(detail::queue_control(segment_.body()).done_seq);  // joiners
@@ -799,7 +791,7 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
         }
     }
     if (closed != 0) {
-        auto& r = ring_indices(segment_.body());
+        auto& r = ring_indices(segment_.body(), geometry_);
         bump_and_wake(r.data_seq);
         bump_and_wake(r.space_seq);
     }
@@ -825,7 +817,7 @@ std::optional<std::uint64_t> Queue::last_claim_of(std::uint32_t pid, bool consum
 void Queue::seal() noexcept {
     auto& c = detail::queue_control(segment_.body());
     c.sealed.store(1, std::memory_order_seq_cst);  // E2
-    detail::bump_and_wake(detail::ring_indices(segment_.body()).data_seq);  // sleepers re-check the end
+    detail::bump_and_wake(detail::ring_indices(segment_.body(), geometry_).data_seq);  // sleepers re-check the end
 }
 
 bool Queue::sealed() const noexcept {
@@ -833,7 +825,7 @@ bool Queue::sealed() const noexcept {
 }
 
 void Queue::join() { join_until(0); }
-bool Queue::join_until(std::uint64_t deadline_ns) { return detail::join_queue(segment_, deadline_ns); }
+bool Queue::join_until(std::uint64_t deadline_ns) { return detail::join_queue(segment_, geometry_, deadline_ns); }
 
 void Queue::expect_more_producers(std::uint32_t n) noexcept {
     detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);
@@ -843,11 +835,11 @@ QueueStats Queue::stats() const {
     using namespace detail;
     QueueStats st;
     const auto& c = queue_control(segment_.body());
-    const auto& r = ring_indices(segment_.body());
+    const auto& r = ring_indices(segment_.body(), geometry_);
     st.name = name();
     st.spsc = spsc();
-    st.capacity = c.capacity;
-    st.max_message = c.max_message;
+    st.capacity = geometry_.capacity;
+    st.max_message = geometry_.max_message;
     std::uint64_t endpoint_bytes_in = 0, endpoint_bytes_out = 0;
     for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
         const auto& e = segment_.endpoints()[i];
@@ -864,7 +856,7 @@ QueueStats Queue::stats() const {
             (role == EndpointRole::producer ? st.producers : st.consumers) += 1;
         }
     }
-    const QueueTotals t = queue_totals(copy_geometry(c, st.spsc), load_ring_counts(r), endpoint_bytes_in,
+    const QueueTotals t = queue_totals(geometry_, load_ring_counts(r), endpoint_bytes_in,
                                        endpoint_bytes_out);
     copy_totals(t, st);
     const ProducerCounts p = load_producer_counts(c);

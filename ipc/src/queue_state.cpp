@@ -85,11 +85,15 @@ const char* validate_queue_geometry(const QueueGeometry& g, std::uint64_t size) 
     return nullptr;
 }
 
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept {
-    if (header.body_size < sizeof(QueueControl)) return "queue body too small";
-    const bool spsc = header.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue);
-    if (header.kind != static_cast<std::uint32_t>(ObjectKind::mpmc_queue) && !spsc) return "not a queue";
-    return validate_queue_geometry(copy_geometry(queue_control(body), spsc), header.body_size);
+const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept {
+    const std::uint64_t size = segment.body_size();  // validated by the segment layer
+    if (size < sizeof(QueueControl)) return "queue body too small";
+    const bool spsc = segment.kind() == ObjectKind::spsc_queue;
+    if (segment.kind() != ObjectKind::mpmc_queue && !spsc) return "not a queue";
+    const QueueGeometry g = copy_geometry(queue_control(segment.body()), spsc);  // one load per field
+    if (const char* why = validate_queue_geometry(g, size)) return why;
+    out = g;
+    return nullptr;
 }
 
 RingCounts load_ring_counts(const RingIndices& r) noexcept {

@@ -38,7 +38,7 @@ public:
     static Barrier create(std::uint32_t parties, const SyncOptions& options = {}) {
         return create(detail::anonymous_name("anon-barrier"), parties, options);
     }
-    static Barrier open(std::string_view name);
+    static Barrier open(std::string_view name, const OpenOptions& options = {});
 
     Barrier() = default;
 

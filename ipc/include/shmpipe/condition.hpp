@@ -33,7 +33,7 @@ public:
     static Condition create(const SyncOptions& options = {}) {
         return create(detail::anonymous_name("anon-condition"), options);
     }
-    static Condition open(std::string_view name);
+    static Condition open(std::string_view name, const OpenOptions& options = {});
 
     Condition() = default;
 

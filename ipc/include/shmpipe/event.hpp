@@ -24,7 +24,7 @@ public:
     // visible, cleanable segment). Children forked later keep using the handle.
     static Event create(const SyncOptions& options = {}) { return create(detail::anonymous_name("anon-event"), options); }
     // Throws Error: invalid_name, not_found, wrong_kind, corrupt, ...
-    static Event open(std::string_view name);
+    static Event open(std::string_view name, const OpenOptions& options = {});
 
     Event() = default;  // empty handle: operations throw errc::invalid_state
 

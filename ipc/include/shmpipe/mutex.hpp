@@ -40,7 +40,7 @@ public:
     // visible, cleanable segment). Children forked later keep using the handle.
     static Mutex create(const SyncOptions& options = {}) { return create(detail::anonymous_name("anon-mutex"), options); }
     // Throws Error: invalid_name, not_found, wrong_kind (also for a RecursiveMutex), corrupt, ...
-    static Mutex open(std::string_view name);
+    static Mutex open(std::string_view name, const OpenOptions& options = {});
 
     Mutex() = default;  // an empty handle: every operation throws errc::invalid_state
     Mutex(Mutex&& other) noexcept : handle_(std::move(other.handle_)), lock_(std::exchange(other.lock_, nullptr)) {}
@@ -101,7 +101,7 @@ public:
     static RecursiveMutex create(const SyncOptions& options = {}) {
         return create(detail::anonymous_name("anon-rmutex"), options);
     }
-    static RecursiveMutex open(std::string_view name);
+    static RecursiveMutex open(std::string_view name, const OpenOptions& options = {});
 
     RecursiveMutex() = default;
 

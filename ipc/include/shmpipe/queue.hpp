@@ -96,7 +96,8 @@ public:
     // forked later keep using it; other processes attach by name().
     static Queue create(const QueueOptions& options = {});
     // Opens an existing queue without owning its name (for stats, close_endpoints_of, mark_broken).
-    static Queue open(std::string_view name);
+    // A segment another user owns is refused (permission_denied) unless options allow it.
+    static Queue open(std::string_view name, const OpenOptions& options = {});
 
     Queue(Queue&&) noexcept = default;
     Queue& operator=(Queue&&) noexcept = default;
@@ -142,9 +143,11 @@ public:
     QueueStats stats() const;
 
 private:
-    explicit Queue(detail::Segment segment) : segment_(std::move(segment)) {}
+    Queue(detail::Segment segment, const detail::QueueGeometry& geometry)
+        : segment_(std::move(segment)), geometry_(geometry) {}
     bool join_until(std::uint64_t deadline_ns);
     detail::Segment segment_;
+    detail::QueueGeometry geometry_;  // validated copy: never re-read from shared memory
 };
 
 // A reserved, writable message (zero copy). commit() publishes it; destroying it without
@@ -218,8 +221,8 @@ class Producer {
     static_assert(is_codable_v<T>, "shmpipe::Producer<T>: T has no shmpipe::Codec (see codec.hpp)");
 
 public:
-    explicit Producer(std::string_view name)
-        : core_(std::make_unique<detail::ProducerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>())) {}
+    explicit Producer(std::string_view name, const OpenOptions& options = {})
+        : core_(std::make_unique<detail::ProducerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options)) {}
     // Movable like a value (a std::vector<Producer<T>> works). A WriteSlot reserved before
     // the move stays valid and commits through the new owner. Assigning over a producer
     // closes the endpoint it held. A moved-from producer may be destroyed, assigned to or
@@ -330,8 +333,8 @@ class Consumer {
     static_assert(is_codable_v<T>, "shmpipe::Consumer<T>: T has no shmpipe::Codec (see codec.hpp)");
 
 public:
-    explicit Consumer(std::string_view name)
-        : core_(std::make_unique<detail::ConsumerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>())) {}
+    explicit Consumer(std::string_view name, const OpenOptions& options = {})
+        : core_(std::make_unique<detail::ConsumerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options)) {}
     // Movable like a value (a std::vector<Consumer<T>> works). A ReadSlot peeked before the
     // move stays valid and is released through the new owner. Assigning over a consumer
     // closes the endpoint it held. A moved-from consumer may be destroyed, assigned to or

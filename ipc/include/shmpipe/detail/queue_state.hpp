@@ -40,20 +40,16 @@ bool producers_complete(const ProducerCounts& p) noexcept;
 bool stream_ended(const ProducerCounts& p) noexcept;
 
 // Geometry copied out of QueueControl (plain fields, written once by the creator).
-struct QueueGeometry {
-    bool spsc = false;
-    std::uint32_t flags = 0;
-    std::uint64_t capacity = 0, max_message = 0, ring_offset = 0, data_offset = 0;
-    std::uint64_t cells_offset = 0, cell_count = 0, cell_stride = 0;
-};
 QueueGeometry copy_geometry(const QueueControl& c, bool spsc) noexcept;
 
 // nullptr when `g` fits a body of `body_size` bytes, else the reason (a static string).
 // Used by every opener and the inspector: one rule for what a valid queue is.
 const char* validate_queue_geometry(const QueueGeometry& g, std::uint64_t body_size) noexcept;
 
-// validate_queue_geometry() of a live segment's body (checks the kind too).
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;
+// Copies the geometry of a live queue segment's body (each field loaded once) and validates
+// the copy against the segment's validated body size (checks the kind too). nullptr on
+// success, else the reason. Openers keep `out` and never re-read the geometry.
+const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept;
 
 // The ring counters, head side before tail side: tail only grows and never passes
 // head + capacity, so a pair read in this order has tail >= head.
