@@ -136,6 +136,20 @@ TEST_CASE("map, map_async and starmap keep the input order", "[unit]") {
         sut.map_async([&sum](int x) { sum += x; }, xs).get_for(kDeadline);  // returns void
         CHECK(sum == 999 * 1000 / 2);
     }
+    SECTION("map of bool and of results without a default constructor") {
+        auto evens = sut.map([](int x) { return x % 2 == 0; }, xs, 1);  // neighbours written by different threads
+        REQUIRE(evens.size() == xs.size());
+        CHECK(std::count(evens.begin(), evens.end(), true) == 500);
+        CHECK(evens[0]);
+        CHECK_FALSE(evens[1]);
+        struct NoDefault {
+            explicit NoDefault(int v) : value(v) {}
+            int value;
+        };
+        auto wrapped = sut.map([](int x) { return NoDefault(x); }, xs, 3);
+        REQUIRE(wrapped.size() == xs.size());
+        CHECK(wrapped[999].value == 999);
+    }
     SECTION("starmap unpacks tuples") {
         std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
         CHECK(sut.starmap([](int a, int b) { return a * b; }, pairs) == std::vector<int>{2, 12, 30});

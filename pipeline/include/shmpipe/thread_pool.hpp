@@ -146,6 +146,8 @@ public:
             try {
                 if constexpr (std::is_void_v<R>) {
                     call(i);
+                } else if constexpr (kDirect) {
+                    out_[i] = call(i);
                 } else {
                     out_[i].emplace(call(i));
                 }
@@ -185,6 +187,8 @@ private:
         try {
             if constexpr (std::is_void_v<R>) {
                 state_->complete(TaskStatus::ok, {}, nullptr);
+            } else if constexpr (kDirect) {
+                state_->complete(TaskStatus::ok, {}, nullptr, std::make_shared<std::vector<R>>(std::move(out_)));
             } else {
                 auto all = std::make_shared<std::vector<R>>();
                 all->reserve(out_.size());
@@ -199,12 +203,27 @@ private:
     std::shared_ptr<TaskState> state_;
     F f_;
     std::vector<Elem> in_;
-    std::vector<std::optional<std::conditional_t<std::is_void_v<R>, char, R>>> out_;
+    // Results in place when R is default-constructible (and not bool: vector<bool> packs bits,
+    // and chunks write neighbouring elements from different threads), else optional slots.
+    using Out = std::conditional_t<std::is_void_v<R>, char, R>;
+    static constexpr bool kDirect = std::is_default_constructible_v<Out> && !std::is_same_v<Out, bool>;
+    std::vector<std::conditional_t<kDirect, Out, std::optional<Out>>> out_;
     std::atomic<std::size_t> left_;
     std::mutex error_m_;
     std::size_t error_at_;
     std::exception_ptr error_;
 };
+
+// Waits for the result of a task whose only handle is the caller's (a blocking map) and
+// moves it out instead of copying it.
+template <class R>
+R sole_result(const AsyncResult<R>& r) {
+    r.wait();
+    TaskState& s = *r.state();
+    std::lock_guard lock(s.m);
+    if (s.status != TaskStatus::ok) std::rethrow_exception(s.error);
+    if constexpr (!std::is_void_v<R>) return std::move(*static_cast<R*>(s.value.get()));
+}
 
 template <class Run>
 class ChunkJob final : public ThreadJob {
@@ -281,7 +300,7 @@ public:
     // chunksize 0: Python's default, len / (4 * threads) rounded up. The input is copied.
     template <class F, class Range>
     auto map(F f, const Range& xs, std::size_t chunksize = 0) {
-        return map_async(std::move(f), xs, chunksize).get();
+        return detail::sole_result(map_async(std::move(f), xs, chunksize));
     }
     template <class F, class Range>
     auto map_async(F f, const Range& xs, std::size_t chunksize = 0) {
@@ -290,7 +309,7 @@ public:
     // std::apply(f, element) for every tuple-like element (Python's starmap).
     template <class F, class Range>
     auto starmap(F f, const Range& xs, std::size_t chunksize = 0) {
-        return starmap_async(std::move(f), xs, chunksize).get();
+        return detail::sole_result(starmap_async(std::move(f), xs, chunksize));
     }
     template <class F, class Range>
     auto starmap_async(F f, const Range& xs, std::size_t chunksize = 0) {
@@ -424,7 +443,8 @@ public:
     auto map(F f, const Range& xs, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
              std::size_t chunksize = 1) {
         auto r = pool_.map_async(std::move(f), xs, chunksize);
-        return timeout ? r.get_for(*timeout) : r.get();
+        if (timeout && !r.wait_for(*timeout)) detail::throw_not_ready(*r.state(), *timeout);
+        return detail::sole_result(r);
     }
     void shutdown(bool wait = true, bool cancel_futures = false) { pool_.shutdown(wait, cancel_futures); }
     unsigned size() const noexcept { return pool_.size(); }
