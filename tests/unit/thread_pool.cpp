@@ -342,6 +342,9 @@ TEST_CASE("shutdown with pending work: wait runs it, cancel_futures cancels it",
 TEST_CASE("ThreadPoolExecutor::map returns in order and honours its timeout", "[unit]") {
     shmpipe::ThreadPoolExecutor sut(2);
     CHECK(sut.map([](int x) { return -x; }, std::vector<int>{1, 2, 3}) == std::vector<int>{-1, -2, -3});
+    CHECK(sut.map([](int x) { return x; }, std::vector<int>{4, 5, 6}, std::nullopt, 2) == std::vector<int>{4, 5, 6});
+    CHECK(sut.map([](int x) { return x; }, std::vector<int>{7}, std::chrono::duration<double>(20.5)) ==
+          std::vector<int>{7});
     Gate gate;
     try {
         sut.map([&gate](int x) { return gate.wait() ? x : 0; }, std::vector<int>{1}, 20ms);

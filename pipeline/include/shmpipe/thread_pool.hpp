@@ -436,20 +436,34 @@ public:
     auto submit(F&& f, A&&... args) {
         return pool_.submit(std::forward<F>(f), std::forward<A>(args)...);
     }
-    // f over every element, results in input order; throws the earliest input's exception,
-    // or Error(errc::timeout) when not all are done within the timeout (counted from the
-    // call; the tasks go on). chunksize 1 as in Python.
+    // f over every element, results in input order (void for a void task); throws the
+    // earliest input's exception. With a timeout (any duration, counted from the call):
+    // Error(errc::timeout) when not every result is ready in time (the tasks go on).
+    // chunksize 1 as in Python.
     template <class F, class Range>
-    auto map(F f, const Range& xs, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
-             std::size_t chunksize = 1) {
-        auto r = pool_.map_async(std::move(f), xs, chunksize);
-        if (timeout && !r.wait_for(*timeout)) detail::throw_not_ready(*r.state(), *timeout);
-        return detail::sole_result(r);
+    auto map(F f, const Range& xs) {
+        return map_for(std::move(f), xs, std::nullopt, 1);
+    }
+    template <class F, class Range, class Rep, class Period>
+    auto map(F f, const Range& xs, std::chrono::duration<Rep, Period> timeout, std::size_t chunksize = 1) {
+        return map_for(std::move(f), xs, std::chrono::ceil<std::chrono::nanoseconds>(timeout), chunksize);
+    }
+    // No timeout, a chunk size: map(f, xs, std::nullopt, 64).
+    template <class F, class Range>
+    auto map(F f, const Range& xs, std::nullopt_t, std::size_t chunksize) {
+        return map_for(std::move(f), xs, std::nullopt, chunksize);
     }
     void shutdown(bool wait = true, bool cancel_futures = false) { pool_.shutdown(wait, cancel_futures); }
     unsigned size() const noexcept { return pool_.size(); }
 
 private:
+    template <class F, class Range>
+    auto map_for(F f, const Range& xs, std::optional<std::chrono::nanoseconds> timeout, std::size_t chunksize) {
+        auto r = pool_.map_async(std::move(f), xs, std::max<std::size_t>(chunksize, 1));
+        if (timeout && !r.wait_for(*timeout)) detail::throw_not_ready(*r.state(), *timeout);
+        return detail::sole_result(r);
+    }
+
     ThreadPool pool_;
 };
 
