@@ -195,9 +195,9 @@ TEST_CASE("imap yields in order and imap_unordered every result once", "[unit]")
 }
 
 TEST_CASE("submit returns a Future that cancels only before a thread starts it", "[unit]") {
-    shmpipe::ThreadPool sut(1);
-    Gate gate;
+    Gate gate;  // outlives the pool, which waits for the task using it
     std::atomic<bool> started{false};
+    shmpipe::ThreadPool sut(1);
     auto busy = sut.submit([&] {
         started = true;
         return gate.wait();
@@ -242,9 +242,9 @@ TEST_CASE("join before close is refused, as in Python", "[unit]") {
 }
 
 TEST_CASE("terminate fails queued tasks with errc::cancelled and lets the running one finish", "[unit]") {
-    shmpipe::ThreadPool sut(1);
-    Gate gate;
+    Gate gate;  // outlives the pool, which waits for the task using it
     std::atomic<bool> started{false};
+    shmpipe::ThreadPool sut(1);
     auto running = sut.apply_async([&] {
         started = true;
         return gate.wait();
@@ -285,9 +285,9 @@ TEST_CASE("shutdown with pending work: wait runs it, cancel_futures cancels it",
         CHECK_THROWS_AS(sut.submit([] {}), shmpipe::Error);
     }
     SECTION("shutdown(cancel_futures=true) cancels what no thread started") {
-        shmpipe::ThreadPoolExecutor sut(1);
-        Gate gate;
+        Gate gate;  // outlives the executor, whose destructor waits for the task using it
         std::atomic<bool> started{false};
+        shmpipe::ThreadPoolExecutor sut(1);
         auto running = sut.submit([&] {
             started = true;
             return gate.wait();
@@ -340,12 +340,12 @@ TEST_CASE("shutdown with pending work: wait runs it, cancel_futures cancels it",
 }
 
 TEST_CASE("ThreadPoolExecutor::map returns in order and honours its timeout", "[unit]") {
+    Gate gate;  // outlives the executor, whose destructor waits for the task using it
     shmpipe::ThreadPoolExecutor sut(2);
     CHECK(sut.map([](int x) { return -x; }, std::vector<int>{1, 2, 3}) == std::vector<int>{-1, -2, -3});
     CHECK(sut.map([](int x) { return x; }, std::vector<int>{4, 5, 6}, std::nullopt, 2) == std::vector<int>{4, 5, 6});
     CHECK(sut.map([](int x) { return x; }, std::vector<int>{7}, std::chrono::duration<double>(20.5)) ==
           std::vector<int>{7});
-    Gate gate;
     try {
         sut.map([&gate](int x) { return gate.wait() ? x : 0; }, std::vector<int>{1}, 20ms);
         FAIL("map did not time out");
