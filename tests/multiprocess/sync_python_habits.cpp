@@ -1,7 +1,8 @@
 // Synchronisation objects that fit C++ and Python habits, across real processes: Semaphore
-// with std::lock_guard / std::scoped_lock, Condition::notify(n), Barrier::wait with an
-// action and reset(), and Pipe::recv<T> refusing a message sent as another type.
-#include "test_support.hpp"
+// with std::scoped_lock and try_lock (std::lock_guard: sync_processes.cpp), Condition::notify(n),
+// Barrier::wait with an action and reset(), and Pipe::recv<T> refusing a message sent as
+// another type.
+#include "test_catch.hpp"
 
 #include <shmpipe/barrier.hpp>
 #include <shmpipe/condition.hpp>
@@ -17,7 +18,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
@@ -30,21 +30,6 @@ namespace {
 test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("sync_peer"), args); }
 
 }  // namespace
-
-TEST_CASE("a Semaphore held with std::lock_guard by 5 processes never lets a 4th in", "[multiprocess][semaphore]") {
-    test::ShmGuard guard;
-    const std::string sname = guard.add(test::unique_name("semg"));
-    const std::string stats_name = guard.add(test::unique_name("semgst"));
-    auto sut = sp::Semaphore::create(sname, 3);
-    auto stats = sp::SharedArray<std::int64_t>::create(stats_name, 2);  // [0] inside now, [1] most seen
-    std::vector<test::Peer> peers;
-    for (int i = 0; i < 5; ++i) peers.push_back(spawn({"sem-guard-inside", sname, stats_name, "200"}));
-    for (auto& p : peers) CHECK(p.wait_or_throw(60s, "peer holding semaphore " + sname + " by lock_guard") == 0);
-    CHECK(stats.load(0) == 0);
-    REQUIRE(stats.load(1) <= 3);
-    REQUIRE(stats.load(1) >= 1);
-    CHECK(sut.value_approx() == 3);  // every guard gave its unit back
-}
 
 TEST_CASE("a Semaphore works with std::scoped_lock and std::unique_lock's try_lock", "[multiprocess][semaphore]") {
     test::ShmGuard guard;
@@ -70,10 +55,7 @@ TEST_CASE("a Semaphore works with std::scoped_lock and std::unique_lock's try_lo
         }  // released here: _exit runs no destructors
         ::_exit(took ? 0 : 1);
     }
-    int status = 0;
-    REQUIRE(test::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 20s));
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(test::reap_child(pid, 20s, "child taking the semaphore with try_lock") == 0);
     CHECK(sut.value_approx() == 1);
 }
 
@@ -191,7 +173,5 @@ TEST_CASE("Pipe::recv<T> of a message sent as another type is refused with errc:
     }
     CHECK(a.recv<std::int32_t>() == 7);  // the refused message was consumed: the stream is in step
     CHECK(a.recv<std::string>() == "xy");  // untyped bytes pair with any type
-    int status = 0;
-    REQUIRE(test::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 20s));
-    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(test::reap_child(pid, 20s, "child sending mistyped messages") == 0);
 }
