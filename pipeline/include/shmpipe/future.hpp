@@ -13,6 +13,8 @@
 // on other results of the pool: results reach them through that same thread.
 // A task that raised in a worker throws shmpipe::RemoteError from get()/result(); a task
 // whose worker died throws Error(errc::worker_died); a cancelled one Error(errc::cancelled).
+// The same types serve ThreadPool tasks and Promise (thread_pool.hpp, promise.hpp), whose
+// exceptions are rethrown as they were thrown.
 #pragma once
 
 #include <shmpipe/codec.hpp>
