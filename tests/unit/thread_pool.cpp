@@ -91,29 +91,37 @@ TEST_CASE("a task's exception reaches get() as its own type", "[unit]") {
     CHECK_THROWS_AS(sut.apply([] { throw Oops(1); }), Oops);
 }
 
-TEST_CASE("apply_async_with calls the result or the error callback", "[unit]") {
+TEST_CASE("apply_async calls the result or the error callback given after the arguments", "[unit]") {
     shmpipe::ThreadPool sut(2);
     std::promise<int> got;
     std::promise<std::string> failed;
-    auto ok = sut.apply_async_with([](int x) { return x * 3; }, std::tuple{5},
-                                   [&](int v) { got.set_value(v); }, [&](std::exception_ptr) { got.set_value(-1); });
-    auto bad = sut.apply_async_with(
-        [](int) -> int { throw Oops(2); }, std::tuple{5}, [&](int) { failed.set_value("no error"); },
-        [&](std::exception_ptr e) {
-            try {
-                std::rethrow_exception(e);
-            } catch (const Oops& o) {
-                failed.set_value(o.what());
-            }
-        });
+    std::promise<void> done_void;
+    auto ok = sut.apply_async([](int x) { return x * 3; }, 5, shmpipe::callback([&](int v) { got.set_value(v); }),
+                              shmpipe::error_callback([&](std::exception_ptr) { got.set_value(-1); }));
+    auto bad = sut.apply_async([](int) -> int { throw Oops(2); }, 5,
+                               shmpipe::error_callback([&](std::exception_ptr e) {
+                                   try {
+                                       std::rethrow_exception(e);
+                                   } catch (const Oops& o) {
+                                       failed.set_value(o.what());
+                                   }
+                               }));
+    auto nothing = sut.apply_async([] {}, shmpipe::callback([&] { done_void.set_value(); }));
+    // A tuple argument stays an argument.
+    auto tuple_arg = sut.apply_async([](std::tuple<int, int> t) { return std::get<0>(t) + std::get<1>(t); },
+                                     std::tuple{2, 3});
     auto g = got.get_future();
     auto fl = failed.get_future();
+    auto dv = done_void.get_future();
     REQUIRE(g.wait_for(kDeadline) == std::future_status::ready);
     REQUIRE(fl.wait_for(kDeadline) == std::future_status::ready);
+    REQUIRE(dv.wait_for(kDeadline) == std::future_status::ready);
     CHECK(g.get() == 15);
     CHECK(fl.get() == "oops 2");
     CHECK(ok.get_for(kDeadline) == 15);
     CHECK_THROWS_AS(bad.get_for(kDeadline), Oops);
+    nothing.get_for(kDeadline);
+    CHECK(tuple_arg.get_for(kDeadline) == 5);
 }
 
 TEST_CASE("map, map_async and starmap keep the input order", "[unit]") {
@@ -205,12 +213,16 @@ TEST_CASE("submit returns a Future that cancels only before a thread starts it",
     REQUIRE(eventually([&] { return started.load(); }));
     std::atomic<bool> ran{false};
     auto queued = sut.submit([&] { ran = true; });
+    CHECK(busy.running());
+    CHECK_FALSE(queued.running());  // queued: neither running nor done
+    CHECK_FALSE(queued.done());
     CHECK_FALSE(busy.cancel());  // running
     CHECK(queued.cancel());
     CHECK(queued.cancelled());
     CHECK(queued.done());
     gate.open();
     CHECK(busy.result_for(kDeadline));
+    CHECK_FALSE(busy.running());
     sut.close();
     sut.join();
     CHECK_FALSE(ran);

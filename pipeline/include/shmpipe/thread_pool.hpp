@@ -15,7 +15,7 @@
 //
 // Threads: ThreadPoolOptions::threads (0: the number of online CPUs), each runs the
 // initializer first; if it throws, every task that thread takes fails with that exception.
-// Done-callbacks (add_done_callback, apply_async_with) run on the pool thread that finished
+// Done-callbacks (add_done_callback, apply_async's callback/error_callback) run on the pool thread that finished
 // the task, or at once in the registering thread when it has already finished.
 //
 // Lifecycle: close() takes no more tasks and lets the queued ones run; join() (after close()
@@ -85,16 +85,20 @@ void thread_pool_shutdown(ThreadPoolCore& core, bool wait, bool cancel_futures);
 template <class F, class... A>
 using thread_result_t = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<A>...>>;
 
-// Runs f(args...) into its state. `claim` (submit only) is shared with the state's
-// may_cancel: whoever sets it first either runs the task or cancels it.
+// A submitted task's phase, shared by its job and its state's may_cancel / is_running: the
+// first to move it from queued either starts the task or cancels it.
+enum ThreadTaskPhase : int { kQueued = 0, kRunning = 1, kCancelled = 2 };
+
+// Runs f(args...) into its state. `phase` is set for submit() (cancellable futures) only.
 template <class F, class Args>
 class CallJob final : public ThreadJob {
 public:
-    CallJob(std::shared_ptr<TaskState> s, std::shared_ptr<std::atomic<bool>> claim, F f, Args args)
-        : state_(std::move(s)), claim_(std::move(claim)), f_(std::move(f)), args_(std::move(args)) {}
+    CallJob(std::shared_ptr<TaskState> s, std::shared_ptr<std::atomic<int>> phase, F f, Args args)
+        : state_(std::move(s)), phase_(std::move(phase)), f_(std::move(f)), args_(std::move(args)) {}
 
     void run() noexcept override {
-        if (claim_ && claim_->exchange(true)) return;  // cancelled before it started
+        int queued = kQueued;
+        if (phase_ && !phase_->compare_exchange_strong(queued, kRunning)) return;  // cancelled first
         using R = std::remove_cvref_t<decltype(std::apply(std::move(f_), std::move(args_)))>;
         try {
             if constexpr (std::is_void_v<R>) {
@@ -114,7 +118,7 @@ public:
 
 private:
     std::shared_ptr<TaskState> state_;
-    std::shared_ptr<std::atomic<bool>> claim_;
+    std::shared_ptr<std::atomic<int>> phase_;
     F f_;
     Args args_;
 };
@@ -258,38 +262,20 @@ public:
         return apply_async(std::forward<F>(f), std::forward<A>(args)...).get();
     }
 
+    // f(args...) on a thread; the result later. Optional callbacks after the arguments, as
+    // for Pool: apply_async(f, x, shmpipe::callback(on_result), shmpipe::error_callback(on_error));
+    // on_result(R) (on_result() for a void task) or on_error(std::exception_ptr), on the
+    // pool thread that ran the task.
     template <class F, class... A>
     auto apply_async(F&& f, A&&... args) {
-        using R = detail::thread_result_t<F, A...>;
-        return AsyncResult<R>(post_call("apply_async", false, std::forward<F>(f), std::forward<A>(args)...));
+        constexpr std::size_t tags =
+            (std::size_t{0} + ... + (detail::is_callback_tag_v<std::remove_cvref_t<A>> ? 1 : 0));
+        return apply_async_split(std::forward<F>(f), std::forward_as_tuple(std::forward<A>(args)...),
+                                 std::make_index_sequence<sizeof...(A) - tags>{}, std::make_index_sequence<tags>{});
     }
 
-    // Python's apply_async(func, args, callback=, error_callback=): on_result(R) (or on_result()
-    // for a void task) on success, on_error(std::exception_ptr) on failure, on the pool thread.
-    template <class F, class... A, class OnResult, class OnError>
-    auto apply_async_with(F&& f, std::tuple<A...> args, OnResult on_result, OnError on_error) {
-        using R = detail::thread_result_t<F, A...>;
-        auto state = std::apply(
-            [&](auto&&... a) { return post_call("apply_async", false, std::forward<F>(f), std::move(a)...); },
-            std::move(args));
-        state->add_listener([s = state, on_result = std::move(on_result), on_error = std::move(on_error)]() mutable {
-            std::exception_ptr e;
-            {
-                std::lock_guard lock(s->m);
-                e = s->error;
-            }
-            if (e) {
-                on_error(e);
-            } else if constexpr (std::is_void_v<R>) {
-                on_result();
-            } else {
-                on_result(detail::take_result<R>(*s));
-            }
-        });
-        return AsyncResult<R>(state);
-    }
-
-    // A cancellable Future<R>: cancel() succeeds while no thread has started the task.
+    // A cancellable Future<R>: cancel() succeeds while no thread has started the task;
+    // running() is true while a thread runs it.
     template <class F, class... A>
     auto submit(F&& f, A&&... args) {
         using R = detail::thread_result_t<F, A...>;
@@ -340,6 +326,20 @@ public:
     unsigned size() const noexcept { return detail::thread_pool_size(*core_); }
 
 private:
+    template <class F, class Tuple, std::size_t... I, std::size_t... J>
+    auto apply_async_split(F&& f, Tuple&& all, std::index_sequence<I...>, std::index_sequence<J...>) {
+        constexpr std::size_t n = sizeof...(I);
+        detail::check_callback_tags<Tuple, n>(std::index_sequence<I...>{}, std::index_sequence<J...>{});
+        using R = detail::thread_result_t<F, std::tuple_element_t<I, Tuple>...>;
+        auto state = post_call("apply_async", false, std::forward<F>(f),
+                               std::forward<std::tuple_element_t<I, Tuple>>(std::get<I>(all))...);
+        if constexpr (sizeof...(J) != 0) {
+            detail::attach_callbacks<R>(
+                state, std::tuple<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>...>(std::get<n + J>(all)...));
+        }
+        return AsyncResult<R>(state);
+    }
+
     template <class F, class... A>
     std::shared_ptr<detail::TaskState> post_call(const char* kind, bool cancellable, F&& f, A&&... args) {
         static_assert(std::is_invocable_v<std::decay_t<F>, std::decay_t<A>...>,
@@ -347,14 +347,18 @@ private:
                       "passed as decayed copies: use std::ref for a reference)");
         using Args = std::tuple<std::decay_t<A>...>;
         auto state = detail::thread_task_state(*core_, kind);
-        std::shared_ptr<std::atomic<bool>> claim;
+        std::shared_ptr<std::atomic<int>> phase;
         if (cancellable) {
-            claim = std::make_shared<std::atomic<bool>>(false);
-            state->may_cancel = [claim](std::uint64_t) { return !claim->exchange(true); };
+            phase = std::make_shared<std::atomic<int>>(detail::kQueued);
+            state->may_cancel = [phase](std::uint64_t) {
+                int queued = detail::kQueued;
+                return phase->compare_exchange_strong(queued, detail::kCancelled);
+            };
+            state->is_running = [phase](std::uint64_t) { return phase->load() == detail::kRunning; };
         }
         detail::thread_pool_post(*core_,
                                  std::make_unique<detail::CallJob<std::decay_t<F>, Args>>(
-                                     state, std::move(claim), std::forward<F>(f), Args(std::forward<A>(args)...)),
+                                     state, std::move(phase), std::forward<F>(f), Args(std::forward<A>(args)...)),
                                  kind);
         return state;
     }
