@@ -19,6 +19,7 @@
 #include <shmpipe/mutex.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -70,7 +71,11 @@ public:
         return wait_for(*checked(lock), timeout, std::move(pred));
     }
 
-    void notify_one();
+    // Wakes up to n waiters (Python's notify(n)); notify(0) does nothing. As with
+    // notify_one, a waiter not woken may still return later without a notify (a spurious
+    // wake-up: waiters re-check their predicate), so n bounds the immediate wake-ups.
+    void notify(std::uint32_t n);
+    void notify_one() { notify(1); }
     void notify_all();
 
     void persist() noexcept { handle_.persist(); }

@@ -4,6 +4,7 @@
 //   auto slots = shmpipe::Semaphore::create("gpu-slots", 3);   // owns the name
 //   auto s = shmpipe::Semaphore::open("gpu-slots");           // in another process
 //   s.acquire(); ... s.release();
+//   { std::lock_guard hold(s); ... }                           // the same, for a scope
 //
 // acquire/try_acquire of a free unit and release without sleepers are one atomic
 // operation each, no system call. A waiter spins ~20 µs, then sleeps on a futex.
@@ -63,6 +64,13 @@ public:
     // Adds n units and wakes up to n waiters. Throws Error: invalid_argument (n < 0),
     // overflow (the count would pass max_count; nothing is added then).
     void release(std::int64_t n = 1);
+
+    // Lockable, so std::lock_guard / std::scoped_lock / std::unique_lock hold one unit for
+    // a scope (Python's `with sem:`): lock() is acquire(), try_lock() try_acquire(),
+    // unlock() release(1).
+    void lock() { acquire(); }
+    bool try_lock() { return try_acquire(); }
+    void unlock() { release(1); }
 
     std::uint32_t value_approx() const;     // free units right now
     std::uint32_t max_count() const;
