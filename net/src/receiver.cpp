@@ -48,10 +48,7 @@ struct Receiver::Impl {
     std::uint64_t payload_bytes = 0, payload_messages = 0;  // running mean message size, for the credit estimate
     std::vector<std::byte> scratch;
     Frame frame;
-    std::atomic<bool> stop{false};
-    mutable std::mutex snapshot_mutex;
-    BridgeCounters snapshot;
-    std::uint64_t last_publish = 0;
+    detail::Published published;
     bool spsc;
     std::uint64_t cell_cost;  // MPMC: bytes per cell (a multiple of 64 at least max_message)
     std::uint64_t room_bytes = 0, room_read_at = 0, pushed_cost = 0;  // free_room()'s cache
@@ -347,8 +344,7 @@ struct Receiver::Impl {
 
     void publish(bool force) {
         const auto now = detail::now_ns();
-        if (!force && now - last_publish < 10'000'000u) return;
-        last_publish = now;
+        if (!published.due(now, force)) return;
         BridgeCounters c;
         c.queue = opt.queue;
         c.dropped_peers = dropped;
@@ -356,14 +352,9 @@ struct Receiver::Impl {
             r.counters.credits = r.credit_limit - r.received;
             r.counters.in_flight = r.pending.size();
             r.counters.last_heard_ms = (now - r.last_heard) / 1'000'000u;
-            c.messages += r.counters.messages;
-            c.bytes += r.counters.bytes;
-            c.credits += r.counters.credits;
-            c.in_flight += r.counters.in_flight;
-            c.peers.push_back(r.counters);
+            detail::add_peer(c, r.counters);
         }
-        std::lock_guard lock(snapshot_mutex);
-        snapshot = std::move(c);
+        published.set(std::move(c));
     }
 
     bool done() const {
@@ -372,7 +363,7 @@ struct Receiver::Impl {
 
     bool step(std::chrono::milliseconds max_wait) {
         if (done()) return true;
-        if (stop.load(std::memory_order_relaxed)) {
+        if (published.stop_requested()) {
             publish(true);
             throw Error(errc::cancelled, what + ": stopped with " + std::to_string(ended_count) + " of " +
                                              std::to_string(opt.expected_senders) + " senders ended");
@@ -413,11 +404,7 @@ BridgeCounters Receiver::run() {
 
 bool Receiver::step(std::chrono::milliseconds max_wait) { return impl_->step(max_wait); }
 
-BridgeCounters Receiver::counters() const {
-    std::lock_guard lock(impl_->snapshot_mutex);
-    return impl_->snapshot;
-}
-
-void Receiver::request_stop() noexcept { impl_->stop.store(true, std::memory_order_relaxed); }
+BridgeCounters Receiver::counters() const { return impl_->published.get(); }
+void Receiver::request_stop() noexcept { impl_->published.request_stop(); }
 
 }  // namespace shmpipe::net

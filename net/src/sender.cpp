@@ -50,10 +50,7 @@ struct Sender::Impl {
     DataFrameBuilder builder;
     std::vector<std::vector<std::byte>> spare;  // buffers of acknowledged batches
     Frame frame;
-    std::atomic<bool> stop{false};
-    mutable std::mutex snapshot_mutex;
-    BridgeCounters snapshot;
-    std::uint64_t last_publish = 0;
+    detail::Published published;
 
     explicit Impl(SenderOptions o)
         : opt(std::move(o)), log(detail::logger_or_default(opt.log)),
@@ -282,8 +279,7 @@ struct Sender::Impl {
 
     void publish(bool force) {
         const auto now = detail::now_ns();
-        if (!force && now - last_publish < 10'000'000u) return;
-        last_publish = now;
+        if (!published.due(now, force)) return;
         BridgeCounters c;
         c.queue = opt.queue;
         c.resent = resent_total;
@@ -293,19 +289,14 @@ struct Sender::Impl {
             r.counters.in_flight = 0;
             for (const auto& b : r.unacked) r.counters.in_flight += b.messages;
             r.counters.last_heard_ms = (now - r.last_heard) / 1'000'000u;
-            c.messages += r.counters.messages;
-            c.bytes += r.counters.bytes;
-            c.credits += r.counters.credits;
-            c.in_flight += r.counters.in_flight;
-            c.peers.push_back(r.counters);
+            detail::add_peer(c, r.counters);
         }
-        std::lock_guard lock(snapshot_mutex);
-        snapshot = std::move(c);
+        published.set(std::move(c));
     }
 
     bool step(std::chrono::milliseconds max_wait) {
         if (finished) return true;
-        if (stop.load(std::memory_order_relaxed))
+        if (published.stop_requested())
             throw Error(errc::cancelled, what + ": stopped with " + std::to_string(snapshot_in_flight()) + " messages in flight");
         receive_all(std::chrono::milliseconds(0));
         heartbeats_and_deadlines();
@@ -366,11 +357,7 @@ BridgeCounters Sender::run() {
 
 bool Sender::step(std::chrono::milliseconds max_wait) { return impl_->step(max_wait); }
 
-BridgeCounters Sender::counters() const {
-    std::lock_guard lock(impl_->snapshot_mutex);
-    return impl_->snapshot;
-}
-
-void Sender::request_stop() noexcept { impl_->stop.store(true, std::memory_order_relaxed); }
+BridgeCounters Sender::counters() const { return impl_->published.get(); }
+void Sender::request_stop() noexcept { impl_->published.request_stop(); }
 
 }  // namespace shmpipe::net

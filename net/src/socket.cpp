@@ -37,6 +37,14 @@ std::uint64_t now_ns() noexcept {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+void add_peer(BridgeCounters& c, const PeerCounters& p) {
+    c.messages += p.messages;
+    c.bytes += p.bytes;
+    c.credits += p.credits;
+    c.in_flight += p.in_flight;
+    c.peers.push_back(p);
+}
+
 Logger logger_or_default(Logger log) {
     if (log) return log;
     return [](const std::string& line) { std::cerr << "shmpipe::net: " << line << std::endl; };

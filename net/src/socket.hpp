@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +43,37 @@ private:
     std::atomic<bool> stop_{false};
     std::thread thread_;
 };
+
+// What a bridge shows other threads: a counters snapshot (refreshed at most every 10 ms
+// unless forced) and the stop request.
+class Published {
+public:
+    // True when a new snapshot is due; then the caller builds one and calls set().
+    bool due(std::uint64_t now_ns, bool force) noexcept {
+        if (!force && now_ns - last_ < 10'000'000u) return false;
+        last_ = now_ns;
+        return true;
+    }
+    void set(BridgeCounters c) {
+        std::lock_guard lock(mutex_);
+        snapshot_ = std::move(c);
+    }
+    BridgeCounters get() const {
+        std::lock_guard lock(mutex_);
+        return snapshot_;
+    }
+    void request_stop() noexcept { stop_.store(true, std::memory_order_relaxed); }  // only a flag: no ordering
+    bool stop_requested() const noexcept { return stop_.load(std::memory_order_relaxed); }
+
+private:
+    mutable std::mutex mutex_;
+    BridgeCounters snapshot_;
+    std::atomic<bool> stop_{false};
+    std::uint64_t last_ = 0;  // owner thread only
+};
+
+// Adds one peer to the totals of `c` and to its list.
+void add_peer(BridgeCounters& c, const PeerCounters& p);
 
 // Largest payload a data frame carries unless a single message is larger.
 inline constexpr std::size_t kMaxBatchPayload = std::size_t{256} << 10;

@@ -54,6 +54,17 @@ QueueOptions small_queue() {
     return o;
 }
 
+// A receiver of edge "edge" on host "b" into `dst`, on a free loopback port, logging to `log`.
+net::ReceiverOptions receiver_options(const std::string& dst, Log& log) {
+    net::ReceiverOptions o;
+    o.queue = dst;
+    o.edge = "edge";
+    o.host = "b";
+    o.bind = "tcp://127.0.0.1:*";
+    o.log = log.logger();
+    return o;
+}
+
 // Pushes n messages into `src`, closes it, runs a Sender to `endpoint`; the sender's result.
 net::BridgeCounters send_messages(const std::string& src, const std::string& endpoint, int n,
                                   std::optional<net::CurveOptions> curve = std::nullopt) {
@@ -103,13 +114,7 @@ TEST_CASE("A receiver drops peers sending random bytes and malformed frames, and
     auto qs = Queue::create(src, small_queue());
     auto qd = Queue::create(dst, small_queue());
     Log log;
-    net::ReceiverOptions ro;
-    ro.queue = dst;
-    ro.edge = "edge";
-    ro.host = "b";
-    ro.bind = "tcp://127.0.0.1:*";
-    ro.log = log.logger();
-    net::Receiver sut(ro);
+    net::Receiver sut(receiver_options(dst, log));
     auto running = std::async(std::launch::async, [&] { return sut.run(); });
     StopOnExit stop{sut};
 
@@ -163,12 +168,7 @@ TEST_CASE("With CurveZMQ a sender whose key the receiver does not allow is refus
     auto qd = Queue::create(dst, small_queue());
     const auto server = net::make_curve_keypair(), good = net::make_curve_keypair(), other = net::make_curve_keypair();
     Log log;
-    net::ReceiverOptions ro;
-    ro.queue = dst;
-    ro.edge = "edge";
-    ro.host = "b";
-    ro.bind = "tcp://127.0.0.1:*";
-    ro.log = log.logger();
+    auto ro = receiver_options(dst, log);
     ro.curve = net::CurveOptions{server, "", {good.public_key}};
     net::Receiver sut(ro);
     auto running = std::async(std::launch::async, [&] { return sut.run(); });
