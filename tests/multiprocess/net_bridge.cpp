@@ -14,6 +14,7 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -24,16 +25,24 @@ namespace {
 
 using test::report_of;
 
-test::Peer spawn_net_peer(const std::vector<std::string>& args) { return test::Peer(test::peer_path("net_peer"), args); }
+// Starts net_peer with `args`, inside network namespace `netns` when one is given.
+test::Peer spawn_net_peer(const std::vector<std::string>& args, const std::string& netns = {}) {
+    if (netns.empty()) return test::Peer(test::peer_path("net_peer"), args);
+    std::vector<std::string> wrapped{"netns", "exec", netns, test::peer_path("net_peer")};
+    wrapped.insert(wrapped.end(), args.begin(), args.end());
+    return test::Peer("/bin/ip", wrapped);  // ip execs the peer: same pid, so signals reach it
+}
 
-// Starts a receiver peer on a free loopback port and returns it with its endpoint.
+// Starts a receiver peer (on a free loopback port unless `bind` says otherwise) and returns
+// it with its endpoint.
 std::pair<test::Peer, std::string> start_receiver(const std::string& queue, const std::string& host, const test::TempDir& dir,
-                                                  std::vector<std::string> extra = {}) {
+                                                  std::vector<std::string> extra = {}, const std::string& netns = {},
+                                                  const std::string& bind = "tcp://127.0.0.1:*") {
     const std::string ep_file = dir.file(host + ".endpoint");
-    std::vector<std::string> args{"receive", queue, host, "tcp://127.0.0.1:*", "--endpoint-file", ep_file,
+    std::vector<std::string> args{"receive", queue, host, bind, "--endpoint-file", ep_file,
                                   "--out", dir.file(host + ".report"), "--edge", "edge"};
     args.insert(args.end(), extra.begin(), extra.end());
-    test::Peer p = spawn_net_peer(args);
+    test::Peer p = spawn_net_peer(args, netns);
     std::string endpoint;
     const bool listening = test::wait_until([&] {
         std::ifstream f(ep_file);
@@ -281,4 +290,109 @@ TEST_CASE("A sender killed mid-run: the receiver reports producer_died naming it
     Taken t;
     take(rx, t, [](const Taken&) { return false; }, 10s, "the consumer to see the broken queue");
     CHECK(t.error.find("broken") != std::string::npos);
+}
+
+namespace {
+
+// Two network namespaces joined by a veth pair, made by the test and removed by the
+// destructor (deleting a namespace deletes its end of the pair). Addresses 198.18.0.1 and
+// .2 (a benchmarking range) exist only inside them. Needs root and iproute2.
+class NetnsPair {
+public:
+    NetnsPair() {
+        const std::string tag = std::to_string(::getpid() % 100000);
+        a_ = "shmpipe-t-" + tag + "-a";
+        b_ = "shmpipe-t-" + tag + "-b";
+        veth_b_ = "shpb" + tag;
+        ok_ = ip({"netns", "add", a_}) && ip({"netns", "add", b_}) &&
+              ip({"link", "add", "shpa" + tag, "netns", a_, "type", "veth", "peer", "name", veth_b_, "netns", b_}) &&
+              ip({"-n", a_, "addr", "add", "198.18.0.1/24", "dev", "shpa" + tag}) &&
+              ip({"-n", b_, "addr", "add", "198.18.0.2/24", "dev", veth_b_}) &&
+              ip({"-n", a_, "link", "set", "shpa" + tag, "up"}) && ip({"-n", b_, "link", "set", veth_b_, "up"}) &&
+              ip({"-n", a_, "link", "set", "lo", "up"}) && ip({"-n", b_, "link", "set", "lo", "up"});
+    }
+    ~NetnsPair() {
+        ip({"netns", "del", a_});
+        ip({"netns", "del", b_});
+    }
+    NetnsPair(const NetnsPair&) = delete;
+    NetnsPair& operator=(const NetnsPair&) = delete;
+    bool ok() const noexcept { return ok_; }
+    const std::string& a() const noexcept { return a_; }
+    const std::string& b() const noexcept { return b_; }
+    bool link_down() { return ip({"-n", b_, "link", "set", veth_b_, "down"}); }
+    std::string error;
+
+private:
+    bool ip(const std::vector<std::string>& args) {
+        const auto r = test::run_program("/bin/ip", args, 10s);
+        if (r.exit_code != 0 && error.empty()) error = "ip " + args[0] + " ... failed: " + r.err;
+        return r.exit_code == 0;
+    }
+    std::string a_, b_, veth_b_;
+    bool ok_ = false;
+};
+
+// Why namespace tests cannot run here, or empty.
+std::string netns_unavailable() {
+    if (::geteuid() != 0) return "not root";
+    if (::access("/bin/ip", X_OK) != 0) return "no /bin/ip (iproute2)";
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("Across two network namespaces the bridge delivers everything, and a link set down mid-run is an error "
+          "naming the host on both sides",
+          "[multiprocess][net][netns]") {
+    if (const auto why = netns_unavailable(); !why.empty()) {
+        WARN("SKIPPED: network namespace test needs root and iproute2: " << why);
+        return;
+    }
+    NetnsPair ns;
+    INFO(ns.error);
+    REQUIRE(ns.ok());
+    const std::string src = test::unique_name("nnsrc"), dst = test::unique_name("nndst");
+    test::ShmGuard guard{src, dst};
+    test::TempDir dir;
+    auto qs = Queue::create(src, options(Endpoints::one, 1 << 22));
+    auto qd = Queue::create(dst, options(Endpoints::one, 1 << 16));
+    Consumer<Bytes> rx(dst);  // shared memory is shared across network namespaces
+
+    SECTION("a whole stream arrives") {
+        constexpr std::uint64_t n = 20000;
+        {
+            Producer<Bytes> tx(src);
+            push_messages(tx, 1, 0, n, 200);
+        }
+        auto [receiver, endpoint] = start_receiver(dst, "b", dir, {}, ns.b(), "tcp://198.18.0.2:7401");
+        auto sender = spawn_net_peer({"send", src, "--edge", "edge", "a", "b=" + endpoint, "--out", dir.file("a.report")}, ns.a());
+        Taken t;
+        take(rx, t, [](const Taken&) { return false; }, 60s, "the end of stream across the namespaces");
+        CHECK(t.ended);
+        CHECK(t.bad == 0);
+        const auto d = test::collect({t.log});
+        CHECK(d.total == n);
+        CHECK(d.missing(1, n).empty());
+        REQUIRE(sender.wait_or_throw(30s, "sender a in namespace " + ns.a()) == 0);
+        REQUIRE(receiver.wait_or_throw(30s, "receiver b in namespace " + ns.b()) == 0);
+    }
+    SECTION("the link goes down mid-run") {
+        Producer<Bytes> tx(src);  // stays open: only the link can end this run
+        push_messages(tx, 1, 0, 20000, 200);
+        auto [receiver, endpoint] = start_receiver(dst, "b", dir, {"--dead-after", "1000"}, ns.b(), "tcp://198.18.0.2:7401");
+        auto sender = spawn_net_peer({"send", src, "--edge", "edge", "a", "b=" + endpoint, "--out", dir.file("a.report"),
+                                      "--dead-after", "1000"}, ns.a());
+        Taken t;
+        take(rx, t, [](const Taken& x) { return x.log.size() >= 200; }, 60s, "200 messages across the namespaces");
+        REQUIRE(ns.link_down());
+        CHECK(sender.wait_or_throw(15s, "sender a to notice the link went down") == 3);
+        CHECK(receiver.wait_or_throw(15s, "receiver b to notice the link went down") == 3);
+        const auto ra = report_of(dir.file("a.report")), rb = report_of(dir.file("b.report"));
+        INFO("sender: " << ra.error << "\nreceiver: " << rb.error);
+        CHECK(ra.error.find("host \"b\"") != std::string::npos);
+        CHECK(rb.error.find("host \"a\"") != std::string::npos);
+        CHECK(rb.error.find("producer died") != std::string::npos);
+        CHECK(qs.stats().messages_out == ra.number("messages") + ra.number("lost"));  // the counts add up
+    }
 }
