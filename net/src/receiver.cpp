@@ -61,7 +61,7 @@ struct Receiver::Impl {
         if (opt.edge.empty()) opt.edge = opt.queue;
         if (opt.max_credit == 0) throw Error(errc::invalid_argument, what + ": max_credit must be at least 1");
         router.set(zmq::sockopt::linger, 500);  // the last acknowledgements still leave after run()
-        router.set(zmq::sockopt::router_handover, 1);
+        router.set(zmq::sockopt::router_handover, 1);  // a sender reconnecting (same routing id) takes over
         // No high-water mark: ROUTER silently drops what passes it. Credit bounds the input,
         // and we send a sender at most one credit frame per frame it sent, plus heartbeats.
         router.set(zmq::sockopt::sndhwm, 0);

@@ -71,6 +71,12 @@ struct Sender::Impl {
             // sequence. Credit bounds what is queued instead.
             rem.socket.set(zmq::sockopt::sndhwm, 0);
             rem.socket.set(zmq::sockopt::rcvhwm, 0);
+            // A routing id of our own ('s', sender id, receiver index; never a leading zero
+            // byte, which ZeroMQ reserves): after a TCP reconnect the receiver still knows us.
+            std::string rid(1, 's');
+            for (int i = 0; i < 8; ++i) rid.push_back(static_cast<char>((sender_id >> (8 * i)) & 0xff));
+            rid.push_back(static_cast<char>(remotes.size() & 0xff));
+            rem.socket.set(zmq::sockopt::routing_id, zmq::buffer(rid));
             if (opt.curve) detail::apply_curve(rem.socket, *opt.curve, false, what);
             try {
                 rem.socket.connect(r.address);
