@@ -11,7 +11,8 @@ from ._common import DEFAULT_PERMISSIONS, forget_at_fork, unique_name
 from ._errors import Empty, EndOfStream, Full
 
 DEFAULT_MAX_MESSAGE = (1 << 20) + (64 << 10)  # a 1 MiB array plus its pickle header
-DEFAULT_SLOTS = 64  # messages a maxsize=0 queue holds before put() blocks
+DEFAULT_SLOTS = 1024  # messages a maxsize=0 queue holds before put() blocks (memory is
+# reserved, not touched: a slot's pages are used only when a message that large is written)
 
 # Python struct codes -> typeid(T).name() of the C++ type of the same size and kind (the
 # type tag a C++ Producer<T> / Consumer<T> checks). 'q'/'l' are std::int64_t (long).
@@ -128,10 +129,10 @@ _NONE = object()
 class _Endpoints:
     """This process's producer and consumer of one queue, attached on first use."""
 
-    __slots__ = ("tx", "rx", "__weakref__")
+    __slots__ = ("tx", "rx", "finalizer", "__weakref__")
 
     def __init__(self):
-        self.tx = self.rx = None
+        self.tx = self.rx = self.finalizer = None
 
     def close(self):
         tx, rx, self.tx, self.rx = self.tx, self.rx, None, None
@@ -210,14 +211,18 @@ class Queue:
         self._ep = _Endpoints()
         self._pending = collections.deque()  # messages a cancelled get_async took
         self._closed = False
-        # Close this process's endpoints when the object dies or the process exits
-        # (multiprocessing children run these finalizers before os._exit).
-        multiprocessing.util.Finalize(self, self._ep.close, exitpriority=10)
         forget_at_fork(self)
 
     def _forget_endpoints(self):
         self._ep = _Endpoints()
-        multiprocessing.util.Finalize(self, self._ep.close, exitpriority=10)
+
+    def _attached(self):
+        # Close this process's endpoints when the object dies or the process exits
+        # (multiprocessing children run these finalizers before os._exit). Registered at
+        # the first attach, in the attaching process: a forked child's registry starts empty.
+        ep = self._ep
+        if ep.finalizer is None:
+            ep.finalizer = multiprocessing.util.Finalize(self, ep.close, exitpriority=10)
 
     def __reduce__(self):
         c = self._codec
@@ -240,6 +245,7 @@ class Queue:
             if self._closed:
                 raise ValueError(f"Queue {self._name!r} is closed")
             tx = self._ep.tx = _native.Producer(self._name, self._codec.tag)
+            self._attached()
         return tx
 
     def _rx(self):
@@ -248,6 +254,7 @@ class Queue:
             if self._closed:
                 raise ValueError(f"Queue {self._name!r} is closed")
             rx = self._ep.rx = _native.Consumer(self._name, self._codec.tag)
+            self._attached()
         return rx
 
     # --- multiprocessing.Queue -------------------------------------------------------------

@@ -298,6 +298,7 @@ py::dict stats_dict(const QueueStats& s) {
     d["consumers"] = s.consumers;
     d["producers_closed"] = s.producers_closed;
     d["producers_dead"] = s.producers_dead;
+    d["sleepers"] = s.sleepers;
     d["ended"] = s.ended;
     d["broken"] = s.broken;
     return d;
