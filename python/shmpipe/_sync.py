@@ -330,6 +330,11 @@ class Array:
     def __iter__(self):
         return iter(self[:])
 
+    def fetch_add(self, i, delta):
+        """Atomically adds delta to element i and returns its old value (like the C++
+        SharedArray::fetch_add; not in multiprocessing)."""
+        return self._h.fetch_add(self._index(i), delta)
+
     def get_lock(self):
         return _ArrayLock(self._h)
 

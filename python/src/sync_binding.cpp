@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 namespace py = pybind11;
 
@@ -42,6 +43,13 @@ SyncOptions sync_options(unsigned permissions) {
 // acquire(block, timeout) for any lock-like C++ object with try_lock / try_lock_for.
 template <class L>
 bool lock_acquire(L& l, bool block, std::optional<double> timeout) {
+    if constexpr (std::is_same_v<L, Mutex>) {
+        if (l.owned_by_this_thread()) {
+            throw Error(errc::invalid_state, "acquire lock \"" + l.name() +
+                                                 "\": this thread already holds it (it would deadlock; an RLock "
+                                                 "may be re-entered)");
+        }
+    }
     if (!block) return l.try_lock();
     return blocking_call(deadline_of(timeout), [&](std::uint64_t slice) { return l.try_lock_for(until(slice)); });
 }
@@ -98,6 +106,7 @@ void register_array(py::module_& m, const char* name) {
         .def("__len__", &A::size)
         .def("load", &A::load)
         .def("store", &A::store)
+        .def("fetch_add", [](A& a, std::size_t i, T d) { return a.fetch_add(i, d); })
         .def("acquire",
              [](A& a, bool block, std::optional<double> timeout) {
                  if (!block) return a.try_lock();
