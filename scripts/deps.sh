@@ -6,6 +6,7 @@ shmpipe_packages=(
   cmake ninja-build g++ pkg-config python3 procps
   libboost1.81-dev libboost-filesystem1.81-dev
   catch2 libtomlplusplus-dev libcli11-dev libzmq3-dev cppzmq-dev
+  pybind11-dev python3-dev python3-pytest python3-numpy
 )
 missing=()
 for p in "${shmpipe_packages[@]}"; do
