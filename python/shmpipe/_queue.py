@@ -32,6 +32,18 @@ def _mangle(cpp_type):
     return enc if len(parts) == 1 else f"N{enc}E"
 
 
+_OUT_OF_BAND_MIN = 4096  # smaller buffers are cheaper to pickle in band than as frames
+
+
+def _in_band(buf):
+    """pickle's buffer_callback: True keeps a small buffer in band (and raises nothing for a
+    non-contiguous one, which put() then pickles in band)."""
+    try:
+        return buf.raw().nbytes < _OUT_OF_BAND_MIN
+    except BufferError:
+        return False
+
+
 class _Codec:
     """How one queue turns objects into message bytes: pickle (default), raw bytes, str, or
     a fixed struct layout."""
@@ -68,7 +80,7 @@ class _Codec:
             if type(obj) is bytes:
                 return tx.put_tagged(_native.TAG_BYTES, obj, block, timeout)
             buffers = []
-            data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+            data = pickle.dumps(obj, protocol=5, buffer_callback=lambda b: _in_band(b) or buffers.append(b))
             if not buffers:
                 return tx.put_tagged(_native.TAG_PICKLE, data, block, timeout)
             try:

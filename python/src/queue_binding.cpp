@@ -75,7 +75,7 @@ public:
         g = enter(busy_, deadline, block);
         if (!g.owns_lock()) return nullptr;
         core_.check_size(n);
-        if (!block) return core_.try_reserve(n);
+        if (std::byte* p = core_.try_reserve(n); p != nullptr || !block) return p;  // no GIL release when there is room
         std::byte* p = nullptr;
         blocking_call(deadline, [&](std::uint64_t slice) {
             p = core_.reserve(n, slice);
@@ -178,11 +178,9 @@ public:
         const std::uint64_t deadline = deadline_of(timeout);
         g = enter(busy_, deadline, block);
         if (!g.owns_lock()) return false;
-        if (!block) {
-            if (core_.try_peek(m)) return true;
-            // Empty now: one immediate look tells the end of stream (or a dead producer) apart.
-            return core_.peek(m, 1) == detail::PeekResult::ok;
-        }
+        if (core_.try_peek(m)) return true;  // no GIL release when a message is waiting
+        // Empty now: one immediate look tells the end of stream (or a dead producer) apart.
+        if (!block) return core_.peek(m, 1) == detail::PeekResult::ok;
         detail::PeekResult r = detail::PeekResult::timeout;
         blocking_call(deadline, [&](std::uint64_t slice) {
             r = core_.peek(m, slice);
