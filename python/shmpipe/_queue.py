@@ -228,14 +228,6 @@ class Queue:
     def _forget_endpoints(self):
         self._ep = _Endpoints()
 
-    def _attached(self):
-        # Close this process's endpoints when the object dies or the process exits
-        # (multiprocessing children run these finalizers before os._exit). Registered at
-        # the first attach, in the attaching process: a forked child's registry starts empty.
-        ep = self._ep
-        if ep.finalizer is None:
-            ep.finalizer = multiprocessing.util.Finalize(self, ep.close, exitpriority=10)
-
     def __reduce__(self):
         c = self._codec
         return (_reopen, (self._name, c.dtype, c.cpp_type, self._maxsize))
@@ -252,22 +244,23 @@ class Queue:
         return self._handle.max_message
 
     def _tx(self):
-        tx = self._ep.tx
-        if tx is None:
-            if self._closed:
-                raise ValueError(f"Queue {self._name!r} is closed")
-            tx = self._ep.tx = _native.Producer(self._name, self._codec.tag)
-            self._attached()
-        return tx
+        return self._ep.tx or self._attach("tx", _native.Producer)
 
     def _rx(self):
-        rx = self._ep.rx
-        if rx is None:
-            if self._closed:
-                raise ValueError(f"Queue {self._name!r} is closed")
-            rx = self._ep.rx = _native.Consumer(self._name, self._codec.tag)
-            self._attached()
-        return rx
+        return self._ep.rx or self._attach("rx", _native.Consumer)
+
+    def _attach(self, side, endpoint_type):
+        if self._closed:
+            raise ValueError(f"Queue {self._name!r} is closed")
+        ep = self._ep
+        endpoint = endpoint_type(self._name, self._codec.tag)
+        setattr(ep, side, endpoint)
+        # Close this process's endpoints when the object dies or the process exits
+        # (multiprocessing children run these finalizers before os._exit). Registered at
+        # the first attach, in the attaching process: a forked child's registry starts empty.
+        if ep.finalizer is None:
+            ep.finalizer = multiprocessing.util.Finalize(self, ep.close, exitpriority=10)
+        return endpoint
 
     # --- multiprocessing.Queue -------------------------------------------------------------
 

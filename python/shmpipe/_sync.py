@@ -34,20 +34,27 @@ class _Named:
         return f"<shmpipe.{type(self).__name__} {self.name!r}>"
 
 
-class _LockBase(_Named):
+class _Acquirable:
+    """acquire / release / with over the native handle self._h."""
+
     def acquire(self, block=True, timeout=None):
-        """True once held; False if block=False or the timeout passed. A lock whose holder
-        died is recovered (``owner_died`` is then True until ``mark_consistent()``)."""
+        """True once acquired; False if block=False or the timeout passed."""
         return self._h.acquire(block, timeout)
 
     def release(self):
-        """Raises NotOwner (a RuntimeError) unless the calling thread holds it."""
         self._h.release()
 
-    __enter__ = acquire
+    def __enter__(self):
+        return self.acquire()
 
     def __exit__(self, *exc):
         self.release()
+
+
+class _LockBase(_Acquirable, _Named):
+    """A lock whose holder died is recovered: acquire() succeeds and ``owner_died`` is True
+    until ``mark_consistent()``. release() raises NotOwner (a RuntimeError) unless the
+    calling thread holds it."""
 
     @property
     def owner_died(self):
@@ -75,7 +82,7 @@ class RLock(_LockBase):
         self._h = _native.RecursiveMutex.create(name or unique_name("rlock"), permissions)
 
 
-class Semaphore(_Named):
+class Semaphore(_Acquirable, _Named):
     """A counting semaphore (shmpipe::Semaphore); any process may release."""
     _native_type = _native.Semaphore
 
@@ -84,19 +91,11 @@ class Semaphore(_Named):
             raise ValueError("semaphore initial value must be >= 0")
         self._h = _native.Semaphore.create(name or unique_name("sem"), value, _max, permissions)
 
-    def acquire(self, block=True, timeout=None):
-        return self._h.acquire(block, timeout)
-
     def release(self, n=1):
         self._h.release(n)
 
     def get_value(self):
         return self._h.value
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 class BoundedSemaphore(Semaphore):
@@ -250,22 +249,11 @@ def _typecode(typecode_or_type):
     return code
 
 
-class _ArrayLock:
+class _ArrayLock(_Acquirable):
     """get_lock(): the array's own robust lock (what a C++ SharedArray::lock() takes)."""
 
     def __init__(self, h):
         self._h = h
-
-    def acquire(self, block=True, timeout=None):
-        return self._h.acquire(block, timeout)
-
-    def release(self):
-        self._h.release()
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 class Array:

@@ -94,6 +94,20 @@ std::uint32_t barrier_wait(Barrier& b, std::optional<double> timeout) {
     return index;
 }
 
+template <class L>
+py::class_<L> register_lock(py::module_& m, const char* name) {
+    return py::class_<L>(m, name)
+        .def_static("create", [](const std::string& n, unsigned perm) { return L::create(n, sync_options(perm)); })
+        .def_static("open", &L::open)
+        .def("acquire", &lock_acquire<L>, py::arg("block"), py::arg("timeout"))
+        .def("release", &L::unlock)
+        .def("owned", &L::owned_by_this_thread)
+        .def_property_readonly("owner_died", &L::owner_died)
+        .def("mark_consistent", &L::mark_consistent)
+        .def_property_readonly("name", &L::name)
+        .def("persist", &L::persist);
+}
+
 template <class T>
 void register_array(py::module_& m, const char* name) {
     using A = SharedArray<T>;
@@ -130,28 +144,8 @@ void register_array(py::module_& m, const char* name) {
 }  // namespace
 
 void register_sync(py::module_& m) {
-    py::class_<Mutex>(m, "Mutex")
-        .def_static("create", [](const std::string& n, unsigned perm) { return Mutex::create(n, sync_options(perm)); })
-        .def_static("open", &Mutex::open)
-        .def("acquire", &lock_acquire<Mutex>, py::arg("block"), py::arg("timeout"))
-        .def("release", &Mutex::unlock)
-        .def("owned", &Mutex::owned_by_this_thread)
-        .def_property_readonly("owner_died", &Mutex::owner_died)
-        .def("mark_consistent", &Mutex::mark_consistent)
-        .def_property_readonly("name", &Mutex::name)
-        .def("persist", &Mutex::persist);
-
-    py::class_<RecursiveMutex>(m, "RecursiveMutex")
-        .def_static("create",
-                    [](const std::string& n, unsigned perm) { return RecursiveMutex::create(n, sync_options(perm)); })
-        .def_static("open", &RecursiveMutex::open)
-        .def("acquire", &lock_acquire<RecursiveMutex>, py::arg("block"), py::arg("timeout"))
-        .def("release", &RecursiveMutex::unlock)
-        .def("owned", &RecursiveMutex::owned_by_this_thread)
-        .def_property_readonly("depth", &RecursiveMutex::depth)
-        .def_property_readonly("owner_died", &RecursiveMutex::owner_died)
-        .def_property_readonly("name", &RecursiveMutex::name)
-        .def("persist", &RecursiveMutex::persist);
+    register_lock<Mutex>(m, "Mutex");
+    register_lock<RecursiveMutex>(m, "RecursiveMutex").def_property_readonly("depth", &RecursiveMutex::depth);
 
     py::class_<Semaphore>(m, "Semaphore")
         .def_static("create",

@@ -12,8 +12,11 @@ _counter = itertools.count(1)
 
 
 def _ours(entry):
-    # Names tests pick (t-py-...) and anonymous names the module picks (py.<kind>.<pid>...).
-    return entry.startswith("shmpipe.t-py-") or entry.startswith("shmpipe.py.")
+    # Names this session's tests pick (t-py-<label>-<pid>-...) and anonymous names the module
+    # picks in this process (py.<kind>.<pid>....). Other pytest files run in parallel (ctest -j).
+    pid = os.getpid()
+    return (entry.startswith("shmpipe.t-py-") and f"-{pid}-" in entry) or (
+        entry.startswith("shmpipe.py.") and f".{pid}." in entry)
 
 
 def _shm_entries():
