@@ -5,6 +5,7 @@
 #include <shmpipe/detail/graph_adapter.hpp>
 #include <shmpipe/detail/json_util.hpp>
 #include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/detail/run_names.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
 #include <shmpipe/process.hpp>
@@ -63,9 +64,7 @@ std::string human_rate(double v) {
 
 std::string make_run_id() {
     std::random_device rd;
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%04x", static_cast<unsigned>(rd() & 0xffffu));
-    return std::to_string(::getpid()) + "-" + buf;
+    return detail::default_run_id(static_cast<long>(::getpid()), static_cast<unsigned>(rd()));
 }
 
 }  // namespace
@@ -245,7 +244,7 @@ struct Graph::Impl {
 
 void Graph::Impl::create_queues() {
     for (const auto& q : spec.queues) {
-        std::string object = spec.name + "." + run + "." + q.name;
+        std::string object = detail::run_object_name(spec.name, run, q.name);
         validate_name(object, "queue");
         unsigned writers = 0, readers = 0;
         bool writer_native_restart = false, reader_native_restart = false;
@@ -688,6 +687,9 @@ GraphStatus Graph::Impl::status() const {
                 ++s.exited;
             }
             s.restarts += r->restarts;
+            s.failed += r->failed ? 1 : 0;
+            if (s.exit_codes.size() <= r->index) s.exit_codes.resize(r->index + 1);
+            s.exit_codes[r->index] = r->exit_code;
         }
         st.stages.push_back(s);
     }

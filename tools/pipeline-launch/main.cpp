@@ -1,9 +1,11 @@
 // pipeline-launch SPEC.toml: run a producer/consumer process graph from a TOML spec.
 // Parses arguments, calls shmpipe::Graph, turns the outcome into an exit code.
 #include "cli_util.hpp"
+#include "run_metrics.hpp"
 
 #include <shmpipe/graph.hpp>
 #include <shmpipe/spec.hpp>
+#include <shmpipe/version.hpp>
 
 #include <atomic>
 #include <climits>
@@ -11,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
         "times kills. Exit status: 0 every stage succeeded, 1 a stage failed / the run was stopped / "
         "the spec is invalid, 2 bad arguments.",
         std::string(kTool)};
+    app.set_version_flag("--version", std::string(kTool) + " " + SHMPIPE_VERSION_STRING);
     std::string spec_path;
     bool check = false;
     std::string name, run_id, log_dir, summary_json;
@@ -84,6 +88,11 @@ int main(int argc, char** argv) {
     app.add_flag("--no-status", no_status, "No live status line, even on a terminal")->group("Output");
     app.add_flag("--status", force_status, "A live status line even when stderr is not a terminal")->group("Output");
     app.add_flag("-q,--quiet", quiet, "No end summary on stderr")->group("Output");
+    std::string metrics_listen;
+    app.add_option("--metrics-listen", metrics_listen,
+                   "Serve the run's metrics (stages and queues, Prometheus text) at http://ADDR/metrics while it "
+                   "runs; ADDR is HOST:PORT, e.g. 127.0.0.1:9465")
+        ->group("Output");
 
     if (const int rc = shmpipe::cli::parse(app, kTool, argc, argv); rc >= 0) return rc;
 
@@ -107,6 +116,8 @@ int main(int argc, char** argv) {
         go.status_line = !no_status && (force_status || ::isatty(2) == 1);
         go.report_prefix = std::string(kTool);
         go.spec_options = so;
+        std::optional<pipeline_launch::RunMetrics> metrics;  // bound before anything starts
+        if (!metrics_listen.empty()) metrics.emplace(metrics_listen);
         shmpipe::Graph graph(std::move(spec), go);
         struct Registered {
             explicit Registered(shmpipe::Graph* g) { g_graph.store(g); }
@@ -114,7 +125,7 @@ int main(int argc, char** argv) {
         } registered(&graph);
         install_handlers();
         graph.start();
-        const shmpipe::GraphResult result = graph.join();
+        const shmpipe::GraphResult result = metrics ? metrics->join(graph) : graph.join();
 
         if (!quiet) std::cerr << kTool << ": " << result.summary() << std::flush;
         if (!summary_json.empty()) {

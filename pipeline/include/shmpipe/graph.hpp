@@ -142,6 +142,8 @@ struct GraphStatus {
     struct Stage {
         std::string name;
         unsigned alive = 0, replicas = 0, exited = 0, restarts = 0;
+        unsigned failed = 0;                        // replicas counted as failures
+        std::vector<std::optional<int>> exit_codes; // per replica, the last process's (-N: signal N)
     };
     double seconds = 0;
     std::vector<Queue> queues;

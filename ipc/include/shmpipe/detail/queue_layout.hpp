@@ -35,6 +35,7 @@
 // Sleep/wake (both kinds): a sleeper announces itself in *_waiting, heavy_fence(), re-checks,
 // then futex-waits on the *_seq word; a waker publishes, light_fence(), and only if
 // *_waiting is non-zero bumps *_seq and calls futex_wake (see wait.hpp).
+// The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
 #include <shmpipe/detail/segment.hpp>
