@@ -1,10 +1,8 @@
 """Queues across processes: pickled to multiprocessing children under every start method,
 Ctrl-C in a blocked get, and producers killed with SIGKILL on either language's side."""
 import multiprocessing as mp
-import os
 import re
 import signal
-import sys
 import time
 
 import pytest
