@@ -4,7 +4,7 @@
 set -euo pipefail
 shmpipe_packages=(
   cmake ninja-build g++ pkg-config python3 procps
-  libboost1.81-dev libboost-filesystem1.81-dev
+  libboost1.81-dev libboost-filesystem1.81-dev libboost-json1.81-dev
   catch2 libtomlplusplus-dev libcli11-dev libzmq3-dev cppzmq-dev
   # the Python module and its tests
   pybind11-dev python3-dev python3-pytest python3-numpy

@@ -245,9 +245,9 @@ TEST_CASE("pipeline-launch --metrics-listen serves stage and queue metrics that 
     CHECK(own.out.find("shmpipe_queue_depth_messages{queue=\"" + objects[0] + "\",pipeline=\"" + name +
                        "\",kind=\"mpmc-queue\"}") != std::string::npos);
 
-    // The run is stopped: exit 1, the server gone with it, no object left.
+    // The run is stopped: exit 128+SIGTERM, the server gone with it, no object left.
     launcher.signal(SIGTERM);
-    CHECK(launcher.wait_or_throw(30s, "pipeline-launch to stop on SIGTERM") == 1);
+    CHECK(launcher.wait_or_throw(30s, "pipeline-launch to stop on SIGTERM") == 128 + SIGTERM);
     CHECK(curl({url}).exit_code != 0);
     test::require_gone(name);
 }

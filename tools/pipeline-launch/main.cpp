@@ -29,9 +29,9 @@ extern "C" void on_signal(int sig) {
     shmpipe::Graph* g = g_graph.load();
     if (g == nullptr) return;
     if (sig == SIGINT) {
-        g->interrupt();  // 1 drain, 2 terminate, 3 kill
+        g->interrupt(sig);  // 1 drain, 2 terminate, 3 kill
     } else {
-        g->terminate();
+        g->terminate(sig);
     }
 }
 
@@ -63,8 +63,11 @@ int main(int argc, char** argv) {
         "Run a producer/consumer process graph from a TOML spec: creates its shared-memory queues, "
         "starts and supervises every stage, stops them cleanly and names the stage that failed.\n"
         "Ctrl-C once drains (stops the sources, lets end of stream flow), twice terminates, three "
-        "times kills. Exit status: 0 every stage succeeded, 1 a stage failed / the run was stopped / "
-        "the spec is invalid, 2 bad arguments.",
+        "times kills; SIGTERM and SIGHUP terminate.\n"
+        "Exit status: 0 every stage succeeded and no message was lost; 1 a stage failed, messages "
+        "were lost (unless the spec says on_loss = \"warn\") or the spec is invalid; 2 bad arguments; "
+        "128+N a signal N stopped the run (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), even when it drained "
+        "cleanly: its output may be partial.",
         std::string(kTool)};
     app.set_version_flag("--version", std::string(kTool) + " " + SHMPIPE_VERSION_STRING);
     std::string spec_path;
@@ -132,6 +135,13 @@ int main(int argc, char** argv) {
             std::ofstream f(summary_json, std::ios::trunc);
             f << result.to_json();
             if (!f) shmpipe::cli::print_error(kTool, "could not write the summary to \"" + summary_json + "\"");
+        }
+        if (result.stop_signal != 0) {
+            // Like a shell: a run a signal stopped is never a success, however clean the drain.
+            shmpipe::cli::print_error(kTool, "stopped by " + shmpipe::signal_name(result.stop_signal) +
+                                                 (result.success ? " (drained cleanly; the output may be partial)"
+                                                                 : ": " + result.failure));
+            return 128 + result.stop_signal;
         }
         if (result.success) return shmpipe::cli::kExitOk;
         shmpipe::cli::print_error(kTool, result.failure);
