@@ -98,7 +98,7 @@ template <class L>
 py::class_<L> register_lock(py::module_& m, const char* name) {
     return py::class_<L>(m, name)
         .def_static("create", [](const std::string& n, unsigned perm) { return L::create(n, sync_options(perm)); })
-        .def_static("open", &L::open)
+        .def_static("open", [](const std::string& n) { return L::open(n); })
         .def("acquire", &lock_acquire<L>, py::arg("block"), py::arg("timeout"))
         .def("release", &L::unlock)
         .def("owned", &L::owned_by_this_thread)
@@ -155,7 +155,7 @@ void register_sync(py::module_& m) {
                         o.permissions = static_cast<mode_t>(perm);
                         return Semaphore::create(n, initial, o);
                     })
-        .def_static("open", &Semaphore::open)
+        .def_static("open", [](const std::string& n) { return Semaphore::open(n); })
         .def("acquire",
              [](Semaphore& s, bool block, std::optional<double> timeout) {
                  if (!block) return s.try_acquire();
@@ -170,7 +170,7 @@ void register_sync(py::module_& m) {
 
     py::class_<Event>(m, "Event")
         .def_static("create", [](const std::string& n, unsigned perm) { return Event::create(n, sync_options(perm)); })
-        .def_static("open", &Event::open)
+        .def_static("open", [](const std::string& n) { return Event::open(n); })
         .def("set", &Event::set)
         .def("clear", &Event::clear)
         .def("is_set", &Event::is_set)
@@ -184,7 +184,7 @@ void register_sync(py::module_& m) {
     py::class_<Condition>(m, "Condition")
         .def_static("create",
                     [](const std::string& n, unsigned perm) { return Condition::create(n, sync_options(perm)); })
-        .def_static("open", &Condition::open)
+        .def_static("open", [](const std::string& n) { return Condition::open(n); })
         // The caller holds `lock`. Between slices the lock is held again (a timed-out
         // wait_for reacquires it), so a notify, which is sent under the lock, is not missed.
         .def("wait",
@@ -204,7 +204,7 @@ void register_sync(py::module_& m) {
     py::class_<Barrier>(m, "Barrier")
         .def_static("create", [](const std::string& n, std::uint32_t parties,
                                  unsigned perm) { return Barrier::create(n, parties, sync_options(perm)); })
-        .def_static("open", &Barrier::open)
+        .def_static("open", [](const std::string& n) { return Barrier::open(n); })
         .def("wait", &barrier_wait, py::arg("timeout"))
         .def("abort", &Barrier::abort)
         .def_property_readonly("broken", &Barrier::broken)
