@@ -47,10 +47,14 @@ struct Log {
     }
 };
 
+// Each queue here has one producer: the test's pusher into the source, the one accepted
+// sender into the destination. Without the count a `many` queue never ends by itself, and
+// the sender would wait forever for the end of its source.
 QueueOptions small_queue() {
     QueueOptions o;
     o.capacity = 1 << 16;
     o.max_message = 256;
+    o.expected_producers = 1;
     return o;
 }
 
@@ -82,7 +86,13 @@ net::BridgeCounters send_messages(const std::string& src, const std::string& end
     o.curve = std::move(curve);
     o.log = [](const std::string&) {};
     net::Sender sut(o);
-    return sut.run();
+    auto running = std::async(std::launch::async, [&] { return sut.run(); });
+    if (running.wait_for(30s) != std::future_status::ready) {
+        sut.request_stop();
+        running.wait();
+        FAIL("the sender of \"" << src << "\" to " << endpoint << " did not finish within 30 s");
+    }
+    return running.get();
 }
 
 // Sends `bytes` over a plain TCP connection to a tcp://127.0.0.1:PORT endpoint.
@@ -143,9 +153,11 @@ TEST_CASE("A receiver drops peers sending random bytes and malformed frames, and
     bad_peer(f);  // a truncated hello
     net::encode_credit(f, 1, 1000);
     bad_peer(f);  // a receiver's frame, and before any hello
+    INFO("awaiting the receiver to drop the 12 bad peers");
     REQUIRE(test::wait_until([&] { return sut.counters().dropped_peers >= 12; }, 20s));
 
     const auto sent = send_messages(src, sut.endpoint(), 200);
+    INFO("awaiting the receiver's end after the good sender ended");
     REQUIRE(running.wait_for(20s) == std::future_status::ready);
     const auto got = running.get();
     CHECK(sent.messages == 200);
@@ -196,12 +208,14 @@ TEST_CASE("With CurveZMQ a sender whose key the receiver does not allow is refus
     SECTION("the right keys go through") {
         const auto sent = send_messages(src, sut.endpoint(), 10, net::CurveOptions{good, server.public_key, {}});
         CHECK(sent.messages == 10);
+        INFO("awaiting the receiver's end after the sender ended");
         REQUIRE(running.wait_for(20s) == std::future_status::ready);
         CHECK(running.get().messages == 10);
     }
     CHECK(qd.stats().messages_in == (qd.stats().producers_closed == 1 ? 10u : 0u));
     sut.request_stop();
     if (running.valid()) {
+        INFO("awaiting the receiver's end after request_stop()");
         REQUIRE(running.wait_for(10s) == std::future_status::ready);
         try {
             running.get();
