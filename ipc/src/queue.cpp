@@ -381,8 +381,26 @@ void ProducerCore::close() noexcept {
     bump_and_wake(ring_->data_seq);
 }
 
+// SPSC: consumers_waiting is a flag for the one consumer; the first publish clears it, so
+// the messages that follow while it wakes cost no system call.
+// MPMC: consumers_waiting counts the consumers between announcing a sleep and leaving it,
+// and each publish that sees a nonzero count wakes ONE of them (waking all for one message
+// makes every idle consumer run to find nothing). No message is stranded while a consumer
+// sleeps: by the Dekker pair (wait.hpp), a publish either is seen by the sleeper's last look
+// or sees its count. Such a publish changes data_seq, so a consumer that counted itself but
+// has not entered futex_wait yet returns from it at once, and one inside it is woken; either
+// way one consumer looks at the ring again before it can sleep. For two wake-ups to reach
+// the same consumer it must have slept again in between, after a look that found the ring
+// empty, so the earlier message was taken by someone. A consumer killed while counted
+// leaves the count above zero: publishes then make one futex_wake call each (slower, never
+// a lost wake-up).
 void ProducerCore::wake_consumers() noexcept {
-    if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+    if (spsc_) {
+        if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+        return;
+    }
+    ring_->data_seq.fetch_add(1, std::memory_order_release);
+    futex_wake(ring_->data_seq, 1);
 }
 
 void ProducerCore::recover_full() noexcept {
@@ -480,8 +498,19 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         }
         if (deadline_ns != 0 && monotonic_ns() >= deadline_ns) return PeekResult::timeout;
 
+        // The count of sleepers (MPMC; a flag for SPSC): see ProducerCore::wake_consumers.
         const std::uint32_t seq = ring_->data_seq.load(std::memory_order_acquire);
-        ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        struct Counted {  // leaves the count however this look ends (try_peek may throw)
+            std::atomic<std::uint32_t>* count;
+            ~Counted() {
+                if (count != nullptr) count->fetch_sub(1, std::memory_order_relaxed);
+            }
+        } counted{spsc_ ? nullptr : &ring_->consumers_waiting};
+        if (spsc_) {
+            ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        } else {
+            ring_->consumers_waiting.fetch_add(1, std::memory_order_relaxed);
+        }
         heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
         if (try_peek(out)) return PeekResult::ok;
         if (broken()) throw_state("pop from");
