@@ -33,7 +33,6 @@
 // queue has at least 256), every claimed position still pending is checked the same way.
 #include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/detail/guardian.hpp>
-#include <shmpipe/object.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
@@ -46,12 +45,10 @@
 #include <cstring>
 #include <cxxabi.h>
 #include <deque>
-#include <fcntl.h>
 #include <map>
 #include <mutex>
 #include <random>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
@@ -90,19 +87,6 @@ std::string describe_exit(int code) {
         return "killed by signal " + std::to_string(-code) + (name ? std::string(" (SIG") + name + ")" : "");
     }
     return "exited with code " + std::to_string(code);
-}
-
-// Allocates every page of queue `name`'s segment now (contents unchanged), so the first map
-// does not pay a page allocation and zero-fill on the first touch of each page in whichever
-// process touches it first; later touches in each process are cheap minor faults. Best
-// effort: a file system that cannot preallocate only costs those faults later.
-void preallocate_queue(const std::string& name) noexcept {
-    const std::string shm = "/" + segment_name(name);
-    const int fd = ::shm_open(shm.c_str(), O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) return;
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && st.st_size > 0) (void)::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, st.st_size);
-    ::close(fd);
 }
 
 std::string unique_pool_name() {
@@ -235,8 +219,6 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rq.consumers = Endpoints::one;
     tasks_q_.emplace(Queue::create(tasks_name, tq));
     results_q_.emplace(Queue::create(results_name, rq));
-    preallocate_queue(tasks_name);
-    preallocate_queue(results_name);
     tx_.emplace(tasks_name);
     wake_.emplace(results_name);
     rx_.emplace(results_name);
