@@ -22,8 +22,8 @@ Barrier Barrier::create(std::string_view name, std::uint32_t parties, const Sync
                                               }));
 }
 
-Barrier Barrier::open(std::string_view name) {
-    Barrier b(detail::SyncHandle::open(name, "barrier", detail::ObjectKind::barrier, sizeof(BarrierBody)));
+Barrier Barrier::open(std::string_view name, const OpenOptions& options) {
+    Barrier b(detail::SyncHandle::open(name, "barrier", detail::ObjectKind::barrier, sizeof(BarrierBody), options));
     const auto& body = b.body();
     if (body.parties == 0 || body.parties > detail::kMaxBarrierParties ||
         BarrierBody::count(body.state.load(std::memory_order_relaxed)) >= body.parties) {

@@ -13,8 +13,9 @@ Condition Condition::create(std::string_view name, const SyncOptions& options) {
                                                 sizeof(ConditionBody), 0, options, [](std::byte*) {}));
 }
 
-Condition Condition::open(std::string_view name) {
-    return Condition(detail::SyncHandle::open(name, "condition", detail::ObjectKind::condition, sizeof(ConditionBody)));
+Condition Condition::open(std::string_view name, const OpenOptions& options) {
+    return Condition(
+        detail::SyncHandle::open(name, "condition", detail::ObjectKind::condition, sizeof(ConditionBody), options));
 }
 
 ConditionBody& Condition::body() const {

@@ -543,20 +543,6 @@ void probe_liveness(const std::string& path, ObjectInfo& info) {
     ::close(fd);
 }
 
-// "shared memory \"shmpipe.x\" is corrupt: bad magic number (...hint...)" -> the part that
-// says what is wrong, without the name (the tool prints the name in its own column).
-std::string short_problem(const std::string& message) {
-    std::string m = message;
-    const auto colon = m.find("\": ");
-    if (colon != std::string::npos) m = m.substr(colon + 3);
-    const auto quote_end = m.find("\" ");
-    if (m.rfind("shared memory \"", 0) == 0 && quote_end != std::string::npos) m = m.substr(quote_end + 2);
-    const auto hint = m.find(" (");
-    if (hint != std::string::npos) m = m.substr(0, hint);
-    if (m.rfind("is corrupt: ", 0) == 0) m = m.substr(12);
-    return m;
-}
-
 bool matches(const std::string& name, const std::vector<std::string>& patterns) {
     if (patterns.empty()) return true;
     return std::any_of(patterns.begin(), patterns.end(),
@@ -583,10 +569,12 @@ std::optional<ObjectInfo> inspect_once(std::string_view name, const InspectOptio
         return info;
     }
 
-    std::error_code ec;
-    std::string message;
-    detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, ec, &message);
-    if (ec) {
+    // The inspector only reads: it looks at every user's objects, as `ls /dev/shm` would.
+    OpenOptions any_owner;
+    any_owner.allow_foreign_owner = true;
+    detail::OpenProblem problem;
+    detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, problem, any_owner);
+    if (const std::error_code ec = problem.code) {
         if (ec == errc::not_found) return std::nullopt;  // removed meanwhile
         if (ec == errc::permission_denied) {
             info.state = ObjectState::unreadable;
@@ -594,7 +582,7 @@ std::optional<ObjectInfo> inspect_once(std::string_view name, const InspectOptio
             return info;
         }
         info.state = ObjectState::corrupt;
-        info.problem = ec == errc::invalid_name ? "not a valid shmpipe name" : short_problem(message);
+        info.problem = ec == errc::invalid_name ? "not a valid shmpipe name" : problem.reason;
         probe_liveness(path, info);
         return info;
     }

@@ -26,25 +26,20 @@ constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v +
 
 std::string pid_text(std::uint32_t pid) { return "pid " + std::to_string(pid); }
 
-// Opens a queue segment (either kind) and validates its body; errors name the queue.
-Segment open_queue_segment(std::string_view name, std::string_view verb, Access access) {
+// Opens a queue segment (either kind) and copies and validates its geometry; errors name the queue.
+Segment open_queue_segment(std::string_view name, std::string_view verb, Access access, QueueGeometry& geometry,
+                           const OpenOptions& options = {}) {
     validate_name(name, "queue");
-    std::error_code ec;
-    std::string message;
-    Segment s = Segment::open_any(name, access, ec, &message);
-    if (ec) {
-        const std::string prefix = "open object \"" + std::string(name) + "\": ";
-        if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
-        throw Error(ec, describe(verb, "queue", name, message));
-    }
+    OpenProblem problem;
+    Segment s = Segment::open_any(name, access, problem, options);
+    if (problem.code) throw_problem(verb, "queue", name, problem);
     if (s.kind() != ObjectKind::spsc_queue && s.kind() != ObjectKind::mpmc_queue) {
         throw Error(errc::wrong_kind, describe(verb, "queue", name,
                     std::string("it is a ") + kind_name(s.kind()) + ", not a queue"));
     }
-    if (const char* why = validate_queue_body(s.header(), s.body())) {
-        throw Error(errc::corrupt, describe(verb, "queue", name,
-                    "shared memory \"" + segment_name(name) + "\" is corrupt: " + why +
-                    " (`inspect-queues clean --corrupt` removes it)"));
+    if (const char* why = read_queue_geometry(s, geometry)) {
+        throw_problem(verb, "queue", name,
+                      {make_error_code(errc::corrupt), why, "`inspect-queues clean --corrupt` removes it"});
     }
     return s;
 }
@@ -72,12 +67,23 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
                                          " (do both ends use the same element type and codec?)");
 }
 
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept {
-    const std::uint64_t size = header.body_size;
+const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept {
+    const std::uint64_t size = segment.body_size();  // validated by the segment layer
     if (size < sizeof(QueueControl)) return "queue body too small";
-    const QueueControl& c = queue_control(body);
-    const bool spsc = header.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue);
-    if (header.kind != static_cast<std::uint32_t>(ObjectKind::mpmc_queue) && !spsc) return "not a queue";
+    const bool spsc = segment.kind() == ObjectKind::spsc_queue;
+    if (segment.kind() != ObjectKind::mpmc_queue && !spsc) return "not a queue";
+    // One load per field into the copy; every check below reads the copy only.
+    const QueueControl& ctl = queue_control(segment.body());
+    QueueGeometry c;
+    c.capacity = ctl.capacity;
+    c.max_message = ctl.max_message;
+    c.ring_offset = ctl.ring_offset;
+    c.data_offset = ctl.data_offset;
+    c.cells_offset = ctl.cells_offset;
+    c.cell_count = ctl.cell_count;
+    c.cell_stride = ctl.cell_stride;
+    c.flags = ctl.flags;
+    c.spsc = spsc;
     if (c.ring_offset < sizeof(QueueControl) || c.ring_offset % kCacheLine != 0 || c.ring_offset > size ||
         size - c.ring_offset < sizeof(RingIndices)) {
         return "ring indices outside the segment";
@@ -107,33 +113,37 @@ const char* validate_queue_body(const SegmentHeader& header, const std::byte* bo
         if (c.cell_count > (size - c.data_offset) / c.cell_stride) return "cell data outside the segment";
         if (c.capacity != c.cell_count * c.cell_stride) return "capacity does not match the cells";
     }
+    out = c;
     return nullptr;
 }
 
 // --- EndpointCore --------------------------------------------------------------------------
 
-EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag) {
+EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag,
+                           const OpenOptions& options) {
     const char* role_text = role == EndpointRole::producer ? "attach producer to" : "attach consumer to";
-    segment_ = open_queue_segment(name, role_text, Access::read_write);
+    QueueGeometry g;
+    segment_ = open_queue_segment(name, role_text, Access::read_write, g, options);
+    // Only the validated copy is used from here on (queue_layout.hpp).
     std::byte* body = segment_.body();
     ctl_ = &queue_control(body);
-    ring_ = &ring_indices(body);
-    spsc_ = segment_.kind() == ObjectKind::spsc_queue;
-    capacity_ = ctl_->capacity;
+    ring_ = &ring_indices(body, g);
+    spsc_ = g.spsc;
+    capacity_ = g.capacity;
     mask_ = capacity_ - 1;
-    max_message_ = ctl_->max_message;
-    data_ = body + ctl_->data_offset;
+    max_message_ = g.max_message;
+    data_ = body + g.data_offset;
     if (!spsc_) {
-        cells_ = reinterpret_cast<Cell*>(body + ctl_->cells_offset);
-        cell_count_ = ctl_->cell_count;
+        cells_ = reinterpret_cast<Cell*>(body + g.cells_offset);
+        cell_count_ = g.cell_count;
         cell_mask_ = cell_count_ - 1;
-        cell_stride_ = ctl_->cell_stride;
+        cell_stride_ = g.cell_stride;
     }
     register_process_for_fences();
 
     const bool producer = role == EndpointRole::producer;
     const std::uint32_t one_flag = producer ? kQueueFlagOneProducer : kQueueFlagOneConsumer;
-    if ((ctl_->flags & one_flag) != 0) {
+    if ((g.flags & one_flag) != 0) {
         // E1: take the side's owner word, from nobody or from a process that is gone.
         reap_dead(role);  // count a dead predecessor before replacing it
         owner_ = producer ? &ctl_->producer_owner : &ctl_->consumer_owner;
@@ -192,7 +202,7 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         give_back_owner();
         throw;
     }
-    record_ = &segment_.endpoints()[index_];
+    record_ = segment_.endpoint(index_);  // attach_endpoint returns an index inside the table
     owner_pid_ = current_pid();
 }
 
@@ -212,6 +222,19 @@ void EndpointCore::throw_state(std::string_view verb) const {
     }
     throw Error(errc::broken, describe(verb, "queue", name(),
                 "the queue was marked broken (a stage of the pipeline failed, or a record was corrupt)"));
+}
+
+void EndpointCore::throw_corrupt(std::string_view verb, const std::string& why) {
+    segment_.set_state(kStateBroken);
+    bump_and_wake(ring_->data_seq);
+    bump_and_wake(ring_->space_seq);
+    throw Error(errc::corrupt, describe(verb, "queue", name(),
+                why + " (the segment was overwritten; the queue is now marked broken)"));
+}
+
+void EndpointCore::throw_stuck_cell(std::string_view verb, std::uint64_t pos, std::uint64_t seq) {
+    throw_corrupt(verb, "corrupt cell: sequence " + std::to_string(seq) + " at position " + std::to_string(pos) +
+                            " is ahead of an index that does not move");
 }
 
 void EndpointCore::sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected,
@@ -283,8 +306,8 @@ bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexc
 
 // --- ProducerCore ----------------------------------------------------------------------------
 
-ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag)
-    : EndpointCore(name, EndpointRole::producer, type_tag) {
+ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
+    : EndpointCore(name, EndpointRole::producer, type_tag, options) {
     if (spsc_) {
         tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
         cached_head_ = ring_->head.load(std::memory_order_acquire);
@@ -442,8 +465,8 @@ void ProducerCore::recover_full() noexcept {
 
 // --- ConsumerCore ----------------------------------------------------------------------------
 
-ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag)
-    : EndpointCore(name, EndpointRole::consumer, type_tag) {
+ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
+    : EndpointCore(name, EndpointRole::consumer, type_tag, options) {
     if (spsc_) {
         head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
         cached_tail_ = head_;
@@ -457,14 +480,7 @@ void ConsumerCore::throw_holding() const {
                 "the previous message is still held (drop the ReadSlot first)"));
 }
 
-void ConsumerCore::corrupt(const char* why) {
-    segment_.set_state(kStateBroken);
-    bump_and_wake(ring_->data_seq);
-    bump_and_wake(ring_->space_seq);
-    throw Error(errc::corrupt, describe("pop from", "queue", name(),
-                std::string("corrupt ring: ") + why +
-                " (the segment was overwritten; the queue is now marked broken)"));
-}
+void ConsumerCore::corrupt(const char* why) { throw_corrupt("pop from", std::string("corrupt ring: ") + why); }
 
 ConsumerCore::Ending ConsumerCore::ending() noexcept {
     const std::uint64_t now = monotonic_ns();
@@ -630,6 +646,8 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     p.endpoint_count = records;
     p.permissions = o.permissions;
     p.flags = flags;
+    const QueueGeometry g{capacity, o.max_message, ring_offset, data_offset, cells_offset, cell_count, cell_stride,
+                          flags, spsc};
     Segment s = Segment::create(p, [&](std::byte* body) {
         auto& c = queue_control(body);
         c.capacity = capacity;
@@ -646,24 +664,23 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
             for (std::uint64_t i = 0; i < cell_count; ++i) cells[i].seq.store(i, std::memory_order_relaxed);  // M1
         }
     });
-    return Queue(std::move(s));
+    return Queue(std::move(s), g);
 }
 
-Queue Queue::open(std::string_view name) {
-    return Queue(detail::open_queue_segment(name, "open", detail::Access::read_write));
+Queue Queue::open(std::string_view name, const OpenOptions& options) {
+    detail::QueueGeometry g;
+    detail::Segment s = detail::open_queue_segment(name, "open", detail::Access::read_write, g, options);
+    return Queue(std::move(s), g);
 }
 
-bool Queue::spsc() const noexcept { return segment_.kind() == detail::ObjectKind::spsc_queue; }
-std::size_t Queue::capacity() const noexcept {
-    return static_cast<std::size_t>(detail::queue_control(segment_.body()).capacity);
-}
-std::size_t Queue::max_message() const noexcept {
-    return static_cast<std::size_t>(detail::queue_control(segment_.body()).max_message);
-}
+// Geometry comes from the handle's validated copy, never from shared memory.
+bool Queue::spsc() const noexcept { return geometry_.spsc; }
+std::size_t Queue::capacity() const noexcept { return static_cast<std::size_t>(geometry_.capacity); }
+std::size_t Queue::max_message() const noexcept { return static_cast<std::size_t>(geometry_.max_message); }
 
 void Queue::mark_broken() noexcept {
     segment_.set_state(detail::kStateBroken);
-    auto& r = detail::ring_indices(segment_.body());
+    auto& r = detail::ring_indices(segment_.body(), geometry_);
     detail::bump_and_wake(r.data_seq);
     detail::bump_and_wake(r.space_seq);
 }
@@ -698,7 +715,7 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
         }
     }
     if (closed != 0) {
-        auto& r = ring_indices(segment_.body());
+        auto& r = ring_indices(segment_.body(), geometry_);
         bump_and_wake(r.data_seq);
         bump_and_wake(r.space_seq);
     }
@@ -729,11 +746,11 @@ QueueStats Queue::stats() const {
     using namespace detail;
     QueueStats st;
     const auto& c = queue_control(segment_.body());
-    const auto& r = ring_indices(segment_.body());
+    const auto& r = ring_indices(segment_.body(), geometry_);
     st.name = name();
     st.spsc = spsc();
-    st.capacity = c.capacity;
-    st.max_message = c.max_message;
+    st.capacity = geometry_.capacity;
+    st.max_message = geometry_.max_message;
     const std::uint64_t head = r.head.load(std::memory_order_acquire);
     const std::uint64_t tail = r.tail.load(std::memory_order_acquire);
     for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
@@ -765,7 +782,7 @@ QueueStats Queue::stats() const {
         st.messages_in = tail;
         st.messages_out = head;
         st.depth = tail >= head ? tail - head : 0;
-        st.bytes_used = st.depth * c.cell_stride;
+        st.bytes_used = st.depth * geometry_.cell_stride;
     }
     st.producers_closed = c.producers_closed.load(std::memory_order_relaxed);
     st.producers_dead = c.producers_dead.load(std::memory_order_relaxed);

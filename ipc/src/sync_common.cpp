@@ -190,7 +190,7 @@ std::uint32_t SyncHandle::ensure_endpoint() {
     if (endpoint_ != ~0u && generation_ == fork_generation()) return endpoint_;
     const std::uint32_t index = seg_.attach_endpoint(EndpointRole::user, what_);
     // We own the record now: `intent` means "units held" for semaphores (S3), start at 0.
-    seg_.endpoints()[index].intent.store(0, std::memory_order_release);
+    seg_.endpoint(index)->intent.store(0, std::memory_order_release);
     endpoint_ = index;
     generation_ = fork_generation();
     return endpoint_;
@@ -205,13 +205,15 @@ std::uint32_t SyncHandle::checked_endpoints(std::string_view name, std::string_v
     return n;
 }
 
-SyncHandle SyncHandle::open(std::string_view name, std::string_view what, ObjectKind kind, std::uint64_t min_body) {
-    Segment seg = Segment::open(name, what, kind);
-    if (seg.body_size() < min_body) {
-        throw Error(errc::corrupt, describe("open", what, name,
-                    "shared memory \"" + segment_name(name) + "\" is corrupt: body of " +
-                    std::to_string(seg.body_size()) + " bytes, a " + std::string(what) + " needs " +
-                    std::to_string(min_body) + " (`inspect-queues clean --corrupt` removes it)"));
+SyncHandle SyncHandle::open(std::string_view name, std::string_view what, ObjectKind kind, std::uint64_t min_body,
+                            const OpenOptions& options) {
+    Segment seg = Segment::open(name, what, kind, Access::read_write, options);
+    if (seg.body_size() < min_body) {  // the segment's validated copy
+        throw_problem("open", what, name,
+                      {make_error_code(errc::corrupt),
+                       "body of " + std::to_string(seg.body_size()) + " bytes, a " + std::string(what) + " needs " +
+                           std::to_string(min_body),
+                       "`inspect-queues clean --corrupt` removes it"});
     }
     return SyncHandle(std::move(seg), what);
 }

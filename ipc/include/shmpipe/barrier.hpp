@@ -32,7 +32,7 @@ public:
     // Throws Error: invalid_name, already_exists, invalid_argument (parties 0 or above
     // 2^20), permission_denied.
     static Barrier create(std::string_view name, std::uint32_t parties, const SyncOptions& options = {});
-    static Barrier open(std::string_view name);
+    static Barrier open(std::string_view name, const OpenOptions& options = {});
 
     Barrier() = default;
 

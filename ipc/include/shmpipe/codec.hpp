@@ -186,8 +186,9 @@ struct Codec<std::optional<U>, std::enable_if_t<!std::is_trivially_copyable_v<st
     }
 };
 
-// A stable tag of T for the queue's type check: the size for trivially copyable types
-// mixed with the mangled type name (identical across processes built by one compiler).
+// A stable tag of T for the queue's and the shared array's type check: an FNV-1a hash of
+// T's mangled name, identical across processes built by one compiler. Only the name is
+// hashed; the shared array checks sizeof(T) separately.
 template <class T>
 std::uint64_t type_tag() noexcept {
     std::uint64_t h = 1469598103934665603ull;  // FNV-1a

@@ -27,7 +27,7 @@ namespace shmpipe {
 class Condition {
 public:
     static Condition create(std::string_view name, const SyncOptions& options = {});
-    static Condition open(std::string_view name);
+    static Condition open(std::string_view name, const OpenOptions& options = {});
 
     Condition() = default;
 

@@ -20,7 +20,7 @@ public:
     // Throws Error: invalid_name, already_exists, permission_denied, invalid_argument.
     static Event create(std::string_view name, const SyncOptions& options = {});
     // Throws Error: invalid_name, not_found, wrong_kind, corrupt, ...
-    static Event open(std::string_view name);
+    static Event open(std::string_view name, const OpenOptions& options = {});
 
     Event() = default;  // empty handle: operations throw errc::invalid_state
 

@@ -36,7 +36,7 @@ public:
     // Throws Error: invalid_name, already_exists, permission_denied, invalid_argument.
     static Mutex create(std::string_view name, const SyncOptions& options = {});
     // Throws Error: invalid_name, not_found, wrong_kind (also for a RecursiveMutex), corrupt, ...
-    static Mutex open(std::string_view name);
+    static Mutex open(std::string_view name, const OpenOptions& options = {});
 
     Mutex() = default;  // an empty handle: every operation throws errc::invalid_state
     Mutex(Mutex&& other) noexcept : handle_(std::move(other.handle_)), lock_(std::exchange(other.lock_, nullptr)) {}
@@ -92,7 +92,7 @@ private:
 class RecursiveMutex {
 public:
     static RecursiveMutex create(std::string_view name, const SyncOptions& options = {});
-    static RecursiveMutex open(std::string_view name);
+    static RecursiveMutex open(std::string_view name, const OpenOptions& options = {});
 
     RecursiveMutex() = default;
 

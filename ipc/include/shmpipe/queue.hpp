@@ -83,7 +83,8 @@ public:
     // (impossible geometry), permission_denied.
     static Queue create(std::string_view name, const QueueOptions& options = {});
     // Opens an existing queue without owning its name (for stats, close_endpoints_of, mark_broken).
-    static Queue open(std::string_view name);
+    // A segment another user owns is refused (permission_denied) unless options allow it.
+    static Queue open(std::string_view name, const OpenOptions& options = {});
 
     Queue(Queue&&) noexcept = default;
     Queue& operator=(Queue&&) noexcept = default;
@@ -113,8 +114,10 @@ public:
     QueueStats stats() const;
 
 private:
-    explicit Queue(detail::Segment segment) : segment_(std::move(segment)) {}
+    Queue(detail::Segment segment, const detail::QueueGeometry& geometry)
+        : segment_(std::move(segment)), geometry_(geometry) {}
     detail::Segment segment_;
+    detail::QueueGeometry geometry_;  // validated copy: never re-read from shared memory
 };
 
 // A reserved, writable message (zero copy). commit() publishes it; destroying it without
@@ -196,8 +199,8 @@ class Producer {
     static_assert(is_codable_v<T>, "shmpipe::Producer<T>: T has no shmpipe::Codec (see codec.hpp)");
 
 public:
-    explicit Producer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
+    explicit Producer(std::string_view name, const OpenOptions& options = {})
+        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options) {}
 
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
     void push(const T& v) {
@@ -278,8 +281,8 @@ class Consumer {
     static_assert(is_codable_v<T>, "shmpipe::Consumer<T>: T has no shmpipe::Codec (see codec.hpp)");
 
 public:
-    explicit Consumer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
+    explicit Consumer(std::string_view name, const OpenOptions& options = {})
+        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options) {}
 
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).

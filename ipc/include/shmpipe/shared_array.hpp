@@ -68,9 +68,9 @@ public:
         return SharedArray(std::move(h));
     }
     // Throws Error: invalid_name, not_found, wrong_kind, type_mismatch (another T), corrupt.
-    static SharedArray open(std::string_view name) {
+    static SharedArray open(std::string_view name, const OpenOptions& options = {}) {
         auto h = detail::SyncHandle::open(name, "shared array", detail::ObjectKind::shared_array,
-                                          sizeof(detail::SharedArrayBody));
+                                          sizeof(detail::SharedArrayBody), options);
         const auto& hdr = h.segment().header();
         const auto& body = h.template body<detail::SharedArrayBody>();
         if (hdr.type_size != sizeof(T) || hdr.type_hash != type_tag<T>() || body.elem_size != sizeof(T)) {
@@ -240,7 +240,9 @@ public:
         v.array_.store(0, initial);
         return v;
     }
-    static SharedValue open(std::string_view name) { return SharedValue(SharedArray<T>::open(name)); }
+    static SharedValue open(std::string_view name, const OpenOptions& options = {}) {
+        return SharedValue(SharedArray<T>::open(name, options));
+    }
 
     SharedValue() = default;
 

@@ -95,6 +95,23 @@ int run(int argc, char** argv) {
         sp::Event::open(argv[4]).set();
         sleep_forever();
     }
+    if (role == "sem-loop") {  // <sem> <ready-event> <hold-us>: acquire, work, release; until killed
+        need(3);
+        auto s = sp::Semaphore::open(argv[2]);
+        const auto hold = std::chrono::microseconds(num(argv[4]));
+        s.acquire();
+        s.release();
+        sp::Event::open(argv[3]).set();
+        for (;;) {
+            s.acquire();
+            if (hold.count() > 0) {
+                const auto until = std::chrono::steady_clock::now() + hold;
+                while (std::chrono::steady_clock::now() < until) {  // busy: work, not a sleep
+                }
+            }
+            s.release();
+        }
+    }
     if (role == "event-wait") {  // <event> <timeout-ms> <arrived-counter>
         need(3);
         auto e = sp::Event::open(argv[2]);

@@ -21,6 +21,9 @@ enum class PeekResult { ok, timeout, end };
 
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
+// M4 (queue_layout.hpp): an MPMC claim loop that re-reads its index this many times in a row
+// without seeing it move is looking at a corrupt cell sequence, not at a race.
+inline constexpr std::uint32_t kStuckIndexReads = 1024;
 
 class EndpointCore {
 public:
@@ -32,7 +35,7 @@ public:
     bool spsc() const noexcept { return spsc_; }
 
 protected:
-    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag);
+    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options);
     ~EndpointCore() = default;
 
     bool broken() const noexcept {
@@ -40,6 +43,20 @@ protected:
     }
     void publish_stats() noexcept;  // copies local counters into our endpoint record
     [[noreturn]] void throw_state(std::string_view verb) const;  // broken / closed
+    // Marks the queue broken, wakes every sleeper, throws Error(corrupt) naming the queue.
+    [[noreturn]] void throw_corrupt(std::string_view verb, const std::string& why);
+    // M4: the claim loop at `pos` saw a cell sequence `seq` ahead of an index that never moves.
+    [[noreturn]] void throw_stuck_cell(std::string_view verb, std::uint64_t pos, std::uint64_t seq);
+    // M4: counts re-reads that found the index `again` still at `pos`; past kStuckIndexReads
+    // drops our intent (M3: nothing claimed) and throws corrupt.
+    void check_index_moved(std::uint64_t again, std::uint64_t pos, std::uint64_t seq, std::uint32_t& unchanged,
+                           std::string_view verb) {
+        unchanged = again == pos ? unchanged + 1 : 0;
+        if (unchanged > kStuckIndexReads) [[unlikely]] {
+            record_->intent.store(kNoIntent, std::memory_order_relaxed);
+            throw_stuck_cell(verb, pos, seq);
+        }
+    }
     // Sleeps on word (== expected) until woken, deadline_ns, or 100 ms; keeps the inspector's counts.
     void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept;
     // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
@@ -68,7 +85,7 @@ protected:
 
 class ProducerCore : public EndpointCore {
 public:
-    ProducerCore(std::string_view name, std::uint64_t type_tag);
+    ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
     ~ProducerCore() { close(); }
 
     // Throws Error(message_too_large) naming the queue when n can never fit.
@@ -150,8 +167,9 @@ private:
         count(n);
         after_publish();
     }
-    std::byte* mpmc_try_reserve() noexcept {
+    std::byte* mpmc_try_reserve() {
         std::uint64_t pos = ring_->tail.load(std::memory_order_relaxed);  // M2: validated by the CAS
+        std::uint32_t unchanged = 0;  // M4: re-reads of tail that found it where it was
         for (;;) {
             Cell& c = cells_[pos & cell_mask_];
             const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP2: the consumer is done with it
@@ -171,7 +189,10 @@ private:
                 record_->intent.store(kNoIntent, std::memory_order_relaxed);
                 return nullptr;
             } else {
-                pos = ring_->tail.load(std::memory_order_relaxed);  // another producer moved on
+                // Another producer moved on (M4: then tail has moved, unless the cell is corrupt).
+                const std::uint64_t again = ring_->tail.load(std::memory_order_relaxed);
+                check_index_moved(again, pos, seq, unchanged, "push to");
+                pos = again;
             }
         }
     }
@@ -197,7 +218,7 @@ private:
 
 class ConsumerCore : public EndpointCore {
 public:
-    ConsumerCore(std::string_view name, std::uint64_t type_tag);
+    ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
     ~ConsumerCore() { close(); }
 
     // The next message in place, or false when none is waiting now. Throws Error(corrupt)
@@ -278,6 +299,7 @@ private:
     }
     bool mpmc_try_peek(std::span<const std::byte>& out) {
         std::uint64_t pos = ring_->head.load(std::memory_order_relaxed);  // M2: validated by the CAS
+        std::uint32_t unchanged = 0;  // M4
         for (;;) {
             Cell& c = cells_[pos & cell_mask_];
             const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP1: payload written
@@ -308,7 +330,10 @@ private:
                 record_->intent.store(kNoIntent, std::memory_order_relaxed);  // M3: nothing claimed
                 return false;  // empty, or the producer of pos is still writing
             } else {
-                pos = ring_->head.load(std::memory_order_relaxed);
+                // Another consumer took pos (M4: then head has moved, unless the cell is corrupt).
+                const std::uint64_t again = ring_->head.load(std::memory_order_relaxed);
+                check_index_moved(again, pos, seq, unchanged, "pop from");
+                pos = again;
             }
         }
     }

@@ -8,7 +8,12 @@
 //   MPMC: [cells_offset, + cell_count * sizeof(Cell))  per-cell sequence words
 //         [data_offset, + cell_count * cell_stride)    per-cell payload
 //
-// SPSC invariants and ordering pairs (see spsc_ring.hpp for the code that relies on them):
+// Geometry (capacity, offsets, cell count and stride, flags) is written by the creator before
+// publication and copied once by every opener into a process-local QueueGeometry, which is
+// validated and then the only copy used: a writer changing QueueControl later cannot steer
+// an attached process outside the body.
+//
+// SPSC invariants and ordering pairs (see queue_endpoint.hpp for the code that relies on them):
 //   S1  tail is written only by the producer, head only by the consumer; both are byte
 //       positions that only grow (64-bit, never wrap in practice).
 //   S2  0 <= tail - head <= capacity; bytes in [head, tail) are published records.
@@ -27,6 +32,12 @@
 //       before the CAS on tail/head and keeps it until the cell is committed/freed: a cell
 //       claimed but never finished whose position is no live endpoint's intent belongs to a
 //       dead process, and may be recovered by anyone (abandoned, or freed).
+//   M4  a cell sequence ahead of the index it is read for (producer: seq > tail, consumer:
+//       seq > head + 1) means another endpoint claimed that position, so the index has moved:
+//       the acquire load of seq synchronises with the claimant, whose CAS on the index
+//       happens-before, so the next load of the index sees it moved. An index that stays put
+//       over kStuckIndexReads re-reads means the cell was overwritten: the endpoint marks
+//       the queue broken and throws errc::corrupt instead of spinning.
 //   MP1 producer release-stores seq = p + 1 -> consumer acquire-loads seq: payload written.
 //   MP2 consumer release-stores seq = p + N -> producer acquire-loads seq: payload read.
 //   MP3 CAS on tail/head (acq_rel, all RMW: one release sequence) -> recoverer acquire-loads
@@ -115,18 +126,29 @@ struct Cell {  // MPMC
 static_assert(sizeof(Cell) == 16);
 static_assert(sizeof(QueueControl) == 3 * kCacheLine);
 
-// Validated views of a queue body. `validate` returns nullptr on success, else the reason.
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;
+// A queue's geometry, copied from QueueControl once and validated (process-local).
+struct QueueGeometry {
+    std::uint64_t capacity = 0, max_message = 0, ring_offset = 0, data_offset = 0;
+    std::uint64_t cells_offset = 0, cell_count = 0, cell_stride = 0;
+    std::uint32_t flags = 0;
+    bool spsc = false;
+};
+
+// Copies the geometry of a queue segment's body (loaded once) and validates the copy
+// against the segment's validated body size. nullptr on success, else the reason.
+const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept;
 
 inline const QueueControl& queue_control(const std::byte* body) noexcept {
     return *reinterpret_cast<const QueueControl*>(body);
 }
 inline QueueControl& queue_control(std::byte* body) noexcept { return *reinterpret_cast<QueueControl*>(body); }
+inline RingIndices& ring_indices(std::byte* body, const QueueGeometry& g) noexcept {
+    return *reinterpret_cast<RingIndices*>(body + g.ring_offset);
+}
+// Re-reads ring_offset from shared memory: for tests and tools that made the segment
+// themselves. Library code uses the QueueGeometry overload.
 inline RingIndices& ring_indices(std::byte* body) noexcept {
     return *reinterpret_cast<RingIndices*>(body + queue_control(body).ring_offset);
-}
-inline const RingIndices& ring_indices(const std::byte* body) noexcept {
-    return *reinterpret_cast<const RingIndices*>(body + queue_control(body).ring_offset);
 }
 
 // Depth for the inspector: SPSC tail_count - head_count (messages) and tail - head (ring

@@ -115,7 +115,7 @@ public:
     }
     // Opens (kind checked by the segment layer), checks the body holds `min_body` bytes.
     static SyncHandle open(std::string_view name, std::string_view what, ObjectKind kind,
-                           std::uint64_t min_body);
+                           std::uint64_t min_body, const OpenOptions& options = {});
 
     Segment& segment() noexcept { return seg_; }
     const Segment& segment() const noexcept { return seg_; }

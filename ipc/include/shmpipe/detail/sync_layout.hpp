@@ -45,9 +45,10 @@
 //   S1  count is the number of free units, 0 <= count <= max_count.
 //   S2  acquire takes a unit only by CAS count -> count - 1 (never below 0).
 //   S3  with kSemaphoreRecoverHolders, a process's endpoint record intent holds the units
-//       it acquired and has not released (low 32 bits); the record's owner updates it right
-//       after the CAS of S2 (a holder killed between the two leaks that one unit: documented
-//       window of a few instructions). A process that finds the record dead moves it to
+//       it acquired and has not released (low 32 bits); the record's owner updates it in the
+//       instruction after the CAS of S2, and in release un-records before giving back (a
+//       holder killed between the two leaks that one unit, never returns it twice; the
+//       window is one atomic instruction, measured in tests/stress/semaphore_kills.cpp). A process that finds the record dead moves it to
 //       `dead` (one CAS winner, Segment::reap_if_dead) and only that winner adds the units
 //       back to count: they are returned exactly once.
 //   SP1 release fetch_add count (seq_cst) then loads waiters; a sleeper fetch_adds waiters
