@@ -2,8 +2,10 @@
 // blocking, end of stream, death detection and recovery. The hot paths are inline in
 // detail/queue_endpoint.hpp; invariants (S*, M*) and ordering pairs (SP*, MP*) are in
 // detail/queue_layout.hpp.
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
+#include <shmpipe/detail/queue_state.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/queue.hpp>
 
@@ -11,6 +13,8 @@
 #include <bit>
 #include <climits>
 #include <memory>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 namespace shmpipe {
@@ -67,56 +71,6 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
                                          " (do both ends use the same element type and codec?)");
 }
 
-const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept {
-    const std::uint64_t size = segment.body_size();  // validated by the segment layer
-    if (size < sizeof(QueueControl)) return "queue body too small";
-    const bool spsc = segment.kind() == ObjectKind::spsc_queue;
-    if (segment.kind() != ObjectKind::mpmc_queue && !spsc) return "not a queue";
-    // One load per field into the copy; every check below reads the copy only.
-    const QueueControl& ctl = queue_control(segment.body());
-    QueueGeometry c;
-    c.capacity = ctl.capacity;
-    c.max_message = ctl.max_message;
-    c.ring_offset = ctl.ring_offset;
-    c.data_offset = ctl.data_offset;
-    c.cells_offset = ctl.cells_offset;
-    c.cell_count = ctl.cell_count;
-    c.cell_stride = ctl.cell_stride;
-    c.flags = ctl.flags;
-    c.spsc = spsc;
-    if (c.ring_offset < sizeof(QueueControl) || c.ring_offset % kCacheLine != 0 || c.ring_offset > size ||
-        size - c.ring_offset < sizeof(RingIndices)) {
-        return "ring indices outside the segment";
-    }
-    if (c.max_message == 0 || c.max_message > (std::uint64_t{1} << 32) - 1) return "bad max_message";
-    if (c.data_offset % kCacheLine != 0 || c.data_offset < c.ring_offset + sizeof(RingIndices) || c.data_offset > size) {
-        return "data region outside the segment";
-    }
-    if (spsc) {
-        if ((c.flags & (kQueueFlagOneProducer | kQueueFlagOneConsumer)) !=
-            (kQueueFlagOneProducer | kQueueFlagOneConsumer)) {
-            return "SPSC queue without one-producer/one-consumer flags";
-        }
-        if (c.capacity < 64 || !std::has_single_bit(c.capacity)) return "ring capacity is not a power of two";
-        if (c.capacity > size - c.data_offset) return "ring larger than the segment";
-        if (2 * (sizeof(RecordHeader) + align8(c.max_message)) > c.capacity) return "max_message too large for the ring";
-    } else {
-        if (c.cell_count < 2 || !std::has_single_bit(c.cell_count)) return "cell count is not a power of two";
-        if (c.cell_stride < c.max_message || c.cell_stride % kCacheLine != 0 || c.cell_stride == 0) {
-            return "bad cell stride";
-        }
-        if (c.cells_offset < c.ring_offset + sizeof(RingIndices) || c.cells_offset % alignof(Cell) != 0 ||
-            c.cells_offset > size || c.cell_count > (size - c.cells_offset) / sizeof(Cell) ||
-            c.cells_offset + c.cell_count * sizeof(Cell) > c.data_offset) {
-            return "cells outside the segment";
-        }
-        if (c.cell_count > (size - c.data_offset) / c.cell_stride) return "cell data outside the segment";
-        if (c.capacity != c.cell_count * c.cell_stride) return "capacity does not match the cells";
-    }
-    out = c;
-    return nullptr;
-}
-
 // --- EndpointCore --------------------------------------------------------------------------
 
 EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag,
@@ -128,6 +82,7 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     std::byte* body = segment_.body();
     ctl_ = &queue_control(body);
     ring_ = &ring_indices(body, g);
+    geometry_ = g;
     spsc_ = g.spsc;
     capacity_ = g.capacity;
     mask_ = capacity_ - 1;
@@ -197,13 +152,29 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
                 reap_dead(EndpointRole::producer);  // a dead endpoint is counted before its record is reused
                 reap_dead(EndpointRole::consumer);
             },
-            [&attached] { attached.fetch_add(1, std::memory_order_acq_rel); });
+            [&attached] { attached.fetch_add(1, std::memory_order_seq_cst); });  // E2
     } catch (...) {
         give_back_owner();
         throw;
     }
     record_ = segment_.endpoint(index_);  // attach_endpoint returns an index inside the table
     owner_pid_ = current_pid();
+    if (producer && ctl_->sealed.load(std::memory_order_seq_cst) != 0) {  // E2: counted, then refused
+        closed_ = true;
+        give_back_owner();
+        if (segment_.close_endpoint(index_)) ctl_->producers_closed.fetch_add(1, std::memory_order_release);
+        bump_and_wake(ring_->data_seq);
+        throw Error(errc::closed, describe(role_text, "queue", name,
+                    "it was sealed (Queue::seal): no new producer may attach"));
+    }
+}
+
+std::size_t EndpointCore::size_approx() const noexcept {
+    return static_cast<std::size_t>(queue_totals(geometry_, load_ring_counts(*ring_), 0, 0).depth);
+}
+
+bool EndpointCore::full_approx() const noexcept {
+    return queue_full(geometry_, load_ring_counts(*ring_));
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
@@ -320,7 +291,8 @@ void ProducerCore::throw_too_large(std::size_t n) const {
     throw Error(errc::message_too_large,
                 describe("push to", "queue", name(), "a message of " + std::to_string(n) +
                          " bytes is larger than its max_message of " + std::to_string(max_message_) +
-                         " bytes (create the queue with a larger QueueOptions::max_message)"));
+                         " bytes (create the queue with QueueOptions::max_message = " + std::to_string(n) +
+                         " or more)"));
 }
 
 void ProducerCore::throw_holding() const {
@@ -467,6 +439,8 @@ void ProducerCore::recover_full() noexcept {
 
 ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
     : EndpointCore(name, EndpointRole::consumer, type_tag, options) {
+    joinable_ = (geometry_.flags & kQueueFlagJoinable) != 0;
+    if (joinable_) record_->aux.store(0, std::memory_order_relaxed);  // J2: a recycled record's old value
     if (spsc_) {
         head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
         cached_tail_ = head_;
@@ -490,18 +464,13 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
         scanned = true;
         reap_dead(EndpointRole::producer);
     }
-    const std::uint32_t dead = ctl_->producers_dead.load(std::memory_order_acquire);
-    if (dead > dead_reported_) return Ending::died;
-    const std::uint32_t closed = ctl_->producers_closed.load(std::memory_order_acquire);
-    const std::uint32_t attached = ctl_->producers_attached.load(std::memory_order_acquire);
-    const std::uint32_t done = closed + dead;
-    const std::uint32_t expected = ctl_->expected_producers + ctl_->extra_expected.load(std::memory_order_acquire);
-    const bool counted_all = ctl_->expected_producers != 0 ? attached >= expected : attached != 0;
-    if (ctl_->expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached)) return Ending::ended;
+    const ProducerCounts p = load_producer_counts(*ctl_);
+    if (p.dead > dead_reported_) return Ending::died;
+    if (stream_ended(p)) return Ending::ended;
     // The counters can trail the endpoint records when a process was killed between a
     // record change and its count (inside attach or close). The records are the truth: every
     // producer that was to come came, and none of their processes is left to publish.
-    if (scanned && counted_all && !any_live(EndpointRole::producer)) return Ending::ended;
+    if (scanned && producers_complete(p) && p.attached != 0 && !any_live(EndpointRole::producer)) return Ending::ended;
     return Ending::none;
 }
 
@@ -584,6 +553,132 @@ void ConsumerCore::close() noexcept {
     bump_and_wake(ring_->space_seq);
 }
 
+void ConsumerCore::task_done() {
+    if (!joinable_) {
+        throw Error(errc::invalid_state, describe("task_done on", "queue", name(),
+                    "it is not joinable (create it with QueueOptions::joinable = true)"));
+    }
+    const std::uint64_t taken = messages_ + (holding_ ? 1 : 0);
+    if (done_ >= taken) {
+        throw Error(errc::invalid_argument,
+                    describe("task_done on", "queue", name(),
+                             "called more times than this consumer took messages (" + std::to_string(taken) +
+                                 " taken, all marked done already)"));
+    }
+    ++done_;
+    record_->aux.store(taken - done_, std::memory_order_relaxed);  // J2
+    ctl_->tasks_done.fetch_add(1, std::memory_order_release);     // J1
+    light_fence();                                                 // JP1: the waker's half
+    if (ctl_->join_waiters.load(std::memory_order_relaxed) != 0) bump_and_wake(ctl_->done_seq);
+}
+
+[[noreturn]] void throw_moved_from(const char* what) {
+    throw Error(errc::invalid_state, std::string("use of a moved-from ") + what +
+                                         " (it may only be destroyed, assigned to or closed)");
+}
+
+namespace {
+
+// What join() decides from: the messages pushed and written off, and the consumers' work (J1, J2).
+struct JoinView {
+    std::uint64_t pushed = 0, done = 0, lost = 0, depth = 0;
+    std::uint64_t live_held = 0;       // J2: work live consumers took and have not marked done
+    std::vector<std::uint32_t> dead;   // consumers that died (their pids; those holding work first)
+    bool finished() const noexcept { return done + lost >= pushed; }
+    // Taken, not done, and held by no live consumer: it went with a dead one.
+    std::uint64_t orphaned() const noexcept {
+        const std::uint64_t open = pushed - done - lost;
+        return depth == 0 && live_held == 0 && !dead.empty() ? open : 0;
+    }
+};
+
+JoinView join_view(const Segment& seg, const QueueGeometry& g, bool scan) {
+    const QueueControl& c = queue_control(seg.body());
+    JoinView v;
+    v.done = c.tasks_done.load(std::memory_order_acquire);  // J1, before the pushes it counts
+    v.lost = c.tasks_lost.load(std::memory_order_acquire);
+    const QueueTotals t = queue_totals(g, load_ring_counts(ring_indices(seg.body(), g)), 0, 0);
+    const std::uint64_t abandoned = c.messages_abandoned.load(std::memory_order_acquire);
+    v.pushed = t.messages_in >= abandoned ? t.messages_in - abandoned : 0;  // abandoned cells are never delivered
+    v.depth = t.depth;
+    if (v.done + v.lost > v.pushed) v.pushed = v.done + v.lost;  // counters read apart: never negative
+    if (!scan) return v;
+    std::vector<std::uint32_t> idle_dead;
+    for (std::uint32_t i = 0; i < seg.endpoint_count(); ++i) {
+        const EndpointRecord& e = seg.endpoints()[i];
+        const std::uint64_t w = e.word.load(std::memory_order_acquire);
+        if (EndpointRecord::role_of(w) != EndpointRole::consumer) continue;
+        const auto st = EndpointRecord::state_of(w);
+        const std::uint64_t held = e.aux.load(std::memory_order_relaxed);  // J2
+        bool dead = st == EndpointState::dead;
+        if (st == EndpointState::open || st == EndpointState::attaching) {
+            dead = !process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed));
+            if (!dead) v.live_held += held;
+        }
+        if (dead) (held != 0 ? v.dead : idle_dead).push_back(EndpointRecord::pid_of(w));
+    }
+    v.dead.insert(v.dead.end(), idle_dead.begin(), idle_dead.end());
+    return v;
+}
+
+}  // namespace
+
+bool join_queue(const Segment& seg, const QueueGeometry& g, std::uint64_t deadline_ns) {
+    QueueControl& c = queue_control(seg.body());
+    if ((g.flags & kQueueFlagJoinable) == 0) {
+        throw Error(errc::invalid_state, describe("join", "queue", seg.name(),
+                    "it is not joinable (create it with QueueOptions::joinable = true)"));
+    }
+    // A write-off needs the same orphaned count on two looks a sleep slice apart: a live
+    // consumer between its claim and its J2 store is gone by then.
+    std::uint64_t suspect_done = ~std::uint64_t{0}, suspect_count = 0;
+    for (;;) {
+        if ((seg.header().state.load(std::memory_order_acquire) & kStateBroken) != 0) {
+            throw Error(errc::broken, describe("join", "queue", seg.name(), "the queue was marked broken"));
+        }
+        const std::uint64_t seq = c.done_seq.load(std::memory_order_acquire);
+        JoinView v = join_view(seg, g, false);
+        if (v.finished()) return true;
+        const std::uint64_t now = monotonic_ns();
+        if (deadline_ns != 0 && now >= deadline_ns) return false;
+        if (v.depth == 0) {
+            v = join_view(seg, g, true);
+            const std::uint64_t orphaned = v.orphaned();
+            if (orphaned == 0) {
+                suspect_count = 0;
+            } else if (suspect_count != orphaned || suspect_done != v.done + v.lost) {
+                suspect_count = orphaned;
+                suspect_done = v.done + v.lost;
+            } else {
+                std::uint64_t lost = v.lost;
+                if (c.tasks_lost.compare_exchange_strong(lost, lost + orphaned, std::memory_order_acq_rel)) {  // J1
+                    std::string pids;
+                    for (std::size_t i = 0; i < v.dead.size() && i < 8; ++i) pids += (i ? ", " : "") + std::to_string(v.dead[i]);
+                    if (v.dead.size() > 8) pids += ", ...";
+                    bump_and_wake(c.done_seq);  // other joiners see the write-off
+                    throw Error(errc::consumer_died,
+                                describe("join", "queue", seg.name(),
+                                         "consumer " + std::string(v.dead.size() > 1 ? "pids " : "pid ") + pids +
+                                             " died holding " + std::to_string(orphaned) +
+                                             " message(s) never marked done; they are written off (a message a "
+                                             "dead consumer took is not delivered again), so the next join() can return"));
+                }
+                suspect_count = 0;
+                continue;  // another joiner wrote them off
+            }
+        }
+        // JP1: the sleeper's half; bounded, so deaths are noticed.
+        c.join_waiters.fetch_add(1, std::memory_order_relaxed);
+        heavy_fence();
+        if (!join_view(seg, g, false).finished()) {
+            std::uint64_t wake_at = now + kSleepSliceNs;
+            if (deadline_ns != 0 && deadline_ns < wake_at) wake_at = deadline_ns;
+            futex_wait(c.done_seq, static_cast<std::uint32_t>(seq), wake_at);
+        }
+        c.join_waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+}
+
 void ConsumerCore::wake_producers() noexcept {
     if (spsc_) {
         // Batch wake-ups: a sleeping producer is woken once half the ring is free (or the
@@ -611,28 +706,57 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     std::uint32_t flags = 0;
     if (o.producers == Endpoints::one) flags |= kQueueFlagOneProducer;
     if (o.consumers == Endpoints::one) flags |= kQueueFlagOneConsumer;
+    if (o.joinable) flags |= kQueueFlagJoinable;
 
     const std::uint64_t ring_offset = align_up(sizeof(QueueControl), kCacheLine);
     std::uint64_t capacity = 0, cell_count = 0, cell_stride = 0, cells_offset = 0, data_offset = 0;
     std::uint32_t records = 0;
+    // Sizing by messages (QueueOptions::max_messages, Python's maxsize) or by bytes. The
+    // errors name what one message really costs: its record or cell, not max_message.
+    const std::uint64_t n = o.max_messages;
+    if (n > (std::uint64_t{1} << 32)) bad("max_messages must be at most 2^32");
     if (spsc) {
         const std::uint64_t record = sizeof(RecordHeader) + align8(o.max_message);
-        capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        if (n != 0) {
+            // n whole records, plus one for the padding a record that would straddle the
+            // ring's end leaves (S3), and never fewer than the two the ring needs.
+            const std::uint64_t need = std::max<std::uint64_t>(n + 1, 2) * record;
+            if (need > (std::uint64_t{1} << 40)) {
+                bad("max_messages " + std::to_string(n) + " of up to " + std::to_string(record) +
+                    " bytes each (max_message " + std::to_string(o.max_message) +
+                    " + an 8-byte header, 8-aligned) need more than 1 TiB");
+            }
+            capacity = std::bit_ceil(std::max<std::uint64_t>(need, 4096));
+        } else {
+            capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        }
         if (capacity < 2 * record) {
             bad("capacity " + std::to_string(o.capacity) + " is too small for max_message " +
-                std::to_string(o.max_message) + ": an SPSC queue needs capacity >= 2 * (max_message + 8) = " +
-                std::to_string(2 * record));
+                std::to_string(o.max_message) + ": each message costs up to " + std::to_string(record) +
+                " bytes in an SPSC ring (8-byte header, 8-aligned) and the ring needs room for 2, so capacity >= " +
+                std::to_string(2 * record) + " (or set QueueOptions::max_messages instead)");
         }
         data_offset = align_up(ring_offset + sizeof(RingIndices), 4096);
         records = kSpscEndpointRecords;
     } else {
         cell_stride = align_up(o.max_message, kCacheLine);
-        const std::uint64_t fit = o.capacity / cell_stride;
-        if (fit < 2) {
-            bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages of max_message " +
-                std::to_string(o.max_message) + " bytes (an MPMC queue stores fixed cells of max_message bytes)");
+        if (n != 0) {
+            cell_count = std::bit_ceil(std::max<std::uint64_t>(n, 2));
+            if (cell_count * cell_stride > (std::uint64_t{1} << 40)) {
+                bad("max_messages " + std::to_string(n) + " cells of " + std::to_string(cell_stride) +
+                    " bytes each (max_message " + std::to_string(o.max_message) +
+                    " rounded up to 64-byte lines) need more than 1 TiB");
+            }
+        } else {
+            const std::uint64_t fit = o.capacity / cell_stride;
+            if (fit < 2) {
+                bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages: each message costs a cell of " +
+                    std::to_string(cell_stride) + " bytes in an MPMC queue (max_message " +
+                    std::to_string(o.max_message) + " rounded up to 64-byte lines), so capacity >= " +
+                    std::to_string(2 * cell_stride) + " (or set QueueOptions::max_messages instead)");
+            }
+            cell_count = std::bit_floor(fit);
         }
-        cell_count = std::bit_floor(fit);
         capacity = cell_count * cell_stride;
         cells_offset = ring_offset + sizeof(RingIndices);
         data_offset = align_up(cells_offset + cell_count * sizeof(Cell), 4096);
@@ -667,6 +791,8 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     return Queue(std::move(s), g);
 }
 
+Queue Queue::create(const QueueOptions& options) { return create(detail::anonymous_name("anon-queue"), options); }
+
 Queue Queue::open(std::string_view name, const OpenOptions& options) {
     detail::QueueGeometry g;
     detail::Segment s = detail::open_queue_segment(name, "open", detail::Access::read_write, g, options);
@@ -683,6 +809,7 @@ void Queue::mark_broken() noexcept {
     auto& r = detail::ring_indices(segment_.body(), geometry_);
     detail::bump_and_wake(r.data_seq);
     detail::bump_and_wake(r.space_seq);
+    detail::bump_and_wake(detail::queue_control(segment_.body()).done_seq);  // joiners
 }
 
 bool Queue::broken() const noexcept {
@@ -738,6 +865,19 @@ std::optional<std::uint64_t> Queue::last_claim_of(std::uint32_t pid, bool consum
     return found;
 }
 
+void Queue::seal() noexcept {
+    auto& c = detail::queue_control(segment_.body());
+    c.sealed.store(1, std::memory_order_seq_cst);  // E2
+    detail::bump_and_wake(detail::ring_indices(segment_.body(), geometry_).data_seq);  // sleepers re-check the end
+}
+
+bool Queue::sealed() const noexcept {
+    return detail::queue_control(segment_.body()).sealed.load(std::memory_order_acquire) != 0;
+}
+
+void Queue::join() { join_until(0); }
+bool Queue::join_until(std::uint64_t deadline_ns) { return detail::join_queue(segment_, geometry_, deadline_ns); }
+
 void Queue::expect_more_producers(std::uint32_t n) noexcept {
     detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);
 }
@@ -751,48 +891,33 @@ QueueStats Queue::stats() const {
     st.spsc = spsc();
     st.capacity = geometry_.capacity;
     st.max_message = geometry_.max_message;
-    const std::uint64_t head = r.head.load(std::memory_order_acquire);
-    const std::uint64_t tail = r.tail.load(std::memory_order_acquire);
+    std::uint64_t endpoint_bytes_in = 0, endpoint_bytes_out = 0;
     for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
         const auto& e = segment_.endpoints()[i];
         const std::uint64_t w = e.word.load(std::memory_order_acquire);
         const auto role = EndpointRecord::role_of(w);
         if (EndpointRecord::state_of(w) == EndpointState::free) continue;
         if (role == EndpointRole::producer) {
-            st.messages_in += e.messages.load(std::memory_order_relaxed);
-            st.bytes_in += e.bytes.load(std::memory_order_relaxed);
+            endpoint_bytes_in += e.bytes.load(std::memory_order_relaxed);
         } else if (role == EndpointRole::consumer) {
-            st.messages_out += e.messages.load(std::memory_order_relaxed);
-            st.bytes_out += e.bytes.load(std::memory_order_relaxed);
+            endpoint_bytes_out += e.bytes.load(std::memory_order_relaxed);
         }
         if (EndpointRecord::state_of(w) == EndpointState::open &&
             process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed))) {
             (role == EndpointRole::producer ? st.producers : st.consumers) += 1;
         }
     }
-    if (st.spsc) {
-        st.messages_in = r.tail_count.load(std::memory_order_relaxed);
-        st.bytes_in = r.tail_bytes.load(std::memory_order_relaxed);
-        st.messages_out = r.head_count.load(std::memory_order_relaxed);
-        st.bytes_out = r.head_bytes.load(std::memory_order_relaxed);
-        st.depth = st.messages_in >= st.messages_out ? st.messages_in - st.messages_out : 0;
-        st.bytes_used = tail >= head ? tail - head : 0;
-    } else {
-        // Positions count every claimed message exactly; bytes come from the batched counters.
-        st.messages_in = tail;
-        st.messages_out = head;
-        st.depth = tail >= head ? tail - head : 0;
-        st.bytes_used = st.depth * geometry_.cell_stride;
-    }
-    st.producers_closed = c.producers_closed.load(std::memory_order_relaxed);
-    st.producers_dead = c.producers_dead.load(std::memory_order_relaxed);
+    const QueueTotals t = queue_totals(geometry_, load_ring_counts(r), endpoint_bytes_in,
+                                       endpoint_bytes_out);
+    copy_totals(t, st);
+    const ProducerCounts p = load_producer_counts(c);
+    st.producers_closed = p.closed;
+    st.producers_dead = p.dead;
     st.sleepers = segment_.header().waiters.load(std::memory_order_relaxed);
     st.abandoned = c.messages_abandoned.load(std::memory_order_relaxed);
     st.lost = c.messages_lost.load(std::memory_order_relaxed);
-    const std::uint32_t done = st.producers_closed + st.producers_dead;
-    const std::uint32_t attached = c.producers_attached.load(std::memory_order_relaxed);
-    const std::uint32_t expected = c.expected_producers + c.extra_expected.load(std::memory_order_relaxed);
-    st.ended = c.expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached);
+    st.ended = stream_ended(p);
+    st.sealed = p.sealed;
     st.broken = broken();
     return st;
 }

@@ -36,13 +36,6 @@ const ThreadIdentity& this_thread_identity_slow() noexcept {
     return t_identity;
 }
 
-std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
-    const std::uint64_t now = monotonic_ns();
-    if (timeout.count() <= 0) return now;
-    const auto d = static_cast<std::uint64_t>(timeout.count());
-    return d > UINT64_MAX - now ? UINT64_MAX : now + d;
-}
-
 bool bounded_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns,
                   std::uint64_t slice_ns) noexcept {
     const std::uint64_t now = monotonic_ns();

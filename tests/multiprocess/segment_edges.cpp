@@ -7,7 +7,7 @@
 #include "test_catch.hpp"
 #include "test_support.hpp"
 
-#include <shmpipe/detail/queue_layout.hpp>
+#include <shmpipe/detail/queue_state.hpp>
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/mutex.hpp>

@@ -4,6 +4,7 @@
 //   auto slots = shmpipe::Semaphore::create("gpu-slots", 3);   // owns the name
 //   auto s = shmpipe::Semaphore::open("gpu-slots");           // in another process
 //   s.acquire(); ... s.release();
+//   { std::lock_guard hold(s); ... }                           // the same, for a scope
 //
 // acquire/try_acquire of a free unit and release without sleepers are one atomic
 // operation each, no system call. A waiter spins ~20 µs, then sleeps on a futex.
@@ -20,6 +21,7 @@
 // the process holds is still allowed (up to max_count).
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <chrono>
@@ -43,6 +45,11 @@ public:
     // Throws Error: invalid_name, already_exists, invalid_argument (initial < 0),
     // overflow (initial > max_count or max_count > kSemaphoreMax), permission_denied.
     static Semaphore create(std::string_view name, std::int64_t initial, const SemaphoreOptions& options = {});
+    // Anonymous, like Python's Semaphore(n): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Semaphore create(std::int64_t initial, const SemaphoreOptions& options = {}) {
+        return create(detail::anonymous_name("anon-semaphore"), initial, options);
+    }
     // Throws Error: invalid_name, not_found, wrong_kind, corrupt, version_mismatch, ...
     static Semaphore open(std::string_view name, const OpenOptions& options = {});
 
@@ -52,11 +59,18 @@ public:
     bool try_acquire();            // never blocks
     template <class Rep, class Period>
     bool try_acquire_for(std::chrono::duration<Rep, Period> timeout) {
-        return acquire_until(detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return acquire_until(detail::deadline_after(detail::timeout_ns(timeout)));
     }
     // Adds n units and wakes up to n waiters. Throws Error: invalid_argument (n < 0),
     // overflow (the count would pass max_count; nothing is added then).
     void release(std::int64_t n = 1);
+
+    // Lockable, so std::lock_guard / std::scoped_lock / std::unique_lock hold one unit for
+    // a scope (Python's `with sem:`): lock() is acquire(), try_lock() try_acquire(),
+    // unlock() release(1).
+    void lock() { acquire(); }
+    bool try_lock() { return try_acquire(); }
+    void unlock() { release(1); }
 
     std::uint32_t value_approx() const;     // free units right now
     std::uint32_t max_count() const;

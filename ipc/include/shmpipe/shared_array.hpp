@@ -21,6 +21,7 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <atomic>
@@ -46,6 +47,10 @@ public:
 
     // A zero-filled array of `count` elements. Throws Error: invalid_name, already_exists,
     // invalid_argument (count 0 or too large), permission_denied.
+    // Anonymous, like Python's Array(typecode, n): a unique name is picked (name() tells it).
+    static SharedArray create(std::size_t count, const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-array"), count, options);
+    }
     static SharedArray create(std::string_view name, std::size_t count, const SyncOptions& options = {}) {
         validate_name(name, "shared array");
         if (count == 0 || count > (std::uint64_t{1} << 38) / sizeof(T)) {
@@ -235,6 +240,14 @@ class SharedValue {
 public:
     static constexpr bool is_lock_free = SharedArray<T>::is_lock_free;
 
+    // Anonymous, like Python's Value(typecode, v): a unique name is picked (name() tells it).
+    // Constrained so that create("name") never binds here (a string converts to bool).
+    static SharedValue create() { return create(detail::anonymous_name("anon-value")); }
+    template <class U>
+        requires(!std::is_convertible_v<U, std::string_view> && std::is_convertible_v<U, T>)
+    static SharedValue create(U&& initial, const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-value"), static_cast<T>(std::forward<U>(initial)), options);
+    }
     static SharedValue create(std::string_view name, const T& initial = T{}, const SyncOptions& options = {}) {
         SharedValue v(SharedArray<T>::create(name, 1, options));
         v.array_.store(0, initial);

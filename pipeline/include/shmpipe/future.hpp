@@ -13,6 +13,8 @@
 // on other results of the pool: results reach them through that same thread.
 // A task that raised in a worker throws shmpipe::RemoteError from get()/result(); a task
 // whose worker died throws Error(errc::worker_died); a cancelled one Error(errc::cancelled).
+// The same types serve ThreadPool tasks and Promise (thread_pool.hpp, promise.hpp), whose
+// exceptions are rethrown as they were thrown.
 #pragma once
 
 #include <shmpipe/codec.hpp>
@@ -29,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,14 +41,16 @@ namespace detail {
 
 enum class TaskStatus { pending, ok, failed, cancelled };
 
-// The state one task's handles share. The pool completes it from its collector thread.
+// The state one task's handles share. A process pool completes it from its collector thread
+// with an encoded payload; a thread pool or a Promise with the result object itself (value).
 struct TaskState {
     std::uint64_t id = 0;
     std::string what;  // for messages: "task 12 (square)"
     mutable std::mutex m;
     mutable std::condition_variable cv;
     TaskStatus status = TaskStatus::pending;
-    Bytes payload;               // the encoded result (ok)
+    Bytes payload;               // the encoded result (ok), from a worker process
+    std::shared_ptr<void> value;  // or the result itself (ok), made in this process; see take_result
     std::exception_ptr error;    // failed / cancelled
     std::vector<std::function<void()>> listeners;  // run once, after completion
     // Set by the pool: true when the task may be cancelled (no worker took it yet).
@@ -58,13 +63,14 @@ struct TaskState {
         return status != TaskStatus::pending;
     }
     // First completion wins; later ones are ignored. Returns whether this call completed it.
-    bool complete(TaskStatus s, Bytes result, std::exception_ptr e) {
+    bool complete(TaskStatus s, Bytes result, std::exception_ptr e, std::shared_ptr<void> v = nullptr) {
         std::vector<std::function<void()>> run;
         {
             std::lock_guard lock(m);
             if (status != TaskStatus::pending) return false;
             status = s;
             payload = std::move(result);
+            value = std::move(v);
             error = std::move(e);
             run.swap(listeners);
         }
@@ -118,18 +124,36 @@ struct TaskState {
 
 template <class R>
 struct ResultOf {
-    static R decode(const Bytes& b) { return Codec<R>::decode(b); }
+    static R decode(const Bytes& b) {
+        if constexpr (is_codable_v<R>) {
+            return Codec<R>::decode(b);
+        } else {  // only thread tasks and promises make such results, and they set `value`
+            throw Error(errc::invalid_state, "a result without a codec was not set as a value");
+        }
+    }
 };
 template <>
 struct ResultOf<void> {
     static void decode(const Bytes&) {}
 };
 
-// Throws the task's error, or decodes its result. The task is finished.
+// Throws the task's error, or returns its result: a copy of `value` when set (a result
+// that cannot be copied is moved out, so only the first get() has it), else the decoded
+// payload. The task is finished.
 template <class R>
 R take_result(const TaskState& s) {
     std::lock_guard lock(s.m);
     if (s.status != TaskStatus::ok) std::rethrow_exception(s.error);
+    if constexpr (!std::is_void_v<R>) {
+        if (s.value) {
+            auto* r = static_cast<R*>(s.value.get());
+            if constexpr (std::is_copy_constructible_v<R>) {
+                return *r;
+            } else {
+                return std::move(*r);
+            }
+        }
+    }
     return ResultOf<R>::decode(s.payload);
 }
 

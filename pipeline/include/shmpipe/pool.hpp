@@ -576,6 +576,52 @@ protected:
     std::shared_ptr<PoolCore> core_;
 };
 
+// apply_async's trailing callback(...) / error_callback(...) tags (Pool and ThreadPool): they
+// follow the task's arguments, at most one of each.
+template <class Tuple, std::size_t n, std::size_t... I, std::size_t... J>
+constexpr void check_callback_tags(std::index_sequence<I...>, std::index_sequence<J...>) {
+    static_assert((... && !is_callback_tag_v<std::remove_cvref_t<std::tuple_element_t<I, Tuple>>>),
+                  "shmpipe: apply_async: callback(...) and error_callback(...) come after the task's arguments");
+    static_assert((std::size_t{0} + ... + (is_callback_v<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>> ? 1 : 0)) <= 1 &&
+                      (std::size_t{0} + ... + (is_error_callback_v<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>> ? 1 : 0)) <= 1,
+                  "shmpipe: apply_async: at most one callback(...) and one error_callback(...)");
+}
+
+template <class R, class Tag>
+void run_callback(const TaskState& st, const std::exception_ptr& e, Tag& tag) {
+    if constexpr (is_callback_v<Tag>) {
+        if (e) return;
+        if constexpr (std::is_void_v<R>) {
+            static_assert(std::is_invocable_v<decltype(tag.fn)&>,
+                          "shmpipe::callback: the task returns void, so the callback takes no argument");
+            tag.fn();
+        } else {
+            static_assert(std::is_invocable_v<decltype(tag.fn)&, R>,
+                          "shmpipe::callback: the callback must take the task's result type");
+            tag.fn(take_result<R>(st));
+        }
+    } else {
+        static_assert(std::is_invocable_v<decltype(tag.fn)&, std::exception_ptr>,
+                      "shmpipe::error_callback: the callback must take a std::exception_ptr");
+        if (e) tag.fn(e);
+    }
+}
+
+// Runs the callbacks once the task is complete (on the thread that completes it).
+template <class R, class Tags>
+void attach_callbacks(const std::shared_ptr<TaskState>& state, Tags tags) {
+    state->add_listener([s = std::weak_ptr<TaskState>(state), tags = std::move(tags)]() mutable {
+        auto st = s.lock();  // alive: complete() runs listeners while its caller holds it
+        if (!st) return;
+        std::exception_ptr e;
+        {
+            std::lock_guard lock(st->m);
+            e = st->error;
+        }
+        std::apply([&](auto&... tag) { (run_callback<R>(*st, e, tag), ...); }, tags);
+    });
+}
+
 }  // namespace detail
 
 class Pool : private detail::PoolEngine {
@@ -681,55 +727,17 @@ private:
     template <class F, class Tuple, std::size_t... I, std::size_t... J>
     auto apply_async_split(F f, Tuple&& all, std::index_sequence<I...>, std::index_sequence<J...>) {
         constexpr std::size_t n = sizeof...(I);
-        static_assert((... && !detail::is_callback_tag_v<std::remove_cvref_t<std::tuple_element_t<I, Tuple>>>),
-                      "shmpipe::Pool::apply_async: callback(...) and error_callback(...) come after the task's arguments");
-        static_assert((std::size_t{0} + ... + (detail::is_callback_v<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>> ? 1 : 0)) <= 1 &&
-                          (std::size_t{0} + ... + (detail::is_error_callback_v<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>> ? 1 : 0)) <= 1,
-                      "shmpipe::Pool::apply_async: at most one callback(...) and one error_callback(...)");
+        detail::check_callback_tags<Tuple, n>(std::index_sequence<I...>{}, std::index_sequence<J...>{});
         if constexpr (detail::check_task<F, std::remove_cvref_t<std::tuple_element_t<I, Tuple>>...>()) {
             using R = detail::task_result_t<F>;
             auto state = submit_one(f, "apply_async", std::forward<std::tuple_element_t<I, Tuple>>(std::get<I>(all))...);
             if constexpr (sizeof...(J) != 0) {
-                attach_callbacks<R>(state, std::tuple<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>...>(
+                detail::attach_callbacks<R>(state, std::tuple<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>...>(
                                                std::get<n + J>(all)...));
             }
             return AsyncResult<R>(state);
         } else {
             return detail::InvalidTask{};
-        }
-    }
-
-    template <class R, class Tags>
-    static void attach_callbacks(const std::shared_ptr<detail::TaskState>& state, Tags tags) {
-        state->add_listener([s = std::weak_ptr<detail::TaskState>(state), tags = std::move(tags)]() mutable {
-            auto st = s.lock();  // alive: complete() runs listeners while its caller holds it
-            if (!st) return;
-            std::exception_ptr e;
-            {
-                std::lock_guard lock(st->m);
-                e = st->error;
-            }
-            std::apply([&](auto&... tag) { (run_callback<R>(*st, e, tag), ...); }, tags);
-        });
-    }
-
-    template <class R, class Tag>
-    static void run_callback(const detail::TaskState& st, const std::exception_ptr& e, Tag& tag) {
-        if constexpr (detail::is_callback_v<Tag>) {
-            if (e) return;
-            if constexpr (std::is_void_v<R>) {
-                static_assert(std::is_invocable_v<decltype(tag.fn)&>,
-                              "shmpipe::callback: the task returns void, so the callback takes no argument");
-                tag.fn();
-            } else {
-                static_assert(std::is_invocable_v<decltype(tag.fn)&, R>,
-                              "shmpipe::callback: the callback must take the task's result type");
-                tag.fn(detail::take_result<R>(st));
-            }
-        } else {
-            static_assert(std::is_invocable_v<decltype(tag.fn)&, std::exception_ptr>,
-                          "shmpipe::error_callback: the callback must take a std::exception_ptr");
-            if (e) tag.fn(e);
         }
     }
 };

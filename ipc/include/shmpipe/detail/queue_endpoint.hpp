@@ -19,6 +19,11 @@ namespace shmpipe::detail {
 
 enum class PeekResult { ok, timeout, end };
 
+// Queue::join() and its endpoint forms (J1, J2 in queue_layout.hpp).
+bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint64_t deadline_ns);
+// A moved-from Producer/Consumer was used: Error(errc::invalid_state).
+[[noreturn]] void throw_moved_from(const char* what);
+
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
 // M4 (queue_layout.hpp): an MPMC claim loop that re-reads its index this many times in a row
@@ -33,6 +38,13 @@ public:
     const std::string& name() const noexcept { return segment_.name(); }
     std::size_t max_message() const noexcept { return static_cast<std::size_t>(max_message_); }
     bool spsc() const noexcept { return spsc_; }
+    // Messages waiting now, and whether a max_message push would not fit now. Approximate:
+    // stale as soon as read (other endpoints move on). Any endpoint; no system call.
+    std::size_t size_approx() const noexcept;
+    bool full_approx() const noexcept;
+    // JoinableQueue: waits until every message pushed has been marked done (J1); false at
+    // deadline_ns (0 = none). Throws consumer_died, invalid_state.
+    bool join(std::uint64_t deadline_ns) const { return join_queue(segment_, geometry_, deadline_ns); }
 
 protected:
     EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options);
@@ -67,6 +79,7 @@ protected:
     bool owned_by_this_process() const noexcept;
 
     Segment segment_;
+    QueueGeometry geometry_;  // validated copy: never re-read from shared memory
     QueueControl* ctl_ = nullptr;
     RingIndices* ring_ = nullptr;
     std::byte* data_ = nullptr;
@@ -227,6 +240,10 @@ public:
     bool try_peek(std::span<const std::byte>& out) {
         if (holding_) throw_holding();
         holding_ = spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+        if (joinable_ && holding_) {
+            // J2: relaxed, a hint for join(), which acts only on a state that stays put.
+            record_->aux.store(messages_ + 1 - done_, std::memory_order_relaxed);
+        }
         return holding_;
     }
     // Blocking peek: ok, timeout (deadline_ns reached; 0 = none) or end of stream. Throws
@@ -244,6 +261,8 @@ public:
     }
     bool ended() const noexcept { return ended_; }
     void close() noexcept;
+    // JoinableQueue: one message taken by this consumer is done (J1, J2, JP1).
+    void task_done();
 
 private:
     enum class Ending { none, ended, died };
@@ -350,6 +369,8 @@ private:
     std::uint64_t ring_count_ = 0, ring_bytes_ = 0;
     std::uint64_t claimed_ = 0;      // MPMC
     std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
+    std::uint64_t done_ = 0;           // task_done() calls (J2)
+    bool joinable_ = false;            // kQueueFlagJoinable, read once at attach
     bool ended_ = false;
     bool holding_ = false;  // a peeked message is not released yet
 };

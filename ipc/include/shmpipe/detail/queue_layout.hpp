@@ -59,6 +59,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::uint32_t kQueueFlagOneProducer = 1u << 0;
 inline constexpr std::uint32_t kQueueFlagOneConsumer = 1u << 1;
+inline constexpr std::uint32_t kQueueFlagJoinable = 1u << 2;     // QueueOptions::joinable (J1, J2)
 
 inline constexpr std::uint32_t kRecordPad = 1u << 0;  // SPSC padding record: skip to the ring start
 inline constexpr std::uint64_t kCellAbandoned = std::uint64_t{1} << 63;
@@ -90,16 +91,36 @@ struct alignas(kCacheLine) QueueControl {
     std::atomic<std::uint32_t> consumers_closed;
     std::atomic<std::uint32_t> consumers_dead;
     std::atomic<std::uint32_t> extra_expected;      // producers announced later (a restarted replica)
-    std::uint32_t reserved;
+    std::atomic<std::uint32_t> sealed;              // E2: Queue::seal() was called (0/1)
     // E1  A side made for one endpoint is held through its owner word: 0 (free) or
     //     pid << 32 | (start time & 0xffffffff) of the holder. It is claimed by CAS from 0 or
     //     from a word whose process is gone, and given back by CAS on close. The word names
     //     its holder, so a process killed anywhere in attach or close never blocks the side.
+    // E2 A producer counts itself attached (producers_attached, seq_cst) and then reads
+    //    `sealed` (seq_cst); seal() stores `sealed` (seq_cst). A producer that read 0 was
+    //    counted before the seal in the single total order, so a consumer that reads
+    //    `sealed` == 1 and then `producers_attached` sees it. One that read 1 counts itself
+    //    closed and fails: the end of stream never comes while a producer can still push.
     std::atomic<std::uint64_t> producer_owner;
     std::atomic<std::uint64_t> consumer_owner;
     std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
     std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
     alignas(kCacheLine) std::atomic<std::uint64_t> messages_lost;  // MPMC cells freed after a consumer died
+    // JoinableQueue (kQueueFlagJoinable), off the push/pop path: only task_done() and join()
+    // touch this line.
+    // J1  tasks_done counts task_done() calls of every consumer; tasks_lost counts messages
+    //     join() wrote off because the consumer that took them died (moved by CAS from the
+    //     value the write-off was computed from, so two joiners never write off twice).
+    //     join() returns once tasks_done + tasks_lost >= messages pushed (not abandoned).
+    // J2  a consumer of a joinable queue keeps its EndpointRecord::aux = messages it took and
+    //     has not marked done, stored right after each claim and each task_done: the records
+    //     tell the work a live consumer still holds from the work a dead one took along.
+    // JP1 task_done: fetch_add tasks_done, light_fence, and if join_waiters != 0 bump done_seq
+    //     and wake; a joiner: join_waiters++, heavy_fence, re-check, futex-wait on done_seq.
+    std::atomic<std::uint64_t> tasks_done;
+    std::atomic<std::uint64_t> tasks_lost;
+    std::atomic<std::uint32_t> join_waiters;
+    std::atomic<std::uint32_t> done_seq;
 };
 
 struct RingIndices {
@@ -126,17 +147,14 @@ struct Cell {  // MPMC
 static_assert(sizeof(Cell) == 16);
 static_assert(sizeof(QueueControl) == 3 * kCacheLine);
 
-// A queue's geometry, copied from QueueControl once and validated (process-local).
+// A queue's geometry, copied from QueueControl once and validated (process-local);
+// the rules that validate it are in queue_state.hpp.
 struct QueueGeometry {
     std::uint64_t capacity = 0, max_message = 0, ring_offset = 0, data_offset = 0;
     std::uint64_t cells_offset = 0, cell_count = 0, cell_stride = 0;
     std::uint32_t flags = 0;
     bool spsc = false;
 };
-
-// Copies the geometry of a queue segment's body (loaded once) and validates the copy
-// against the segment's validated body size. nullptr on success, else the reason.
-const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept;
 
 inline const QueueControl& queue_control(const std::byte* body) noexcept {
     return *reinterpret_cast<const QueueControl*>(body);
@@ -151,10 +169,6 @@ inline RingIndices& ring_indices(std::byte* body) noexcept {
     return *reinterpret_cast<RingIndices*>(body + queue_control(body).ring_offset);
 }
 
-// Depth for the inspector: SPSC tail_count - head_count (messages) and tail - head (ring
-// bytes, including record headers); MPMC tail - head (messages). Message totals in/out:
-// SPSC tail_count/head_count, MPMC tail/head (positions), both exact. Byte totals: SPSC
-// tail_bytes/head_bytes (exact); MPMC the endpoint records' counters (published every
-// kStatsBatch messages and on close, so they trail by at most a batch per endpoint).
+// Depth and totals: queue_totals() in queue_state.hpp.
 
 }  // namespace shmpipe::detail

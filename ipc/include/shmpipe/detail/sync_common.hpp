@@ -3,6 +3,7 @@
 // handle plumbing every named object shares (create/open/attach/detach). Not API.
 #pragma once
 
+#include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/detail/sync_layout.hpp>
 #include <shmpipe/error.hpp>
@@ -44,8 +45,6 @@ inline const ThreadIdentity& this_thread_identity() noexcept {
     return this_thread_identity_slow();
 }
 
-// Absolute CLOCK_MONOTONIC deadline for a relative timeout; negative timeouts mean "now".
-std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept;
 
 // --- robust lock (L1-L4) --------------------------------------------------------------------
 
