@@ -376,8 +376,48 @@ void ProducerCore::close() noexcept {
     bump_and_wake(ring_->data_seq);
 }
 
+// SPSC: consumers_waiting is a flag for the one consumer; the first publish clears it, so
+// the messages that follow while it wakes cost no system call.
+// MPMC: consumers_waiting counts the consumers between announcing a sleep and leaving it,
+// and each publish that sees a nonzero count wakes as many of them as there are messages
+// waiting in the ring, at least one: one task wakes one consumer (waking all for one
+// message makes every idle consumer run to find nothing), a burst wakes its consumers in a
+// few calls. No message is stranded while a consumer
+// sleeps: by the Dekker pair (wait.hpp), a publish either is seen by the sleeper's last look
+// or sees its count. Such a publish changes data_seq, so a consumer that counted itself but
+// has not entered futex_wait yet returns from it at once, and one inside it is woken; either
+// way one live consumer looks at the ring again before it can sleep (a dead one counted is
+// in no futex queue). For two wake-ups to reach the same consumer it must have slept again
+// in between, after a look that found no message to claim. A publish makes no call when this
+// producer already woke as many consumers as there are messages waiting and head has not
+// moved since: none of them has claimed yet, so at least one is awake and will claim (the
+// cell at head is committed: a producer commits in order, and one that committed the cell
+// at head cannot have woken anyone at that head before). A consumer killed while counted
+// leaves the count above zero: publishes then make one futex_wake call each while head
+// moves (slower, never a lost wake-up).
 void ProducerCore::wake_consumers() noexcept {
-    if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+    if (spsc_) {
+        if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+        return;
+    }
+    // As many as there are messages waiting (at least one: this publish's), less those we
+    // woke already while no consumer has claimed anything since (head has not moved): each
+    // of them will claim a message before it can sleep again, so a burst makes a few calls,
+    // not one per message. Only our own wake-ups count: other producers' are not known here.
+    const std::uint64_t tail = ring_->tail.load(std::memory_order_relaxed);
+    const std::uint64_t head = ring_->head.load(std::memory_order_acquire);
+    const std::uint64_t waiting = tail > head ? tail - head : 1;
+    const std::uint64_t sleepers = ring_->consumers_waiting.load(std::memory_order_relaxed);
+    const std::uint64_t want = std::max<std::uint64_t>(1, std::min(waiting, sleepers));
+    if (head != woke_at_head_) {
+        woke_at_head_ = head;
+        woken_ = 0;
+    }
+    if (woken_ >= want) return;
+    const std::uint64_t wake = std::min<std::uint64_t>(want - woken_, INT_MAX);
+    woken_ += wake;
+    ring_->data_seq.fetch_add(1, std::memory_order_release);
+    futex_wake(ring_->data_seq, static_cast<int>(wake));
 }
 
 void ProducerCore::recover_full() noexcept {
@@ -465,8 +505,19 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         }
         if (deadline_ns != 0 && monotonic_ns() >= deadline_ns) return PeekResult::timeout;
 
+        // The count of sleepers (MPMC; a flag for SPSC): see ProducerCore::wake_consumers.
         const std::uint32_t seq = ring_->data_seq.load(std::memory_order_acquire);
-        ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        struct Counted {  // leaves the count however this look ends (try_peek may throw)
+            std::atomic<std::uint32_t>* count;
+            ~Counted() {
+                if (count != nullptr) count->fetch_sub(1, std::memory_order_relaxed);
+            }
+        } counted{spsc_ ? nullptr : &ring_->consumers_waiting};
+        if (spsc_) {
+            ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        } else {
+            ring_->consumers_waiting.fetch_add(1, std::memory_order_relaxed);
+        }
         heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
         if (try_peek(out)) return PeekResult::ok;
         if (broken()) throw_state("pop from");

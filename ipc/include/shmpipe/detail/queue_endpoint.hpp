@@ -224,6 +224,8 @@ private:
     std::uint64_t ring_count_ = 0, ring_bytes_ = 0;  // SPSC: tail_count / tail_bytes we own
     std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
     std::uint64_t full_since_ns_ = 0;
+    std::uint64_t woke_at_head_ = ~std::uint64_t{0};  // MPMC: ring head at our last wake-up call
+    std::uint64_t woken_ = 0;                         // consumers we woke since head was there
     bool holding_ = false;           // a reservation is open
 };
 
