@@ -196,16 +196,13 @@ class Queue:
                 raise ValueError(f"{side} must be 'one' or 'many', not {v!r}")
         if maxsize < 0:
             maxsize = 0
-        # Until the C++ queue takes a message count, maxsize sizes the ring: at least maxsize
-        # messages of max_message bytes fit (MPMC: rounded up to a power of two).
-        slots = 1 << (max(2, maxsize or DEFAULT_SLOTS) - 1).bit_length()
-        spsc = producers == "one" and consumers == "one"
-        slot_bytes = (8 + (max_message + 7) // 8 * 8) if spsc else (max_message + 63) // 64 * 64
-        if capacity is None:
-            capacity = slots * slot_bytes
+        # The ring holds at least maxsize messages of max_message bytes (DEFAULT_SLOTS when
+        # maxsize is 0), unless an explicit capacity in bytes sizes it.
+        max_messages = 0 if capacity is not None else (maxsize or DEFAULT_SLOTS)
         name = name if name is not None else unique_name("queue")
-        handle = _native.QueueHandle.create(name, capacity, max_message, producers == "one",
-                                            consumers == "one", expected_producers, permissions)
+        handle = _native.QueueHandle.create(name, capacity or 0, max_messages, max_message,
+                                            producers == "one", consumers == "one",
+                                            expected_producers, permissions)
         self._setup(name, handle, maxsize, _Codec(dtype, cpp_type))
 
     @classmethod
@@ -276,7 +273,8 @@ class Queue:
 
     def get(self, block=True, timeout=None):
         """Removes and returns the next object. queue.Empty when none came in time;
-        EndOfStream (an EOFError) once every producer closed and the queue is drained;
+        EndOfStream (an EOFError) once the queue is drained and its stream ended (sealed and
+        every producer closed, expected_producers closed, or its one producer closed);
         ProducerDied when a producer died without closing (after its messages)."""
         if self._pending:
             return self._pending.popleft()
@@ -291,7 +289,7 @@ class Queue:
 
     def _nothing(self, rx):
         if rx.ended:
-            return EndOfStream(f'get from queue "{self._name}": end of stream (every producer closed)')
+            return EndOfStream(f'get from queue "{self._name}": end of stream (no producer can come any more)')
         return Empty()
 
     def put_many(self, objs, block=True, timeout=None):
@@ -349,7 +347,8 @@ class Queue:
 
     def close(self):
         """This process puts and gets no more: closes its producer (counted towards the end
-        of stream) and consumer. Idempotent."""
+        of stream; a "many" queue also needs seal() or expected_producers) and consumer.
+        Idempotent."""
         self._closed = True
         self._ep.close()
 
@@ -358,6 +357,12 @@ class Queue:
 
     def cancel_join_thread(self):
         """No-op: puts are written synchronously, there is no feeder thread."""
+
+    def seal(self):
+        """No new producer may attach (any process); once every attached producer has
+        closed, the stream ends. A queue made with producers="many" and no
+        expected_producers never ends otherwise: get() waits, as in multiprocessing."""
+        self._handle.seal()
 
     def mark_broken(self):
         """Every blocked and later put/get (any process) raises shmpipe.Broken."""

@@ -298,6 +298,7 @@ py::dict stats_dict(const QueueStats& s) {
     d["producers_dead"] = s.producers_dead;
     d["sleepers"] = s.sleepers;
     d["ended"] = s.ended;
+    d["sealed"] = s.sealed;
     d["broken"] = s.broken;
     return d;
 }
@@ -308,10 +309,11 @@ void register_queue(py::module_& m) {
     py::class_<Queue>(m, "QueueHandle")
         .def_static(
             "create",
-            [](const std::string& name, std::size_t capacity, std::size_t max_message, bool one_producer,
-               bool one_consumer, std::uint32_t expected_producers, unsigned permissions) {
+            [](const std::string& name, std::size_t capacity, std::size_t max_messages, std::size_t max_message,
+               bool one_producer, bool one_consumer, std::uint32_t expected_producers, unsigned permissions) {
                 QueueOptions o;
                 o.capacity = capacity;
+                o.max_messages = max_messages;
                 o.max_message = max_message;
                 o.producers = one_producer ? Endpoints::one : Endpoints::many;
                 o.consumers = one_consumer ? Endpoints::one : Endpoints::many;
@@ -319,7 +321,7 @@ void register_queue(py::module_& m) {
                 o.permissions = static_cast<mode_t>(permissions);
                 return Queue::create(name, o);
             },
-            py::arg("name"), py::arg("capacity"), py::arg("max_message"), py::arg("one_producer"),
+            py::arg("name"), py::arg("capacity"), py::arg("max_messages"), py::arg("max_message"), py::arg("one_producer"),
             py::arg("one_consumer"), py::arg("expected_producers"), py::arg("permissions"))
         .def_static("open", [](const std::string& name) { return Queue::open(name); })
         .def_property_readonly("name", &Queue::name)
@@ -328,6 +330,8 @@ void register_queue(py::module_& m) {
         .def_property_readonly("max_message", &Queue::max_message)
         .def("persist", &Queue::persist)
         .def("mark_broken", &Queue::mark_broken)
+        .def("seal", &Queue::seal)
+        .def_property_readonly("sealed", &Queue::sealed)
         .def("stats", [](const Queue& q) { return stats_dict(q.stats()); });
 
     py::class_<PyProducer>(m, "Producer")

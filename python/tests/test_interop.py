@@ -34,7 +34,8 @@ def test_a_cpp_consumer_reads_what_python_writes(kind, unique_name, py_peer, chi
     sut = shmpipe.Queue(name=unique_name(kind), consumers="one", **kwargs)
     peer = children.start([py_peer, "consume", kind, sut.name, str(COUNT)])
     sut.put_many(value(i) for i in range(COUNT))
-    sut.close()  # the end of stream the C++ consumer waits for
+    sut.seal()  # no other producer comes: with close() below, the end the C++ consumer waits for
+    sut.close()
     rc, out, err = children.finish(peer, f"py_peer consume {kind}")
     assert rc == 0, out + err
     assert out.strip() == f"count={COUNT}"

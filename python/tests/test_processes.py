@@ -11,7 +11,7 @@ import shmpipe
 
 
 def square_all(tasks, results):
-    for x in tasks:  # until the parent closes `tasks`
+    for x in tasks:  # until the parent seals and closes `tasks`
         results.put(x * x)
     # exiting closes this process's endpoints (multiprocessing runs the finalizers)
 
@@ -25,6 +25,7 @@ def test_queues_pickle_to_multiprocessing_children(method, unique_name):
     for w in workers:
         w.start()
     tasks.put_many(range(200))
+    tasks.seal()  # the parent is the only producer: its close() then ends the workers' loops
     tasks.close()
     got = sorted(results.get(timeout=30) for _ in range(200))
     for w in workers:

@@ -73,9 +73,10 @@ def test_anonymous_queue_gets_a_unique_name_and_is_removed_with_its_object():
     assert not os.path.exists(path)
 
 
-def test_close_ends_the_stream_and_iteration_stops(sut):
+def test_seal_and_close_end_the_stream_and_iteration_stops(sut):
     reader = shmpipe.Queue.open(sut.name)
     sut.put_many(range(5))
+    sut.seal()
     sut.close()
     assert list(reader) == [0, 1, 2, 3, 4]
     with pytest.raises(shmpipe.EndOfStream) as e:
@@ -84,6 +85,51 @@ def test_close_ends_the_stream_and_iteration_stops(sut):
     assert sut.name in str(e.value)
     with pytest.raises(ValueError):
         sut.put(1)
+
+
+def test_an_unsealed_many_producer_queue_does_not_end_when_its_producers_close(sut):
+    reader = shmpipe.Queue.open(sut.name)
+    sut.put(1)
+    sut.close()
+    assert reader.get(timeout=5) == 1
+    with pytest.raises(queue.Empty):  # a new producer may still come: get() waits, as in Python
+        reader.get(timeout=0.2)
+    later = shmpipe.Queue.open(sut.name)
+    later.put(2)
+    later.close()
+    assert reader.get(timeout=5) == 2
+    reader.close()
+
+
+def test_a_sealed_queue_refuses_a_new_producer_naming_the_queue(sut):
+    sut.seal()
+    assert sut._stats()["sealed"]
+    with pytest.raises(shmpipe.Closed) as e:
+        sut.put(1)
+    assert sut.name in str(e.value)
+
+
+def test_expected_producers_end_the_stream_once_that_many_closed(unique_name):
+    sut = shmpipe.Queue(name=unique_name("expected"), expected_producers=2)
+    first, second = shmpipe.Queue.open(sut.name), shmpipe.Queue.open(sut.name)
+    first.put("a")
+    first.close()
+    assert sut.get(timeout=5) == "a"
+    with pytest.raises(queue.Empty):  # one of the two expected producers is still to come
+        sut.get(timeout=0.2)
+    second.put("b")
+    second.close()
+    assert list(sut) == ["b"]
+    sut.close()
+
+
+def test_a_one_producer_queue_ends_when_its_producer_closes(unique_name):
+    sut = shmpipe.Queue(name=unique_name("one"), producers="one")
+    reader = shmpipe.Queue.open(sut.name)
+    sut.put_many(range(3))
+    sut.close()
+    assert list(reader) == [0, 1, 2]
+    reader.close()
 
 
 def test_join_thread_and_cancel_join_thread_are_harmless(sut):
