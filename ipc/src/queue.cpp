@@ -129,14 +129,16 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     }
     if (spsc_) {
         // Indices come from shared memory: a fresh endpoint must not trust them (S1, S2).
+        const std::uint64_t consumed = ring_->consumed.load(std::memory_order_acquire);  // S4
         const std::uint64_t head = ring_->head.load(std::memory_order_acquire);
         const std::uint64_t tail = ring_->tail.load(std::memory_order_acquire);
-        if (head % 8 != 0 || tail % 8 != 0 || tail < head || tail - head > capacity_) {
+        if (head % 8 != 0 || tail % 8 != 0 || consumed % 8 != 0 || tail < consumed || consumed < head ||
+            tail - head > capacity_) {
             give_back_owner();
             throw Error(errc::corrupt, describe(role_text, "queue", name,
-                        "its ring indices are inconsistent (head " + std::to_string(head) + ", tail " +
-                        std::to_string(tail) + "): the segment was overwritten "
-                        "(`inspect-queues clean --corrupt` removes it)"));
+                        "its ring indices are inconsistent (head " + std::to_string(head) + ", consumed " +
+                        std::to_string(consumed) + ", tail " + std::to_string(tail) +
+                        "): the segment was overwritten (`inspect-queues clean --corrupt` removes it)"));
         }
     }
     // The attach is counted while our record is `attaching`: readers already see a live
@@ -282,8 +284,8 @@ ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const 
     if (spsc_) {
         tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
         cached_head_ = ring_->head.load(std::memory_order_acquire);
-        ring_count_ = ring_->tail_count.load(std::memory_order_relaxed);
-        ring_bytes_ = ring_->tail_bytes.load(std::memory_order_relaxed);
+        base_count_ = ring_->tail_count.load(std::memory_order_relaxed);  // S5: we continue the counts
+        base_bytes_ = ring_->tail_bytes.load(std::memory_order_relaxed);
     }
 }
 
@@ -341,6 +343,7 @@ std::byte* ProducerCore::reserve(std::size_t n, std::uint64_t deadline_ns) {
         const std::uint32_t seq = ring_->space_seq.load(std::memory_order_acquire);
         ring_->producers_waiting.store(1, std::memory_order_relaxed);
         heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
+        if (spsc_) spsc_refresh_exact();  // S4: what the consumer freed and has not published
         if (std::byte* p = try_reserve(n)) return p;  // the flag may cost the consumer one wake-up
         if (broken()) throw_state("push to");
         sleep_on(ring_->space_seq, seq, deadline_ns);
@@ -442,10 +445,16 @@ ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const 
     joinable_ = (geometry_.flags & kQueueFlagJoinable) != 0;
     if (joinable_) record_->aux.store(0, std::memory_order_relaxed);  // J2: a recycled record's old value
     if (spsc_) {
-        head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
+        // A replacement consumer continues after the last message its predecessor consumed
+        // (S4, validated by EndpointCore), and hands the producer what it had not published.
+        head_ = ring_->consumed.load(std::memory_order_acquire);
         cached_tail_ = head_;
-        ring_count_ = ring_->head_count.load(std::memory_order_relaxed);
-        ring_bytes_ = ring_->head_bytes.load(std::memory_order_relaxed);
+        published_head_ = ring_->head.load(std::memory_order_acquire);
+        if (published_head_ != head_) publish_head();
+        head_batch_ = std::min<std::uint64_t>(kHeadBatchBytes, capacity_ / 8);
+        near_full_ = capacity_ - 2 * (sizeof(RecordHeader) + align8(max_message_));  // validated: >= 0
+        base_count_ = ring_->head_count.load(std::memory_order_relaxed);  // S5: we continue the counts
+        base_bytes_ = ring_->head_bytes.load(std::memory_order_relaxed);
     }
 }
 
@@ -485,6 +494,7 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         // Empty for ~20 µs. Counters first, then one more look: a producer publishes before
         // it counts itself closed (release), so data seen as absent after that is absent.
         publish_stats();
+        if (spsc_ && published_head_ != head_) publish_head();  // S4: before sleeping
         const Ending e = ending();
         if (try_peek(out)) return PeekResult::ok;
         if (e == Ending::died) {
@@ -546,6 +556,7 @@ void ConsumerCore::close() noexcept {
     closed_ = true;
     if (!owned_by_this_process()) return;
     release();
+    if (spsc_ && published_head_ != head_) publish_head();  // S4: at close
     publish_stats();
     give_back_owner();
     if (!segment_.close_endpoint(index_)) return;  // closed on our behalf already
@@ -683,6 +694,8 @@ void ConsumerCore::wake_producers() noexcept {
     if (spsc_) {
         // Batch wake-ups: a sleeping producer is woken once half the ring is free (or the
         // ring is empty), not for every message, so one core does not ping-pong per message.
+        // S4: a waiting producer sees every freed byte at once (its 100 ms re-check finds it).
+        if (published_head_ != head_) publish_head();
         const std::uint64_t used = ring_->tail.load(std::memory_order_relaxed) - head_;
         if (used > capacity_ / 2) return;
     }

@@ -98,12 +98,13 @@ const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noex
 
 RingCounts load_ring_counts(const RingIndices& r) noexcept {
     RingCounts c;
-    c.head_count = r.head_count.load(std::memory_order_relaxed);  // statistics, ordered by head
-    c.head_bytes = r.head_bytes.load(std::memory_order_relaxed);
+    c.head_count = r.head_count.load(std::memory_order_acquire);  // SP3: head side first
+    c.head_bytes = r.head_bytes.load(std::memory_order_acquire);
+    c.consumed = r.consumed.load(std::memory_order_acquire);
     c.head = r.head.load(std::memory_order_acquire);
     c.tail = r.tail.load(std::memory_order_acquire);
-    c.tail_count = r.tail_count.load(std::memory_order_relaxed);
-    c.tail_bytes = r.tail_bytes.load(std::memory_order_relaxed);
+    c.tail_count = r.tail_count.load(std::memory_order_acquire);
+    c.tail_bytes = r.tail_bytes.load(std::memory_order_acquire);
     return c;
 }
 
@@ -116,7 +117,8 @@ QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint6
         t.messages_out = r.head_count;
         t.bytes_out = r.head_bytes;
         t.depth = t.messages_in >= t.messages_out ? t.messages_in - t.messages_out : 0;
-        t.bytes_used = std::min(r.tail >= r.head ? r.tail - r.head : 0, g.capacity);
+        const std::uint64_t head = std::max(r.head, r.consumed);  // S4: consumed is exact, head may trail
+        t.bytes_used = std::min(r.tail >= head ? r.tail - head : 0, g.capacity);
     } else {
         // Positions count every claimed message exactly; bytes come from the batched counters.
         t.messages_in = r.tail;

@@ -233,7 +233,9 @@ public:
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
     void push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        std::byte* p = core().reserve(n, 0);
+        detail::ProducerCore& c = core();
+        std::byte* p = c.reserve_now(n);  // inline fast path; the slow one spins, sleeps, throws
+        if (p == nullptr) [[unlikely]] p = c.reserve(n, 0);
         encode_commit(v, p, n);
     }
     // Never blocks: false when the queue is full.
@@ -257,7 +259,8 @@ public:
 
     // Raw bytes (Producer<> only).
     void push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
-        std::byte* p = core().reserve(bytes.size(), 0);
+        std::byte* p = core().reserve_now(bytes.size());
+        if (p == nullptr) [[unlikely]] p = core().reserve(bytes.size(), 0);
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
         core().commit(bytes.size());
     }
@@ -344,7 +347,13 @@ public:
 
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
-    std::optional<T> pop() { return take(0); }
+    std::optional<T> pop() {
+        std::span<const std::byte> m;
+        if (!core().peek_now(m)) [[unlikely]] {  // inline fast path; the slow one spins and sleeps
+            if (core().peek(m, 0) != detail::PeekResult::ok) return std::nullopt;
+        }
+        return decode_release(m);
+    }
     // Never blocks: nullopt when nothing is waiting (or at the end: see ended()).
     std::optional<T> try_pop() {
         std::span<const std::byte> m;
@@ -355,6 +364,33 @@ public:
     template <class Rep, class Period>
     std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
         return take(detail::deadline_after(timeout));
+    }
+
+    // Copy-out forms: the message lands in `out` (a trivially copyable T is copied straight
+    // in, nothing is built or zero-filled first; std::string and Bytes reuse out's storage).
+    // pop_into blocks: false at the end of stream. try_pop_into never blocks: false when
+    // nothing is waiting. pop_into_for: false on timeout or at the end (ended() tells).
+    // Throw like pop(); on a type_mismatch `out` is unchanged.
+    bool pop_into(T& out) {
+        std::span<const std::byte> m;
+        if (!core().peek_now(m)) [[unlikely]] {
+            if (core().peek(m, 0) != detail::PeekResult::ok) return false;
+        }
+        decode_release_into(m, out);
+        return true;
+    }
+    bool try_pop_into(T& out) {
+        std::span<const std::byte> m;
+        if (!core().try_peek(m)) return false;
+        decode_release_into(m, out);
+        return true;
+    }
+    template <class Rep, class Period>
+    bool pop_into_for(T& out, std::chrono::duration<Rep, Period> timeout) {
+        std::span<const std::byte> m;
+        if (core().peek(m, detail::deadline_after(timeout)) != detail::PeekResult::ok) return false;
+        decode_release_into(m, out);
+        return true;
     }
 
     // Zero copy: the next message in place (blocks); nullopt at the end of stream. The
@@ -404,13 +440,37 @@ private:
             ~Release() { c.release(); }
         } guard{core()};  // a message that fails to decode is still consumed, never re-read
         if constexpr (detail::object_bytes_codec<T> && std::is_default_constructible_v<T>) {
-            // Copy straight into the result: decode() + optional(T&&) would copy twice.
+            // Copy straight into the result: decode() + optional(T&&) would copy twice, and
+            // optional(in_place) would zero-fill T first. The conversion builds T by default-
+            // initialisation (no fill) in the optional's storage (the copy is elided).
             if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
-            std::optional<T> v(std::in_place);
-            std::memcpy(static_cast<void*>(&*v), m.data(), sizeof(T));
-            return v;
+            struct Raw {
+                const std::byte* p;
+                operator T() const noexcept {
+                    T v;
+                    std::memcpy(static_cast<void*>(&v), p, sizeof(T));
+                    return v;
+                }
+            };
+            return std::optional<T>(std::in_place, Raw{m.data()});
         } else {
             return Codec<T>::decode(m);
+        }
+    }
+    void decode_release_into(std::span<const std::byte> m, T& out) {
+        struct Release {
+            detail::ConsumerCore& c;
+            ~Release() { c.release(); }
+        } guard{core()};
+        if constexpr (detail::object_bytes_codec<T>) {
+            if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
+            std::memcpy(static_cast<void*>(&out), m.data(), sizeof(T));
+        } else if constexpr (std::is_same_v<T, Bytes>) {
+            out.assign(m.begin(), m.end());
+        } else if constexpr (std::is_same_v<T, std::string>) {
+            out.assign(reinterpret_cast<const char*>(m.data()), m.size());
+        } else {
+            out = Codec<T>::decode(m);
         }
     }
     detail::ConsumerCore& core() const {

@@ -26,6 +26,9 @@ bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint
 
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
+// S4 (queue_layout.hpp): an SPSC consumer publishes its head once this many record bytes were
+// consumed since the last store (less on a small ring: an eighth of it).
+inline constexpr std::uint64_t kHeadBatchBytes = 1024;
 // M4 (queue_layout.hpp): an MPMC claim loop that re-reads its index this many times in a row
 // without seeing it move is looking at a corrupt cell sequence, not at a race.
 inline constexpr std::uint32_t kStuckIndexReads = 1024;
@@ -115,8 +118,17 @@ public:
         holding_ = p != nullptr;
         return p;
     }
+    // The blocking reserve's fast path, inline: room for n bytes now, or nullptr when the
+    // slow path (reserve) has to decide: full, too large, closed, broken or still holding.
+    // Throws corrupt like try_reserve (MPMC, M4).
+    std::byte* reserve_now(std::size_t n) {
+        if (holding_ || closed_ || n > max_message_ || broken()) [[unlikely]] return nullptr;
+        std::byte* p = spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+        holding_ = p != nullptr;
+        return p;
+    }
     // Blocking reserve: nullptr only at deadline_ns (0 = none). Throws message_too_large,
-    // closed, broken, consumer_died.
+    // closed, broken, consumer_died. Out of line: call reserve_now() first.
     std::byte* reserve(std::size_t n, std::uint64_t deadline_ns);
     // Publishes the reserved message with its first n bytes.
     void commit(std::size_t n) noexcept {
@@ -154,8 +166,7 @@ private:
         const std::uint64_t contiguous = capacity_ - off;
         const std::uint64_t total = need <= contiguous ? need : contiguous + need;  // S3
         if (pos + total - cached_head_ > capacity_) {
-            cached_head_ = ring_->head.load(std::memory_order_acquire);  // SP2
-            if (pos + total - cached_head_ > capacity_) return nullptr;   // full is a result
+            if (!spsc_refresh_head(pos + total)) return nullptr;  // full is a result
         }
         if (need > contiguous) {
             // S3: pad to the end; published together with the message by one tail store.
@@ -167,18 +178,26 @@ private:
         reserved_pos_ = pos;
         return data_ + off + sizeof(RecordHeader);
     }
-    void spsc_commit(std::size_t n) noexcept {
+    // Writes the record header of the reservation and moves our tail past it, unpublished.
+    void spsc_stage(std::size_t n) noexcept {
         const RecordHeader h{static_cast<std::uint32_t>(n), 0};
         std::memcpy(data_ + (reserved_pos_ & mask_), &h, sizeof h);
         tail_ = reserved_pos_ + sizeof(RecordHeader) + align8(n);
-        ++ring_count_;
-        ring_bytes_ += n;
-        // Statistics ride on the tail's cache line; relaxed: the tail store below orders them.
-        ring_->tail_count.store(ring_count_, std::memory_order_relaxed);
-        ring_->tail_bytes.store(ring_bytes_, std::memory_order_relaxed);
+        ++messages_;
+        bytes_ += n;
+    }
+    // Publishes every staged record with one tail store.
+    void spsc_publish() noexcept {
+        // S5: statistics on our own line, before the tail (SP3 relies on the order).
+        ring_->tail_count.store(base_count_ + messages_, std::memory_order_release);
+        ring_->tail_bytes.store(base_bytes_ + bytes_, std::memory_order_release);
         ring_->tail.store(tail_, std::memory_order_release);  // SP1: publish
-        count(n);
+        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
         after_publish();
+    }
+    void spsc_commit(std::size_t n) noexcept {
+        spsc_stage(n);
+        spsc_publish();
     }
     std::byte* mpmc_try_reserve() {
         std::uint64_t pos = ring_->tail.load(std::memory_order_relaxed);  // M2: validated by the CAS
@@ -209,6 +228,22 @@ private:
             }
         }
     }
+    // Looks for room up to `end` (a ring position) when our copy of head says full: the
+    // published head (SP2), and on the first of every 64 failures in a row the consumer's
+    // exact position (S4), so a producer that only polls sees every freed byte, yet a
+    // polling loop does not pull the consumer's statistics line across once per try.
+    bool spsc_refresh_head(std::uint64_t end) noexcept {
+        const std::uint64_t head = ring_->head.load(std::memory_order_acquire);  // SP2
+        if (head > cached_head_) cached_head_ = head;
+        if (end - cached_head_ > capacity_ && (full_tries_++ & 63) == 0) spsc_refresh_exact();
+        if (end - cached_head_ > capacity_) return false;
+        full_tries_ = 0;
+        return true;
+    }
+    void spsc_refresh_exact() noexcept {
+        const std::uint64_t consumed = ring_->consumed.load(std::memory_order_acquire);  // SP2 (S4)
+        if (consumed > cached_head_ && consumed <= tail_) cached_head_ = consumed;  // S2: never past our tail
+    }
     void mpmc_commit(std::size_t n) noexcept {
         Cell& c = cells_[claimed_ & cell_mask_];
         c.length = static_cast<std::uint32_t>(n);
@@ -221,9 +256,10 @@ private:
     std::uint64_t tail_ = 0;         // SPSC: our tail (S1)
     std::uint64_t cached_head_ = 0;  // SPSC: last head we saw (SP2)
     std::uint64_t reserved_pos_ = 0;
-    std::uint64_t ring_count_ = 0, ring_bytes_ = 0;  // SPSC: tail_count / tail_bytes we own
+    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: tail_count / tail_bytes when we attached (S5)
     std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
     std::uint64_t full_since_ns_ = 0;
+    std::uint32_t full_tries_ = 0;  // SPSC: failed reservations in a row (spsc_refresh_head)
     std::uint64_t woke_at_head_ = ~std::uint64_t{0};  // MPMC: ring head at our last wake-up call
     std::uint64_t woken_ = 0;                         // consumers we woke since head was there
     bool holding_ = false;           // a reservation is open
@@ -246,6 +282,8 @@ public:
         }
         return holding_;
     }
+    // The blocking peek's fast path, inline: false when the slow path (peek) has to decide.
+    bool peek_now(std::span<const std::byte>& out) { return !closed_ && try_peek(out); }
     // Blocking peek: ok, timeout (deadline_ns reached; 0 = none) or end of stream. Throws
     // producer_died (once per dead producer, after draining), broken, corrupt.
     PeekResult peek(std::span<const std::byte>& out, std::uint64_t deadline_ns);
@@ -286,7 +324,10 @@ private:
             const std::uint64_t pos = head_;  // S1: only we write head
             if (pos == cached_tail_) {
                 cached_tail_ = ring_->tail.load(std::memory_order_acquire);  // SP1
-                if (pos == cached_tail_) return false;
+                if (pos == cached_tail_) {
+                    if (published_head_ != pos) publish_head();  // S4: empty (a padding skip)
+                    return false;
+                }
             }
             const std::uint64_t avail = cached_tail_ - pos;
             const std::uint64_t off = pos & mask_;
@@ -306,15 +347,27 @@ private:
             return true;
         }
     }
-    void spsc_release() noexcept {
+    // Consumes the peeked record: exact statistics on our own line (S5), head in batches (S4).
+    void spsc_consume() noexcept {
         head_ = peek_end_;
-        ++ring_count_;
-        ring_bytes_ += peek_len_;
-        ring_->head_count.store(ring_count_, std::memory_order_relaxed);  // ordered by the head store
-        ring_->head_bytes.store(ring_bytes_, std::memory_order_relaxed);
-        ring_->head.store(head_, std::memory_order_release);  // SP2: the bytes are free
-        count(peek_len_);
+        ++messages_;
+        bytes_ += peek_len_;
+        ring_->consumed.store(head_, std::memory_order_release);  // SP3
+        ring_->head_bytes.store(base_bytes_ + bytes_, std::memory_order_release);
+        ring_->head_count.store(base_count_ + messages_, std::memory_order_release);
+        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
+    }
+    void spsc_release() noexcept {
+        // S4: publish after a batch; when we caught up with the tail we know (likely empty);
+        // and when the ring was nearly full as we last saw it (the producer may be stuck on it).
+        const bool near_full = cached_tail_ - head_ > near_full_;
+        spsc_consume();
+        if (head_ - published_head_ >= head_batch_ || head_ == cached_tail_ || near_full) publish_head();
         after_release();
+    }
+    void publish_head() noexcept {
+        published_head_ = head_;
+        ring_->head.store(head_, std::memory_order_release);  // SP2: the bytes are free
     }
     bool mpmc_try_peek(std::span<const std::byte>& out) {
         std::uint64_t pos = ring_->head.load(std::memory_order_relaxed);  // M2: validated by the CAS
@@ -366,7 +419,10 @@ private:
     std::uint64_t cached_tail_ = 0;  // SPSC (SP1)
     std::uint64_t peek_end_ = 0;
     std::uint64_t peek_len_ = 0;
-    std::uint64_t ring_count_ = 0, ring_bytes_ = 0;
+    std::uint64_t published_head_ = 0;  // SPSC: the head we last stored (S4)
+    std::uint64_t head_batch_ = kHeadBatchBytes;
+    std::uint64_t near_full_ = 0;  // SPSC: more bytes in use than this may leave a producer stuck (S3: 2 records)
+    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: head_count / head_bytes when we attached (S5)
     std::uint64_t claimed_ = 0;      // MPMC
     std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
     std::uint64_t done_ = 0;           // task_done() calls (J2)

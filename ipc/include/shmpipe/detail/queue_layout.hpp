@@ -19,8 +19,24 @@
 //   S2  0 <= tail - head <= capacity; bytes in [head, tail) are published records.
 //   S3  a record never straddles the end of the ring: a producer that would straddle first
 //       writes a padding record (kRecordPad) to the end, published with the same tail store.
+//   S4  head is the consumer's published position, consumed the exact one: head <= consumed
+//       <= tail. The consumer stores consumed after every message (on its own statistics
+//       line, which the producer never reads) and publishes head in batches: once
+//       kHeadBatchBytes of records were consumed since the last store, and always when it
+//       finds the ring empty, before it sleeps or arms its descriptor, when a producer is
+//       waiting, after a batch call and at close. The producer sees free space late by less
+//       than kHeadBatchBytes of records, and only while the consumer is between calls with
+//       the ring not empty; one head store per batch keeps the head line from moving between
+//       the CPUs once per message.
+//   S5  statistics (tail_count/tail_bytes, head_count/head_bytes, consumed) live on one line
+//       per side, written only by that side, after every message, never read on a hot path.
+//       They are exact: Queue::stats() and the inspector read them, not head, so they trail
+//       nothing a caller could observe. A replacement consumer resumes at consumed.
 //   SP1 producer release-stores tail -> consumer acquire-loads tail: the records are written.
 //   SP2 consumer release-stores head -> producer acquire-loads head: the bytes are free.
+//   SP3 each side release-stores its statistics -> a reader acquire-loads them head side
+//       first: a consumer's count was stored after it acquired the tail it consumed up to,
+//       so a reader that sees it then sees the producer's count (depth never negative).
 //
 // MPMC invariants (Vyukov-style bounded queue with per-cell sequence numbers):
 //   M1  cell i serves positions p with p % cell_count == i. seq == p: free for the producer
@@ -125,11 +141,13 @@ struct alignas(kCacheLine) QueueControl {
 
 struct RingIndices {
     alignas(kCacheLine) std::atomic<std::uint64_t> tail;   // S1/M2
-    std::atomic<std::uint64_t> tail_count;  // SPSC: messages published (with tail, relaxed)
-    std::atomic<std::uint64_t> tail_bytes;  // SPSC: payload bytes published
-    alignas(kCacheLine) std::atomic<std::uint64_t> head;   // S1/M2
-    std::atomic<std::uint64_t> head_count;  // SPSC: messages consumed
-    std::atomic<std::uint64_t> head_bytes;  // SPSC: payload bytes consumed
+    alignas(kCacheLine) std::atomic<std::uint64_t> head;   // S1/M2 (SPSC: published in batches, S4)
+    // SPSC statistics (S5), one line per side, off the index lines.
+    alignas(kCacheLine) std::atomic<std::uint64_t> tail_count;  // messages published
+    std::atomic<std::uint64_t> tail_bytes;                      // payload bytes published
+    alignas(kCacheLine) std::atomic<std::uint64_t> consumed;    // S4: the consumer's exact head
+    std::atomic<std::uint64_t> head_count;                      // messages consumed
+    std::atomic<std::uint64_t> head_bytes;                      // payload bytes consumed
     alignas(kCacheLine) std::atomic<std::uint32_t> consumers_waiting;  // sleepers on data_seq
     std::atomic<std::uint32_t> data_seq;                               // futex: data or state changed
     alignas(kCacheLine) std::atomic<std::uint32_t> producers_waiting;  // sleepers on space_seq
@@ -137,7 +155,9 @@ struct RingIndices {
     std::uint8_t pad[kCacheLine - 8];
 };
 static_assert(offsetof(RingIndices, head) - offsetof(RingIndices, tail) >= kCacheLine);
-static_assert(offsetof(RingIndices, consumers_waiting) - offsetof(RingIndices, head) >= kCacheLine);
+static_assert(offsetof(RingIndices, tail_count) - offsetof(RingIndices, head) >= kCacheLine);
+static_assert(offsetof(RingIndices, consumed) - offsetof(RingIndices, tail_count) >= kCacheLine);
+static_assert(offsetof(RingIndices, consumers_waiting) - offsetof(RingIndices, consumed) >= kCacheLine);
 
 struct Cell {  // MPMC
     std::atomic<std::uint64_t> seq;  // M1

@@ -51,10 +51,10 @@ const char* validate_queue_geometry(const QueueGeometry& g, std::uint64_t body_s
 // success, else the reason. Openers keep `out` and never re-read the geometry.
 const char* read_queue_geometry(const Segment& segment, QueueGeometry& out) noexcept;
 
-// The ring counters, head side before tail side: tail only grows and never passes
-// head + capacity, so a pair read in this order has tail >= head.
+// The ring counters, head side before tail side (SP3 in queue_layout.hpp): tail only grows
+// and never passes head + capacity, so a pair read in this order has tail >= consumed >= head.
 struct RingCounts {
-    std::uint64_t head = 0, head_count = 0, head_bytes = 0;
+    std::uint64_t head = 0, consumed = 0, head_count = 0, head_bytes = 0;  // consumed: SPSC (S4)
     std::uint64_t tail = 0, tail_count = 0, tail_bytes = 0;
 };
 RingCounts load_ring_counts(const RingIndices& r) noexcept;
@@ -65,7 +65,8 @@ struct QueueTotals {
     std::uint64_t messages_in = 0, messages_out = 0;
     std::uint64_t bytes_in = 0, bytes_out = 0;
 };
-// SPSC: exact from the ring counters. MPMC: messages from the positions (exact), bytes from
+// SPSC: exact from the statistics lines (S5), also while the consumer batches its head
+// (bytes in use count from `consumed`, not the published head). MPMC: messages from the positions (exact), bytes from
 // the endpoint records' batched counters, summed by the caller (endpoint_bytes_in/out).
 // Depth is clamped to what the ring can hold.
 QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint64_t endpoint_bytes_in,

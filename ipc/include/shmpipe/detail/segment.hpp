@@ -35,7 +35,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x3145504950'4d4853ull;  // "SHMPIPE1" read as little-endian bytes
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: queue seal and JoinableQueue counters
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: queue seal and JoinableQueue counters; 3: SPSC statistics lines
 inline constexpr std::uint32_t kMaxEndpoints = 1024;
 
 enum class ObjectKind : std::uint32_t {
