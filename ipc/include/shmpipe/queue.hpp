@@ -257,6 +257,63 @@ public:
         return true;
     }
 
+    // Batch calls: several messages in one call. On an SPSC queue the whole batch becomes
+    // visible with one publication (one store of the ring's tail); on an MPMC queue each
+    // message takes its own cell, as push does. Items keep their order.
+    //   try_push_n  never blocks: pushes the longest prefix of `items` that fits now and
+    //               returns its length (0 when full).
+    //   push_n      blocks until every item is in. Throws like push; the items before the
+    //               one that failed are in the queue.
+    //   push_n_for  gives up at the timeout: returns how many went in.
+    std::size_t try_push_n(std::span<const T> items) {
+        detail::ProducerCore& c = core();
+        if (!c.spsc()) {
+            std::size_t done = 0;
+            while (done < items.size() && try_push(items[done])) ++done;
+            return done;
+        }
+        c.check_open();
+        std::size_t done = 0;
+        try {
+            for (; done < items.size(); ++done) {
+                const std::size_t n = Codec<T>::size(items[done]);
+                c.check_size(n);
+                std::byte* p = c.stage_reserve(n);
+                if (p == nullptr) break;
+                Codec<T>::encode(items[done], std::span<std::byte>(p, n));
+                c.stage(n);
+            }
+        } catch (...) {
+            if (done != 0) c.publish();  // what was staged before the failure goes out
+            throw;
+        }
+        if (done != 0) c.publish();
+        return done;
+    }
+    void push_n(std::span<const T> items) {
+        core().check_open();
+        std::size_t done = 0;
+        while (done < items.size()) {
+            done += try_push_n(items.subspan(done));
+            if (done < items.size()) push(items[done++]);  // full: wait for room (spins, sleeps, throws)
+        }
+    }
+    template <class Rep, class Period>
+    std::size_t push_n_for(std::span<const T> items, std::chrono::duration<Rep, Period> timeout) {
+        const std::uint64_t deadline = detail::deadline_after(timeout);
+        core().check_open();
+        std::size_t done = 0;
+        while (done < items.size()) {
+            done += try_push_n(items.subspan(done));
+            if (done == items.size()) break;
+            const std::size_t n = Codec<T>::size(items[done]);
+            std::byte* p = core().reserve(n, deadline);
+            if (p == nullptr) break;  // timeout
+            encode_commit(items[done++], p, n);
+        }
+        return done;
+    }
+
     // Raw bytes (Producer<> only).
     void push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
         std::byte* p = core().reserve_now(bytes.size());
@@ -393,6 +450,50 @@ public:
         return true;
     }
 
+    // Batch calls: several messages in one call, into the caller's objects (as pop_into).
+    // On an SPSC queue that is not joinable the batch is consumed with one publication of
+    // the ring's head and statistics; otherwise message by message.
+    //   try_pop_n  never blocks: takes up to out.size() messages waiting now; 0 when none.
+    //   pop_n      blocks until one message is there, then takes up to out.size() of those
+    //              waiting; 0 only at the end of stream.
+    //   pop_n_for  as pop_n, 0 on timeout or at the end (ended() tells which).
+    // Throw like pop(); a message that fails to decode is consumed, and the ones before it
+    // are in out[0..k) (k is lost with the exception: use pop_into to tell them apart).
+    std::size_t try_pop_n(std::span<T> out) {
+        detail::ConsumerCore& c = core();
+        std::size_t done = 0;
+        if (!c.batchable()) {
+            while (done < out.size() && try_pop_into(out[done])) ++done;
+            return done;
+        }
+        std::span<const std::byte> m;
+        struct End {  // one publication for the batch, also when a decode throws
+            detail::ConsumerCore& c;
+            bool any = false;
+            ~End() {
+                if (any) c.batch_end();
+            }
+        } end{c};
+        while (done < out.size() && c.batch_next(m)) {
+            c.batch_take();  // consumed even if it fails to decode (as pop)
+            end.any = true;
+            decode_into(m, out[done]);
+            ++done;
+        }
+        return done;
+    }
+    std::size_t pop_n(std::span<T> out) {
+        if (out.empty()) return 0;
+        if (!pop_into(out[0])) return 0;
+        return 1 + try_pop_n(out.subspan(1));
+    }
+    template <class Rep, class Period>
+    std::size_t pop_n_for(std::span<T> out, std::chrono::duration<Rep, Period> timeout) {
+        if (out.empty()) return 0;
+        if (!pop_into_for(out[0], timeout)) return 0;
+        return 1 + try_pop_n(out.subspan(1));
+    }
+
     // Zero copy: the next message in place (blocks); nullopt at the end of stream. The
     // message is consumed when the ReadSlot is destroyed.
     std::optional<ReadSlot> peek() { return peek_until(0); }
@@ -462,6 +563,9 @@ private:
             detail::ConsumerCore& c;
             ~Release() { c.release(); }
         } guard{core()};
+        decode_into(m, out);
+    }
+    static void decode_into(std::span<const std::byte> m, T& out) {
         if constexpr (detail::object_bytes_codec<T>) {
             if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
             std::memcpy(static_cast<void*>(&out), m.data(), sizeof(T));

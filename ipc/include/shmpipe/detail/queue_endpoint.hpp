@@ -57,6 +57,13 @@ protected:
         return (segment_.header().state.load(std::memory_order_acquire) & kStateBroken) != 0;
     }
     void publish_stats() noexcept;  // copies local counters into our endpoint record
+    // Publishes the endpoint counters once kStatsBatch messages were counted since the last time.
+    void maybe_publish_stats() noexcept {
+        if (messages_ - stats_mark_ >= kStatsBatch) {
+            stats_mark_ = messages_;
+            publish_stats();
+        }
+    }
     [[noreturn]] void throw_state(std::string_view verb) const;  // broken / closed
     // Marks the queue broken, wakes every sleeper, throws Error(corrupt) naming the queue.
     [[noreturn]] void throw_corrupt(std::string_view verb, const std::string& why);
@@ -97,6 +104,7 @@ protected:
     std::uint64_t last_reap_ns_ = 0;  // dead-peer scans are rate-limited (they read /proc)
     std::atomic<std::uint64_t>* owner_ = nullptr;  // E1: the owner word we hold (one-endpoint side)
     std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
+    std::uint64_t stats_mark_ = 0;            // messages_ when the counters were last published
 };
 
 class ProducerCore : public EndpointCore {
@@ -141,6 +149,18 @@ public:
     }
     // Gives the reservation up: SPSC publishes nothing; MPMC marks the claimed cell skipped.
     void abandon() noexcept;
+
+    // Batch calls (Producer::push_n), SPSC only: stage_reserve() is try_reserve without the
+    // reservation state, stage() adds the record written there to the batch, publish()
+    // makes every staged record visible with one tail store (SP1). A record reserved but
+    // not staged is never published. Throws closed/broken (check_open) like push.
+    void check_open() const {
+        if (closed_ || broken()) [[unlikely]] throw_state("push to");
+        if (holding_) [[unlikely]] throw_holding();
+    }
+    std::byte* stage_reserve(std::size_t n) noexcept { return spsc_try_reserve(n); }
+    void stage(std::size_t n) noexcept { spsc_stage(n); }
+    void publish() noexcept { spsc_publish(); }
     // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
     void close() noexcept;
 
@@ -152,7 +172,7 @@ private:
     void count(std::size_t n) noexcept {
         ++messages_;
         bytes_ += n;
-        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
+        maybe_publish_stats();
     }
     void after_publish() noexcept {
         light_fence();  // the waker's half of the Dekker pair (wait.hpp)
@@ -192,7 +212,7 @@ private:
         ring_->tail_count.store(base_count_ + messages_, std::memory_order_release);
         ring_->tail_bytes.store(base_bytes_ + bytes_, std::memory_order_release);
         ring_->tail.store(tail_, std::memory_order_release);  // SP1: publish
-        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
+        maybe_publish_stats();
         after_publish();
     }
     void spsc_commit(std::size_t n) noexcept {
@@ -299,6 +319,26 @@ public:
     }
     bool ended() const noexcept { return ended_; }
     void close() noexcept;
+
+    // Batch calls (Consumer::pop_n), SPSC queues that are not joinable: batch_next() is
+    // try_peek without the holding state, batch_take() consumes that message locally, and
+    // batch_end() publishes the statistics (S5) and head (S4) once for the whole batch.
+    bool batchable() const noexcept { return spsc_ && !joinable_; }
+    bool batch_next(std::span<const std::byte>& out) {
+        if (holding_) [[unlikely]] throw_holding();
+        return spsc_try_peek(out);
+    }
+    void batch_take() noexcept {
+        head_ = peek_end_;
+        ++messages_;
+        bytes_ += peek_len_;
+    }
+    void batch_end() noexcept {
+        spsc_store_stats();
+        maybe_publish_stats();
+        publish_head();
+        after_release();
+    }
     // JoinableQueue: one message taken by this consumer is done (J1, J2, JP1).
     void task_done();
 
@@ -312,7 +352,7 @@ private:
     void count(std::size_t n) noexcept {
         ++messages_;
         bytes_ += n;
-        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
+        maybe_publish_stats();
     }
     void after_release() noexcept {
         light_fence();
@@ -352,10 +392,13 @@ private:
         head_ = peek_end_;
         ++messages_;
         bytes_ += peek_len_;
+        spsc_store_stats();
+        maybe_publish_stats();
+    }
+    void spsc_store_stats() noexcept {
         ring_->consumed.store(head_, std::memory_order_release);  // SP3
         ring_->head_bytes.store(base_bytes_ + bytes_, std::memory_order_release);
         ring_->head_count.store(base_count_ + messages_, std::memory_order_release);
-        if ((messages_ & (kStatsBatch - 1)) == 0) publish_stats();
     }
     void spsc_release() noexcept {
         // S4: publish after a batch; when we caught up with the tail we know (likely empty);
