@@ -1,10 +1,14 @@
 // queue_bench: shmpipe queues against their peers, in one interleaved run.
 //
 // Transports (ids as in --only and the tables):
-//   ref          the reference ring (bench/reference_ring.hpp): fixed slots, busy polling — the ceiling
+//   ref          the reference ring (bench/reference_ring.hpp): fixed slots, busy polling — the ceiling;
+//                its payload is written and checked with the size known at compile time
+//   ref-rt       the same ring with a run-time-sized payload write and check loop (the reference
+//                of earlier runs: at 8 B those cost 15-20% of the ring's ceiling)
 //   spsc-spin    shmpipe SPSC, try_push / try_pop loops with a pause
 //   spsc-block   shmpipe SPSC, push / pop (spin briefly, then futex)
 //   spsc-zc      shmpipe SPSC, try_reserve+commit / try_peek (zero copy, spinning); sizes >= 4 KiB
+//   spsc-batch   shmpipe SPSC, push_n / pop_n of 128 messages (one publication per batch)
 //   mpmc-spin    shmpipe MPMC 1->1, try_push / try_pop
 //   mpmc-block   shmpipe MPMC 1->1, push / pop
 //   mpmc-1to2    shmpipe MPMC, 1 producer -> 2 consumers, push / pop (the consumers share a core)
@@ -174,6 +178,33 @@ public:
             std::memcpy(dst + size_ - 8, &last, 8);
         }
     }
+    // fill() and verify() with the size known at compile time (N == size()): no loop over a
+    // run-time count, so a reference's 8-byte message costs two stores and a load.
+    template <std::size_t N>
+    void fill_fixed(std::byte* dst, std::uint64_t w0) const noexcept {
+        if constexpr (N > 16) std::memcpy(dst + 8, source_.data() + 1, N - 16);
+        std::memcpy(dst, &w0, 8);
+        if constexpr (N >= 16) {
+            const std::uint64_t last = ~w0;
+            std::memcpy(dst + N - 8, &last, 8);
+        }
+    }
+    template <std::size_t N>
+    std::uint64_t verify_fixed(const std::byte* p, std::size_t n) const {
+        if (n != N) throw std::runtime_error("received " + std::to_string(n) + " bytes, expected " + std::to_string(N));
+        std::uint64_t w0 = 0;
+        std::memcpy(&w0, p, 8);
+        if constexpr (N >= 16) {
+            std::uint64_t sum = 0;
+            for (std::size_t i = 0; i < N / 8; ++i) {
+                std::uint64_t w;
+                std::memcpy(&w, p + i * 8, 8);
+                sum += w;
+            }
+            if (sum != expected_sum_) throw std::runtime_error("payload checksum mismatch (message word0 " + std::to_string(w0) + ")");
+        }
+        return w0;
+    }
     // Checks length and checksum; returns word 0.
     std::uint64_t verify(const std::byte* p, std::size_t n) const {
         if (n != size_) throw std::runtime_error("received " + std::to_string(n) + " bytes, expected " + std::to_string(size_));
@@ -290,7 +321,21 @@ struct RunLimits {
 };
 
 // ---------------------------------------------------------------------------------------
-// Role drivers, generic over a transport's Tx (send(w0)) and Rx (recv(fn(ptr, n))).
+// Role drivers, generic over a transport's Tx (send(w0), optional flush()) and Rx
+// (recv(fn(ptr, n)); an Rx with a constant kSize has its payload checked at that size).
+
+template <class Rx>
+std::uint64_t verify_for(const PayloadFormat& fmt, const std::byte* p, std::size_t n) {
+    if constexpr (requires { Rx::kSize; }) {
+        return fmt.verify_fixed<Rx::kSize>(p, n);
+    } else {
+        return fmt.verify(p, n);
+    }
+}
+template <class Tx>
+void flush(Tx& tx) {
+    if constexpr (requires { tx.flush(); }) tx.flush();
+}
 
 template <class Tx>
 void produce(Tx& tx, RunControl& ctl, const RunLimits& lim, int producer_id, int stops) {
@@ -309,6 +354,7 @@ void produce(Tx& tx, RunControl& ctl, const RunLimits& lim, int producer_id, int
     }
     ctl.sent[producer_id].store(seq);
     for (int i = 0; i < stops; ++i) tx.send(kStopBit | word0(id, seq));
+    flush(tx);
 }
 
 // Verifies every message; returns when `stops` stop messages arrived.
@@ -319,7 +365,7 @@ void consume(Rx& rx, RunControl& ctl, const PayloadFormat& fmt, int stops, bool 
     bool stop = false;
     while (seen_stops < stops) {
         rx.recv([&](const std::byte* p, std::size_t n) {
-            const std::uint64_t w0 = fmt.verify(p, n);
+            const std::uint64_t w0 = verify_for<Rx>(fmt, p, n);
             const auto producer = static_cast<int>((w0 & ~kStopBit) >> kProducerShift);
             const std::uint64_t seq = w0 & kSeqMask;
             if (producer >= kMaxProducers) throw std::runtime_error("bad producer id " + std::to_string(producer));
@@ -355,7 +401,7 @@ void ping(Tx& tx, Rx& rx, RunControl& ctl, const PayloadFormat& fmt, const RunLi
         const std::uint64_t t = now_ns();
         tx.send(word0(0, seq));
         rx.recv([&](const std::byte* p, std::size_t n) {
-            const std::uint64_t w0 = fmt.verify(p, n);
+            const std::uint64_t w0 = verify_for<Rx>(fmt, p, n);
             if (w0 != word0(0, seq)) throw std::runtime_error("echo of " + std::to_string(seq) + " came back as " + std::to_string(w0));
         });
         const std::uint64_t done = now_ns();
@@ -363,6 +409,7 @@ void ping(Tx& tx, Rx& rx, RunControl& ctl, const PayloadFormat& fmt, const RunLi
         if (done >= deadline) break;
     }
     tx.send(kStopBit);
+    flush(tx);
     // Drop the warm-up (first 100 trips or 10%).
     const std::size_t skip = std::min<std::size_t>(100, samples.size() / 10);
     samples.erase(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(skip));
@@ -376,7 +423,7 @@ void echo(Rx& rx, Tx& tx, const PayloadFormat& fmt) {
     std::uint64_t expected = 0;
     for (;;) {
         std::uint64_t w0 = 0;
-        rx.recv([&](const std::byte* p, std::size_t n) { w0 = fmt.verify(p, n); });
+        rx.recv([&](const std::byte* p, std::size_t n) { w0 = verify_for<Rx>(fmt, p, n); });
         if ((w0 & kStopBit) != 0) return;
         if (w0 != expected) throw std::runtime_error("ping " + std::to_string(w0) + ", expected " + std::to_string(expected));
         ++expected;
@@ -433,6 +480,38 @@ struct RefKind {
     };
 };
 
+// The reference ring with the payload written and checked at its compile-time size.
+template <std::size_t N>
+struct RefFixedKind {
+    using Channel = RefKind::Channel;
+    static Channel create(const Geometry& g) { return RefKind::create(g); }
+    struct Tx {
+        Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : seg(bench::RefRingSegment::open(c.name.name())), p(seg), fmt(f) {}
+        void send(std::uint64_t w0) {
+            std::byte* s;
+            while ((s = p.try_reserve()) == nullptr) bench::cpu_relax();
+            fmt.fill_fixed<N>(s, w0);
+            p.commit();
+        }
+        bench::RefRingSegment seg;
+        bench::RefRingProducer p;
+        const PayloadFormat& fmt;
+    };
+    struct Rx {
+        static constexpr std::size_t kSize = N;
+        Rx(const Channel& c, const Geometry&, const PayloadFormat&) : seg(bench::RefRingSegment::open(c.name.name())), r(seg) {}
+        template <class F>
+        void recv(F&& f) {
+            const std::byte* s;
+            while ((s = r.try_peek()) == nullptr) bench::cpu_relax();
+            f(s, N);
+            r.release();
+        }
+        bench::RefRingSegment seg;
+        bench::RefRingConsumer r;
+    };
+};
+
 // shmpipe queues.
 template <std::size_t N>
 struct Payload {
@@ -477,6 +556,7 @@ struct ShmKind {
         Payload<N> buf;
     };
     struct Rx {
+        static constexpr std::size_t kSize = N;
         Rx(const Channel& c, const Geometry&, const PayloadFormat&) : r(queue_name(c)) {}
         template <class F>
         void recv(F&& f) {
@@ -495,6 +575,48 @@ struct ShmKind {
             }
         }
         shmpipe::Consumer<Payload<N>> r;
+    };
+};
+
+// shmpipe SPSC batch calls: the producer collects kBatch messages and sends them with one
+// push_n; the consumer takes up to kBatch with one pop_n and hands them out one by one.
+template <std::size_t N>
+struct ShmBatchKind {
+    static constexpr std::size_t kBatch = 128;
+    using Channel = ShmChannel;
+    static Channel create(const Geometry& g) { return create_shm_channel(g, false); }
+    struct Tx {
+        Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : p(queue_name(c)), fmt(f), buf(kBatch) {
+            for (auto& b : buf) fmt.fill(b.bytes, 0);
+        }
+        void send(std::uint64_t w0) {
+            fmt.stamp(buf[used].bytes, w0);
+            if (++used == kBatch) flush();
+        }
+        void flush() {
+            p.push_n(std::span<const Payload<N>>(buf.data(), used));
+            used = 0;
+        }
+        shmpipe::Producer<Payload<N>> p;
+        const PayloadFormat& fmt;
+        std::vector<Payload<N>> buf;
+        std::size_t used = 0;
+    };
+    struct Rx {
+        static constexpr std::size_t kSize = N;
+        Rx(const Channel& c, const Geometry&, const PayloadFormat&) : r(queue_name(c)), buf(kBatch) {}
+        template <class F>
+        void recv(F&& f) {
+            if (next == have) {
+                have = r.pop_n(buf);
+                next = 0;
+                if (have == 0) throw std::runtime_error("unexpected end of stream");
+            }
+            f(buf[next++].bytes, N);
+        }
+        shmpipe::Consumer<Payload<N>> r;
+        std::vector<Payload<N>> buf;
+        std::size_t next = 0, have = 0;
     };
 };
 
@@ -990,11 +1112,15 @@ template <std::size_t N> using MpmcBlock = ShmKind<N, ShmMode::block, true>;
 std::vector<Transport> all_transports() {
     std::vector<Transport> t;
     t.push_back({"ref", "reference ring (fixed slots, busy poll)", false, false, true, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<RefFixedKind>(cx, ts, g); }});
+    t.push_back({"ref-rt", "reference ring, run-time-sized payload loop", false, false, true, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return measure<RefKind>(ts, g, cx.lim, cx.cpus, 1, 1); }});
     t.push_back({"spsc-spin", "shmpipe SPSC try_push/try_pop", true, false, true, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<SpscSpin>(cx, ts, g); }});
     t.push_back({"spsc-block", "shmpipe SPSC push/pop", true, true, true, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<SpscBlock>(cx, ts, g); }});
+    t.push_back({"spsc-batch", "shmpipe SPSC push_n/pop_n (128)", true, false, false, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<ShmBatchKind>(cx, ts, g); }});
     t.push_back({"spsc-zc", "shmpipe SPSC try_reserve/try_peek", true, false, true, 4096,
                  [](const Context& cx, Test ts, const Geometry& g) {
                      return measure<ShmZeroCopyKind<false>>(ts, g, cx.lim, cx.cpus, 1, 1);
@@ -1046,7 +1172,7 @@ struct Options {
                  "  --quick            bounded run (~60 s): 5 rounds of 0.04 s runs\n"
                  "  --one-core         pin every process to CPU 0; only transports that block\n"
                  "  --cpus A,B         producer and consumer CPUs (default 0,1)\n"
-                 "  --only LIST        transport ids (ref,spsc-spin,spsc-block,spsc-zc,mpmc-spin,mpmc-block,\n"
+                 "  --only LIST        transport ids (ref,ref-rt,spsc-spin,spsc-block,spsc-batch,spsc-zc,mpmc-spin,mpmc-block,\n"
                  "                     mpmc-1to2,mpmc-2to1,pipe,socketpair,boost-mq,zmq,python-mp)\n"
                  "  --no-pingpong      throughput only\n"
                  "  --python PATH      interpreter for the multiprocessing peer (default /usr/bin/python3)\n"
@@ -1256,6 +1382,12 @@ int main(int argc, char** argv) {
         targets.push_back({"spsc-spin", "ref", Test::throughput, true, 0.8, {65536}});
         targets.push_back({"spsc-zc", "ref", Test::throughput, true, 1.0, {65536}});
         targets.push_back({"mpmc-spin", "spsc-spin", Test::throughput, true, 0.5, {8, 64, 1024, 65536}});
+        // Issue 15: the SPSC fast paths against the reference ring.
+        targets.push_back({"spsc-spin", "ref", Test::throughput, true, 0.8, {8, 64}});
+        targets.push_back({"spsc-spin", "ref", Test::throughput, true, 0.9, {1024}});
+        targets.push_back({"spsc-spin", "ref", Test::throughput, true, 0.7, {65536}});
+        targets.push_back({"spsc-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
+        targets.push_back({"spsc-batch", "ref", Test::throughput, true, 3.0, {8}});
     } else {
         targets.push_back({"spsc-block", "boost-mq", Test::throughput, true, 1.0, {8, 1024}});
         targets.push_back({"spsc-block", "pipe", Test::throughput, true, 1.5, {8, 1024}});
@@ -1362,7 +1494,7 @@ int main(int argc, char** argv) {
         }
     }
     if (!checked.empty()) {
-        std::printf("\ntargets (issue 2)\n");
+        std::printf("\ntargets (issues 2 and 15)\n");
         for (const auto& c : checked)
             std::printf("  %-5s %-10s / %-10s %-11s %-7s %7.2fx  (target %s %.2fx)\n", c.pass ? "PASS" : "MISS", c.t->ours.c_str(),
                         c.t->peer.c_str(), c.t->test == Test::throughput ? "throughput" : "rtt median", size_label(c.size).c_str(),

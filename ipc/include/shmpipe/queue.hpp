@@ -234,15 +234,33 @@ public:
     void push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
         detail::ProducerCore& c = core();
-        std::byte* p = c.reserve_now(n);  // inline fast path; the slow one spins, sleeps, throws
-        if (p == nullptr) [[unlikely]] p = c.reserve(n, 0);
-        encode_commit(v, p, n);
+        if (c.spsc()) {  // one decision per message; a failed encode stages nothing
+            if (std::byte* p = c.spsc_push_now(n)) [[likely]] {
+                Codec<T>::encode(v, std::span<std::byte>(p, n));
+                c.stage(n);
+                c.publish();
+                return;
+            }
+        } else if (std::byte* p = c.reserve_now(n)) [[likely]] {
+            encode_commit(v, p, n);
+            return;
+        }
+        encode_commit(v, c.reserve(n, 0), n);  // out of line: spins, sleeps, throws
     }
     // Never blocks: false when the queue is full.
     bool try_push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        core().check_size(n);
-        std::byte* p = core().try_reserve(n);
+        detail::ProducerCore& c = core();
+        c.check_size(n);
+        if (c.spsc() && !c.holding()) {  // one decision per message; a failed encode stages nothing
+            std::byte* p = c.stage_reserve(n);
+            if (p == nullptr) return false;
+            Codec<T>::encode(v, std::span<std::byte>(p, n));
+            c.stage(n);
+            c.publish();
+            return true;
+        }
+        std::byte* p = c.try_reserve(n);
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -406,15 +424,30 @@ public:
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
     std::optional<T> pop() {
         std::span<const std::byte> m;
-        if (!core().peek_now(m)) [[unlikely]] {  // inline fast path; the slow one spins and sleeps
-            if (core().peek(m, 0) != detail::PeekResult::ok) return std::nullopt;
+        detail::ConsumerCore& c = core();
+        if (c.batchable() && c.spsc_pop_now(m)) [[likely]] {  // inline fast path, one decision
+            struct Done {
+                detail::ConsumerCore& c;
+                ~Done() { c.spsc_pop_done(); }
+            } done{c};  // consumed even if it fails to decode
+            return decode(m);
         }
+        if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // slow path
         return decode_release(m);
     }
     // Never blocks: nullopt when nothing is waiting (or at the end: see ended()).
     std::optional<T> try_pop() {
         std::span<const std::byte> m;
-        if (!core().try_peek(m)) return std::nullopt;
+        detail::ConsumerCore& c = core();
+        if (c.batchable() && !c.holding()) {  // one decision per message
+            if (!c.spsc_try_pop(m)) return std::nullopt;
+            struct Done {
+                detail::ConsumerCore& c;
+                ~Done() { c.spsc_pop_done(); }
+            } done{c};
+            return decode(m);
+        }
+        if (!c.try_peek(m)) return std::nullopt;
         return decode_release(m);
     }
     // nullopt on timeout or at the end of stream; ended() tells which.
@@ -540,6 +573,9 @@ private:
             detail::ConsumerCore& c;
             ~Release() { c.release(); }
         } guard{core()};  // a message that fails to decode is still consumed, never re-read
+        return decode(m);
+    }
+    static std::optional<T> decode(std::span<const std::byte> m) {
         if constexpr (detail::object_bytes_codec<T> && std::is_default_constructible_v<T>) {
             // Copy straight into the result: decode() + optional(T&&) would copy twice, and
             // optional(in_place) would zero-fill T first. The conversion builds T by default-

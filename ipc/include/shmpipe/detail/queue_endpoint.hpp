@@ -159,6 +159,13 @@ public:
         if (holding_) [[unlikely]] throw_holding();
     }
     std::byte* stage_reserve(std::size_t n) noexcept { return spsc_try_reserve(n); }
+    bool holding() const noexcept { return holding_; }
+    // SPSC push fast path: room for n bytes now (to stage() and publish()), or nullptr when
+    // the slow path has to decide (full, too large, closed, broken, a reservation open).
+    std::byte* spsc_push_now(std::size_t n) noexcept {
+        if (holding_ || closed_ || n > max_message_ || broken()) [[unlikely]] return nullptr;
+        return spsc_try_reserve(n);
+    }
     void stage(std::size_t n) noexcept { spsc_stage(n); }
     void publish() noexcept { spsc_publish(); }
     // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
@@ -324,6 +331,14 @@ public:
     // try_peek without the holding state, batch_take() consumes that message locally, and
     // batch_end() publishes the statistics (S5) and head (S4) once for the whole batch.
     bool batchable() const noexcept { return spsc_ && !joinable_; }
+    // A one-message batch: the pop fast path of a batchable queue (no holding state).
+    bool spsc_pop_now(std::span<const std::byte>& out) {
+        if (closed_ || holding_) [[unlikely]] return false;
+        return spsc_try_peek(out);
+    }
+    bool spsc_try_pop(std::span<const std::byte>& out) { return spsc_try_peek(out); }  // try_pop: no closed check
+    void spsc_pop_done() noexcept { spsc_release(); }
+    bool holding() const noexcept { return holding_; }
     bool batch_next(std::span<const std::byte>& out) {
         if (holding_) [[unlikely]] throw_holding();
         return spsc_try_peek(out);
