@@ -1,6 +1,7 @@
 // Ring stress with both ends as threads of one process: the variant ThreadSanitizer can
 // check (it sees one process only). SPSC and MPMC, several producers and consumers, every
-// operation flavour (push/try_push/push_for/reserve, pop/try_pop/pop_for/peek), tiny rings
+// operation flavour (push/try_push/push_for/reserve/push_n, pop/try_pop/pop_for/peek/
+// pop_n/pop_into), tiny rings
 // so both sides block and wake constantly. Checks: content intact, each message exactly
 // once, each producer's order kept per consumer, end of stream reached by every consumer.
 // SHMPIPE_STRESS_SCALE (default 1) multiplies the message counts.
@@ -12,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -44,9 +46,10 @@ void produce(const std::string& name, std::uint32_t id, std::uint64_t count, std
     try {
         Producer<> tx(name);
         std::vector<std::byte> buf;
+        std::vector<Bytes> batch;
         for (std::uint64_t seq = 0; seq < count; ++seq) {
             const std::size_t n = test::message_size(id, seq, max_size, true);
-            switch (seq % 4) {
+            switch (seq % 5) {
                 case 0: {
                     buf.resize(n);
                     test::fill_message(buf, id, seq);
@@ -67,10 +70,20 @@ void produce(const std::string& name, std::uint32_t id, std::uint64_t count, std
                     slot->commit();
                     break;
                 }
-                default: {
+                case 3: {
                     auto slot = tx.reserve(n);
                     test::fill_message(slot.span(), id, seq);
                     slot.commit();
+                    break;
+                }
+                default: {  // a batch of up to 3 (one publication on SPSC)
+                    batch.clear();
+                    for (std::uint64_t k = 0; k < 3 && seq + k < count; ++k) {
+                        batch.emplace_back(test::message_size(id, seq + k, max_size, true));
+                        test::fill_message(batch.back(), id, seq + k);
+                    }
+                    tx.push_n(batch);
+                    seq += batch.size() - 1;
                     break;
                 }
             }
@@ -91,8 +104,10 @@ void consume(const std::string& name, ConsumerResult& out) {
             if (!test::parse_message(m, p, s)) throw std::runtime_error("bad message content");
             out.log.push_back(test::log_entry(p, s));
         };
+        std::array<Bytes, 3> batch;
+        Bytes into;
         for (std::uint64_t i = 0;; ++i) {
-            switch (i % 4) {
+            switch (i % 6) {
                 case 0: {
                     auto m = rx.pop();
                     if (!m) return;
@@ -117,10 +132,21 @@ void consume(const std::string& name, ConsumerResult& out) {
                     }
                     break;
                 }
-                default: {
+                case 3: {
                     auto slot = rx.peek();
                     if (!slot) return;
                     take(slot->span());
+                    break;
+                }
+                case 4: {
+                    const std::size_t got = rx.pop_n(batch);
+                    if (got == 0) return;
+                    for (std::size_t k = 0; k < got; ++k) take(batch[k]);
+                    break;
+                }
+                default: {
+                    if (!rx.pop_into(into)) return;
+                    take(into);
                     break;
                 }
             }
