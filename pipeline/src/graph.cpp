@@ -233,6 +233,7 @@ struct Graph::Impl {
     bool started = false, joined = false;
     std::vector<Queue> queues;                       // owner handles, in spec.queues order
     std::map<std::string, std::string> objects;      // logical -> object name
+    std::map<std::string, std::size_t> line_limits;  // line-batched queues -> their line limit (detail::line_batch_bytes)
     std::vector<std::unique_ptr<Replica>> replicas;  // in start order
     detail::Guardian guardian;
     std::unique_ptr<detail::Output> out;
@@ -330,6 +331,10 @@ void Graph::Impl::create_queues() {
         o.consumers = readers == 1 && !reader_native_restart ? Endpoints::one : Endpoints::many;
         o.expected_producers = writers;
         o.max_endpoints = std::min<std::uint32_t>(1024, 64 + writers + readers + restart_budget);
+        if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+            o.max_message = batch;  // messages of whole lines; each line keeps the spec's limit
+            line_limits[q.name] = q.max_message;
+        }
         queues.push_back(Queue::create(object, o));
         objects[q.name] = object;
     }
@@ -494,10 +499,12 @@ void Graph::Impl::spawn(Replica& r) {
             Producer<>* tx = r.producer.get();
             detail::AdapterErrors* errs = &r.errors;
             const StreamFormat f = s.stdout_format;
+            const auto batched = line_limits.find(s.stdout_queue);
+            const std::size_t limit = batched == line_limits.end() ? 0 : batched->second;
             auto verdict = r.verdict;
             auto dropped = r.dropped_bytes;
-            launch([fd, tx, f, errs, abandon, verdict, dropped] {
-                detail::pump_stdout(fd, *tx, f, *errs, *abandon, *verdict, *dropped);
+            launch([fd, tx, f, limit, errs, abandon, verdict, dropped] {
+                detail::pump_stdout(fd, *tx, f, limit, *errs, *abandon, *verdict, *dropped);
             });
         } else {
             const int dest = o->out_fd();
@@ -507,12 +514,13 @@ void Graph::Impl::spawn(Replica& r) {
     if (const int fd = in_pipe[1]; fd >= 0) {
         Consumer<>* rx = r.consumer.get();
         const StreamFormat f = s.stdin_format;
+        const bool batched = line_limits.count(s.stdin_queue) != 0;
         const std::atomic<bool>* stop = r.stop_stdin.get();
         auto keep = r.stop_stdin;
         r.ledger = std::make_unique<detail::StdinLedger>();
         detail::StdinLedger* ledger = r.ledger.get();  // read by us only after the thread is joined
-        launch([fd, rx, f, stop, keep, ledger, redeliver = std::exchange(r.redeliver, {})]() mutable {
-            detail::pump_stdin(fd, *rx, f, *stop, std::move(redeliver), *ledger);
+        launch([fd, rx, f, batched, stop, keep, ledger, redeliver = std::exchange(r.redeliver, {})]() mutable {
+            detail::pump_stdin(fd, *rx, f, batched, *stop, std::move(redeliver), *ledger);
         });
     }
 }
