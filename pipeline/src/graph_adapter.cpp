@@ -21,6 +21,10 @@ namespace shmpipe::detail {
 namespace {
 
 constexpr int kPollMs = 100;  // how often a waiting adapter looks at its stop flag
+// The pipes of a line-batched edge hold a few batches (the default 64 KiB is one): a program
+// and its adapter then wake each other per few batches, not per batch. Best effort: a user
+// over the pipe-size limits keeps the default.
+constexpr int kBatchedPipeBytes = 256 * 1024;
 
 // Waits until fd has data (POLLIN) or EOF (POLLHUP alone: a pipe's writers are gone and
 // it is empty) and returns poll's revents; 0 when `abandon` is set while none comes, or
@@ -71,6 +75,7 @@ void pump_stdout_batched(int fd, Producer<>& tx, std::size_t limit, AdapterError
                          const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
                          std::atomic<std::size_t>& dropped_bytes) {
     const std::size_t cap = tx.max_message();  // >= limit + 1: a longest line and its '\n'
+    (void)::fcntl(fd, F_SETPIPE_SZ, kBatchedPipeBytes);
     bool pushing = true;
     auto fail = [&](const std::string& what) {
         pushing = false;  // keep reading (and discarding) so the program is never stuck
@@ -452,6 +457,7 @@ void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, bool batched, const
     ledger.batched = batched;
     // The unread suffix is at most a pipe and a batch (which ends with at most one message
     // past kBatch): keep message starts that far back.
+    if (batched) (void)::fcntl(fd, F_SETPIPE_SZ, kBatchedPipeBytes);
     const int pipe_size = ::fcntl(fd, F_GETPIPE_SZ);
     const std::uint64_t base_window = static_cast<std::uint64_t>(pipe_size > 0 ? pipe_size : 1 << 20) + 2 * kBatch;
     ledger.window = base_window;
