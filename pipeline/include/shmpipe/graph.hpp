@@ -22,7 +22,9 @@
 // `stdout_queue` gets a pipe whose lines (or length-prefixed records) a thread pushes as
 // messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
 // message, closed at end of stream (the launcher keeps a copy of that pipe's read end, to
-// see what a failed program left unread). The adapter's Producer/Consumer belong to the replica,
+// see what a failed program left unread). A queue that only line adapters use carries
+// batches of whole lines instead (detail::line_batch_bytes): the same bytes come out, and
+// loss and re-delivery below count lines. The adapter's Producer/Consumer belong to the replica,
 // not to one process, so a restarted replica continues the same stream. Other stdout and
 // stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
 // err_fd and to optional log files.
