@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <optional>
 #include <poll.h>
+#include <vector>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -302,6 +303,88 @@ std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q) {
     if (writers == 0 || readers == 0) return 0;
     const std::size_t batch = std::max(q.max_message + 1, std::min(kLineBatch, q.capacity / 8));
     return batch <= q.capacity / 4 ? batch : 0;  // room for a few batches in either kind of ring
+}
+
+bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q) {
+    if (line_batch_bytes(spec, q) == 0) return false;
+    unsigned writers = 0, readers = 0;
+    for (const auto& s : spec.stages) {
+        const bool writes = s.stdout_queue == q.name, reads = s.stdin_queue == q.name;
+        if (!writes && !reads) continue;
+        if (writes && reads) return false;
+        if (s.is_function || s.replicas != 1 || s.restart != RestartPolicy::never) return false;
+        writers += writes ? 1 : 0;
+        readers += reads ? 1 : 0;
+    }
+    return writers == 1 && readers == 1;
+}
+
+void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,
+               const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes,
+               const std::atomic<bool>& reader_stop, PipeEdgeCounts& counts) noexcept {
+    (void)::fcntl(in_fd, F_SETPIPE_SZ, kBatchedPipeBytes);
+    if (out_fd >= 0) {
+        (void)::fcntl(out_fd, F_SETPIPE_SZ, kBatchedPipeBytes);
+        if (const int fl = ::fcntl(out_fd, F_GETFL); fl >= 0) ::fcntl(out_fd, F_SETFL, fl | O_NONBLOCK);
+    }
+    bool delivering = out_fd >= 0;
+    // Writes whole lines [p, p + n) to the reader; false once it is gone.
+    auto deliver = [&](const char* p, std::size_t n) {
+        counts.lines_in.fetch_add(count_lines(p, n), std::memory_order_relaxed);
+        counts.bytes_in.fetch_add(n, std::memory_order_relaxed);
+        if (!delivering) return false;
+        const std::size_t w = write_until_stopped(out_fd, p, n, reader_stop);
+        counts.lines_out.fetch_add(count_lines(p, w), std::memory_order_relaxed);  // a cut line has no '\n' yet
+        counts.bytes_out.fetch_add(w, std::memory_order_relaxed);
+        delivering = w == n;
+        return delivering;
+    };
+    try {
+        const std::size_t cap = std::max<std::size_t>(line_limit + 1, std::size_t{64} * 1024);
+        std::vector<char> buf(cap);
+        std::size_t have = 0;  // bytes in buf: at most one unfinished line
+        bool open = delivering;
+        while (open) {
+            const ssize_t n = read_or_abandon(in_fd, buf.data() + have, cap - have, abandon);
+            if (n <= 0) break;
+            const std::size_t before = have;
+            have += static_cast<std::size_t>(n);
+            const void* last = ::memrchr(buf.data() + before, '\n', have - before);
+            const std::size_t whole =
+                last == nullptr ? 0 : static_cast<std::size_t>(static_cast<const char*>(last) - buf.data()) + 1;
+            const std::size_t bad = overlong_line_at(buf.data(), whole, line_limit);
+            if (bad != std::string::npos || have - whole > line_limit) {
+                const std::size_t ok = bad != std::string::npos ? bad : whole;
+                if (ok != 0) deliver(buf.data(), ok);
+                errors.set("pipe edge: a line longer than " + std::to_string(line_limit) +
+                           " bytes (raise max_message in its [[queue]])");
+                open = false;
+                have = 0;
+                break;
+            }
+            if (whole != 0 && !deliver(buf.data(), whole)) open = false;  // the reader is gone
+            std::memmove(buf.data(), buf.data() + whole, have - whole);
+            have -= whole;
+        }
+        if (open && have != 0) {
+            // A last line without '\n': whole only if the program ended well.
+            int v = static_cast<int>(ExitVerdict::unknown);
+            while ((v = verdict.load(std::memory_order_acquire)) == static_cast<int>(ExitVerdict::unknown) &&
+                   !abandon.load(std::memory_order_acquire)) {
+                ::poll(nullptr, 0, 10);
+            }
+            if (v == static_cast<int>(ExitVerdict::ended_well)) {
+                buf[have] = '\n';  // have <= line_limit < cap
+                deliver(buf.data(), have + 1);
+            } else {
+                dropped_bytes.fetch_add(have, std::memory_order_relaxed);
+            }
+        }
+    } catch (const std::exception& e) {
+        errors.set(std::string("pipe edge: ") + e.what());
+    }
+    if (out_fd >= 0) ::close(out_fd);  // the reader's end of input
+    ::close(in_fd);                    // a writer still writing gets EPIPE
 }
 
 std::size_t count_lines(const char* p, std::size_t n) noexcept {

@@ -136,7 +136,8 @@ struct ReplicaResult {
 
 struct QueueResult {
     std::string name;                  // logical
-    std::string object;                // shared-memory name
+    std::string object;                // shared-memory name; empty for a pipe edge
+    bool pipe = false;                 // a pipe edge (detail::is_pipe_edge): no queue, messages are lines
     std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
     std::uint64_t lost = 0, abandoned = 0;
     bool broken = false;
@@ -167,6 +168,7 @@ struct GraphStatus {
         double messages_per_second = 0;
         std::uint64_t messages_out = 0;
         bool ended = false, broken = false;
+        bool pipe = false;             // a pipe edge: messages are lines relayed, depth 0
     };
     struct Stage {
         std::string name;

@@ -77,6 +77,11 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
 // the batch size, which this returns (0: the queue carries one line or record per message:
 // some endpoint is native or uses records, or the queue is too small for batches).
 std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q);
+// Whether queue q may be a pipe edge instead: line-batchable, written by exactly one ordinary
+// program and read by exactly one, neither with replicas nor restarts (a restart would need
+// the queue to keep what the dead reader never read). The launcher then creates no queue and
+// relays the writer's stdout pipe to the reader's stdin pipe itself (pump_pipe).
+bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q);
 // The number of '\n' in [p, p + n).
 std::size_t count_lines(const char* p, std::size_t n) noexcept;
 
@@ -92,6 +97,23 @@ enum class ExitVerdict : int { unknown = 0, ended_well = 1, failed = 2 };
 void pump_stdout(int fd, Producer<>& tx, StreamFormat format, std::size_t line_limit, AdapterErrors& errors,
                  const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
                  std::atomic<std::size_t>& dropped_bytes) noexcept;
+// What a pipe edge's relay moved: lines and bytes read from the writer, and written whole to
+// the reader. Written by the relay, read by the supervisor (relaxed counters, exact once the
+// relay thread is joined).
+struct PipeEdgeCounts {
+    std::atomic<std::uint64_t> lines_in{0}, bytes_in{0}, lines_out{0}, bytes_out{0};
+};
+
+// Writer's stdout (in_fd) -> reader's stdin (out_fd, -1: the reader never started): whole
+// lines, the same as a stdout adapter and a stdin adapter of a line-batched queue give (a
+// last line without '\n' per `verdict`, a line longer than `line_limit` stops the relay with an
+// error). Once `reader_stop` is set (the reader exited) or out_fd is -1, it stops and closes
+// in_fd, so the writer gets EPIPE as in a shell pipeline; lines read but not written are then
+// in_lines - out_lines. Closes both descriptors.
+void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,
+               const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes,
+               const std::atomic<bool>& reader_stop, PipeEdgeCounts& counts) noexcept;
+
 // What the stdin adapter gave one process of a replica, so the supervisor can settle, once
 // the process is gone, which messages it never saw. Written by the adapter thread, read by
 // the supervisor after joining it. Offsets count bytes of the framed stream written to the
