@@ -24,7 +24,11 @@
 // message, closed at end of stream (the launcher keeps a copy of that pipe's read end, to
 // see what a failed program left unread). A queue that only line adapters use carries
 // batches of whole lines instead (detail::line_batch_bytes): the same bytes come out, and
-// loss and re-delivery below count lines. The adapter's Producer/Consumer belong to the replica,
+// loss and re-delivery below count lines. Between exactly one writer and one reader without
+// replicas or restarts, such a queue is a pipe edge (detail::is_pipe_edge): no queue, one
+// thread relays the writer's stdout pipe to the reader's stdin pipe and counts its lines
+// (QueueResult::pipe); a failed reader lost what it was given, and what the writer printed
+// after the reader ended is lost too (the writer gets EPIPE), both counted. The adapter's Producer/Consumer belong to the replica,
 // not to one process, so a restarted replica continues the same stream. Other stdout and
 // stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
 // err_fd and to optional log files.
