@@ -27,8 +27,9 @@
 // loss and re-delivery below count lines. Between exactly one writer and one reader without
 // replicas or restarts, such a queue is a pipe edge (detail::is_pipe_edge): no queue, one
 // thread relays the writer's stdout pipe to the reader's stdin pipe and counts its lines
-// (QueueResult::pipe); a failed reader lost what it was given, and what the writer printed
-// after the reader ended is lost too (the writer gets EPIPE), both counted. The adapter's Producer/Consumer belong to the replica,
+// (QueueResult::pipe); a failed reader lost what it was given, and lines the relay read but
+// could not deliver once the reader ended are lost too, both counted; the writer then gets
+// EPIPE on its next write. The adapter's Producer/Consumer belong to the replica,
 // not to one process, so a restarted replica continues the same stream. Other stdout and
 // stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
 // err_fd and to optional log files.
