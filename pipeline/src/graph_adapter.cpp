@@ -330,17 +330,19 @@ void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& err
     bool delivering = out_fd >= 0;
     // Writes whole lines [p, p + n) to the reader; false once it is gone.
     auto deliver = [&](const char* p, std::size_t n) {
-        counts.lines_in.fetch_add(count_lines(p, n), std::memory_order_relaxed);
+        const std::size_t lines = count_lines(p, n);
+        counts.lines_in.fetch_add(lines, std::memory_order_relaxed);
         counts.bytes_in.fetch_add(n, std::memory_order_relaxed);
         if (!delivering) return false;
         const std::size_t w = write_until_stopped(out_fd, p, n, reader_stop);
-        counts.lines_out.fetch_add(count_lines(p, w), std::memory_order_relaxed);  // a cut line has no '\n' yet
+        // A cut line has no '\n' written yet.
+        counts.lines_out.fetch_add(w == n ? lines : count_lines(p, w), std::memory_order_relaxed);
         counts.bytes_out.fetch_add(w, std::memory_order_relaxed);
         delivering = w == n;
         return delivering;
     };
     try {
-        const std::size_t cap = std::max<std::size_t>(line_limit + 1, std::size_t{64} * 1024);
+        const std::size_t cap = std::max<std::size_t>(line_limit + 1, kBatchedPipeBytes);  // a pipe's worth per read
         std::vector<char> buf(cap);
         std::size_t have = 0;  // bytes in buf: at most one unfinished line
         bool open = delivering;
