@@ -17,18 +17,13 @@
 
 namespace test = shmpipe::test;
 using namespace std::chrono_literals;
+using test::start_launcher;
+using test::summary_of;
 using test::TempDir;
 
 namespace {
 
 constexpr int kRuns = 5;
-
-// The launcher through `sh -c 'exec ... >out 2>err'`: same pid, outputs kept in files.
-test::Peer start_launcher(const TempDir& dir, const std::string& name, const std::string& spec) {
-    return test::Peer("/bin/sh", {"-c", "exec \"$0\" \"$@\" >" + dir.file("out") + " 2>" + dir.file("err"),
-                                  test::launcher(), "--name", name, "--run-id", "r", "--no-status", "--summary-json",
-                                  dir.file("s.json"), spec});
-}
 
 // What `object` has delivered so far: messages_out or bytes_out (0 before it exists).
 std::uint64_t delivered(const std::string& object, std::uint64_t shmpipe::QueueStats::*what) {
@@ -51,15 +46,6 @@ void kill_one_replica_mid_stream(const std::string& object, std::uint64_t n, con
     if (!flowing) FAIL("queue " << object << " did not deliver " << n << unit << " to " << replicas << " replicas within 30 s");
     const int victim = test::pids_in(pidfile).front();
     REQUIRE(::kill(victim, SIGKILL) == 0);
-}
-
-boost::json::object summary_of(const TempDir& dir) {
-    const std::string text = test::read_file(dir.file("s.json"));
-    INFO(text);
-    boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec);
-    REQUIRE_FALSE(ec);
-    return v.as_object();
 }
 
 std::uint64_t restarts_of(const boost::json::object& summary, const std::string& stage) {

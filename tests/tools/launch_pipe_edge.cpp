@@ -15,25 +15,11 @@
 
 namespace test = shmpipe::test;
 using namespace std::chrono_literals;
+using test::start_launcher;
+using test::summary_of;
 using test::TempDir;
 
 namespace {
-
-// The launcher through `sh -c 'exec ... >out 2>err'`: same pid, outputs kept in files.
-test::Peer start_launcher(const TempDir& dir, const std::string& name, const std::string& spec) {
-    return test::Peer("/bin/sh", {"-c", "exec \"$0\" \"$@\" >" + dir.file("out") + " 2>" + dir.file("err"),
-                                  test::launcher(), "--name", name, "--no-status", "--summary-json",
-                                  dir.file("s.json"), spec});
-}
-
-boost::json::object summary_of(const TempDir& dir) {
-    const std::string text = test::read_file(dir.file("s.json"));
-    INFO(text);
-    boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec);
-    REQUIRE_FALSE(ec);
-    return v.as_object();
-}
 
 const boost::json::object& edge_of(const boost::json::object& summary, const std::string& name) {
     for (const auto& q : summary.at("queues").as_array()) {
