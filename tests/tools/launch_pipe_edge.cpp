@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -185,6 +186,36 @@ TEST_CASE("SIGTERM to the launcher stops both ends of a pipe edge with the ladde
     const auto summary = summary_of(dir);
     CHECK(summary.at("stopped") == true);
     CHECK(summary.at("success") == false);
+    CHECK(test::all_dead({writer, reader}));
+    test::require_no_objects(name);
+}
+
+TEST_CASE("SIGINT drains a pipe edge: the reader gets every whole line the writer printed, the run exits 130",
+          "[tools]") {
+    TempDir dir;
+    const std::string name = test::unique_name("pipe");
+    test::Peer sut = start_launcher(
+        dir, name,
+        two_stage_spec(dir, R"(["sh", "-c", "echo $$ > )" + dir.file("gen.pid") + R"(; exec seq 1 1000000000"])",
+                       R"(["sh", "-c", "echo $$ > )" + dir.file("sink.pid") + R"(; exec cat"])"));
+    const auto [writer, reader] = await_both(dir);
+    std::this_thread::sleep_for(100ms);  // lines flowing
+    sut.signal(SIGINT);
+    const int code = sut.wait_or_throw(60s, "pipeline-launch to drain on SIGINT");
+    INFO(test::read_file(dir.file("err")));
+    CHECK(code == 128 + SIGINT);
+    const auto summary = summary_of(dir);
+    CHECK(summary.at("ending") == "drained");
+    CHECK(number(summary, "lost") == 0);
+    // The output is 1..k, every line whole (a line cut by the writer's death is dropped).
+    std::istringstream out(test::read_file(dir.file("out")));
+    std::uint64_t k = 0;
+    std::string line;
+    bool in_order = true;
+    while (std::getline(out, line)) in_order = in_order && line == std::to_string(++k);
+    CHECK(in_order);
+    CHECK(k == number(edge_of(summary, "nums"), "messages_out"));
+    CHECK(test::read_file(dir.file("out")).back() == '\n');
     CHECK(test::all_dead({writer, reader}));
     test::require_no_objects(name);
 }
