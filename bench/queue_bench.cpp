@@ -322,15 +322,14 @@ struct RunLimits {
 
 // ---------------------------------------------------------------------------------------
 // Role drivers, generic over a transport's Tx (send(w0), optional flush()) and Rx
-// (recv(fn(ptr, n)); an Rx with a constant kSize has its payload checked at that size).
+// (recv(fn(ptr, n)); an Rx with a nonzero constant kSize has its payload checked at that size).
 
 template <class Rx>
 std::uint64_t verify_for(const PayloadFormat& fmt, const std::byte* p, std::size_t n) {
     if constexpr (requires { Rx::kSize; }) {
-        return fmt.verify_fixed<Rx::kSize>(p, n);
-    } else {
-        return fmt.verify(p, n);
+        if constexpr (Rx::kSize != 0) return fmt.verify_fixed<Rx::kSize>(p, n);
     }
+    return fmt.verify(p, n);
 }
 template <class Tx>
 void flush(Tx& tx) {
@@ -441,7 +440,9 @@ struct Buffer {  // an 8-aligned message buffer, prepared with the pattern once
     const PayloadFormat* fmt;
 };
 
-// The reference ring.
+// The reference ring. N: the payload size, written and checked at compile time (ref); 0:
+// at run time, with a loop over the message's words (ref-rt, the reference of earlier runs).
+template <std::size_t N>
 struct RefKind {
     struct Channel {
         NameGuard name;
@@ -458,39 +459,11 @@ struct RefKind {
         void send(std::uint64_t w0) {
             std::byte* s;
             while ((s = p.try_reserve()) == nullptr) bench::cpu_relax();
-            fmt.fill(s, w0);
-            p.commit();
-        }
-        bench::RefRingSegment seg;
-        bench::RefRingProducer p;
-        const PayloadFormat& fmt;
-    };
-    struct Rx {
-        Rx(const Channel& c, const Geometry& g, const PayloadFormat&) : seg(bench::RefRingSegment::open(c.name.name())), r(seg), size(g.size) {}
-        template <class F>
-        void recv(F&& f) {
-            const std::byte* s;
-            while ((s = r.try_peek()) == nullptr) bench::cpu_relax();
-            f(s, size);
-            r.release();
-        }
-        bench::RefRingSegment seg;
-        bench::RefRingConsumer r;
-        std::size_t size;
-    };
-};
-
-// The reference ring with the payload written and checked at its compile-time size.
-template <std::size_t N>
-struct RefFixedKind {
-    using Channel = RefKind::Channel;
-    static Channel create(const Geometry& g) { return RefKind::create(g); }
-    struct Tx {
-        Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : seg(bench::RefRingSegment::open(c.name.name())), p(seg), fmt(f) {}
-        void send(std::uint64_t w0) {
-            std::byte* s;
-            while ((s = p.try_reserve()) == nullptr) bench::cpu_relax();
-            fmt.fill_fixed<N>(s, w0);
+            if constexpr (N == 0) {
+                fmt.fill(s, w0);
+            } else {
+                fmt.fill_fixed<N>(s, w0);
+            }
             p.commit();
         }
         bench::RefRingSegment seg;
@@ -499,16 +472,17 @@ struct RefFixedKind {
     };
     struct Rx {
         static constexpr std::size_t kSize = N;
-        Rx(const Channel& c, const Geometry&, const PayloadFormat&) : seg(bench::RefRingSegment::open(c.name.name())), r(seg) {}
+        Rx(const Channel& c, const Geometry& g, const PayloadFormat&) : seg(bench::RefRingSegment::open(c.name.name())), r(seg), size(g.size) {}
         template <class F>
         void recv(F&& f) {
             const std::byte* s;
             while ((s = r.try_peek()) == nullptr) bench::cpu_relax();
-            f(s, N);
+            f(s, N == 0 ? size : N);
             r.release();
         }
         bench::RefRingSegment seg;
         bench::RefRingConsumer r;
+        std::size_t size;
     };
 };
 
@@ -1112,9 +1086,9 @@ template <std::size_t N> using MpmcBlock = ShmKind<N, ShmMode::block, true>;
 std::vector<Transport> all_transports() {
     std::vector<Transport> t;
     t.push_back({"ref", "reference ring (fixed slots, busy poll)", false, false, true, 8,
-                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<RefFixedKind>(cx, ts, g); }});
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<RefKind>(cx, ts, g); }});
     t.push_back({"ref-rt", "reference ring, run-time-sized payload loop", false, false, true, 8,
-                 [](const Context& cx, Test ts, const Geometry& g) { return measure<RefKind>(ts, g, cx.lim, cx.cpus, 1, 1); }});
+                 [](const Context& cx, Test ts, const Geometry& g) { return measure<RefKind<0>>(ts, g, cx.lim, cx.cpus, 1, 1); }});
     t.push_back({"spsc-spin", "shmpipe SPSC try_push/try_pop", true, false, true, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<SpscSpin>(cx, ts, g); }});
     t.push_back({"spsc-block", "shmpipe SPSC push/pop", true, true, true, 8,
