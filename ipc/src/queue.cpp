@@ -64,6 +64,29 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
     futex_wake(seq, INT_MAX);
 }
 
+// D1, D2: rings every armed doorbell of the endpoints in `role`. Slow path only.
+void ring_bells(const Segment& s, RingIndices& r, EndpointRole role) noexcept {
+    // Relaxed: ordered by the caller's D3 fence (or by the RMW that made this a wake).
+    auto& holders = role == EndpointRole::consumer ? r.consumer_bells : r.producer_bells;
+    if (holders.load(std::memory_order_relaxed) == 0) return;  // D2: nobody has a descriptor
+    EndpointRecord* table = s.endpoints();
+    for (std::uint32_t i = 0, n = s.endpoint_count(); i < n; ++i) {
+        if (EndpointRecord::role_of(table[i].word.load(std::memory_order_relaxed)) != role) continue;
+        const std::uint64_t bell = table[i].doorbell.load(std::memory_order_relaxed);
+        if ((bell & kBellArmed) == 0) continue;
+        // D1: whoever clears the armed bit rings; a concurrent waker finds it clear.
+        if ((table[i].doorbell.fetch_and(~kBellArmed, std::memory_order_acq_rel) & kBellArmed) != 0) {
+            ring_doorbell(bell);
+        }
+    }
+}
+
+// D3, D4: wakes the futex sleepers of one side and rings its armed doorbells.
+void wake_side(const Segment& s, RingIndices& r, EndpointRole sleepers) noexcept {
+    bump_and_wake(sleepers == EndpointRole::consumer ? r.data_seq : r.space_seq);
+    ring_bells(s, r, sleepers);
+}
+
 }  // namespace
 
 [[noreturn]] void throw_decode_error(const char* type, const char* what, std::size_t have, std::size_t need) {
@@ -193,7 +216,50 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         throw;
     }
     record_ = &segment_.endpoints()[index_];
+    record_->doorbell.store(0, std::memory_order_relaxed);  // D1: no descriptor yet
     owner_pid_ = current_pid();
+    // D4: consumers with a descriptor start watching this producer (D5) at their next arm.
+    if (producer) ring_bells(segment_, *ring_, EndpointRole::consumer);
+}
+
+int EndpointCore::open_bell(std::atomic<std::uint32_t>& bells, const char* verb) {
+    if (closed_) throw_state(verb);
+    if (!bell_.is_open()) {
+        bell_ = Doorbell::open(verb, name());
+        bells.fetch_add(1, std::memory_order_seq_cst);  // D2: before the first arm
+        record_->doorbell.store(bell_.id(), std::memory_order_relaxed);  // D1: id, not armed yet
+    }
+    return bell_.fd();
+}
+
+void EndpointCore::drop_bell(std::atomic<std::uint32_t>& bells) noexcept {
+    if (!bell_.is_open()) return;
+    record_->doorbell.store(0, std::memory_order_relaxed);  // D1
+    bells.fetch_sub(1, std::memory_order_relaxed);          // D2
+    bell_.reset();
+}
+
+bool EndpointCore::sync_bell(EndpointRole peers) noexcept {
+    bool gone = bell_.drain();
+    // D5: the live endpoints of the other side, as the records name them.
+    ProcessId live[64];
+    std::size_t n = 0;
+    const EndpointRecord* table = segment_.endpoints();
+    for (std::uint32_t i = 0, count = segment_.endpoint_count(); i < count && n < std::size(live); ++i) {
+        const std::uint64_t w = table[i].word.load(std::memory_order_acquire);
+        if (EndpointRecord::role_of(w) != peers || EndpointRecord::state_of(w) != EndpointState::open) continue;
+        live[n++] = ProcessId{EndpointRecord::pid_of(w), table[i].start_time.load(std::memory_order_relaxed)};
+    }
+    // More than 64 peers: the rest are left to the bounded re-checks of a blocking pop.
+    gone = bell_.watch(std::span<const ProcessId>(live, n)) || gone;
+    return gone;
+}
+
+void EndpointCore::arm_bell(std::atomic<std::uint32_t>& waiting) noexcept {
+    // D3: the armed bit and the flag go before the fence; the caller re-checks after it.
+    record_->doorbell.store(bell_.id() | kBellArmed, std::memory_order_relaxed);
+    waiting.store(1, std::memory_order_release);
+    heavy_fence();
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
@@ -239,8 +305,8 @@ std::uint32_t EndpointCore::reap_dead(EndpointRole role) noexcept {
             .fetch_add(1, std::memory_order_acq_rel);
     }
     if (reaped != 0) {
-        bump_and_wake(ring_->data_seq);
-        bump_and_wake(ring_->space_seq);
+        wake_side(segment_, *ring_, EndpointRole::consumer);
+        wake_side(segment_, *ring_, EndpointRole::producer);
     }
     return reaped;
 }
@@ -353,6 +419,33 @@ std::byte* ProducerCore::reserve(std::size_t n, std::uint64_t deadline_ns) {
     }
 }
 
+int ProducerCore::fd() {
+    const bool first = !bell_.is_open();
+    const int f = open_bell(ring_->producer_bells, "watch");
+    if (first) bell_.ring();  // starts readable: the first try_push that fails arms it (D3)
+    return f;
+}
+
+std::byte* ProducerCore::poll_reserve(std::size_t n) {
+    if (std::byte* p = try_reserve(n)) return p;
+    if (broken()) {
+        bell_.ring();  // D6: stays readable
+        throw_state("push to");
+    }
+    if (sync_bell(EndpointRole::consumer)) {  // D5: a consumer died; what it held may be freed
+        last_reap_ns_ = monotonic_ns();
+        reap_dead(EndpointRole::consumer);
+        if (!spsc_) recover_full();
+    }
+    arm_bell(ring_->producers_waiting);        // D3
+    if (std::byte* p = try_reserve(n)) return p;
+    if (broken()) {
+        bell_.ring();
+        throw_state("push to");
+    }
+    return nullptr;
+}
+
 void ProducerCore::abandon() noexcept {
     if (!holding_) return;
     holding_ = false;
@@ -375,14 +468,15 @@ void ProducerCore::close() noexcept {
     // Count the close only if we are the one who closed the record: Queue::close_endpoints_of
     // (the launcher) may have closed it on our behalf already.
     give_back_owner();
+    drop_bell(ring_->producer_bells);
     if (!segment_.close_endpoint(index_)) return;
     // Release: every record we published happens-before a consumer that sees the count.
     ctl_->producers_closed.fetch_add(1, std::memory_order_release);
-    bump_and_wake(ring_->data_seq);
+    wake_side(segment_, *ring_, EndpointRole::consumer);
 }
 
 void ProducerCore::wake_consumers() noexcept {
-    if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+    if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) wake_side(segment_, *ring_, EndpointRole::consumer);
 }
 
 void ProducerCore::recover_full() noexcept {
@@ -419,8 +513,8 @@ void ConsumerCore::throw_holding() const {
 
 void ConsumerCore::corrupt(const char* why) {
     segment_.set_state(kStateBroken);
-    bump_and_wake(ring_->data_seq);
-    bump_and_wake(ring_->space_seq);
+    wake_side(segment_, *ring_, EndpointRole::consumer);
+    wake_side(segment_, *ring_, EndpointRole::producer);
     throw Error(errc::corrupt, describe("pop from", "queue", name(),
                 std::string("corrupt ring: ") + why +
                 " (the segment was overwritten; the queue is now marked broken)"));
@@ -462,13 +556,7 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         publish_stats();
         const Ending e = ending();
         if (try_peek(out)) return PeekResult::ok;
-        if (e == Ending::died) {
-            dead_reported_ = ctl_->producers_dead.load(std::memory_order_acquire);
-            throw Error(errc::producer_died,
-                        describe("pop from", "queue", name(),
-                                 "producer " + pid_text(segment_.header().died_pid.load(std::memory_order_relaxed)) +
-                                     " died without closing (everything it committed was delivered)"));
-        }
+        if (e == Ending::died) throw_producer_died();
         if (e == Ending::ended) {
             ended_ = true;
             return PeekResult::end;
@@ -487,6 +575,53 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         if (broken()) throw_state("pop from");
         sleep_on(ring_->data_seq, seq, deadline_ns);
         spin.reset();
+    }
+}
+
+void ConsumerCore::throw_producer_died() {
+    dead_reported_ = ctl_->producers_dead.load(std::memory_order_acquire);
+    throw Error(errc::producer_died,
+                describe("pop from", "queue", name(),
+                         "producer " + pid_text(segment_.header().died_pid.load(std::memory_order_relaxed)) +
+                             " died without closing (everything it committed was delivered)"));
+}
+
+int ConsumerCore::fd() {
+    const bool first = !bell_.is_open();
+    const int f = open_bell(ring_->consumer_bells, "watch");
+    if (first) bell_.ring();  // starts readable: the first try_pop that finds nothing arms it (D3)
+    return f;
+}
+
+PeekResult ConsumerCore::poll_peek(std::span<const std::byte>& out) {
+    if (closed_) throw_state("pop from");
+    for (;;) {
+        if (try_peek(out)) return PeekResult::ok;
+        if (broken()) {
+            bell_.ring();  // D6
+            throw_state("pop from");
+        }
+        if (sync_bell(EndpointRole::producer)) last_reap_ns_ = 0;  // D5: ending() reaps now
+        arm_bell(ring_->consumers_waiting);                       // D3
+        if (try_peek(out)) return PeekResult::ok;
+        if (broken()) {
+            bell_.ring();
+            throw_state("pop from");
+        }
+        // Counters after the fence: a producer publishes before it counts itself closed, so
+        // data seen as absent once the counts say "ended" is absent (as in peek()).
+        publish_stats();
+        const Ending e = ending();
+        if (try_peek(out)) return PeekResult::ok;
+        if (e == Ending::died) throw_producer_died();
+        if (e == Ending::ended) {
+            ended_ = true;
+            bell_.ring();  // D6: the end stays visible
+            return PeekResult::end;
+        }
+        ended_ = false;
+        if (!spsc_ && recover_stuck_head()) continue;
+        return PeekResult::timeout;  // empty: wait on fd()
     }
 }
 
@@ -512,9 +647,10 @@ void ConsumerCore::close() noexcept {
     release();
     publish_stats();
     give_back_owner();
+    drop_bell(ring_->consumer_bells);
     if (!segment_.close_endpoint(index_)) return;  // closed on our behalf already
     ctl_->consumers_closed.fetch_add(1, std::memory_order_release);
-    bump_and_wake(ring_->space_seq);
+    wake_side(segment_, *ring_, EndpointRole::producer);
 }
 
 void ConsumerCore::wake_producers() noexcept {
@@ -524,7 +660,7 @@ void ConsumerCore::wake_producers() noexcept {
         const std::uint64_t used = ring_->tail.load(std::memory_order_relaxed) - head_;
         if (used > capacity_ / 2) return;
     }
-    if (ring_->producers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->space_seq);
+    if (ring_->producers_waiting.exchange(0, std::memory_order_acq_rel) != 0) wake_side(segment_, *ring_, EndpointRole::producer);
 }
 
 }  // namespace detail
@@ -613,8 +749,8 @@ std::size_t Queue::max_message() const noexcept {
 void Queue::mark_broken() noexcept {
     segment_.set_state(detail::kStateBroken);
     auto& r = detail::ring_indices(segment_.body());
-    detail::bump_and_wake(r.data_seq);
-    detail::bump_and_wake(r.space_seq);
+    detail::wake_side(segment_, r, detail::EndpointRole::consumer);
+    detail::wake_side(segment_, r, detail::EndpointRole::producer);
 }
 
 bool Queue::broken() const noexcept {
@@ -648,8 +784,8 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
     }
     if (closed != 0) {
         auto& r = ring_indices(segment_.body());
-        bump_and_wake(r.data_seq);
-        bump_and_wake(r.space_seq);
+        wake_side(segment_, r, EndpointRole::consumer);
+        wake_side(segment_, r, EndpointRole::producer);
     }
     return closed;
 }

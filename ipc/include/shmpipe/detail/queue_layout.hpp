@@ -35,6 +35,35 @@
 // Sleep/wake (both kinds): a sleeper announces itself in *_waiting, heavy_fence(), re-checks,
 // then futex-waits on the *_seq word; a waker publishes, light_fence(), and only if
 // *_waiting is non-zero bumps *_seq and calls futex_wake (see wait.hpp).
+//
+// Doorbells (Consumer::fd / Producer::fd; detail/doorbell.hpp). An endpoint that asked for a
+// descriptor is an "fd sleeper": it does not sleep in the kernel on *_seq, its user's event
+// loop sleeps on the descriptor. The futex protocol above is unchanged and stays the only
+// thing the hot path looks at; doorbells ride on its slow path.
+//   D1  EndpointRecord::doorbell is 0 (no descriptor) or id | kBellArmed-bit: id names the
+//       endpoint's socket. Only the endpoint writes the id and sets the armed bit; any waker
+//       clears the bit with fetch_and, and the one that cleared it rings once. Cleared to 0
+//       when the endpoint attaches and closes.
+//   D2  consumer_bells / producer_bells count the endpoints of that side holding a
+//       descriptor (never below the true count: incremented before the first arm, decremented
+//       on close; a dead holder leaves it high, which only costs wakers a table scan).
+//       A waker scans the endpoint table for armed bells only when the count is non-zero.
+//   D3  arm: drain the socket; doorbell = id | armed; *_waiting = 1 (release); heavy_fence();
+//       re-check the ring and the end/broken state, and report what the re-check finds.
+//       Waker: publish; light_fence(); if *_waiting != 0: exchange it to 0, bump and futex-
+//       wake *_seq, then ring every armed bell of the side (D1). This is the futex sleeper's
+//       Dekker pair with the armed bit stored before the fence: either the re-check sees the
+//       publication, or the waker's loads after its fence see *_waiting = 1 and the armed bit.
+//       The drain comes before the arm, so a ring for a later publication is never drained.
+//   D4  state changes that wake unconditionally (a producer's close, a reaped death, broken,
+//       a consumer's close) ring every armed bell of the side too (wake_side in queue.cpp);
+//       a producer that attaches rings the consumers' bells, so they start watching it (D5).
+//   D5  a dead peer: the descriptor is an epoll set of the socket and a pidfd per live
+//       endpoint of the other side (re-synced at every arm), so a death makes it readable at
+//       once; without pidfd, a one-shot 100 ms timer re-armed at every arm (the futex
+//       sleeper's re-check bound). The arm that follows reaps the dead peer (producer_died).
+//   D6  what the re-check finds is made visible again: at the end of stream or on a broken
+//       queue the endpoint rings its own bell, so the descriptor stays readable (level-style).
 #pragma once
 
 #include <shmpipe/detail/segment.hpp>
@@ -101,7 +130,9 @@ struct RingIndices {
     std::atomic<std::uint32_t> data_seq;                               // futex: data or state changed
     alignas(kCacheLine) std::atomic<std::uint32_t> producers_waiting;  // sleepers on space_seq
     std::atomic<std::uint32_t> space_seq;                              // futex: space or state changed
-    std::uint8_t pad[kCacheLine - 8];
+    std::atomic<std::uint32_t> consumer_bells;  // D2: consumers holding a descriptor (slow path only)
+    std::atomic<std::uint32_t> producer_bells;  // D2: producers holding a descriptor
+    std::uint8_t pad[kCacheLine - 16];
 };
 static_assert(offsetof(RingIndices, head) - offsetof(RingIndices, tail) >= kCacheLine);
 static_assert(offsetof(RingIndices, consumers_waiting) - offsetof(RingIndices, head) >= kCacheLine);

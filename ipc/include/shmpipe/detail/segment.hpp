@@ -29,7 +29,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x3145504950'4d4853ull;  // "SHMPIPE1" read as little-endian bytes
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: EndpointRecord::doorbell, RingIndices::*_bells
 inline constexpr std::uint32_t kMaxEndpoints = 1024;
 
 enum class ObjectKind : std::uint32_t {
@@ -70,7 +70,7 @@ struct alignas(kCacheLine) EndpointRecord {
     std::atomic<std::uint64_t> attached_ns;  // CLOCK_REALTIME
     std::atomic<std::uint32_t> sleeping;     // 1 while blocked in a futex wait
     std::atomic<std::uint32_t> generation;   // bumped on every claim of this record
-    std::uint64_t reserved;
+    std::atomic<std::uint64_t> doorbell;     // queues: readiness doorbell id | armed bit (D1 in queue_layout.hpp)
 
     static std::uint64_t pack(std::uint32_t pid, EndpointRole role, EndpointState state) noexcept {
         return (std::uint64_t{pid} << 32) | (std::uint64_t{static_cast<std::uint32_t>(role)} << 8) |
