@@ -15,6 +15,7 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -206,4 +207,40 @@ TEST_CASE("async_wait completes with a child's exit code and when another proces
     CHECK(code == 7);
     CHECK(child.exit_code() == 7);
     CHECK(setter.join_for(10s));
+}
+
+TEST_CASE("async_pop works with use_future on the system executor and after a cancelled wait",
+          "[multiprocess]") {
+    const std::string name = test::unique_name("asiofut");
+    test::ShmGuard guard{name};
+    auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
+    Consumer<int> sut(name);
+
+    // A wait that loses a race against a timer is cancelled (|| cancels the loser)...
+    net::io_context io;
+    bool timer_won = false;
+    run_coroutine(
+        io,
+        [&]() -> net::awaitable<void> {
+            using namespace boost::asio::experimental::awaitable_operators;
+            net::steady_timer t(co_await net::this_coro::executor, 50ms);
+            auto r = co_await (shmpipe::asio::async_pop(sut, net::use_awaitable) || t.async_wait(net::use_awaitable));
+            timer_won = r.index() == 1;
+        },
+        30s, "a timer racing async_pop on the empty queue " + name);
+    CHECK(timer_won);
+
+    // ...and the next operation, with no io_context at all, still sees what a process pushes.
+    std::future<std::optional<int>> next = shmpipe::asio::async_pop(sut, net::use_future);
+    Process writer([name] {
+        Producer<int> tx(name);
+        tx.push(99);
+    });
+    writer.start();
+    if (next.wait_for(20s) != std::future_status::ready) FAIL("async_pop with use_future on " << name << " never completed");
+    CHECK(next.get() == 99);
+    CHECK(writer.join_for(10s));
+    auto last = shmpipe::asio::async_pop(sut, net::use_future);
+    if (last.wait_for(20s) != std::future_status::ready) FAIL("no end of stream from " << name << " through use_future");
+    CHECK(last.get() == std::nullopt);
 }
