@@ -59,10 +59,11 @@ int main() {
     net::io_context io;
     std::uint64_t done = 0, total = 0;
     net::steady_timer progress(io);
+    bool finished = false;  // cancel() misses a report whose handler is already queued
     std::function<void()> report = [&] {  // call_later, re-armed
         progress.expires_after(50ms);
         progress.async_wait([&](boost::system::error_code ec) {
-            if (ec) return;
+            if (ec || finished) return;
             std::printf("progress: %llu jobs done\n", static_cast<unsigned long long>(done));
             report();
         });
@@ -73,6 +74,7 @@ int main() {
         [&]() -> net::awaitable<void> {
             auto [a, b, c] = co_await (worker(name, 1, done) && worker(name, 2, done) && worker(name, 3, done));
             total = a + b + c;
+            finished = true;
             progress.cancel();
         },
         [](std::exception_ptr e) {

@@ -84,6 +84,9 @@ void ring_bells(const Segment& s, RingIndices& r, EndpointRole role) noexcept {
 // D3, D4: wakes the futex sleepers of one side and rings its armed doorbells.
 void wake_side(const Segment& s, RingIndices& r, EndpointRole sleepers) noexcept {
     bump_and_wake(sleepers == EndpointRole::consumer ? r.data_seq : r.space_seq);
+    // D3's waker half for the wakes that do not come through after_publish (close, death,
+    // broken): the state change is published; the bell loads go after a fence.
+    light_fence();
     ring_bells(s, r, sleepers);
 }
 
@@ -219,7 +222,10 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     record_->doorbell.store(0, std::memory_order_relaxed);  // D1: no descriptor yet
     owner_pid_ = current_pid();
     // D4: consumers with a descriptor start watching this producer (D5) at their next arm.
-    if (producer) ring_bells(segment_, *ring_, EndpointRole::consumer);
+    if (producer) {
+        light_fence();  // our open record before the bell loads (D3's pair, as in wake_side)
+        ring_bells(segment_, *ring_, EndpointRole::consumer);
+    }
 }
 
 int EndpointCore::open_bell(std::atomic<std::uint32_t>& bells, const char* verb) {

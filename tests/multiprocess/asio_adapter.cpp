@@ -83,10 +83,11 @@ TEST_CASE("A coroutine consumer receives every message of a producer process and
     bool ended = false;
     // A second coroutine ticks meanwhile: the consumer never blocks the thread.
     net::steady_timer ticker(io);
+    bool stop_ticking = false;  // cancel() misses a tick whose handler is already queued
     std::function<void()> tick = [&] {
         ticker.expires_after(1ms);
         ticker.async_wait([&](boost::system::error_code ec) {
-            if (ec) return;
+            if (ec || stop_ticking) return;
             ++ticks;
             tick();
         });
@@ -105,6 +106,7 @@ TEST_CASE("A coroutine consumer receives every message of a producer process and
                 ++received;
             }
             ended = sut.ended();
+            stop_ticking = true;
             ticker.cancel();
         },
         60s, "the coroutine to drain " + name + " to its end");
