@@ -545,7 +545,12 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
     // The counters can trail the endpoint records when a process was killed between a
     // record change and its count (inside attach or close). The records are the truth: every
     // producer that was to come came, and none of their processes is left to publish.
-    if (scanned && counted_all && !any_live(EndpointRole::producer)) return Ending::ended;
+    if (scanned && counted_all && !any_live(EndpointRole::producer)) {
+        // A producer that died between the scan above and this look is a death, not an end.
+        reap_dead(EndpointRole::producer);
+        if (ctl_->producers_dead.load(std::memory_order_acquire) > dead_reported_) return Ending::died;
+        return Ending::ended;
+    }
     return Ending::none;
 }
 
@@ -557,17 +562,8 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         if (broken()) throw_state("pop from");
         if (spin.spin()) continue;
 
-        // Empty for ~20 µs. Counters first, then one more look: a producer publishes before
-        // it counts itself closed (release), so data seen as absent after that is absent.
-        publish_stats();
-        const Ending e = ending();
-        if (try_peek(out)) return PeekResult::ok;
-        if (e == Ending::died) throw_producer_died();
-        if (e == Ending::ended) {
-            ended_ = true;
-            return PeekResult::end;
-        }
-        ended_ = false;
+        // Empty for ~20 µs: the end of stream, a dead producer, or keep waiting.
+        if (const PeekResult r = settle(out); r != PeekResult::timeout) return r;
         if (!spsc_ && recover_stuck_head()) {
             spin.reset();
             continue;
@@ -582,6 +578,17 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         sleep_on(ring_->data_seq, seq, deadline_ns);
         spin.reset();
     }
+}
+
+PeekResult ConsumerCore::settle(std::span<const std::byte>& out) {
+    // Counters first, then one more look: a producer publishes before it counts itself
+    // closed (release), so data seen as absent once the counts say "ended" is absent.
+    publish_stats();
+    const Ending e = ending();
+    if (try_peek(out)) return PeekResult::ok;
+    if (e == Ending::died) throw_producer_died();
+    ended_ = e == Ending::ended;
+    return ended_ ? PeekResult::end : PeekResult::timeout;
 }
 
 void ConsumerCore::throw_producer_died() {
@@ -614,18 +621,9 @@ PeekResult ConsumerCore::poll_peek(std::span<const std::byte>& out) {
             bell_.ring();
             throw_state("pop from");
         }
-        // Counters after the fence: a producer publishes before it counts itself closed, so
-        // data seen as absent once the counts say "ended" is absent (as in peek()).
-        publish_stats();
-        const Ending e = ending();
-        if (try_peek(out)) return PeekResult::ok;
-        if (e == Ending::died) throw_producer_died();
-        if (e == Ending::ended) {
-            ended_ = true;
-            bell_.ring();  // D6: the end stays visible
-            return PeekResult::end;
-        }
-        ended_ = false;
+        const PeekResult r = settle(out);  // after the fence (D3)
+        if (r == PeekResult::end) bell_.ring();  // D6: the end stays visible
+        if (r != PeekResult::timeout) return r;
         if (!spsc_ && recover_stuck_head()) continue;
         return PeekResult::timeout;  // empty: wait on fd()
     }

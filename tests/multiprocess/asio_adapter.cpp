@@ -59,12 +59,6 @@ void run_coroutine(net::io_context& io, MakeCoroutine make, std::chrono::seconds
     if (error) std::rethrow_exception(error);
 }
 
-std::uint64_t expected_checksum(std::uint32_t producer, std::uint64_t count) {
-    std::uint64_t sum = 0;
-    for (std::uint64_t s = 0; s < count; ++s) sum += test::entry_hash(test::log_entry(producer, s));
-    return sum;
-}
-
 }  // namespace
 
 TEST_CASE("A coroutine consumer receives every message of a producer process and the end of stream",
@@ -175,7 +169,7 @@ TEST_CASE("async_push with use_future fills a queue that a consumer process drai
     CHECK(reader.wait_or_throw(30s, "the reader of " + name + " to drain it") == 0);
     const auto r = report_of(dir.file("report"));
     CHECK(r.number("messages") == kCount);
-    CHECK(r.number("checksum") == expected_checksum(1, kCount));
+    CHECK(r.number("checksum") == test::expected_checksum(1, kCount));
 }
 
 TEST_CASE("async_wait completes with a child's exit code and when another process sets an event",

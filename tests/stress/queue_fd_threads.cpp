@@ -11,7 +11,6 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
-#include <cstdlib>
 #include <string>
 #include <sys/epoll.h>
 #include <thread>
@@ -22,12 +21,6 @@ using namespace shmpipe;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::uint64_t scale() {
-    const char* s = std::getenv("SHMPIPE_STRESS_SCALE");
-    const long v = s != nullptr ? std::atol(s) : 1;
-    return v > 0 ? static_cast<std::uint64_t>(v) : 1;
-}
 
 struct ConsumerResult {
     std::uint64_t messages = 0;
@@ -69,7 +62,7 @@ TEST_CASE("Consumers on descriptors receive every message from producer threads 
     test::ShmGuard guard{name};
     const std::uint32_t producers = kind == Endpoints::one ? 1 : 2;
     const std::uint32_t consumers = kind == Endpoints::one ? 1 : 3;
-    const std::uint64_t per_producer = 50'000 * scale();
+    const std::uint64_t per_producer = 50'000 * test::stress_scale();
     QueueOptions o = test::queue_options(kind, 4096, 64);
     o.expected_producers = producers;
     auto q = Queue::create(name, o);

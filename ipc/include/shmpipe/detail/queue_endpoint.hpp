@@ -249,6 +249,9 @@ private:
     [[noreturn]] void throw_holding() const;
     Ending ending() noexcept;            // empty now: end of stream, a dead producer, or neither
     [[noreturn]] void throw_producer_died();  // reports the newest dead producer (once)
+    // The queue looked empty: ok (a message came after all), end, or timeout (keep
+    // waiting). Sets ended(); throws producer_died.
+    PeekResult settle(std::span<const std::byte>& out);
     void wake_producers() noexcept;
     bool recover_stuck_head() noexcept;  // MPMC: skip a cell whose (dead) producer never committed
     void count(std::size_t n) noexcept {
