@@ -4,8 +4,10 @@
 set -euo pipefail
 shmpipe_packages=(
   cmake ninja-build g++ pkg-config python3 procps
-  libboost1.81-dev libboost-filesystem1.81-dev
+  libboost1.81-dev libboost-filesystem1.81-dev libboost-json1.81-dev
   catch2 libtomlplusplus-dev libcli11-dev libzmq3-dev cppzmq-dev
+  # tests: scraping metrics, parsing them, a terminal for watch; building the .deb
+  curl python3-prometheus-client tmux dpkg-dev file
 )
 missing=()
 for p in "${shmpipe_packages[@]}"; do

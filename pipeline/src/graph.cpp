@@ -3,12 +3,15 @@
 
 #include <shmpipe/detail/exit_text.hpp>
 #include <shmpipe/detail/graph_adapter.hpp>
-#include <shmpipe/detail/json_util.hpp>
+#include <shmpipe/detail/guardian.hpp>
 #include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/detail/run_names.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
+
+#include <boost/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,6 +19,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <random>
+#include <sys/ioctl.h>
 #include <sstream>
 #include <thread>
 #include <unistd.h>
@@ -47,7 +51,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 using detail::describe_exit;
-using detail::json_escape;
 
 std::string human_rate(double v) {
     char buf[32];
@@ -63,45 +66,71 @@ std::string human_rate(double v) {
 
 std::string make_run_id() {
     std::random_device rd;
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%04x", static_cast<unsigned>(rd() & 0xffffu));
-    return std::to_string(::getpid()) + "-" + buf;
+    return detail::default_run_id(static_cast<long>(::getpid()), static_cast<unsigned>(rd()));
 }
 
 }  // namespace
 
 std::string GraphResult::to_json() const {
-    std::ostringstream o;
-    o << "{\"ending\":\"" << to_string(ending) << "\",\"success\":" << (success ? "true" : "false")
-      << ",\"failure\":" << (failure.empty() ? "null" : "\"" + json_escape(failure) + "\"") << ",\"seconds\":" << seconds
-      << ",\"stages\":[";
-    for (std::size_t i = 0; i < replicas.size(); ++i) {
-        const auto& r = replicas[i];
-        o << (i ? "," : "") << "{\"stage\":\"" << json_escape(r.stage) << "\",\"replica\":" << r.replica
-          << ",\"pid\":" << r.pid << ",\"exit_code\":" << (r.exit_code ? std::to_string(*r.exit_code) : "null")
-          << ",\"signal\":" << (r.exit_code && *r.exit_code < 0 ? "\"" + detail::signal_name(-*r.exit_code) + "\"" : "null")
-          << ",\"stopped\":" << (r.stopped ? "true" : "false") << ",\"failed\":" << (r.failed ? "true" : "false")
-          << ",\"restarts\":" << r.restarts << ",\"seconds\":" << r.seconds
-          << ",\"error\":" << (r.error.empty() ? "null" : "\"" + json_escape(r.error) + "\"") << "}";
+    namespace json = boost::json;
+    auto text_or_null = [](const std::string& t) { return t.empty() ? json::value(nullptr) : json::value(t); };
+    json::array stages;
+    for (const auto& r : replicas) {
+        json::object o;
+        o["stage"] = r.stage;
+        o["replica"] = r.replica;
+        o["pid"] = r.pid;
+        o["exit_code"] = r.exit_code ? json::value(*r.exit_code) : json::value(nullptr);
+        o["signal"] = r.exit_code && *r.exit_code < 0 ? json::value(detail::signal_name(-*r.exit_code)) : json::value(nullptr);
+        o["stopped"] = r.stopped;
+        o["failed"] = r.failed;
+        o["restarts"] = r.restarts;
+        o["seconds"] = r.seconds;
+        o["error"] = text_or_null(r.error);
+        o["lost"] = r.lost;
+        o["redelivered"] = r.redelivered;
+        stages.push_back(std::move(o));
     }
-    o << "],\"queues\":[";
-    for (std::size_t i = 0; i < queues.size(); ++i) {
-        const auto& q = queues[i];
-        o << (i ? "," : "") << "{\"name\":\"" << json_escape(q.name) << "\",\"object\":\"" << json_escape(q.object)
-          << "\",\"messages_in\":" << q.messages_in << ",\"messages_out\":" << q.messages_out
-          << ",\"bytes_in\":" << q.bytes_in << ",\"bytes_out\":" << q.bytes_out << ",\"lost\":" << q.lost
-          << ",\"abandoned\":" << q.abandoned << ",\"broken\":" << (q.broken ? "true" : "false") << "}";
+    json::array qs;
+    for (const auto& q : queues) {
+        json::object o;
+        o["name"] = q.name;
+        o["object"] = q.object;
+        o["messages_in"] = q.messages_in;
+        o["messages_out"] = q.messages_out;
+        o["bytes_in"] = q.bytes_in;
+        o["bytes_out"] = q.bytes_out;
+        o["lost"] = q.lost;
+        o["abandoned"] = q.abandoned;
+        o["broken"] = q.broken;
+        qs.push_back(std::move(o));
     }
-    o << "]}\n";
-    return o.str();
+    json::object top;
+    top["ending"] = std::string(to_string(ending));
+    top["success"] = success;
+    top["failure"] = text_or_null(failure);
+    top["stopped"] = stopped;
+    top["stop_signal"] = stop_signal != 0 ? json::value(detail::signal_name(stop_signal)) : json::value(nullptr);
+    top["lost"] = lost;
+    top["on_loss"] = on_loss == LossPolicy::fail ? "fail" : "warn";
+    top["seconds"] = seconds;
+    top["stages"] = std::move(stages);
+    top["queues"] = std::move(qs);
+    return json::serialize(top) + "\n";
 }
 
 std::string GraphResult::summary() const {
     std::ostringstream o;
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%s in %.2f s: %s\n", std::string(to_string(ending)).c_str(), seconds,
-                  success ? "every stage succeeded" : (failure.empty() ? "not every stage succeeded" : failure.c_str()));
-    o << buf;
+    std::string headline = success ? "every stage succeeded" : (failure.empty() ? "not every stage succeeded" : failure);
+    if (stopped) {
+        headline = std::string("stopped") + (stop_signal != 0 ? " by " + detail::signal_name(stop_signal) : "") +
+                   ", the output may be partial; " + headline;
+    }
+    if (lost != 0 && on_loss == LossPolicy::warn) headline += "; " + std::to_string(lost) + " lost (on_loss = \"warn\")";
+    o << to_string(ending);
+    std::snprintf(buf, sizeof buf, " in %.2f s: ", seconds);
+    o << buf << headline << "\n";
     for (const auto& r : replicas) {
         std::string status;
         if (!r.exit_code) {
@@ -113,16 +142,23 @@ std::string GraphResult::summary() const {
         }
         if (r.stopped) status += " (stopped)";
         if (r.failed) status += " FAILED";
-        std::snprintf(buf, sizeof buf, "  stage %-16s %-28s %8.2f s  restarts %u\n",
-                      (r.stage + "." + std::to_string(r.replica)).c_str(), status.c_str(), r.seconds, r.restarts);
+        std::snprintf(buf, sizeof buf, "  stage %-16s %-28s %8.2f s  restarts %u", (r.stage + "." + std::to_string(r.replica)).c_str(),
+                      status.c_str(), r.seconds, r.restarts);
         o << buf;
+        if (r.lost != 0) o << "  lost " << r.lost;
+        if (r.redelivered != 0) o << "  redelivered " << r.redelivered;
+        o << "\n";
         if (!r.error.empty()) o << "      " << r.error << "\n";
     }
     for (const auto& q : queues) {
-        std::snprintf(buf, sizeof buf, "  queue %-16s %12llu messages in %12llu out %14llu bytes%s\n", q.name.c_str(),
+        std::snprintf(buf, sizeof buf, "  queue %-16s %12llu messages in %12llu out %14llu bytes", q.name.c_str(),
                       static_cast<unsigned long long>(q.messages_in), static_cast<unsigned long long>(q.messages_out),
-                      static_cast<unsigned long long>(q.bytes_out), q.broken ? "  (broken)" : "");
+                      static_cast<unsigned long long>(q.bytes_out));
         o << buf;
+        if (q.lost != 0) o << "  lost " << q.lost;
+        if (q.abandoned != 0) o << "  abandoned " << q.abandoned;
+        if (q.broken) o << "  (broken)";
+        o << "\n";
     }
     return o.str();
 }
@@ -161,6 +197,8 @@ struct Replica {
     std::shared_ptr<std::atomic<int>> threads_running;
     std::shared_ptr<std::atomic<bool>> stop_stdin;
     std::shared_ptr<std::atomic<bool>> abandon_pipes;  // readers stop once their pipe is silent
+    std::shared_ptr<std::atomic<int>> verdict;          // detail::ExitVerdict of the current process
+    std::shared_ptr<std::atomic<std::size_t>> dropped_bytes;  // its partial last line, dropped
     // After the process exited while its pipes are still being read: 0 nothing done yet,
     // 1 SIGTERM to its group, 2 SIGKILL to its group, 3 pipes abandoned.
     int leftover_step = 0;
@@ -177,6 +215,12 @@ struct Replica {
     double seconds = 0;
     std::optional<Clock::time_point> kill_at;  // the ladder's SIGKILL time
     std::string error;
+    // Loss accounting (see graph.hpp): decided once per process, when it is gone.
+    int stdin_read_fd = -1;                        // our copy of the stdin pipe's read end
+    std::unique_ptr<detail::StdinLedger> ledger;   // what the stdin adapter gave the current process
+    std::vector<std::string> redeliver;            // unread input of a failed process, for its replacement
+    bool instance_failed = false;                  // the current process failed (not stopped by us)
+    std::uint64_t lost = 0, redelivered = 0;
 
     std::string label(const PipelineSpec& spec) const { return spec.stages[stage].name + "." + std::to_string(index); }
 };
@@ -190,12 +234,19 @@ struct Graph::Impl {
     std::vector<Queue> queues;                       // owner handles, in spec.queues order
     std::map<std::string, std::string> objects;      // logical -> object name
     std::vector<std::unique_ptr<Replica>> replicas;  // in start order
-    std::unique_ptr<Process> guardian;
-    int guardian_fd = -1;
+    detail::Guardian guardian;
     std::unique_ptr<detail::Output> out;
 
     std::atomic<int> interrupts{0};
     std::atomic<bool> drain_req{false}, terminate_req{false}, kill_req{false};
+    std::atomic<int> stop_signal{0};
+    bool stop_requested = false;  // drain, terminate or kill was asked for (not fail-fast)
+
+    // The first signal that asked the graph to stop (a relaxed CAS: only the value is published).
+    void note_signal(int signal) noexcept {
+        int none = 0;
+        if (signal != 0) stop_signal.compare_exchange_strong(none, signal, std::memory_order_relaxed);
+    }
     int interrupts_seen = 0;
 
     enum class Mode { running, draining, terminating, killing } mode = Mode::running;
@@ -221,10 +272,15 @@ struct Graph::Impl {
         return nullptr;
     }
 
+    // The run's shared-memory name of queue q; checked before anything is created.
+    std::string object_name(const QueueSpec& q) const { return detail::run_object_name(spec.name, run, q.name); }
     void create_queues();
     void start_guardian();
     std::vector<std::size_t> start_order() const;
     void spawn(Replica& r);
+    void cannot_start(Replica& r, const std::string& why);
+    void settle_input(Replica& r, bool restarting);
+    void count_lost(Replica& r, std::uint64_t n, const std::string& what);
     void on_exit(Replica& r, int code);
     void stop_leftovers(Replica& r, Clock::time_point now);
     void finish_instance(Replica& r);
@@ -245,8 +301,7 @@ struct Graph::Impl {
 
 void Graph::Impl::create_queues() {
     for (const auto& q : spec.queues) {
-        std::string object = spec.name + "." + run + "." + q.name;
-        validate_name(object, "queue");
+        std::string object = object_name(q);
         unsigned writers = 0, readers = 0;
         bool writer_native_restart = false, reader_native_restart = false;
         unsigned restart_budget = 0;
@@ -280,46 +335,12 @@ void Graph::Impl::create_queues() {
     }
 }
 
-// A small process that removes this run's objects if the launcher dies without doing it
-// (SIGKILL): it waits for EOF on a pipe only the launcher holds.
+// The guardian removes this run's objects if the launcher dies without doing it (SIGKILL,
+// SIGBUS, ...). It starts before the first queue is created: the names are known already.
 void Graph::Impl::start_guardian() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw Error::from_errno(errno, "graph \"" + spec.name + "\": guardian pipe");
     std::vector<std::string> names;
-    for (const auto& [logical, object] : objects) names.push_back(object);
-    const int rfd = fds[0], wfd = fds[1];
-    ProcessOptions po;
-    po.name = spec.name + ".guardian";
-    po.in = Redirect::null();
-    po.out = Redirect::null();
-    po.err = Redirect::null();
-    po.close_fds = true;  // holds nothing of ours but the read end
-    po.keep_fds = {rfd};
-    po.parent_death_signal = 0;  // it must outlive us
-    po.stop_grace = std::chrono::milliseconds(2000);
-    guardian = std::make_unique<Process>(
-        [rfd, wfd, names] {
-            ::close(wfd);
-            ::signal(SIGINT, SIG_IGN);
-            ::signal(SIGTERM, SIG_IGN);
-            char c;
-            while (true) {
-                const ssize_t n = ::read(rfd, &c, 1);
-                if (n == 0 || (n < 0 && errno != EINTR)) break;
-            }
-            for (const auto& n : names) shmpipe::remove(n);
-        },
-        po);
-    try {
-        guardian->start();
-    } catch (...) {
-        ::close(rfd);
-        ::close(wfd);
-        guardian.reset();
-        throw;
-    }
-    ::close(rfd);
-    guardian_fd = wfd;
+    for (const auto& q : spec.queues) names.push_back(object_name(q));
+    guardian = detail::Guardian(spec.name + ".guardian", std::move(names));
 }
 
 // Reverse topological order: every consumer starts before its producers.
@@ -359,7 +380,17 @@ void Graph::Impl::spawn(Replica& r) {
     const std::string label = r.label(spec);
     ProcessOptions po;
     po.name = label;
-    po.in = s.stdin_queue.empty() ? Redirect::null() : Redirect::pipe();
+    // stdin: a pipe we make, so we keep a copy of its read end (see pump_stdin).
+    po.in = Redirect::null();
+    int in_pipe[2] = {-1, -1};
+    if (!s.stdin_queue.empty()) {
+        if (::pipe2(in_pipe, O_CLOEXEC) != 0) {
+            const int e = errno;
+            cannot_start(r, Error::from_errno(e, "stage \"" + s.name + "\": stdin pipe").what());
+            return;
+        }
+        po.in = Redirect::fd(in_pipe[0]);
+    }
     if (s.stdout_queue == kInheritStdout) {
         po.out = Redirect::fd(out->out_fd());
     } else {
@@ -418,26 +449,27 @@ void Graph::Impl::spawn(Replica& r) {
     r.exit_code.reset();
     r.stopped_by_us = false;
     r.restart_pending = false;
+    r.instance_failed = false;
     r.kill_at.reset();
     r.started_at = Clock::now();
     try {
         r.proc->start();
     } catch (const Error& e) {
-        r.pid = 0;
-        r.phase = Replica::Phase::exited;
-        r.threads_running = std::make_shared<std::atomic<int>>(0);
-        r.error = e.what();
-        report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + " could not start: " + e.what());
-        on_exit(r, 127);
+        if (in_pipe[0] >= 0) ::close(in_pipe[0]);
+        if (in_pipe[1] >= 0) ::close(in_pipe[1]);
+        cannot_start(r, e.what());
         return;
     }
     r.pid = r.proc->pid();
     r.phase = Replica::Phase::running;
+    r.stdin_read_fd = in_pipe[0];
 
     // Threads: each owns one pipe end and counts itself out when done.
     r.threads_running = std::make_shared<std::atomic<int>>(0);
     r.stop_stdin = std::make_shared<std::atomic<bool>>(false);
     r.abandon_pipes = std::make_shared<std::atomic<bool>>(false);
+    r.verdict = std::make_shared<std::atomic<int>>(static_cast<int>(detail::ExitVerdict::unknown));
+    r.dropped_bytes = std::make_shared<std::atomic<std::size_t>>(0);
     r.leftover_step = 0;
     auto launch = [&r](auto body) {
         auto counter = r.threads_running;
@@ -461,21 +493,38 @@ void Graph::Impl::spawn(Replica& r) {
             Producer<>* tx = r.producer.get();
             detail::AdapterErrors* errs = &r.errors;
             const StreamFormat f = s.stdout_format;
-            launch([fd, tx, f, errs, abandon] { detail::pump_stdout(fd, *tx, f, *errs, *abandon); });
+            auto verdict = r.verdict;
+            auto dropped = r.dropped_bytes;
+            launch([fd, tx, f, errs, abandon, verdict, dropped] {
+                detail::pump_stdout(fd, *tx, f, *errs, *abandon, *verdict, *dropped);
+            });
         } else {
             const int dest = o->out_fd();
             launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
         }
     }
-    if (const int fd = r.proc->release_stdin(); fd >= 0) {
+    if (const int fd = in_pipe[1]; fd >= 0) {
         Consumer<>* rx = r.consumer.get();
         const StreamFormat f = s.stdin_format;
         const std::atomic<bool>* stop = r.stop_stdin.get();
         auto keep = r.stop_stdin;
-        const std::string who = "stage \"" + s.name + "\" replica " + std::to_string(r.index);
-        const std::string rp = opt.report_prefix;
-        launch([fd, rx, f, stop, keep, o, rp, who] { detail::pump_stdin(fd, *rx, f, *stop, *o, rp, who); });
+        r.ledger = std::make_unique<detail::StdinLedger>();
+        detail::StdinLedger* ledger = r.ledger.get();  // read by us only after the thread is joined
+        launch([fd, rx, f, stop, keep, ledger, redeliver = std::exchange(r.redeliver, {})]() mutable {
+            detail::pump_stdin(fd, *rx, f, *stop, std::move(redeliver), *ledger);
+        });
     }
+}
+
+// A process that could not be started counts as one that exited with 127 at once.
+void Graph::Impl::cannot_start(Replica& r, const std::string& why) {
+    const StageSpec& s = spec.stages[r.stage];
+    r.pid = 0;
+    r.phase = Replica::Phase::exited;
+    r.threads_running = std::make_shared<std::atomic<int>>(0);
+    r.error = why;
+    report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + " could not start: " + why);
+    on_exit(r, 127);
 }
 
 void Graph::Impl::record_failure(Replica& r, const std::string& what) {
@@ -496,14 +545,36 @@ void Graph::Impl::on_exit(Replica& r, int code) {
     r.seconds += std::chrono::duration<double>(Clock::now() - r.started_at).count();
     r.phase = Replica::Phase::exited;
     if (r.stop_stdin) r.stop_stdin->store(true, std::memory_order_release);  // the stdin adapter may stop
-    // End of stream flows on: close whatever endpoints the program left open.
+    const bool ok = std::find(s.success_codes.begin(), s.success_codes.end(), code) != s.success_codes.end();
+    r.instance_failed = !ok && !r.stopped_by_us;
+    if (r.verdict) {
+        r.verdict->store(static_cast<int>(ok ? detail::ExitVerdict::ended_well : detail::ExitVerdict::failed),
+                         std::memory_order_release);
+    }
+    const std::string who = "stage \"" + s.name + "\" replica " + std::to_string(r.index);
+    // A native consumer that failed had taken the message it claimed last (M3 in
+    // queue_layout.hpp: kept until its next claim, cleared while it waits on an empty queue):
+    // whether it finished it cannot be known, so it is counted as lost. Read now, before its
+    // endpoints are closed and a replacement may recycle its records.
+    if (r.instance_failed && r.pid > 0) {
+        for (const auto& in : s.inputs) {
+            if (const Queue* q = queue_handle(in)) {
+                if (const auto pos = q->last_claim_of(static_cast<std::uint32_t>(r.pid))) {
+                    count_lost(r, 1, who + " (pid " + std::to_string(r.pid) + ") failed holding message " +
+                                         std::to_string(*pos) + " of queue \"" + in + "\"; whether it finished it cannot be known");
+                }
+            }
+        }
+    }
+    // End of stream flows on: close whatever endpoints the program left open. A dead
+    // producer's endpoints count as done whether a consumer reaped them first or we close
+    // them now; nothing the run reports depends on which came first.
     if (r.pid > 0) {
         for (auto& q : queues) q.close_endpoints_of(static_cast<std::uint32_t>(r.pid));
     }
-    const bool ok = std::find(s.success_codes.begin(), s.success_codes.end(), code) != s.success_codes.end();
-    if (ok || r.stopped_by_us) return;
-    const std::string what = "stage \"" + s.name + "\" replica " + std::to_string(r.index) + " (pid " +
-                             std::to_string(r.pid) + ") " + describe_exit(code);
+    if (!r.instance_failed) return;
+    const std::string what =
+        r.pid > 0 ? who + " (pid " + std::to_string(r.pid) + ") " + describe_exit(code) : who + " could not start";
     if (s.restart == RestartPolicy::on_failure && r.restarts < s.max_restarts &&
         (mode == Mode::running || (mode == Mode::draining && !s.is_source()))) {
         report(what + "; restarting (" + std::to_string(r.restarts + 1) + " of " + std::to_string(s.max_restarts) + ")");
@@ -511,6 +582,53 @@ void Graph::Impl::on_exit(Replica& r, int code) {
         return;
     }
     record_failure(r, what + (s.restart == RestartPolicy::on_failure ? " (no restarts left)" : ""));
+}
+
+void Graph::Impl::count_lost(Replica& r, std::uint64_t n, const std::string& what) {
+    r.lost += n;
+    report(what + ": " + std::to_string(n) + (n == 1 ? " message" : " messages") + " counted as lost");
+}
+
+// The stdin side of a process that is gone (reaped, its adapter joined). If it failed, the
+// messages still in its pipe or never written were not read: they go to its replacement, or
+// are lost when there is none; the ones it read are lost, since what a program did with its
+// input cannot be known. Decided here once, from the adapter's ledger and the pipe.
+void Graph::Impl::settle_input(Replica& r, bool restarting) {
+    std::string left;
+    if (r.stdin_read_fd >= 0) {
+        int avail = 0;
+        if (r.instance_failed && ::ioctl(r.stdin_read_fd, FIONREAD, &avail) == 0 && avail > 0) {
+            left.resize(static_cast<std::size_t>(avail));
+            std::size_t got = 0;
+            while (got < left.size()) {  // the writer is closed and the reader dead: it is all there
+                const ssize_t n = ::read(r.stdin_read_fd, left.data() + got, left.size() - got);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) break;
+                got += static_cast<std::size_t>(n);
+            }
+            left.resize(got);
+        }
+        ::close(r.stdin_read_fd);
+        r.stdin_read_fd = -1;
+    }
+    const std::unique_ptr<detail::StdinLedger> ledger = std::move(r.ledger);
+    if (!r.instance_failed || !ledger) return;
+    const StageSpec& s = spec.stages[r.stage];
+    const std::string who = "stage \"" + s.name + "\" replica " + std::to_string(r.index);
+    detail::StdinSettlement st = detail::settle_stdin(*ledger, left);
+    if (st.read != 0) {
+        count_lost(r, st.read, who + " had read from queue \"" + s.stdin_queue + "\" before it failed, and what it did with it cannot be known");
+    }
+    if (st.unread.empty()) return;
+    const std::uint64_t n = st.unread.size();
+    if (restarting) {
+        r.redelivered += n;
+        r.redeliver = std::move(st.unread);
+        report(who + ": " + std::to_string(n) + (n == 1 ? " message" : " messages") +
+               " it never read go to its replacement first");
+    } else {
+        count_lost(r, n, who + " never read what was left in its input");
+    }
 }
 
 // The process exited but its pipes are still being read. Usually the adapter is only
@@ -541,14 +659,21 @@ void Graph::Impl::finish_instance(Replica& r) {
     for (auto& t : r.threads) t.join();
     r.threads.clear();
     const StageSpec& s = spec.stages[r.stage];
+    if (const std::size_t dropped = r.dropped_bytes ? r.dropped_bytes->exchange(0) : 0; dropped != 0) {
+        report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + ": dropped the cut-off last line (" +
+               std::to_string(dropped) + " bytes) of a process that did not exit successfully");
+    }
     const std::string err = r.errors.take();
     if (!err.empty()) {
         r.error = err;
-        if (!r.failed && !r.stopped_by_us && mode != Mode::terminating && mode != Mode::killing) {
+        // A failed process's output ends anywhere: that is part of its failure, not another.
+        if (!r.failed && !r.instance_failed && !r.stopped_by_us && mode != Mode::terminating && mode != Mode::killing) {
             record_failure(r, "stage \"" + s.name + "\" replica " + std::to_string(r.index) + ": " + err);
         }
     }
-    if (r.restart_pending && (mode == Mode::running || mode == Mode::draining)) {
+    const bool restarting = r.restart_pending && (mode == Mode::running || mode == Mode::draining);
+    settle_input(r, restarting);
+    if (restarting) {
         ++r.restarts;
         r.proc.reset();
         // The failed replica's own producers were counted as done (closed on its behalf, or
@@ -608,6 +733,7 @@ void Graph::Impl::mark_all_broken() {
 
 void Graph::Impl::begin_drain() {
     if (mode != Mode::running) return;
+    stop_requested = true;
     mode = Mode::draining;
     report("draining: stopping the sources, letting end of stream flow (Ctrl-C again to terminate)");
     drain_deadline = Clock::now() + spec.drain_timeout;
@@ -623,6 +749,7 @@ void Graph::Impl::begin_drain() {
 }
 
 void Graph::Impl::begin_terminate(bool by_request) {
+    if (by_request) stop_requested = true;
     if (mode == Mode::terminating || mode == Mode::killing) return;
     if (by_request) {
         terminate_requested = true;
@@ -654,6 +781,7 @@ void Graph::Impl::stop_running(int sig) {
 
 void Graph::Impl::begin_kill() {
     if (mode == Mode::killing) return;
+    stop_requested = true;
     report("killing every stage (SIGKILL)");
     mode = Mode::killing;
     stop_running(SIGKILL);
@@ -688,6 +816,9 @@ GraphStatus Graph::Impl::status() const {
                 ++s.exited;
             }
             s.restarts += r->restarts;
+            s.failed += r->failed ? 1 : 0;
+            if (s.exit_codes.size() <= r->index) s.exit_codes.resize(r->index + 1);
+            s.exit_codes[r->index] = r->exit_code;
         }
         st.stages.push_back(s);
     }
@@ -777,16 +908,13 @@ void Graph::Impl::cleanup() noexcept {
             ::close(rp->log_fd);
             rp->log_fd = -1;
         }
+        if (rp->stdin_read_fd >= 0) {
+            ::close(rp->stdin_read_fd);
+            rp->stdin_read_fd = -1;
+        }
     }
     queues.clear();  // the owner handles unlink the objects
-    if (guardian_fd >= 0) {
-        ::close(guardian_fd);
-        guardian_fd = -1;
-    }
-    if (guardian) {
-        if (!guardian->join_for(std::chrono::milliseconds(2000))) (void)guardian->stop(std::chrono::milliseconds(0));
-        guardian.reset();
-    }
+    guardian.release();
 }
 
 Graph::Graph(std::string name, GraphOptions options) : impl_(std::make_unique<Impl>()) {
@@ -843,8 +971,9 @@ void Graph::start() {
     g.t0 = Clock::now();
     g.last_status = g.t0;
     try {
+        for (const auto& q : g.spec.queues) validate_name(g.object_name(q), "queue");
+        g.start_guardian();  // first: a launcher killed from here on leaves nothing behind
         g.create_queues();
-        g.start_guardian();
         // Replicas, their adapter endpoints (consumers first), log files.
         const auto order = g.start_order();
         for (std::size_t si : order) {
@@ -930,6 +1059,8 @@ GraphResult Graph::join() {
             rr.restarts = rp->restarts;
             rr.seconds = rp->seconds;
             rr.error = rp->error;
+            rr.lost = rp->lost;
+            rr.redelivered = rp->redelivered;
             // A stage that is not critical dies alone: reported, but the run can still succeed.
             const bool counts = g.spec.stages[si].critical || g.spec.failure == FailurePolicy::keep_going;
             any_failed = any_failed || (rp->failed && counts);
@@ -947,8 +1078,17 @@ GraphResult Graph::join() {
     } else {
         res.ending = GraphEnding::completed;
     }
+    for (const auto& rr : res.replicas) res.lost += rr.lost;
+    res.on_loss = g.spec.on_loss;
+    res.stop_signal = g.stop_signal.load(std::memory_order_relaxed);
+    res.stopped = g.stop_requested;
     res.failure = g.first_failure;
-    res.success = !any_failed && (res.ending == GraphEnding::completed || res.ending == GraphEnding::drained);
+    const bool loss_fails = res.lost != 0 && g.spec.on_loss == LossPolicy::fail;
+    res.success = !any_failed && !loss_fails && (res.ending == GraphEnding::completed || res.ending == GraphEnding::drained);
+    if (res.failure.empty() && loss_fails) {
+        res.failure = std::to_string(res.lost) + (res.lost == 1 ? " message was" : " messages were") +
+                      " lost by replicas that failed (on_loss = \"warn\" accepts that)";
+    }
     if (!res.success && res.failure.empty()) res.failure = "the pipeline was " + std::string(to_string(res.ending));
     g.cleanup();
     g.joined = true;
@@ -963,9 +1103,15 @@ bool Graph::join_for(std::chrono::milliseconds timeout) {
     return g.supervise(Clock::now() + timeout);
 }
 
-void Graph::interrupt() noexcept { impl_->interrupts.fetch_add(1, std::memory_order_relaxed); }
+void Graph::interrupt(int signal) noexcept {
+    impl_->note_signal(signal);
+    impl_->interrupts.fetch_add(1, std::memory_order_relaxed);
+}
 void Graph::drain() noexcept { impl_->drain_req.store(true, std::memory_order_relaxed); }
-void Graph::terminate() noexcept { impl_->terminate_req.store(true, std::memory_order_relaxed); }
+void Graph::terminate(int signal) noexcept {
+    impl_->note_signal(signal);
+    impl_->terminate_req.store(true, std::memory_order_relaxed);
+}
 void Graph::kill() noexcept { impl_->kill_req.store(true, std::memory_order_relaxed); }
 
 const PipelineSpec& Graph::spec() const noexcept { return impl_->spec; }

@@ -5,6 +5,7 @@
 #include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -36,22 +37,22 @@ ssize_t read_or_abandon(int fd, char* buf, std::size_t n, const std::atomic<bool
 }
 
 // Writes everything to a non-blocking fd, waiting for room in slices so `stop` is seen.
-// False on EPIPE (the program is gone or closed its input), another error, or `stop`.
-bool write_until_stopped(int fd, const char* p, std::size_t n, const std::atomic<bool>& stop) noexcept {
-    while (n > 0) {
-        const ssize_t w = ::write(fd, p, n);
+// Returns the bytes written: all of them, or fewer on `stop` or an error.
+std::size_t write_until_stopped(int fd, const char* p, std::size_t n, const std::atomic<bool>& stop) noexcept {
+    std::size_t done = 0;
+    while (done < n) {
+        const ssize_t w = ::write(fd, p + done, n - done);
         if (w < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN) return false;
-            if (stop.load(std::memory_order_acquire)) return false;
+            if (errno != EAGAIN) return done;
+            if (stop.load(std::memory_order_acquire)) return done;
             pollfd pf{fd, POLLOUT, 0};
             ::poll(&pf, 1, kPollMs);
             continue;
         }
-        p += w;
-        n -= static_cast<std::size_t>(w);
+        done += static_cast<std::size_t>(w);
     }
-    return true;
+    return done;
 }
 
 }  // namespace
@@ -141,8 +142,8 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
     ::close(fd);
 }
 
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors,
-                 const std::atomic<bool>& abandon) noexcept {
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors, const std::atomic<bool>& abandon,
+                 const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes) noexcept {
     bool pushing = true;
     auto push = [&](const char* p, std::size_t n) {
         if (!pushing) return;
@@ -175,7 +176,17 @@ void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& err
                     start = nl + 1;
                 }
                 if (!open && start < pending.size()) {
-                    push(pending.data() + start, pending.size() - start);  // last line without '\n'
+                    // A last line without '\n': whole only if the program ended well.
+                    int v = static_cast<int>(ExitVerdict::unknown);
+                    while ((v = verdict.load(std::memory_order_acquire)) == static_cast<int>(ExitVerdict::unknown) &&
+                           !abandon.load(std::memory_order_acquire)) {
+                        ::poll(nullptr, 0, 10);
+                    }
+                    if (v == static_cast<int>(ExitVerdict::ended_well)) {
+                        push(pending.data() + start, pending.size() - start);
+                    } else if (pushing) {
+                        dropped_bytes.fetch_add(pending.size() - start, std::memory_order_relaxed);
+                    }
                     start = pending.size();
                 }
             } else {
@@ -208,28 +219,75 @@ void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& err
     ::close(fd);
 }
 
-void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop, Output& out,
-                const std::string& report_prefix, const std::string& who) noexcept {
+StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_bytes) {
+    StdinSettlement out;
+    // The unread bytes are the suffix of the stream: what stayed in the pipe, then what was
+    // never written. Its whole messages start at recorded offsets at or after its start.
+    const std::string suffix = pipe_bytes + ledger.unwritten;
+    const std::uint64_t from = ledger.taken_bytes - std::min<std::uint64_t>(suffix.size(), ledger.taken_bytes);
+    std::vector<std::uint64_t> cuts;
+    for (const std::uint64_t st : ledger.starts) {
+        if (st >= from && st < ledger.taken_bytes) cuts.push_back(st);
+    }
+    cuts.push_back(ledger.taken_bytes);
+    for (std::size_t i = 0; i + 1 < cuts.size(); ++i) {
+        out.unread.emplace_back(suffix, static_cast<std::size_t>(cuts[i] - from), static_cast<std::size_t>(cuts[i + 1] - cuts[i]));
+    }
+    out.read = ledger.taken - std::min<std::uint64_t>(ledger.taken, out.unread.size());
+    return out;
+}
+
+void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop,
+                std::vector<std::string> redeliver, StdinLedger& ledger) noexcept {
     using namespace std::chrono_literals;
     // Messages are gathered into one buffer (up to kBatch bytes, or until the queue is
     // momentarily empty) and written with one system call: a write per line would cost more
     // than the queue itself.
     constexpr std::size_t kBatch = 64 * 1024;
     std::string batch;
+    // The unread suffix is at most a pipe and a batch (which ends with at most one message
+    // past kBatch): keep message starts that far back.
+    const int pipe_size = ::fcntl(fd, F_GETPIPE_SZ);
+    const std::uint64_t base_window = static_cast<std::uint64_t>(pipe_size > 0 ? pipe_size : 1 << 20) + 2 * kBatch;
+    ledger.window = base_window;
+    auto mark_start = [&] {
+        ledger.starts.push_back(ledger.taken_bytes + batch.size());
+        ++ledger.taken;
+    };
     auto append = [&](std::span<const std::byte> sp) {
+        mark_start();
         if (format == StreamFormat::records) {
             const auto len = static_cast<std::uint32_t>(sp.size());
             batch.append(reinterpret_cast<const char*>(&len), sizeof len);
         }
         batch.append(reinterpret_cast<const char*>(sp.data()), sp.size());
         if (format == StreamFormat::lines) batch += '\n';
+        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size() + 8);
+    };
+    // Writes the batch; false when stopped first (what was not written is kept in the ledger).
+    auto flush = [&] {
+        const std::size_t written = write_until_stopped(fd, batch.data(), batch.size(), stop);
+        ledger.taken_bytes += batch.size();
+        while (!ledger.starts.empty() && ledger.starts.front() + ledger.window < ledger.taken_bytes) {
+            ledger.starts.pop_front();
+        }
+        const bool all = written == batch.size();
+        if (!all) ledger.unwritten.assign(batch, written);
+        batch.clear();
+        return all;
     };
     // Non-blocking, so a write to a program that stopped reading (or to a pipe a leftover
     // child of the program still holds) gives way to `stop`.
     if (const int fl = ::fcntl(fd, F_GETFL); fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     try {
         batch.reserve(kBatch + 4096);
-        while (!stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
+        for (const auto& m : redeliver) {  // already framed; at most a pipe and a batch of them
+            mark_start();
+            batch += m;
+        }
+        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + batch.size());
+        bool going = batch.empty() || flush();
+        while (going && !stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
             try {
                 auto slot = rx.peek_for(100ms);
                 if (!slot) {
@@ -244,15 +302,11 @@ void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<b
                     append(more->span());
                 }
             } catch (const Error& e) {
-                if (e.code() == make_error_code(errc::producer_died)) {
-                    out.report(report_prefix, who + ": " + e.what() + " (continuing with the others)");
-                } else {
-                    break;  // broken (the graph is stopping) or corrupt
-                }
+                // A producer's death is the supervisor's to report (it sees every replica
+                // end, whoever notices first): keep reading the others' messages.
+                if (e.code() != make_error_code(errc::producer_died)) break;  // broken (stopping) or corrupt
             }
-            // EPIPE: the program stopped reading or died; what was taken is lost.
-            if (!batch.empty() && !write_until_stopped(fd, batch.data(), batch.size(), stop)) break;
-            batch.clear();
+            if (!batch.empty()) going = flush();
         }
     } catch (...) {
         // Out of memory: end this program's input.

@@ -32,6 +32,7 @@
 // endpoint record was recycled before it was read (only when no record is free; the task
 // queue has at least 256), every claimed position still pending is checked the same way.
 #include <shmpipe/detail/demangle.hpp>
+#include <shmpipe/detail/guardian.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
@@ -137,6 +138,7 @@ private:
                  std::span<const std::byte> args);  // under submit_m_
     std::string closed_message(const char* kind) const;
 
+    detail::Guardian guardian_;               // removes both queues if this process dies; outlives them
     std::mutex handles_m_;                    // the Queue handles (terminate() vs release_queues())
     std::optional<Queue> tasks_q_, results_q_;
     std::optional<Producer<>> tx_;            // parent -> workers (under submit_m_)
@@ -186,8 +188,11 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
         throw Error(errc::invalid_argument, "Pool: max_message " + std::to_string(opt.max_message) +
                                                 " is too small (at least " + std::to_string(overhead + 64) + " bytes)");
     }
+    // The guardian first: a parent killed from here on leaves no segment behind.
+    guardian_ = detail::Guardian("pool " + base + " guardian", {tasks_name, results_name});
     QueueOptions tq;
-    tq.capacity = opt.queue_capacity;
+    tq.capacity = opt.queue_capacity != 0 ? opt.queue_capacity
+                                          : std::clamp<std::size_t>(std::size_t{4} * n, 16, 128) * opt.max_message;
     tq.max_message = opt.max_message;
     tq.producers = Endpoints::one;
     tq.consumers = Endpoints::many;
@@ -747,6 +752,7 @@ void PoolCore::release_queues() {
     std::lock_guard hlock(handles_m_);
     tasks_q_.reset();
     results_q_.reset();
+    guardian_.release();
 }
 
 void PoolCore::terminate() {

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <climits>
+#include <fcntl.h>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -59,7 +60,24 @@ namespace {
     throw Error(errc::spec_error, msg + ": " + what);
 }
 
-std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+// Names echoed in errors are capped: a spec is untrusted input, and a 1 MiB name would
+// make a 1 MiB error line.
+constexpr std::size_t kEchoedNameMax = 64;
+
+std::string quoted(std::string_view s) {
+    if (s.size() <= kEchoedNameMax) return "\"" + std::string(s) + "\"";
+    return "\"" + std::string(s.substr(0, kEchoedNameMax)) + "...\" (" + std::to_string(s.size()) + " bytes)";
+}
+
+// validate_name, but a name too long to be valid is refused here with its echo capped
+// (validate_name quotes the whole name).
+void check_name(std::string_view name, std::string_view what) {
+    if (name.size() > kMaxNameLength) {
+        throw Error(errc::invalid_name, std::string(what) + " name " + quoted(name) + " is longer than " +
+                                            std::to_string(kMaxNameLength) + " characters");
+    }
+    validate_name(name, what);
+}
 
 std::string join(const std::vector<std::string>& v, std::string_view sep) {
     std::string out;
@@ -71,6 +89,10 @@ std::string join(const std::vector<std::string>& v, std::string_view sep) {
 }
 
 int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+
+// Sizes are capped at 1 TiB (integers and strings alike): more is a typo, and no queue that
+// large can be created.
+constexpr std::uint64_t kMaxSize = std::uint64_t{1} << 40;
 
 // Durations are capped at about 31 years: anything longer is a typo, and converting a
 // larger double to an integer would be undefined.
@@ -84,6 +106,79 @@ std::chrono::milliseconds checked_milliseconds(double ms, const Shown& shown) {
         throw Error(errc::spec_error, o.str());
     }
     return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+}
+
+// Limits on untrusted spec text, checked before toml++ sees it.
+constexpr std::uint64_t kMaxSpecBytes = std::uint64_t{16} << 20;
+// toml++ nests a table per part of a dotted key and recurses over them (a 40 000-part key
+// overflowed the stack); no real spec comes near this.
+constexpr std::size_t kMaxKeyParts = 64;
+
+// Refuses a dotted key (or [table.header]) of more than kMaxKeyParts parts. A lexical scan:
+// outside strings and comments, a chain is parts (bare-key runs or quoted strings) joined by
+// '.', whitespace allowed around the dots. Values such as 1.5 or a date count two or three
+// parts, far below the limit. Unterminated strings end the scan (toml++ reports them).
+void check_key_parts(std::string_view t, std::string_view source) {
+    auto bare = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; };
+    int line = 1;
+    std::size_t parts = 0;
+    bool after_dot = false, in_bare = false;
+    auto add_part = [&] {
+        parts = after_dot ? parts + 1 : 1;
+        after_dot = false;
+        if (parts > kMaxKeyParts) {
+            fail(source, line, "a dotted key has more than " + std::to_string(kMaxKeyParts) + " parts");
+        }
+    };
+    std::size_t i = 0;
+    while (i < t.size()) {
+        const char c = t[i];
+        if (c == '"' || c == '\'') {
+            in_bare = false;
+            const bool triple = t.substr(i, 3) == std::string(3, c);
+            std::size_t j = i + (triple ? 3 : 1);
+            bool closed = false;
+            while (j < t.size()) {
+                if (t[j] == '\\' && c == '"') {
+                    j += 2;
+                    continue;
+                }
+                if (t[j] == '\n') {
+                    if (!triple) break;  // toml++ reports the unterminated string
+                    ++line;
+                }
+                if (t[j] == c && (!triple || t.substr(j, 3) == std::string(3, c))) {
+                    j += triple ? 3 : 1;
+                    closed = true;
+                    break;
+                }
+                ++j;
+            }
+            if (!closed) return;
+            add_part();
+            i = j;
+            continue;
+        }
+        if (c == '#') {
+            while (i < t.size() && t[i] != '\n') ++i;
+            continue;
+        }
+        if (bare(c)) {
+            if (!in_bare) add_part();
+            in_bare = true;
+        } else if (c == '.') {
+            in_bare = false;
+            after_dot = parts > 0;
+        } else if (c == ' ' || c == '\t') {
+            in_bare = false;
+        } else {
+            if (c == '\n') ++line;
+            in_bare = false;
+            after_dot = false;
+            parts = 0;
+        }
+        ++i;
+    }
 }
 
 // Reads one table, checking every key against the known ones.
@@ -150,7 +245,13 @@ public:
         const toml::node* n = get(key);
         if (n == nullptr) return def;
         try {
-            if (n->is_integer() && n->as_integer()->get() > 0) return static_cast<std::size_t>(n->as_integer()->get());
+            if (n->is_integer() && n->as_integer()->get() > 0) {
+                const std::int64_t v = n->as_integer()->get();
+                if (static_cast<std::uint64_t>(v) > kMaxSize) {
+                    throw Error(errc::spec_error, std::to_string(v) + " bytes is too large (at most 1 TiB)");
+                }
+                return static_cast<std::size_t>(v);
+            }
             if (n->is_string()) return parse_size(n->as_string()->get());
         } catch (const Error& e) {
             fail(source_, line_of(*n), what_ + ": " + std::string(key) + ": " + e.what());
@@ -238,7 +339,6 @@ void check_placeholders(const std::string& text, const StageSpec& st, const Pipe
 }  // namespace
 
 std::size_t parse_size(std::string_view text) {
-    constexpr std::uint64_t kMaxSize = std::uint64_t{1} << 40;  // 1 TiB: more is a typo
     auto too_large = [&] { return Error(errc::spec_error, "size " + quoted(text) + " is too large (at most 1 TiB)"); };
     std::size_t i = 0;
     std::uint64_t v = 0;
@@ -377,6 +477,10 @@ std::string expand_placeholders(std::string_view text, const StageSpec& stage, u
 PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, const SpecOptions& options) {
     PipelineSpec spec;
     spec.source = source.empty() ? "<spec>" : std::string(source);
+    if (toml_text.size() > kMaxSpecBytes) {
+        fail(spec.source, 0, "the spec is larger than the " + std::to_string(kMaxSpecBytes >> 20) + " MiB a spec may have");
+    }
+    check_key_parts(toml_text, spec.source);
     toml::table root;
     try {
         root = toml::parse(toml_text, spec.source);
@@ -388,10 +492,10 @@ PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, con
     if (const toml::node* p = root.get("pipeline")) {
         if (!p->is_table()) fail(spec.source, line_of(*p), "[pipeline] must be a table");
         TableReader r(*p->as_table(), spec.source, "[pipeline]",
-                      {"name", "failure", "stop_signal", "stop_timeout", "drain_timeout"});
+                      {"name", "failure", "stop_signal", "stop_timeout", "drain_timeout", "on_loss"});
         spec.name = r.string("name", spec.name);
         try {
-            validate_name(spec.name, "pipeline");
+            check_name(spec.name, "pipeline");
         } catch (const Error& e) {
             fail(spec.source, r.line("name"), std::string("[pipeline]: name: ") + e.what());
         }
@@ -404,12 +508,26 @@ PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, con
             fail(spec.source, r.line("failure"),
                  "[pipeline]: failure must be \"fail-fast\" or \"keep-going\", not " + quoted(failure));
         }
-        if (r.get("stop_signal") != nullptr) {
-            try {
-                spec.stop_signal = parse_signal(r.string("stop_signal"));
-            } catch (const Error& e) {
-                fail(spec.source, r.line("stop_signal"), std::string("[pipeline]: stop_signal: ") + e.what());
+        if (const toml::node* sig = r.get("stop_signal")) {
+            if (sig->is_integer()) {
+                spec.stop_signal = static_cast<int>(r.integer("stop_signal", SIGTERM, 1, 64));
+            } else if (sig->is_string()) {
+                try {
+                    spec.stop_signal = parse_signal(sig->as_string()->get());
+                } catch (const Error& e) {
+                    fail(spec.source, line_of(*sig), std::string("[pipeline]: stop_signal: ") + e.what());
+                }
+            } else {
+                fail(spec.source, line_of(*sig), "[pipeline]: stop_signal must be a signal name like \"SIGTERM\" or a number like 15");
             }
+        }
+        const std::string on_loss = r.string("on_loss", "fail");
+        if (on_loss == "fail") {
+            spec.on_loss = LossPolicy::fail;
+        } else if (on_loss == "warn") {
+            spec.on_loss = LossPolicy::warn;
+        } else {
+            fail(spec.source, r.line("on_loss"), "[pipeline]: on_loss must be \"fail\" or \"warn\", not " + quoted(on_loss));
         }
         spec.stop_timeout = r.duration("stop_timeout", spec.stop_timeout);
         spec.drain_timeout = r.duration("drain_timeout", spec.drain_timeout);
@@ -514,19 +632,45 @@ PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, con
 }
 
 PipelineSpec load_spec(const std::string& path, const SpecOptions& options) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw Error::from_errno(errno, "read pipeline spec \"" + path + "\"");
+    const std::string what = "read pipeline spec " + quoted(path);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block the open
+    if (fd < 0) throw Error::from_errno(errno, what);
+    std::string text;
+    try {
+        struct stat st{};
+        if (::fstat(fd, &st) != 0) throw Error::from_errno(errno, what);
+        if (!S_ISREG(st.st_mode)) {
+            throw Error(errc::spec_error, what + ": not a regular file (a spec is a TOML file, not a device, FIFO or directory)");
+        }
+        if (static_cast<std::uint64_t>(st.st_size) > kMaxSpecBytes) {
+            throw Error(errc::spec_error, what + ": " + std::to_string(st.st_size) + " bytes is larger than the " +
+                                              std::to_string(kMaxSpecBytes >> 20) + " MiB a spec may have");
+        }
+        // Read until EOF, but never past the limit: a file that grows while we read is still bounded.
+        char chunk[65536];
+        while (true) {
+            const ssize_t n = ::read(fd, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw Error::from_errno(errno, what);
+            if (n == 0) break;
+            text.append(chunk, static_cast<std::size_t>(n));
+            if (text.size() > kMaxSpecBytes) {
+                throw Error(errc::spec_error, what + ": larger than the " + std::to_string(kMaxSpecBytes >> 20) +
+                                                  " MiB a spec may have");
+            }
+        }
+    } catch (...) {
+        ::close(fd);
+        throw;
     }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return parse_spec(ss.str(), path, options);
+    ::close(fd);
+    return parse_spec(text, path, options);
 }
 
 void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     const std::string& src = spec.source;
     try {
-        validate_name(spec.name, "pipeline");
+        check_name(spec.name, "pipeline");
     } catch (const Error& e) {
         fail(src, 0, e.what());
     }
@@ -536,11 +680,14 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     std::set<std::string> seen;
     for (const auto& q : spec.queues) {
         try {
-            validate_name(q.name, "queue");
+            check_name(q.name, "queue");
         } catch (const Error& e) {
             fail(src, q.line, e.what());
         }
         if (!seen.insert(q.name).second) fail(src, q.line, "duplicate queue name " + quoted(q.name));
+        if (q.capacity > kMaxSize || q.max_message > kMaxSize) {
+            fail(src, q.line, "queue " + quoted(q.name) + ": capacity and max_message must be at most 1 TiB");
+        }
         if (q.max_message == 0 || q.capacity < q.max_message) {
             fail(src, q.line, "queue " + quoted(q.name) + ": capacity (" + std::to_string(q.capacity) +
                                   " bytes) must be at least max_message (" + std::to_string(q.max_message) + " bytes)");
@@ -548,8 +695,9 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     }
     seen.clear();
     for (const auto& s : spec.stages) {
-        if (s.name.empty() || s.name.find_first_of(" \t\n|") != std::string::npos) {
-            fail(src, s.line, "stage name " + quoted(s.name) + " must be non-empty without spaces or '|'");
+        if (s.name.empty() || s.name.find_first_of(" \t\n|") != std::string::npos || s.name.size() > kMaxNameLength) {
+            fail(src, s.line, "stage name " + quoted(s.name) + " must be 1-" + std::to_string(kMaxNameLength) +
+                                  " characters without spaces or '|'");
         }
         if (!seen.insert(s.name).second) fail(src, s.line, "duplicate stage name " + quoted(s.name));
         if (s.replicas == 0) fail(src, s.line, "stage " + quoted(s.name) + ": replicas must be at least 1");
@@ -562,7 +710,7 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
         for (const auto& n : all) {
             if (spec.find_queue(n) != nullptr) continue;
             try {
-                validate_name(n, "queue");
+                check_name(n, "queue");
             } catch (const Error& e) {
                 fail(src, s.line, "stage " + quoted(s.name) + ": " + e.what());
             }
@@ -662,7 +810,8 @@ std::string describe_spec(const PipelineSpec& spec) {
         << (spec.stages.size() == 1 ? "" : "s") << ", " << spec.queues.size() << " queue"
         << (spec.queues.size() == 1 ? "" : "s") << ", failure "
         << (spec.failure == FailurePolicy::fail_fast ? "fail-fast" : "keep-going") << ", stop "
-        << signal_name(spec.stop_signal) << " then SIGKILL after " << spec.stop_timeout.count() << " ms\n";
+        << signal_name(spec.stop_signal) << " then SIGKILL after " << spec.stop_timeout.count() << " ms, on_loss "
+        << (spec.on_loss == LossPolicy::fail ? "fail" : "warn") << "\n";
     out << "queues:\n";
     for (const auto& q : spec.queues) {
         std::vector<std::string> writers, readers;

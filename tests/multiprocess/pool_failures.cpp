@@ -270,23 +270,7 @@ TEST_CASE("A pool's workers die with its parent", "[multiprocess]") {
     shmpipe::ProcessOptions opt;
     opt.out = shmpipe::Redirect::pipe();
     shmpipe::Process parent(shmpipe::Command{shmpipe::test::peer_path("process_peer"), {"pool", "2"}}, opt);
-    parent.start();
-    pollfd p{parent.stdout_fd(), POLLIN, 0};
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (line.find('\n') == std::string::npos) {
-        if (std::chrono::steady_clock::now() > deadline) FAIL("process_peer pool did not print its workers' pids");
-        if (::poll(&p, 1, 100) != 1) continue;
-        char c;
-        if (::read(parent.stdout_fd(), &c, 1) != 1) FAIL("process_peer pool exited early: " << line);
-        line.push_back(c);
-    }
-    std::istringstream in(line);
-    std::string word;
-    in >> word;
-    REQUIRE(word == "pids");
-    std::vector<int> workers;
-    for (int pid = 0; in >> pid;) workers.push_back(pid);
+    const std::vector<int> workers = shmpipe::test::start_pool_parent(parent);
     REQUIRE(workers.size() == 2);
 
     parent.kill();
@@ -297,7 +281,8 @@ TEST_CASE("A pool's workers die with its parent", "[multiprocess]") {
             FAIL("worker " << pid << " outlived its killed parent by 10 s");
         }
     }
-    // The dead parent's queues are left behind (it could not remove them): clean them up.
+    // Its guardian removes the dead parent's queues (pool_guardian.cpp checks that); make
+    // sure of it here too, so a slow guardian cannot leave them to the leak check.
     for (const auto& n : shmpipe::test::shm_objects_with_prefix("pool-" + std::to_string(parent.pid()) + "-")) {
         shmpipe::remove(n);
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <shmpipe/pool.hpp>
+#include <shmpipe/process.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -10,8 +11,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <poll.h>
+#include <sstream>
 #include <string>
+#include <unistd.h>
 #include <utility>
+#include <vector>
 
 namespace shmpipe::test {
 
@@ -37,6 +42,29 @@ inline auto within(shmpipe::Pool& pool, const std::string& what, F&& f, std::chr
         FAIL(what << ": not done within " << limit.count() << " s (the pool was terminated)");
     }
     return done.get();
+}
+
+// Starts `process_peer pool N` (a pool parent) and returns the worker pids it prints;
+// FAILs when the line does not come within 20 s.
+inline std::vector<int> start_pool_parent(shmpipe::Process& parent) {
+    parent.start();
+    pollfd p{parent.stdout_fd(), POLLIN, 0};
+    std::string line;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (line.find('\n') == std::string::npos) {
+        if (std::chrono::steady_clock::now() > deadline) FAIL("process_peer pool did not print its workers' pids");
+        if (::poll(&p, 1, 100) != 1) continue;
+        char c;
+        if (::read(parent.stdout_fd(), &c, 1) != 1) FAIL("process_peer pool exited early: " << line);
+        line.push_back(c);
+    }
+    std::istringstream in(line);
+    std::string word;
+    in >> word;
+    REQUIRE(word == "pids");
+    std::vector<int> workers;
+    for (int pid = 0; in >> pid;) workers.push_back(pid);
+    return workers;
 }
 
 }  // namespace shmpipe::test

@@ -7,6 +7,7 @@
 #include <shmpipe/object.hpp>
 #include <shmpipe/queue.hpp>
 
+#include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -15,7 +16,6 @@
 #include <functional>
 #include <optional>
 #include <random>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
@@ -38,26 +38,50 @@ std::vector<std::string> lines_of(const std::string& text) {
     return out;
 }
 
-// The --json line (one object per line) of `name`, or "" when it is not listed.
+// The object of `name` in --json output (list/show/clean: one document, an object per line;
+// watch: an array per line), serialized again, or "" when it is not listed.
 std::string json_of(const std::string& out, const std::string& name) {
-    const std::string key = "{\"name\": \"" + name + "\"";
+    auto find_in = [&](const boost::json::value& v) -> std::string {
+        auto match = [&](const boost::json::value& o) {
+            return o.is_object() && o.as_object().contains("name") && o.as_object().at("name") == name.c_str();
+        };
+        if (match(v)) return boost::json::serialize(v);
+        if (v.is_array()) {
+            for (const auto& e : v.as_array()) {
+                if (match(e)) return boost::json::serialize(e);
+            }
+        }
+        return {};
+    };
+    boost::system::error_code ec;
+    if (auto whole = boost::json::parse(out, ec); !ec) return find_in(whole);
     for (const auto& line : lines_of(out)) {
-        const auto at = line.find(key);
-        if (at != std::string::npos) return line.substr(at);
+        if (auto v = boost::json::parse(line, ec); !ec) {
+            if (auto found = find_in(v); !found.empty()) return found;
+        }
     }
     return {};
 }
 
+// A field of one object from json_of(); nullopt / "" when absent or of another type.
 std::optional<std::uint64_t> json_number(const std::string& object, const std::string& key) {
-    std::smatch m;
-    if (std::regex_search(object, m, std::regex("\"" + key + "\": ([0-9]+)"))) return std::stoull(m[1]);
+    boost::system::error_code ec;
+    const auto v = boost::json::parse(object, ec);
+    if (ec || !v.is_object()) return std::nullopt;
+    const auto* f = v.as_object().if_contains(key);
+    if (f == nullptr) return std::nullopt;
+    if (f->is_uint64()) return f->as_uint64();
+    if (f->is_int64() && f->as_int64() >= 0) return static_cast<std::uint64_t>(f->as_int64());
+    if (f->is_double() && f->as_double() >= 0) return static_cast<std::uint64_t>(f->as_double());
     return std::nullopt;
 }
 
 std::string json_string(const std::string& object, const std::string& key) {
-    std::smatch m;
-    if (std::regex_search(object, m, std::regex("\"" + key + "\": \"([^\"]*)\""))) return m[1];
-    return {};
+    boost::system::error_code ec;
+    const auto v = boost::json::parse(object, ec);
+    if (ec || !v.is_object()) return {};
+    const auto* f = v.as_object().if_contains(key);
+    return f != nullptr && f->is_string() ? std::string(f->as_string()) : std::string();
 }
 
 struct Endpoint {
@@ -69,9 +93,13 @@ struct Endpoint {
 
 std::vector<Endpoint> json_endpoints(const std::string& object) {
     std::vector<Endpoint> out;
-    const std::regex re(R"re(\{"pid": ([0-9]+), "role": "([a-z]+)", "alive": (true|false), "state": "([a-z]+)")re");
-    for (auto it = std::sregex_iterator(object.begin(), object.end(), re); it != std::sregex_iterator(); ++it) {
-        out.push_back({static_cast<std::uint32_t>(std::stoul((*it)[1])), (*it)[2], (*it)[3] == "true", (*it)[4]});
+    boost::system::error_code ec;
+    const auto v = boost::json::parse(object, ec);
+    if (ec || !v.is_object() || !v.as_object().contains("endpoints")) return out;
+    for (const auto& e : v.as_object().at("endpoints").as_array()) {
+        const auto& o = e.as_object();
+        out.push_back({static_cast<std::uint32_t>(o.at("pid").to_number<std::uint64_t>()), std::string(o.at("role").as_string()),
+                       o.at("alive").as_bool(), std::string(o.at("state").as_string())});
     }
     return out;
 }
@@ -247,6 +275,14 @@ TEST_CASE("a SIGKILLed producer shows as dead, its queue goes stale, and clean r
     CHECK(dry.exit_code == 0);
     CHECK_THAT(dry.out, Catch::Contains("would remove " + dying) && !Catch::Contains(live));
     CHECK(exists(dying));
+    const auto dry_json = inspect({"--json", "clean", "--dry-run", dying, live});
+    CHECK(dry_json.exit_code == 0);
+    const std::string planned = json_of(dry_json.out, dying);
+    INFO(dry_json.out);
+    CHECK(json_string(planned, "state") == "stale");
+    CHECK(planned.find("\"removed\":false") != std::string::npos);
+    CHECK(planned.find("\"dry_run\":true") != std::string::npos);
+    CHECK(json_of(dry_json.out, live).empty());
 
     const auto cleaned = inspect({"clean", dying, live});
     CHECK(cleaned.exit_code == 0);

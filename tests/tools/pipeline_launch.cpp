@@ -1,5 +1,5 @@
 // pipeline-launch through the real binary: the examples, failures, signals, restarts, specs.
-#include "test_support.hpp"
+#include "launch_testing.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/queue.hpp>
@@ -19,72 +19,21 @@ namespace test = shmpipe::test;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "launch-test-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::string write(const std::string& name, const std::string& text) const {
-        std::ofstream(file(name)) << text;
-        return file(name);
-    }
-};
-
-std::string launcher() { return test::bin_path("pipeline-launch"); }
-std::string behave() { return test::peer_path("stage_behave"); }
-
-std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-std::vector<int> pids_in(const std::string& path) {
-    std::vector<int> pids;
-    std::ifstream in(path);
-    int p;
-    while (in >> p) pids.push_back(p);
-    return pids;
-}
-
-bool all_dead(const std::vector<int>& pids) {
-    for (int p : pids) {
-        if (shmpipe::detail::process_alive(static_cast<std::uint32_t>(p), 0)) return false;
-    }
-    return true;
-}
-
-// Runs the launcher on `spec` with objects named after `name` (a test name: "t-...").
-test::RunResult launch(const std::string& spec, const std::string& name, std::vector<std::string> extra = {},
-                       std::chrono::milliseconds timeout = 60s) {
-    std::vector<std::string> args = {"--name", name, "--no-status"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back(spec);
-    return test::run_program(launcher(), args, timeout);
-}
-
-void require_no_objects(const std::string& name) {
-    INFO("objects of run " << name);
-    CHECK(test::shm_objects_with_prefix(name).empty());
-}
-
-}  // namespace
+using test::all_dead;
+using test::behave;
+using test::launch;
+using test::launcher;
+using test::pids_in;
+using test::read_file;
+using test::require_no_objects;
+using test::TempDir;
 
 TEST_CASE("pipeline-launch --help prints usage and exits 0", "[tools]") {
     const auto r = test::run_program(launcher(), {"--help"}, 10s);
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("--check") != std::string::npos);
     CHECK(r.out.find("--summary-json") != std::string::npos);
+    CHECK(r.out.find("130 Ctrl-C, 143 SIGTERM") != std::string::npos);  // a stopped run is never 0
 }
 
 TEST_CASE("pipeline-launch with a bad argument exits 2 with an error line", "[tools]") {
@@ -240,36 +189,13 @@ namespace {
 
 // A native pool that runs until stopped: source (infinite) -> 2 workers -> collector.
 std::string endless_pool(const TempDir& dir) {
-    return dir.write("endless.toml", R"([pipeline]
-stop_timeout = "2s"
-[[queue]]
-name = "tasks"
-max_message = 64
-capacity = "64KiB"
-[[queue]]
-name = "results"
-max_message = 64
-capacity = "64KiB"
-[[stage]]
-name = "source"
-cmd = [")" + test::bin_path("source") + R"(", "0"]
-outputs = ["tasks"]
-[[stage]]
-name = "worker"
-cmd = [")" + test::bin_path("worker") + R"(", "{queue.tasks}", "{queue.results}"]
-inputs = ["tasks"]
-outputs = ["results"]
-replicas = 2
-[[stage]]
-name = "collector"
-cmd = [")" + test::bin_path("collector") + R"("]
-inputs = ["results"]
-)");
+    return test::native_pool_spec(dir, "endless.toml", "[pipeline]\nstop_timeout = \"2s\"\n", 0,
+                                  R"([")" + test::bin_path("worker") + R"(", "{queue.tasks}", "{queue.results}"])", 2);
 }
 
 }  // namespace
 
-TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 0", "[tools]") {
+TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 130 says it was stopped", "[tools]") {
     const std::string name = test::unique_name("launch");
     TempDir dir;
     const std::string spec = endless_pool(dir);
@@ -293,10 +219,13 @@ TEST_CASE("Ctrl-C once drains: sources stop, end of stream flows, exit 0", "[too
     if (!flowing) FAIL("no message reached the collector through queue " << results << " within 30 s");
     sut.signal(SIGINT);
     const int code = sut.wait_or_throw(60s, "pipeline-launch to drain after one SIGINT");
-    CHECK(code == 0);
+    CHECK(code == 128 + SIGINT);  // a clean drain is still a stopped run: its output is partial
     const std::string json = read_file(dir.file("s.json"));
     INFO(json);
     CHECK(json.find("\"ending\":\"drained\"") != std::string::npos);
+    CHECK(json.find("\"success\":true") != std::string::npos);  // every stage did its part
+    CHECK(json.find("\"stopped\":true") != std::string::npos);
+    CHECK(json.find("\"stop_signal\":\"SIGINT\"") != std::string::npos);
     CHECK(json.find("\"stage\":\"collector\",\"replica\":0,") != std::string::npos);
     CHECK(json.find("\"failed\":true") == std::string::npos);
     require_no_objects(name);
@@ -326,7 +255,7 @@ replicas = 2
     CHECK(sut.running());  // the drain waits for the stubborn source
     sut.signal(SIGINT);
     const int code = sut.wait_or_throw(20s, "pipeline-launch to terminate after two SIGINTs");
-    CHECK(code == 1);
+    CHECK(code == 128 + SIGINT);
     CHECK(read_file(dir.file("s.json")).find("\"ending\":\"terminated\"") != std::string::npos);
     CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
     require_no_objects(name);
@@ -355,13 +284,13 @@ inputs = ["q"]
         std::this_thread::sleep_for(100ms);
     }
     const int code = sut.wait_or_throw(10s, "pipeline-launch to kill after three SIGINTs");
-    CHECK(code == 1);
+    CHECK(code == 128 + SIGINT);
     CHECK(read_file(dir.file("s.json")).find("\"ending\":\"killed\"") != std::string::npos);
     CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
     require_no_objects(name);
 }
 
-TEST_CASE("SIGTERM terminates the run", "[tools]") {
+TEST_CASE("SIGTERM terminates the run and exits 143", "[tools]") {
     const std::string name = test::unique_name("launch");
     TempDir dir;
     const std::string pidfile = dir.file("pids");
@@ -370,11 +299,19 @@ name = "a"
 cmd = [")" + behave() + R"(", "pidfile", ")" + pidfile + R"("]
 replicas = 3
 )");
-    test::Peer sut(launcher(), {"--name", name, "--no-status", "-q", "--summary-json", dir.file("s.json"), spec});
+    // Through `sh -c 'exec ... 2>FILE'` to keep its stderr (the summary): same pid.
+    test::Peer sut("/bin/sh", {"-c", "exec \"$0\" \"$@\" 2>" + dir.file("err"), launcher(), "--name", name,
+                               "--no-status", "--summary-json", dir.file("s.json"), spec});
     REQUIRE(test::wait_until([&] { return pids_in(pidfile).size() == 3; }, 10s));
     sut.signal(SIGTERM);
-    CHECK(sut.wait_or_throw(20s, "pipeline-launch to terminate on SIGTERM") == 1);
-    CHECK(read_file(dir.file("s.json")).find("\"ending\":\"terminated\"") != std::string::npos);
+    CHECK(sut.wait_or_throw(20s, "pipeline-launch to terminate on SIGTERM") == 128 + SIGTERM);
+    const std::string json = read_file(dir.file("s.json"));
+    CHECK(json.find("\"ending\":\"terminated\"") != std::string::npos);
+    CHECK(json.find("\"stop_signal\":\"SIGTERM\"") != std::string::npos);
+    const std::string err = read_file(dir.file("err"));
+    INFO(err);
+    CHECK(err.find("terminated in") != std::string::npos);
+    CHECK(err.find("stopped by SIGTERM") != std::string::npos);
     CHECK(test::wait_until([&] { return all_dead(pids_in(pidfile)); }, 5s));
 }
 

@@ -25,6 +25,10 @@ inline void print_error(std::string_view tool, std::string_view message) {
     std::cerr << tool << ": error: " << message << std::endl;
 }
 
+inline void print_warning(std::string_view tool, std::string_view message) {
+    std::cerr << tool << ": warning: " << message << std::endl;
+}
+
 inline int usage_error(std::string_view tool, std::string_view message) {
     print_error(tool, message);
     std::cerr << "Run with --help for more information." << std::endl;

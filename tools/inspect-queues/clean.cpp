@@ -4,6 +4,8 @@
 // each one, and its identity, right before unlinking it).
 #include "commands.hpp"
 
+#include <boost/json.hpp>
+
 #include <iostream>
 
 namespace inspect_queues {
@@ -15,15 +17,18 @@ int run_clean(const CleanOptions& options) {
     const auto results = shmpipe::clean(options.corrupt, options.dry_run, io);
     int status = 0;
     if (options.json) {
+        // One object per line, like `list --json`.
         std::string out = "[";
         for (std::size_t i = 0; i < results.size(); ++i) {
             const auto& r = results[i];
-            out += (i == 0 ? "\n  " : ",\n  ");
-            out += "{\"name\": " + json_quote(r.name) + ", \"state\": " + json_quote(shmpipe::to_string(r.state)) +
-                   ", \"reason\": " + json_quote(r.reason) + ", \"removed\": " + (r.removed ? "true" : "false") +
-                   ", \"dry_run\": " + (options.dry_run ? "true" : "false");
-            if (!r.error.empty()) out += ", \"error\": " + json_quote(r.error);
-            out += "}";
+            boost::json::object o;
+            o["name"] = r.name;
+            o["state"] = std::string(shmpipe::to_string(r.state));
+            o["reason"] = r.reason;
+            o["removed"] = r.removed;
+            o["dry_run"] = options.dry_run;
+            if (!r.error.empty()) o["error"] = r.error;
+            out += (i == 0 ? "\n  " : ",\n  ") + boost::json::serialize(o);
             if (!r.error.empty()) status = 1;
         }
         out += results.empty() ? "]" : "\n]";

@@ -5,7 +5,6 @@
 
 #include "cli_util.hpp"
 
-#include <shmpipe/detail/json_util.hpp>
 #include <shmpipe/inspect.hpp>
 
 #include <cstdint>
@@ -18,7 +17,6 @@
 namespace inspect_queues {
 
 using shmpipe::cli::UsageError;  // a bad argument value found after parsing (exit code 2)
-using shmpipe::detail::json_quote;
 
 struct ListOptions {
     std::vector<std::string> patterns;  // glob patterns on names; empty = all
@@ -55,7 +53,7 @@ struct Rates {
 
 // --- formatting (format.cpp) -----------------------------------------------------------------
 
-// One object as JSON (single line); rates are added when given.
+// One object as JSON (single line, Boost.JSON); rates are added when given.
 std::string to_json(const shmpipe::ObjectInfo& info, const Rates* rates = nullptr);
 std::string to_json_array(const std::vector<shmpipe::ObjectInfo>& infos);
 

@@ -3,7 +3,10 @@
 
 #include <shmpipe/detail/process_id.hpp>
 
+#include <boost/json.hpp>
+
 #include <algorithm>
+#include <cmath>
 #include <cinttypes>
 #include <cstdio>
 #include <sstream>
@@ -18,85 +21,95 @@ std::string fixed(double v, int decimals) {
     return buf;
 }
 
-class JsonObject {
-public:
-    JsonObject& field(const char* key, const std::string& raw) {
-        out_ += first_ ? "" : ", ";
-        first_ = false;
-        out_ += json_quote(key);
-        out_ += ": ";
-        out_ += raw;
-        return *this;
-    }
-    JsonObject& str(const char* key, const std::string& v) { return field(key, json_quote(v)); }
-    JsonObject& num(const char* key, std::uint64_t v) { return field(key, std::to_string(v)); }
-    JsonObject& real(const char* key, double v, int decimals) { return field(key, fixed(v, decimals)); }
-    JsonObject& boolean(const char* key, bool v) { return field(key, v ? "true" : "false"); }
-    JsonObject& null(const char* key) { return field(key, "null"); }
-    std::string done() { return "{" + out_ + "}"; }
-
-private:
-    std::string out_;
-    bool first_ = true;
-};
+// A double rounded to `decimals` places (the figures are estimates; more digits are noise).
+double rounded(double v, int decimals) {
+    const double scale = std::pow(10.0, decimals);
+    return std::round(v * scale) / scale;
+}
 
 }  // namespace
 
 std::string to_json(const shmpipe::ObjectInfo& o, const Rates* rates) {
     using shmpipe::ObjectState;
-    JsonObject j;
-    j.str("name", o.name).str("kind", o.kind).str("state", shmpipe::to_string(o.state));
+    namespace json = boost::json;
+    json::object j;
+    j["name"] = o.name;
+    j["kind"] = o.kind;
+    j["state"] = std::string(shmpipe::to_string(o.state));
     const bool valid = o.state != ObjectState::corrupt && o.state != ObjectState::unreadable;
-    if (!o.problem.empty()) j.str("problem", o.problem);
+    if (!o.problem.empty()) j["problem"] = o.problem;
     if (o.is_queue && valid) {
-        j.num("capacity", o.capacity).num("depth", o.depth);
-        j.num("max_message", o.max_message).num("bytes_used", o.bytes_used).real("fill_percent", o.fill * 100.0, 1);
-        j.num("messages_in", o.messages_in).num("messages_out", o.messages_out);
-        j.num("bytes_in", o.bytes_in).num("bytes_out", o.bytes_out);
-        j.num("producers_waiting", o.producers_waiting).num("consumers_waiting", o.consumers_waiting);
-        j.num("expected_producers", o.expected_producers).num("abandoned", o.abandoned).num("lost", o.lost);
+        j["capacity"] = o.capacity;
+        j["depth"] = o.depth;
+        j["max_message"] = o.max_message;
+        j["bytes_used"] = o.bytes_used;
+        j["fill_percent"] = rounded(o.fill * 100.0, 1);
+        j["messages_in"] = o.messages_in;
+        j["messages_out"] = o.messages_out;
+        j["bytes_in"] = o.bytes_in;
+        j["bytes_out"] = o.bytes_out;
+        j["producers_waiting"] = o.producers_waiting;
+        j["consumers_waiting"] = o.consumers_waiting;
+        j["expected_producers"] = o.expected_producers;
+        j["abandoned"] = o.abandoned;
+        j["lost"] = o.lost;
     } else {
-        j.null("capacity").null("depth");
+        j["capacity"] = nullptr;
+        j["depth"] = nullptr;
     }
-    j.num("sleepers", o.sleepers).num("waiters", o.waiters);
-    j.field("creator", JsonObject().num("pid", o.creator_pid).boolean("alive", o.creator_alive).done());
+    j["sleepers"] = o.sleepers;
+    j["waiters"] = o.waiters;
+    j["creator"] = json::object{{"pid", o.creator_pid}, {"alive", o.creator_alive}};
     if (o.created_ns != 0) {
         const std::uint64_t now = shmpipe::detail::realtime_ns();
-        j.num("created_ns", o.created_ns).real("age_s", now > o.created_ns ? static_cast<double>(now - o.created_ns) / 1e9 : 0.0, 3);
+        j["created_ns"] = o.created_ns;
+        j["age_s"] = rounded(now > o.created_ns ? static_cast<double>(now - o.created_ns) / 1e9 : 0.0, 3);
     }
-    if (o.died_pid != 0) j.num("died_pid", o.died_pid);
-    j.num("size", o.file_size);
-    std::string eps = "[";
-    for (std::size_t i = 0; i < o.endpoints.size(); ++i) {
-        const auto& e = o.endpoints[i];
-        JsonObject je;
-        je.num("pid", e.pid).str("role", e.role).boolean("alive", e.alive).str("state", e.state);
-        je.num("index", e.index).num("messages", e.messages).num("bytes", e.bytes).boolean("sleeping", e.sleeping);
-        if (e.attached_ns != 0) je.num("attached_ns", e.attached_ns);
-        if (e.held_units) je.num("held", *e.held_units);
-        eps += (i == 0 ? "" : ", ") + je.done();
+    if (o.died_pid != 0) j["died_pid"] = o.died_pid;
+    j["size"] = o.file_size;
+    json::array eps;
+    for (const auto& e : o.endpoints) {
+        json::object je;
+        je["pid"] = e.pid;
+        je["role"] = e.role;
+        je["alive"] = e.alive;
+        je["state"] = e.state;
+        je["index"] = e.index;
+        je["messages"] = e.messages;
+        je["bytes"] = e.bytes;
+        je["sleeping"] = e.sleeping;
+        if (e.attached_ns != 0) je["attached_ns"] = e.attached_ns;
+        if (e.held_units) je["held"] = *e.held_units;
+        eps.push_back(std::move(je));
     }
-    eps += "]";
-    j.field("endpoints", eps);
+    j["endpoints"] = std::move(eps);
     if (o.sync) {
         const auto& s = *o.sync;
-        JsonObject js;
-        js.str("value_name", s.value_name).num("value", s.value);
-        if (s.limit) js.num("limit", *s.limit);
-        if (s.owner) js.num("owner", *s.owner).boolean("owner_alive", s.owner_alive.value_or(false));
-        js.num("waiters", s.waiters).boolean("broken", s.broken);
-        for (const auto& [k, v] : s.details) js.num(k.c_str(), v);
-        j.field("sync", js.done());
+        json::object js;
+        js["value_name"] = s.value_name;
+        js["value"] = s.value;
+        if (s.limit) js["limit"] = *s.limit;
+        if (s.owner) {
+            js["owner"] = *s.owner;
+            js["owner_alive"] = s.owner_alive.value_or(false);
+        }
+        js["waiters"] = s.waiters;
+        js["broken"] = s.broken;
+        for (const auto& [k, v] : s.details) js[k] = v;
+        j["sync"] = std::move(js);
     }
     if (rates != nullptr) {
-        j.real("msgs_in_per_s", rates->msgs_in_per_s, 1).real("msgs_out_per_s", rates->msgs_out_per_s, 1);
-        j.real("mb_in_per_s", rates->mb_in_per_s, 3).real("mb_out_per_s", rates->mb_out_per_s, 3);
-        j.str("mark", rates->mark);
+        j["msgs_in_per_s"] = rounded(rates->msgs_in_per_s, 1);
+        j["msgs_out_per_s"] = rounded(rates->msgs_out_per_s, 1);
+        j["mb_in_per_s"] = rounded(rates->mb_in_per_s, 3);
+        j["mb_out_per_s"] = rounded(rates->mb_out_per_s, 3);
+        j["mark"] = rates->mark;
     }
-    return j.done();
+    return json::serialize(j);
 }
 
 std::string to_json_array(const std::vector<shmpipe::ObjectInfo>& infos) {
+    // One object per line, so `grep NAME` still finds an object's whole record.
     std::string out = "[";
     for (std::size_t i = 0; i < infos.size(); ++i) out += (i == 0 ? "\n  " : ",\n  ") + to_json(infos[i]);
     out += infos.empty() ? "]" : "\n]";

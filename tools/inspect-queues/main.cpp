@@ -4,6 +4,9 @@
 // "inspect-queues: error: ...".
 #include "cli_util.hpp"
 #include "commands.hpp"
+#include "metrics_commands.hpp"
+
+#include <shmpipe/version.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +23,7 @@ Examples:
   inspect-queues show frames           everything about "frames"
   inspect-queues watch --interval 0.5  live view; q or Ctrl-C quits
   inspect-queues clean --dry-run       what clean would remove
+  inspect-queues serve                 Prometheus metrics at 127.0.0.1:9464/metrics
   inspect-queues --json | jq '.[] | select(.state == "stale") | .name'
 
 Inspecting only reads: it never attaches to a queue, takes a lock or changes a counter.
@@ -30,11 +34,12 @@ Only `clean` removes, and never an object a live process uses.
 
 int main(int argc, char** argv) {
     using namespace inspect_queues;
-    CLI::App app{"inspect-queues: list, show, watch and clean the shared-memory objects of shmpipe "
+    CLI::App app{"inspect-queues: list, show, watch, export (Prometheus) and clean the shared-memory objects of shmpipe "
                  "(queues, semaphores, mutexes, events, barriers, shared arrays)",
                  "inspect-queues"};
     app.footer(kFooter);
     app.require_subcommand(0, 1);
+    app.set_version_flag("--version", std::string(kTool) + " " + SHMPIPE_VERSION_STRING);
     bool json = false;
     app.add_flag("--json", json, "Machine-readable output: a JSON array (show: one object; watch: one array per line)")
         ->group("For scripts");
@@ -66,6 +71,19 @@ int main(int argc, char** argv) {
         ->group("Repair");
     clean_cmd->fallthrough();
 
+    MetricsOptions metrics;
+    auto* metrics_cmd = app.add_subcommand("metrics", "Every object's gauges and counters in the Prometheus text format");
+    metrics_cmd->add_option("patterns", metrics.patterns, "Only names matching these glob patterns");
+    metrics_cmd->group("Monitoring");
+
+    ServeOptions serve;
+    auto* serve_cmd = app.add_subcommand("serve", "Serve the metrics over HTTP at /metrics until Ctrl-C or SIGTERM");
+    serve_cmd->add_option("patterns", serve.patterns, "Only names matching these glob patterns");
+    serve_cmd->add_option("--listen", serve.listen,
+                          "Address to listen on, HOST:PORT (default 127.0.0.1:9464; a non-loopback address "
+                          "exposes the metrics to other machines)");
+    serve_cmd->group("Monitoring");
+
     if (const int rc = shmpipe::cli::parse(app, kTool, argc, argv); rc >= 0) return rc;
 
     return shmpipe::cli::run_guarded(kTool, [&]() -> int {
@@ -77,6 +95,8 @@ int main(int argc, char** argv) {
             watch.json = json;
             return run_watch(watch);
         }
+        if (*metrics_cmd) return run_metrics(metrics);
+        if (*serve_cmd) return run_serve(serve);
         if (*clean_cmd) {
             clean.json = json;
             return run_clean(clean);

@@ -7,14 +7,16 @@
 // flushed, for logs and pipes. Ctrl-C (SIGINT) and SIGTERM quit cleanly; --count N quits
 // after N refreshes.
 #include "commands.hpp"
+#include "stop_signals.hpp"
+#include "watch_screen.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
 
 #include <cerrno>
-#include <csignal>
 #include <ctime>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <optional>
 #include <poll.h>
 #include <termios.h>
@@ -22,10 +24,6 @@
 
 namespace inspect_queues {
 namespace {
-
-volatile std::sig_atomic_t g_stop = 0;
-
-extern "C" void on_stop_signal(int) { g_stop = 1; }
 
 // Puts stdin in non-canonical, no-echo mode for the lifetime of the object.
 class RawTerminal {
@@ -53,12 +51,12 @@ private:
 // Waits up to `seconds`; returns false when the user asked to quit (q, Ctrl-C, SIGTERM).
 bool pause_for(double seconds, bool read_keys) {
     const std::uint64_t deadline = shmpipe::detail::monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
-    while (g_stop == 0) {
+    while (!shmpipe::cli::stop_requested()) {
         const std::uint64_t now = shmpipe::detail::monotonic_ns();
         if (now >= deadline) return true;
         const int ms = static_cast<int>((deadline - now + 999'999) / 1'000'000);
         pollfd pfd{read_keys ? STDIN_FILENO : -1, POLLIN, 0};
-        const int n = ::poll(&pfd, 1, ms);  // EINTR on a signal: the loop re-checks g_stop
+        const int n = ::poll(&pfd, 1, ms);  // EINTR on a signal: the loop re-checks the stop flag
         if (n > 0 && read_keys && (pfd.revents & POLLIN) != 0) {
             char c = 0;
             if (::read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q')) return false;
@@ -103,14 +101,6 @@ Rates rates_for(const shmpipe::ObjectInfo& o, const Sample* prev, std::uint64_t 
     return r;
 }
 
-std::string rate_text(double per_s) { return human_count(static_cast<std::uint64_t>(per_s + 0.5)); }
-
-std::string mb_text(double mb) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f", mb);
-    return buf;
-}
-
 std::string clock_text() {
     const std::time_t t = std::time(nullptr);
     std::tm tm{};
@@ -123,12 +113,7 @@ std::string clock_text() {
 }  // namespace
 
 int run_watch(const WatchOptions& options) {
-    struct sigaction act {};
-    act.sa_handler = on_stop_signal;
-    sigemptyset(&act.sa_mask);
-    act.sa_flags = 0;  // no SA_RESTART: poll() returns at once
-    ::sigaction(SIGINT, &act, nullptr);
-    ::sigaction(SIGTERM, &act, nullptr);
+    shmpipe::cli::install_stop_handlers();
 
     const bool tty = ::isatty(STDOUT_FILENO) != 0 && !options.json;
     std::optional<RawTerminal> terminal_guard;  // raw mode only when stdout is a terminal
@@ -139,11 +124,11 @@ int run_watch(const WatchOptions& options) {
     io.catch_sigbus = true;
     io.patterns = options.patterns;
     std::map<std::string, Sample> previous;
-    for (unsigned refresh = 1; g_stop == 0; ++refresh) {
+    for (unsigned refresh = 1; !shmpipe::cli::stop_requested(); ++refresh) {
         const auto infos = shmpipe::inspect_all(io);
         const std::uint64_t now = shmpipe::detail::monotonic_ns();
         std::map<std::string, Sample> current;
-        std::vector<std::vector<std::string>> rows;
+        std::vector<std::pair<shmpipe::ObjectInfo, Rates>> screen;
         std::string json = "[";
         for (const auto& o : infos) {
             const auto it = previous.find(o.name);
@@ -154,14 +139,7 @@ int run_watch(const WatchOptions& options) {
                 continue;
             }
             if (tty) {
-                auto row = list_row(o);
-                row.pop_back();  // endpoints go last, after the rates
-                const bool queue = o.is_queue && !row.empty() && row[3] != "-";
-                row.push_back(queue ? rate_text(r.msgs_out_per_s) : "-");
-                row.push_back(queue ? mb_text(r.mb_out_per_s) : "-");
-                row.push_back(r.mark.empty() ? "" : r.mark);
-                row.push_back(list_row(o).back());
-                rows.push_back(std::move(row));
+                screen.emplace_back(o, r);
             } else {
                 std::string line = clock_text() + " " + o.name + " " + o.kind + " " + shmpipe::to_string(o.state);
                 if (o.is_queue && (o.state != shmpipe::ObjectState::corrupt)) {
@@ -179,20 +157,11 @@ int run_watch(const WatchOptions& options) {
         if (options.json) {
             std::cout << json << "]\n";
         } else if (tty) {
-            std::cout << "\x1b[H\x1b[2J" << "inspect-queues watch  " << clock_text() << "  every " << options.interval_s
-                      << " s  " << (read_keys ? "(q or Ctrl-C quits)" : "(Ctrl-C quits)") << "\n\n";
-            if (rows.empty()) {
-                std::cout << "no matching shmpipe objects\n";
-            } else {
-                auto header = list_header();
-                header.pop_back();
-                header.insert(header.end(), {"MSGS/S", "MB/S", "MARK", "ENDPOINTS / PROBLEM"});
-                rows.insert(rows.begin(), header);
-                auto align = list_alignment();
-                align.pop_back();
-                align.insert(align.end(), {true, true, false, false});
-                print_table(std::cout, rows, align);
-            }
+            std::ostringstream title;
+            title << "inspect-queues watch  " << clock_text() << "  every " << options.interval_s << " s  "
+                  << (read_keys ? "(q or Ctrl-C quits)" : "(Ctrl-C quits)");
+            std::cout << "\x1b[H\x1b[2J";
+            print_watch_screen(std::cout, title.str(), screen, terminal_size(STDOUT_FILENO));
         } else if (infos.empty()) {
             std::cout << clock_text() << " no matching shmpipe objects\n";
         }

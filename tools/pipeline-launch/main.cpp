@@ -1,9 +1,11 @@
 // pipeline-launch SPEC.toml: run a producer/consumer process graph from a TOML spec.
 // Parses arguments, calls shmpipe::Graph, turns the outcome into an exit code.
 #include "cli_util.hpp"
+#include "run_metrics.hpp"
 
 #include <shmpipe/graph.hpp>
 #include <shmpipe/spec.hpp>
+#include <shmpipe/version.hpp>
 
 #include <atomic>
 #include <climits>
@@ -11,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -26,9 +29,9 @@ extern "C" void on_signal(int sig) {
     shmpipe::Graph* g = g_graph.load();
     if (g == nullptr) return;
     if (sig == SIGINT) {
-        g->interrupt();  // 1 drain, 2 terminate, 3 kill
+        g->interrupt(sig);  // 1 drain, 2 terminate, 3 kill
     } else {
-        g->terminate();
+        g->terminate(sig);
     }
 }
 
@@ -60,9 +63,13 @@ int main(int argc, char** argv) {
         "Run a producer/consumer process graph from a TOML spec: creates its shared-memory queues, "
         "starts and supervises every stage, stops them cleanly and names the stage that failed.\n"
         "Ctrl-C once drains (stops the sources, lets end of stream flow), twice terminates, three "
-        "times kills. Exit status: 0 every stage succeeded, 1 a stage failed / the run was stopped / "
-        "the spec is invalid, 2 bad arguments.",
+        "times kills; SIGTERM and SIGHUP terminate.\n"
+        "Exit status: 0 every stage succeeded and no message was lost; 1 a stage failed, messages "
+        "were lost (unless the spec says on_loss = \"warn\") or the spec is invalid; 2 bad arguments; "
+        "128+N a signal N stopped the run (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), even when it drained "
+        "cleanly: its output may be partial.",
         std::string(kTool)};
+    app.set_version_flag("--version", std::string(kTool) + " " + SHMPIPE_VERSION_STRING);
     std::string spec_path;
     bool check = false;
     std::string name, run_id, log_dir, summary_json;
@@ -84,6 +91,11 @@ int main(int argc, char** argv) {
     app.add_flag("--no-status", no_status, "No live status line, even on a terminal")->group("Output");
     app.add_flag("--status", force_status, "A live status line even when stderr is not a terminal")->group("Output");
     app.add_flag("-q,--quiet", quiet, "No end summary on stderr")->group("Output");
+    std::string metrics_listen;
+    app.add_option("--metrics-listen", metrics_listen,
+                   "Serve the run's metrics (stages and queues, Prometheus text) at http://ADDR/metrics while it "
+                   "runs; ADDR is HOST:PORT, e.g. 127.0.0.1:9465")
+        ->group("Output");
 
     if (const int rc = shmpipe::cli::parse(app, kTool, argc, argv); rc >= 0) return rc;
 
@@ -107,6 +119,8 @@ int main(int argc, char** argv) {
         go.status_line = !no_status && (force_status || ::isatty(2) == 1);
         go.report_prefix = std::string(kTool);
         go.spec_options = so;
+        std::optional<pipeline_launch::RunMetrics> metrics;  // bound before anything starts
+        if (!metrics_listen.empty()) metrics.emplace(metrics_listen);
         shmpipe::Graph graph(std::move(spec), go);
         struct Registered {
             explicit Registered(shmpipe::Graph* g) { g_graph.store(g); }
@@ -114,13 +128,20 @@ int main(int argc, char** argv) {
         } registered(&graph);
         install_handlers();
         graph.start();
-        const shmpipe::GraphResult result = graph.join();
+        const shmpipe::GraphResult result = metrics ? metrics->join(graph) : graph.join();
 
         if (!quiet) std::cerr << kTool << ": " << result.summary() << std::flush;
         if (!summary_json.empty()) {
             std::ofstream f(summary_json, std::ios::trunc);
             f << result.to_json();
             if (!f) shmpipe::cli::print_error(kTool, "could not write the summary to \"" + summary_json + "\"");
+        }
+        if (result.stop_signal != 0) {
+            // Like a shell: a run a signal stopped is never a success, however clean the drain.
+            shmpipe::cli::print_error(kTool, "stopped by " + shmpipe::signal_name(result.stop_signal) +
+                                                 (result.success ? " (drained cleanly; the output may be partial)"
+                                                                 : ": " + result.failure));
+            return 128 + result.stop_signal;
         }
         if (result.success) return shmpipe::cli::kExitOk;
         shmpipe::cli::print_error(kTool, result.failure);

@@ -9,18 +9,20 @@
 //       shmpipe::Consumer<> rx(c.queue("nums")); ...; return 0; }, {.stdin_queue = ""});
 //   g.start();  auto result = g.join();                       // or g.run()
 //
-// What start() does, in order: validates the spec (programs, cycles, ...), creates every
-// queue as "<pipeline>.<run>.<queue>" (a run id per Graph, so two runs never collide) with
-// expected_producers = the replicas that write it, forks a guardian process that removes
-// those objects if this process is SIGKILLed, then starts the stages consumers first
-// (reverse topological order), each replica a shmpipe::Process in its own process group
-// with a parent-death signal.
+// What start() does, in order: validates the spec (programs, cycles, ...), forks a guardian
+// process (detail::Guardian) that removes the run's objects if this process dies without
+// doing it (SIGKILL, SIGBUS), then creates every queue as "<pipeline>.<run>.<queue>" (a run
+// id per Graph, so two runs never collide) with expected_producers = the replicas that write
+// it, then starts the stages consumers first (reverse topological order), each replica a
+// shmpipe::Process in its own process group with a parent-death signal. The guardian comes
+// first, so a launcher killed at any point of start() leaves nothing behind.
 //
 // Adapters (ordinary programs as stages) run as threads inside this process, with SIGPIPE
 // blocked (a program that stops reading is an EPIPE, never a signal to this process): a stage with
 // `stdout_queue` gets a pipe whose lines (or length-prefixed records) a thread pushes as
 // messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
-// message, closed at end of stream. The adapter's Producer/Consumer belong to the replica,
+// message, closed at end of stream (the launcher keeps a copy of that pipe's read end, to
+// see what a failed program left unread). The adapter's Producer/Consumer belong to the replica,
 // not to one process, so a restarted replica continues the same stream. Other stdout and
 // stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
 // err_fd and to optional log files.
@@ -43,6 +45,22 @@
 //     #3 kills: SIGKILL at once. terminate() and kill() jump straight there.
 // Whatever the ending, join() returns only when every child is reaped and every adapter
 // thread is joined, and it removes every object the Graph created.
+//
+// Loss: a replica that fails may have taken messages it never finished. What that means is
+// decided once, when its process is gone (reaped, its adapter joined), from what the launcher
+// knows, never from which of the launcher or a consumer noticed the death first:
+//   - stdin adapter: the messages still in the dead program's pipe, or taken but not yet
+//     written, were never read: they are given first to the restarted process (re-delivery is
+//     safe, the program never saw them), or counted as lost when there is no restart. The
+//     messages it had read are counted as lost: what a program did with its input (its
+//     buffers, its output not yet flushed) cannot be known.
+//   - native consumer: the message it claimed last (Queue::last_claim_of) is counted as lost;
+//     its content is gone from the queue, so it cannot be re-delivered.
+//   - a dead producer's committed messages are delivered, its half-written one is skipped
+//     (QueueResult::abandoned); its death is reported once, by the launcher. Consumers that
+//     see errc::producer_died should keep popping: the stdin adapter does.
+// Every loss is reported on err_fd as it is decided and summed in GraphResult::lost; a run
+// with a loss is not a success unless the spec says on_loss = "warn".
 //
 // Thread safety: start() and join() must be called from the same thread, one that outlives
 // the children (the parent-death signal fires when the forking thread exits). interrupt(),
@@ -109,6 +127,8 @@ struct ReplicaResult {
     unsigned restarts = 0;
     double seconds = 0;                // run time of all its processes
     std::string error;                 // adapter errors (line too long, ...)
+    std::uint64_t lost = 0;            // messages its failed processes had taken (see "Loss" above)
+    std::uint64_t redelivered = 0;     // unread input of its failed processes given to the replacement
 };
 
 struct QueueResult {
@@ -121,7 +141,13 @@ struct QueueResult {
 
 struct GraphResult {
     GraphEnding ending = GraphEnding::completed;
-    bool success = false;              // every stage succeeded (a drain counts as success)
+    // Every stage succeeded and nothing was lost (or the spec accepts loss: on_loss = "warn").
+    // A drain counts as success: see `stopped`.
+    bool success = false;
+    bool stopped = false;              // drained, terminated or killed on request: the output may be partial
+    int stop_signal = 0;               // the signal given to interrupt()/terminate()/kill() first, 0: none
+    std::uint64_t lost = 0;            // sum of the replicas' `lost`
+    LossPolicy on_loss = LossPolicy::fail;
     std::string failure;               // the first failure, named: stage "w" replica 1 exited with code 3
     double seconds = 0;
     std::vector<ReplicaResult> replicas;
@@ -142,6 +168,8 @@ struct GraphStatus {
     struct Stage {
         std::string name;
         unsigned alive = 0, replicas = 0, exited = 0, restarts = 0;
+        unsigned failed = 0;                        // replicas counted as failures
+        std::vector<std::optional<int>> exit_codes; // per replica, the last process's (-N: signal N)
     };
     double seconds = 0;
     std::vector<Queue> queues;
@@ -179,10 +207,11 @@ public:
         return join();
     }
 
-    // Requests (async-signal-safe).
-    void interrupt() noexcept;  // 1: drain, 2: terminate, 3: kill
+    // Requests (async-signal-safe). `signal`: the signal that asked for it (a launcher's
+    // SIGINT, SIGTERM), reported in GraphResult::stop_signal; 0 for a request from code.
+    void interrupt(int signal = 0) noexcept;  // 1: drain, 2: terminate, 3: kill
     void drain() noexcept;
-    void terminate() noexcept;
+    void terminate(int signal = 0) noexcept;
     void kill() noexcept;
 
     const PipelineSpec& spec() const noexcept;

@@ -75,9 +75,10 @@ struct PoolOptions {
     unsigned max_tasks_per_child = 0;        // 0: unlimited; else a worker is replaced after that many
     std::chrono::milliseconds task_timeout{0};  // 0: none; else a longer task kills its worker
     std::size_t max_message = std::size_t{256} << 10;  // largest task or result message (bytes)
-    // Bytes of each queue: capacity / max_message messages wait at most (128 by default).
-    // Shared memory is used only as far as messages fill it.
-    std::size_t queue_capacity = std::size_t{32} << 20;
+    // Bytes of each queue: capacity / max_message messages wait at most. 0: what the pool
+    // needs, 4 messages per worker, at least 16 and at most 128 (4 MiB per queue for up to 4
+    // workers at the default max_message); submitters wait for room beyond that.
+    std::size_t queue_capacity = 0;
     std::chrono::milliseconds stop_grace{1000};  // terminate(): SIGTERM, then SIGKILL after this
     // Workers inherit no descriptor but 0, 1, 2 and these (same numbers; each must be open).
     std::vector<int> keep_fds = {};

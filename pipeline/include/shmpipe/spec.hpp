@@ -1,8 +1,8 @@
 // Pipeline specs: the TOML file pipeline-launch runs, parsed and validated before anything
 // starts.
 //
-//   [pipeline]  name, failure = "fail-fast" | "keep-going", stop_signal = "SIGTERM",
-//               stop_timeout = "5s", drain_timeout = "30s"
+//   [pipeline]  name, failure = "fail-fast" | "keep-going", stop_signal = "SIGTERM" (or 15),
+//               stop_timeout = "5s", drain_timeout = "30s", on_loss = "fail" | "warn"
 //   [[queue]]   name, capacity = "4MiB", max_message = 65536
 //   [[stage]]   name, cmd = ["prog", "arg", ...], inputs = [...], outputs = [...],
 //               stdin = "queue", stdout = "queue" | "inherit", stdin_format / stdout_format =
@@ -16,7 +16,9 @@
 // literal braces.
 //
 // Every error is a shmpipe::Error(errc::spec_error) whose message starts with
-// "<file>:<line>:" so an editor can jump to it.
+// "<file>:<line>:" so an editor can jump to it. A spec is untrusted input: load_spec refuses
+// anything but a regular file, and both readers refuse text over 16 MiB and dotted keys of
+// more than 64 parts before toml++ parses them; sizes are capped at 1 TiB.
 #pragma once
 
 #include <chrono>
@@ -31,6 +33,9 @@ namespace shmpipe {
 
 enum class RestartPolicy { never, on_failure };
 enum class FailurePolicy { fail_fast, keep_going };
+// What a run that lost messages (a replica that died holding some, see graph.hpp) exits
+// with: fail = non-zero even if every stage ended well; warn = reported, not a failure.
+enum class LossPolicy { fail, warn };
 // How an ordinary program's standard input/output maps to messages.
 enum class StreamFormat {
     lines,    // one line (without its '\n') per message
@@ -83,6 +88,7 @@ struct PipelineSpec {
     int stop_signal = 15;                           // SIGTERM
     std::chrono::milliseconds stop_timeout{5000};   // grace between the polite signal and SIGKILL
     std::chrono::milliseconds drain_timeout{30000}; // after a drain request, then terminate
+    LossPolicy on_loss = LossPolicy::fail;
     std::vector<QueueSpec> queues = {};                  // declared first, then implicit ones
     std::vector<StageSpec> stages = {};
     std::string source = {};                             // file name for messages ("<spec>" if none)

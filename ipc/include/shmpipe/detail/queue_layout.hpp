@@ -64,6 +64,8 @@
 //       sleeper's re-check bound). The arm that follows reaps the dead peer (producer_died).
 //   D6  what the re-check finds is made visible again: at the end of stream or on a broken
 //       queue the endpoint rings its own bell, so the descriptor stays readable (level-style).
+//
+// The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
 #include <shmpipe/detail/segment.hpp>

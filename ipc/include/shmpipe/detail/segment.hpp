@@ -12,6 +12,7 @@
 // creator is still initialising) and then refuses the segment.
 // A peer that dies leaves the segment: the header names the creator (pid + start time) and
 // every endpoint record names its process, so liveness can be decided by anyone.
+// The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
 #include <shmpipe/detail/process_id.hpp>

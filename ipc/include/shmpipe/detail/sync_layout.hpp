@@ -87,6 +87,7 @@
 //          lost otherwise). barrier: a party gone: the others break the barrier (errc::broken).
 //   waiters counters: a sleeper killed while sleeping leaves waiters one too high; that only
 //   costs wakers a spare futex_wake system call.
+// The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
 #include <shmpipe/detail/segment.hpp>

@@ -12,6 +12,7 @@
 // Without membarrier, light_fence() is a real seq_cst fence. Every sleep is also bounded
 // (callers re-check at least every few hundred ms), so even a kernel that refuses
 // membarrier at run time costs latency, never a hang.
+// The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
 #include <atomic>

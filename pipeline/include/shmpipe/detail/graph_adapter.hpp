@@ -6,10 +6,13 @@
 #include <shmpipe/spec.hpp>
 
 #include <atomic>
+#include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace shmpipe::detail {
 
@@ -66,12 +69,43 @@ void block_sigpipe_in_this_thread() noexcept;
 // file_fd (>= 0). Closes fd at EOF or when abandoned.
 void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
               const std::atomic<bool>& abandon) noexcept;
+// How the process behind a stdout adapter ended, set by the supervisor: a last line
+// without '\n' is a whole message only if the program ended well; a killed program's is a
+// fragment of a line (its output buffer cut anywhere) and is dropped.
+enum class ExitVerdict : int { unknown = 0, ended_well = 1, failed = 2 };
+
 // Stage stdout -> messages. Closes fd at EOF or when abandoned; never closes the producer.
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors,
-                 const std::atomic<bool>& abandon) noexcept;
-// Messages -> stage stdin, until end of stream, `stop` (also while waiting for room in the
-// pipe), or EPIPE. Closes fd.
-void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop, Output& out,
-                const std::string& report_prefix, const std::string& who) noexcept;
+// A last line without '\n' waits for `verdict` (or `abandon`), and counts its bytes in
+// `dropped_bytes` when it is dropped.
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors, const std::atomic<bool>& abandon,
+                 const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes) noexcept;
+// What the stdin adapter gave one process of a replica, so the supervisor can settle, once
+// the process is gone, which messages it never saw. Written by the adapter thread, read by
+// the supervisor after joining it. Offsets count bytes of the framed stream written to the
+// pipe (lines with their '\n', records with their length prefix).
+struct StdinLedger {
+    std::uint64_t taken = 0;           // messages given to this process (from the queue or re-delivered)
+    std::uint64_t taken_bytes = 0;     // their framed bytes
+    std::deque<std::uint64_t> starts;  // where the most recent messages start (the window that may be unread)
+    std::uint64_t window = 0;          // how far back `starts` reaches: pipe size + a batch
+    std::string unwritten;             // framed bytes taken but never written (stopped mid-batch)
+};
+
+// The messages of a dead process's input, settled: `unread` (framed, whole) were never read
+// and may be given to a replacement; `read` messages (a partly read one included) were
+// read, and whether the program finished them cannot be known.
+struct StdinSettlement {
+    std::vector<std::string> unread;
+    std::uint64_t read = 0;
+};
+// `pipe_bytes`: what was still in the pipe after the process died.
+StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_bytes);
+
+// Messages -> stage stdin, until end of stream or `stop` (also while waiting for room in the
+// pipe). `redeliver` (framed messages a dead predecessor never read) goes first. The caller
+// holds a copy of the pipe's read end, so a write never fails with EPIPE: the supervisor
+// sets `stop` once the program exited, and reads what it left in the pipe. Closes fd.
+void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop,
+                std::vector<std::string> redeliver, StdinLedger& ledger) noexcept;
 
 }  // namespace shmpipe::detail
