@@ -9,7 +9,7 @@ configure_file(${PROJECT_SOURCE_DIR}/cmake/version.hpp.in
 install(FILES ${PROJECT_BINARY_DIR}/include/shmpipe/version.hpp
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/shmpipe COMPONENT dev)
 
-# CMake package: shmpipe::ipc and shmpipe::pipeline. A consumer asking for X.Y accepts any
+# CMake package: shmpipe::ipc, shmpipe::pipeline and shmpipe::net. A consumer asking for X.Y accepts any
 # X.* at or above it (SameMajorVersion).
 install(EXPORT shmpipeTargets NAMESPACE shmpipe::
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/shmpipe COMPONENT dev)

@@ -6,6 +6,8 @@ shmpipe_packages=(
   cmake ninja-build g++ pkg-config python3 procps
   libboost1.81-dev libboost-filesystem1.81-dev libboost-json1.81-dev
   catch2 libtomlplusplus-dev libcli11-dev libzmq3-dev cppzmq-dev
+  # the Python module and its tests
+  pybind11-dev python3-dev python3-pytest python3-numpy
   # tests: scraping metrics, parsing them, a terminal for watch; building the .deb
   curl python3-prometheus-client tmux dpkg-dev file
 )

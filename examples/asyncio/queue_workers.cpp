@@ -1,15 +1,18 @@
 // asyncio's "producer and workers over a queue", across processes: a child process produces
 // jobs into a shmpipe queue; three coroutines on one thread consume them (each its own
 // consumer endpoint of the MPMC queue) and are gathered; a timer reports progress meanwhile.
+// The producer waits with join() until every job was marked done, then closes its end, which
+// ends the workers' stream.
 //
 //   Python                                      here
-//   queue = asyncio.Queue()                     shmpipe::Queue::create(name, opt)
+//   queue = asyncio.Queue()                     shmpipe::Queue::create(name, opt), opt.joinable
 //   await queue.get()                           co_await shmpipe::asio::async_pop(rx, use_awaitable)
+//   queue.task_done()                           rx.task_done()
+//   await queue.join()                          tx.join_for(60s) (in the producer process)
 //   asyncio.gather(w1, w2, w3)                  co_await (worker(1) && worker(2) && worker(3))
 //   loop.call_later(0.05, report)               asio::steady_timer
 //
-// (queue.task_done() / queue.join() are left out: this example uses the end of stream.)
-// Exits 0 only when every job was done exactly once.
+// Exits 0 only when every job was done exactly once and the producer's join() returned.
 #include <shmpipe/asio.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
@@ -23,6 +26,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <string>
 #include <unistd.h>
 
@@ -39,6 +44,7 @@ net::awaitable<std::uint64_t> worker(std::string queue, int id, std::uint64_t& d
         sum += *job;  // the "work"
         ++count;
         ++done;
+        rx.task_done();
     }
     std::printf("worker %d: %llu jobs\n", id, static_cast<unsigned long long>(count));
     co_return sum;
@@ -48,11 +54,20 @@ int main() {
     const std::string name = "asyncio-workers-" + std::to_string(::getpid());
     shmpipe::QueueOptions opt;
     opt.expected_producers = 1;
+    opt.joinable = true;
     auto q = shmpipe::Queue::create(name, opt);
 
     shmpipe::Process producer([name] {
         shmpipe::Producer<std::uint64_t> tx(name);
         for (std::uint64_t job = 1; job <= kJobs; ++job) tx.push(job);
+        // queue.join(): every job was taken and marked done; closing then ends the stream.
+        if (!tx.join_for(60s)) {
+            std::printf("producer: join() timed out\n");
+            std::fflush(stdout);
+            std::_Exit(2);
+        }
+        std::printf("producer: join() returned, all %llu jobs done\n", static_cast<unsigned long long>(kJobs));
+        std::fflush(stdout);
     });
     producer.start();
 

@@ -2,6 +2,7 @@
 #include <shmpipe/condition.hpp>
 #include <shmpipe/detail/wait.hpp>
 
+#include <algorithm>
 #include <climits>
 
 namespace shmpipe {
@@ -13,8 +14,9 @@ Condition Condition::create(std::string_view name, const SyncOptions& options) {
                                                 sizeof(ConditionBody), 0, options, [](std::byte*) {}));
 }
 
-Condition Condition::open(std::string_view name) {
-    return Condition(detail::SyncHandle::open(name, "condition", detail::ObjectKind::condition, sizeof(ConditionBody)));
+Condition Condition::open(std::string_view name, const OpenOptions& options) {
+    return Condition(
+        detail::SyncHandle::open(name, "condition", detail::ObjectKind::condition, sizeof(ConditionBody), options));
 }
 
 ConditionBody& Condition::body() const {
@@ -56,11 +58,14 @@ bool Condition::wait_until_ns(Mutex& mutex, std::uint64_t deadline_ns) {
     return notified;
 }
 
-void Condition::notify_one() {
+void Condition::notify(std::uint32_t n) {
+    if (n == 0) return;
     auto& b = body();
     b.seq.fetch_add(1, std::memory_order_seq_cst);  // C1, CP1
     b.notifies.fetch_add(1, std::memory_order_relaxed);
-    if (b.waiters.load(std::memory_order_seq_cst) > 0) detail::futex_wake(b.seq, 1);
+    if (b.waiters.load(std::memory_order_seq_cst) > 0) {
+        detail::futex_wake(b.seq, static_cast<int>(std::min<std::uint32_t>(n, INT_MAX)));
+    }
 }
 
 void Condition::notify_all() {

@@ -35,6 +35,7 @@ public:
             case errc::spawn_failed: return "cannot start program";
             case errc::invalid_state: return "invalid state";
             case errc::spec_error: return "invalid pipeline spec";
+            case errc::no_space: return "not enough shared memory";
         }
         return "unknown shmpipe error";
     }
@@ -46,6 +47,7 @@ public:
             case errc::timeout: return std::errc::timed_out;
             case errc::message_too_large: return std::errc::message_size;
             case errc::invalid_argument: return std::errc::invalid_argument;
+            case errc::no_space: return std::errc::no_space_on_device;
             default: return {value, *this};
         }
     }

@@ -13,8 +13,8 @@ Event Event::create(std::string_view name, const SyncOptions& options) {
                                             [](std::byte*) {}));  // E1: starts clear (zero)
 }
 
-Event Event::open(std::string_view name) {
-    return Event(detail::SyncHandle::open(name, "event", detail::ObjectKind::event, sizeof(EventBody)));
+Event Event::open(std::string_view name, const OpenOptions& options) {
+    return Event(detail::SyncHandle::open(name, "event", detail::ObjectKind::event, sizeof(EventBody), options));
 }
 
 EventBody& Event::body() const {

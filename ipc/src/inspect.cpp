@@ -11,6 +11,7 @@
 // Nothing here writes to the segment: the mapping is PROT_READ, so a stray store would fault.
 #include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/detail/queue_layout.hpp>
+#include <shmpipe/detail/queue_state.hpp>
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/detail/sync_layout.hpp>
 #include <shmpipe/error.hpp>
@@ -69,10 +70,11 @@ struct RawSnapshot {
     std::uint32_t waiters;
     std::uint32_t died_pid;
     bool is_queue;
-    std::uint64_t capacity, max_message, ring_offset, data_offset, cells_offset, cell_count, cell_stride;
-    std::uint32_t queue_flags, expected_producers;
+    detail::QueueGeometry geometry;
+    std::uint32_t expected_producers;
+    detail::ProducerCounts producers;
     std::uint64_t abandoned, lost;
-    std::uint64_t head, head_count, head_bytes, tail, tail_count, tail_bytes;
+    detail::RingCounts ring;
     std::uint32_t consumers_waiting, producers_waiting;
     std::uint32_t flags;  // header: kind-specific creation flags
     bool has_sync;
@@ -91,7 +93,6 @@ struct RawSnapshot {
     RawEndpoint endpoints[kMaxEndpoints];
 };
 
-bool is_power_of_two(std::uint64_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
 
 // [offset, offset + length) lies inside [0, size), without overflow.
 bool fits(std::uint64_t offset, std::uint64_t length, std::uint64_t size) noexcept {
@@ -251,47 +252,19 @@ bool copy_raw(const std::byte* base, std::uint64_t size, RawSnapshot& s) noexcep
     }
     const std::byte* body = base + body_offset;
     const auto& ctl = *reinterpret_cast<const detail::QueueControl*>(body);
-    s.capacity = ctl.capacity;
-    s.max_message = ctl.max_message;
-    s.ring_offset = ctl.ring_offset;
-    s.data_offset = ctl.data_offset;
-    s.cells_offset = ctl.cells_offset;
-    s.cell_count = ctl.cell_count;
-    s.cell_stride = ctl.cell_stride;
-    s.queue_flags = ctl.flags;
+    // One copy of the geometry, validated by the library's own rule (queue_state.hpp)
+    // before any offset in it is used.
+    s.geometry = detail::copy_geometry(ctl, s.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue));
     s.expected_producers = ctl.expected_producers;
+    s.producers = detail::load_producer_counts(ctl);
     s.abandoned = ctl.messages_abandoned.load(std::memory_order_relaxed);
     s.lost = ctl.messages_lost.load(std::memory_order_relaxed);
-    if (s.ring_offset % alignof(detail::RingIndices) != 0 || s.ring_offset < sizeof(detail::QueueControl) ||
-        !fits(s.ring_offset, sizeof(detail::RingIndices), body_size)) {
-        s.problem = "queue ring indices outside the body";
+    if (const char* why = detail::validate_queue_geometry(s.geometry, body_size)) {
+        s.problem = why;
         return false;
     }
-    if (s.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue)) {
-        if (!is_power_of_two(s.capacity) || !fits(s.data_offset, s.capacity, body_size) ||
-            s.max_message > s.capacity) {
-            s.problem = "SPSC ring geometry does not fit the body";
-            return false;
-        }
-    } else {
-        if (!is_power_of_two(s.cell_count) || s.cell_stride == 0 || s.cell_count > body_size ||
-            s.cell_stride > body_size || !fits(s.cells_offset, s.cell_count * sizeof(detail::Cell), body_size) ||
-            s.cell_count > body_size / s.cell_stride || !fits(s.data_offset, s.cell_count * s.cell_stride, body_size) ||
-            s.capacity != s.cell_count * s.cell_stride || s.max_message > s.cell_stride) {
-            s.problem = "MPMC cell geometry does not fit the body";
-            return false;
-        }
-    }
-    const auto& ring = *reinterpret_cast<const detail::RingIndices*>(body + s.ring_offset);
-    // Head before tail: tail only grows and never passes head + capacity, so the pair read
-    // in this order has tail >= head (depth may briefly overstate by what was consumed
-    // between the two loads; it is clamped to the capacity).
-    s.head_count = ring.head_count.load(std::memory_order_relaxed);
-    s.head_bytes = ring.head_bytes.load(std::memory_order_relaxed);
-    s.head = ring.head.load(std::memory_order_acquire);
-    s.tail = ring.tail.load(std::memory_order_acquire);
-    s.tail_count = ring.tail_count.load(std::memory_order_relaxed);
-    s.tail_bytes = ring.tail_bytes.load(std::memory_order_relaxed);
+    const auto& ring = *reinterpret_cast<const detail::RingIndices*>(body + s.geometry.ring_offset);
+    s.ring = detail::load_ring_counts(ring);
     s.consumers_waiting = ring.consumers_waiting.load(std::memory_order_relaxed);
     s.producers_waiting = ring.producers_waiting.load(std::memory_order_relaxed);
     return true;
@@ -460,42 +433,33 @@ void build(ObjectInfo& info, const RawSnapshot& s) {
                          (s.flags & detail::kSemaphoreRecoverHolders) != 0;
     for (std::uint32_t i = 0; i < s.endpoint_count; ++i) add_endpoint(info, i, s.endpoints[i], holders);
 
+    bool ended = false;  // a queue: drained, and the end-of-stream rule holds
     if (s.is_queue) {
         info.is_queue = true;
-        info.capacity = s.capacity;
-        info.max_message = s.max_message;
+        info.capacity = s.geometry.capacity;
+        info.max_message = s.geometry.max_message;
         info.expected_producers = s.expected_producers;
         info.abandoned = s.abandoned;
         info.lost = s.lost;
         info.producers_waiting = s.producers_waiting;
         info.consumers_waiting = s.consumers_waiting;
-        if (s.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue)) {
-            info.depth = s.tail_count >= s.head_count ? s.tail_count - s.head_count : 0;
-            info.bytes_used = std::min(s.tail >= s.head ? s.tail - s.head : 0, s.capacity);
-            info.fill = static_cast<double>(info.bytes_used) / static_cast<double>(s.capacity);
-            info.messages_in = s.tail_count;
-            info.bytes_in = s.tail_bytes;
-            info.messages_out = s.head_count;
-            info.bytes_out = s.head_bytes;
-        } else {
-            info.depth = std::min(s.tail >= s.head ? s.tail - s.head : 0, s.cell_count);
-            info.bytes_used = info.depth * s.cell_stride;
-            info.fill = static_cast<double>(info.depth) / static_cast<double>(s.cell_count);
-            // MPMC: positions count messages exactly (queue_layout.hpp); bytes live in the
-            // endpoint records (published in batches, so they trail a little).
-            info.messages_in = s.tail;
-            info.messages_out = s.head;
-            for (std::uint32_t i = 0; i < s.endpoint_count; ++i) {
-                const auto& e = s.endpoints[i];
-                if (EndpointRecord::state_of(e.word) == EndpointState::free) continue;
-                const auto role = EndpointRecord::role_of(e.word);
-                if (role == EndpointRole::producer) {
-                    info.bytes_in += e.bytes;
-                } else if (role == EndpointRole::consumer) {
-                    info.bytes_out += e.bytes;
-                }
+        // MPMC bytes live in the endpoint records (published in batches, so they trail a little).
+        std::uint64_t bytes_in = 0, bytes_out = 0;
+        for (std::uint32_t i = 0; i < s.endpoint_count; ++i) {
+            const auto& e = s.endpoints[i];
+            if (EndpointRecord::state_of(e.word) == EndpointState::free) continue;
+            const auto role = EndpointRecord::role_of(e.word);
+            if (role == EndpointRole::producer) {
+                bytes_in += e.bytes;
+            } else if (role == EndpointRole::consumer) {
+                bytes_out += e.bytes;
             }
         }
+        const detail::QueueTotals t = detail::queue_totals(s.geometry, s.ring, bytes_in, bytes_out);
+        detail::copy_totals(t, info);
+        info.fill = s.geometry.spsc ? static_cast<double>(t.bytes_used) / static_cast<double>(s.geometry.capacity)
+                                    : static_cast<double>(t.depth) / static_cast<double>(s.geometry.cell_count);
+        ended = t.depth == 0 && detail::stream_ended(s.producers);
     }
 
     if (s.has_sync) info.sync = build_sync(s);
@@ -503,7 +467,7 @@ void build(ObjectInfo& info, const RawSnapshot& s) {
         info.state = ObjectState::stale;
     } else if ((s.state & detail::kStateBroken) != 0 || (info.sync && info.sync->broken && s.kind == static_cast<std::uint32_t>(ObjectKind::barrier))) {
         info.state = ObjectState::broken;
-    } else if ((s.state & detail::kStateClosed) != 0) {
+    } else if ((s.state & detail::kStateClosed) != 0 || ended) {
         info.state = ObjectState::closed;
     } else {
         info.state = ObjectState::open;
@@ -543,20 +507,6 @@ void probe_liveness(const std::string& path, ObjectInfo& info) {
     ::close(fd);
 }
 
-// "shared memory \"shmpipe.x\" is corrupt: bad magic number (...hint...)" -> the part that
-// says what is wrong, without the name (the tool prints the name in its own column).
-std::string short_problem(const std::string& message) {
-    std::string m = message;
-    const auto colon = m.find("\": ");
-    if (colon != std::string::npos) m = m.substr(colon + 3);
-    const auto quote_end = m.find("\" ");
-    if (m.rfind("shared memory \"", 0) == 0 && quote_end != std::string::npos) m = m.substr(quote_end + 2);
-    const auto hint = m.find(" (");
-    if (hint != std::string::npos) m = m.substr(0, hint);
-    if (m.rfind("is corrupt: ", 0) == 0) m = m.substr(12);
-    return m;
-}
-
 bool matches(const std::string& name, const std::vector<std::string>& patterns) {
     if (patterns.empty()) return true;
     return std::any_of(patterns.begin(), patterns.end(),
@@ -583,10 +533,12 @@ std::optional<ObjectInfo> inspect_once(std::string_view name, const InspectOptio
         return info;
     }
 
-    std::error_code ec;
-    std::string message;
-    detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, ec, &message);
-    if (ec) {
+    // The inspector only reads: it looks at every user's objects, as `ls /dev/shm` would.
+    OpenOptions any_owner;
+    any_owner.allow_foreign_owner = true;
+    detail::OpenProblem problem;
+    detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, problem, any_owner);
+    if (const std::error_code ec = problem.code) {
         if (ec == errc::not_found) return std::nullopt;  // removed meanwhile
         if (ec == errc::permission_denied) {
             info.state = ObjectState::unreadable;
@@ -594,7 +546,7 @@ std::optional<ObjectInfo> inspect_once(std::string_view name, const InspectOptio
             return info;
         }
         info.state = ObjectState::corrupt;
-        info.problem = ec == errc::invalid_name ? "not a valid shmpipe name" : short_problem(message);
+        info.problem = ec == errc::invalid_name ? "not a valid shmpipe name" : problem.reason;
         probe_liveness(path, info);
         return info;
     }

@@ -18,9 +18,9 @@ detail::SyncHandle create_mutex(std::string_view name, std::string_view what, st
                                       [](std::byte*) {});  // L1: a zero word is a free lock
 }
 
-detail::SyncHandle open_mutex(std::string_view name, std::string_view what, bool recursive) {
-    auto h = detail::SyncHandle::open(name, what, ObjectKind::mutex, sizeof(MutexBody));
-    const bool is_recursive = (h.segment().header().flags & detail::kMutexRecursive) != 0;
+detail::SyncHandle open_mutex(std::string_view name, std::string_view what, bool recursive, const OpenOptions& options) {
+    auto h = detail::SyncHandle::open(name, what, ObjectKind::mutex, sizeof(MutexBody), options);
+    const bool is_recursive = (h.segment().flags() & detail::kMutexRecursive) != 0;
     if (is_recursive != recursive) {
         throw Error(errc::wrong_kind, detail::describe("open", what, name,
                     is_recursive ? "it is a recursive mutex (open it with RecursiveMutex::open)"
@@ -43,7 +43,9 @@ Mutex Mutex::create(std::string_view name, const SyncOptions& options) {
     return Mutex(create_mutex(name, kMutex, 0, options));
 }
 
-Mutex Mutex::open(std::string_view name) { return Mutex(open_mutex(name, kMutex, false)); }
+Mutex Mutex::open(std::string_view name, const OpenOptions& options) {
+    return Mutex(open_mutex(name, kMutex, false, options));
+}
 
 Mutex::Mutex(detail::SyncHandle h) : handle_(std::move(h)), lock_(&handle_.body<MutexBody>().lock) {}
 
@@ -114,7 +116,9 @@ RecursiveMutex RecursiveMutex::create(std::string_view name, const SyncOptions& 
     return RecursiveMutex(create_mutex(name, kRecursive, detail::kMutexRecursive, options));
 }
 
-RecursiveMutex RecursiveMutex::open(std::string_view name) { return RecursiveMutex(open_mutex(name, kRecursive, true)); }
+RecursiveMutex RecursiveMutex::open(std::string_view name, const OpenOptions& options) {
+    return RecursiveMutex(open_mutex(name, kRecursive, true, options));
+}
 
 detail::RobustLock& RecursiveMutex::lock_word() const {
     handle_.require_open("use recursive mutex");

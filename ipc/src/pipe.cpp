@@ -1,5 +1,6 @@
 // Pipe: length-prefixed frames over an AF_UNIX stream socketpair, with read-ahead so a
 // small message costs one system call on each side.
+#include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/pipe.hpp>
 
 #include <algorithm>
@@ -16,7 +17,9 @@
 namespace shmpipe {
 namespace {
 
-constexpr std::size_t kHeader = sizeof(std::uint32_t);
+// A frame: u32 payload length, u64 type tag (0 = untyped bytes), then the payload.
+constexpr std::size_t kLength = sizeof(std::uint32_t);
+constexpr std::size_t kHeader = kLength + sizeof(std::uint64_t);
 constexpr std::size_t kReadAhead = std::size_t{64} << 10;   // bytes read per system call at most
 constexpr std::size_t kKeepBuffer = std::size_t{1} << 20;   // larger buffers are freed after use
 
@@ -84,6 +87,7 @@ Pipe& Pipe::operator=(Pipe&& other) noexcept {
         big_ = std::move(other.big_);
         pending_ = std::exchange(other.pending_, 0);
         pending_big_ = std::exchange(other.pending_big_, false);
+        rtag_ = std::exchange(other.rtag_, 0);
     }
     return *this;
 }
@@ -117,7 +121,7 @@ void Pipe::fail(errc code, const char* verb, const std::string& detail) const {
     throw Error(code, std::string(verb) + " pipe (fd " + std::to_string(fd_) + "): " + detail);
 }
 
-std::span<std::byte> Pipe::begin_send(std::size_t n) {
+std::span<std::byte> Pipe::begin_send(std::size_t n, std::uint64_t tag) {
     if (fd_ < 0) fail(errc::invalid_state, "send on", "this end is closed");
     if (!can_send_) fail(errc::invalid_state, "send on", "this end only receives (Pipe created with duplex = false)");
     if (n > max_message_) {
@@ -127,8 +131,17 @@ std::span<std::byte> Pipe::begin_send(std::size_t n) {
     }
     if (wbuf_.size() < kHeader + n) wbuf_.resize(std::max(kHeader + n, std::size_t{256}));
     const auto len = static_cast<std::uint32_t>(n);
-    std::memcpy(wbuf_.data(), &len, kHeader);
+    std::memcpy(wbuf_.data(), &len, kLength);
+    std::memcpy(wbuf_.data() + kLength, &tag, sizeof tag);
     return {wbuf_.data() + kHeader, n};
+}
+
+void Pipe::check_type(std::uint64_t want, const char* mangled_name) const {
+    if (want == 0 || rtag_ == 0 || want == rtag_) return;
+    fail(errc::type_mismatch, "recv on",
+         "the message was sent as another type than " + detail::demangle(mangled_name) + " (type tag " +
+             std::to_string(rtag_) + ", expected " + std::to_string(want) +
+             "); it was discarded (receive it as the type the sender used)");
 }
 
 void Pipe::finish_send(std::size_t n) {
@@ -150,7 +163,7 @@ void Pipe::finish_send(std::size_t n) {
 }
 
 void Pipe::send_bytes(std::span<const std::byte> bytes) {
-    auto out = begin_send(bytes.size());
+    auto out = begin_send(bytes.size(), 0);
     if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
     finish_send(bytes.size());
 }
@@ -189,7 +202,8 @@ std::span<const std::byte> Pipe::next_message() {
         fail(errc::closed, "recv on", "the other end was closed or its process died (no more messages)");
     }
     std::uint32_t n = 0;
-    std::memcpy(&n, rbuf_.data() + rpos_, kHeader);
+    std::memcpy(&n, rbuf_.data() + rpos_, kLength);
+    std::memcpy(&rtag_, rbuf_.data() + rpos_ + kLength, sizeof rtag_);
     rpos_ += kHeader;
     if (n > max_message_) {
         // Drop the frame so the stream stays in step, then refuse it.

@@ -2,8 +2,10 @@
 // blocking, end of stream, death detection and recovery. The hot paths are inline in
 // detail/queue_endpoint.hpp; invariants (S*, M*) and ordering pairs (SP*, MP*) are in
 // detail/queue_layout.hpp.
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/demangle.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
+#include <shmpipe/detail/queue_state.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/queue.hpp>
 
@@ -11,6 +13,8 @@
 #include <bit>
 #include <climits>
 #include <memory>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 namespace shmpipe {
@@ -26,25 +30,20 @@ constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v +
 
 std::string pid_text(std::uint32_t pid) { return "pid " + std::to_string(pid); }
 
-// Opens a queue segment (either kind) and validates its body; errors name the queue.
-Segment open_queue_segment(std::string_view name, std::string_view verb, Access access) {
+// Opens a queue segment (either kind) and copies and validates its geometry; errors name the queue.
+Segment open_queue_segment(std::string_view name, std::string_view verb, Access access, QueueGeometry& geometry,
+                           const OpenOptions& options = {}) {
     validate_name(name, "queue");
-    std::error_code ec;
-    std::string message;
-    Segment s = Segment::open_any(name, access, ec, &message);
-    if (ec) {
-        const std::string prefix = "open object \"" + std::string(name) + "\": ";
-        if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
-        throw Error(ec, describe(verb, "queue", name, message));
-    }
+    OpenProblem problem;
+    Segment s = Segment::open_any(name, access, problem, options);
+    if (problem.code) throw_problem(verb, "queue", name, problem);
     if (s.kind() != ObjectKind::spsc_queue && s.kind() != ObjectKind::mpmc_queue) {
         throw Error(errc::wrong_kind, describe(verb, "queue", name,
                     std::string("it is a ") + kind_name(s.kind()) + ", not a queue"));
     }
-    if (const char* why = validate_queue_body(s.header(), s.body())) {
-        throw Error(errc::corrupt, describe(verb, "queue", name,
-                    "shared memory \"" + segment_name(name) + "\" is corrupt: " + why +
-                    " (`inspect-queues clean --corrupt` removes it)"));
+    if (const char* why = read_queue_geometry(s, geometry)) {
+        throw_problem(verb, "queue", name,
+                      {make_error_code(errc::corrupt), why, "`inspect-queues clean --corrupt` removes it"});
     }
     return s;
 }
@@ -64,30 +63,48 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
     futex_wake(seq, INT_MAX);
 }
 
-// D1, D2: rings every armed doorbell of the endpoints in `role`. Slow path only.
-void ring_bells(const Segment& s, RingIndices& r, EndpointRole role) noexcept {
-    // Relaxed: ordered by the caller's D3 fence (or by the RMW that made this a wake).
-    auto& holders = role == EndpointRole::consumer ? r.consumer_bells : r.producer_bells;
-    if (holders.load(std::memory_order_relaxed) == 0) return;  // D2: nobody has a descriptor
-    EndpointRecord* table = s.endpoints();
-    for (std::uint32_t i = 0, n = s.endpoint_count(); i < n; ++i) {
-        if (EndpointRecord::role_of(table[i].word.load(std::memory_order_relaxed)) != role) continue;
-        const std::uint64_t bell = table[i].doorbell.load(std::memory_order_relaxed);
-        if ((bell & kBellArmed) == 0) continue;
-        // D1: whoever clears the armed bit rings; a concurrent waker finds it clear.
-        if ((table[i].doorbell.fetch_and(~kBellArmed, std::memory_order_acq_rel) & kBellArmed) != 0) {
-            ring_doorbell(bell);
-        }
-    }
+// D1: a cleared armed bell that was counted among the MPMC consumer sleepers leaves the count.
+void uncount_bell(RingIndices& r, std::uint64_t was) noexcept {
+    if ((was & kBellArmed) != 0 && (was & kBellCounted) != 0) r.consumers_waiting.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// D3, D4: wakes the futex sleepers of one side and rings its armed doorbells.
+// D1, D2: rings up to `limit` armed doorbells of the endpoints in `role` (any state: a dead
+// or closed endpoint's armed bell is cleared here too); returns how many it rang. Slow path only.
+std::uint32_t ring_bells(const Segment& s, RingIndices& r, EndpointRole role,
+                         std::uint32_t limit = UINT32_MAX) noexcept {
+    // Relaxed: ordered by the caller's D3 fence (or by the RMW that made this a wake).
+    auto& holders = role == EndpointRole::consumer ? r.consumer_bells : r.producer_bells;
+    if (holders.load(std::memory_order_relaxed) == 0) return 0;  // D2: nobody has a descriptor
+    EndpointRecord* table = s.endpoints();
+    std::uint32_t rung = 0;
+    for (std::uint32_t i = 0, n = s.endpoint_count(); i < n && rung < limit; ++i) {
+        if (EndpointRecord::role_of(table[i].word.load(std::memory_order_relaxed)) != role) continue;
+        if ((table[i].doorbell.load(std::memory_order_relaxed) & kBellArmed) == 0) continue;
+        // D1: whoever clears the armed bit rings (and uncounts); a concurrent waker finds it clear.
+        const std::uint64_t was = table[i].doorbell.fetch_and(~(kBellArmed | kBellCounted), std::memory_order_acq_rel);
+        if ((was & kBellArmed) == 0) continue;
+        uncount_bell(r, was);
+        ring_doorbell(was);
+        ++rung;
+    }
+    return rung;
+}
+
+// D3, D4: wakes the futex sleepers of one side and rings all its armed doorbells.
 void wake_side(const Segment& s, RingIndices& r, EndpointRole sleepers) noexcept {
     bump_and_wake(sleepers == EndpointRole::consumer ? r.data_seq : r.space_seq);
     // D3's waker half for the wakes that do not come through after_publish (close, death,
-    // broken): the state change is published; the bell loads go after a fence.
+    // broken, seal): the state change is published; the bell loads go after a fence.
     light_fence();
     ring_bells(s, r, sleepers);
+}
+
+// D2: the descriptor of an endpoint that is gone (reaped): its bell is nobody's any more.
+void forget_bell(EndpointRecord& e, RingIndices& r, EndpointRole role) noexcept {
+    const std::uint64_t was = e.doorbell.exchange(0, std::memory_order_acq_rel);
+    if (was == 0) return;
+    uncount_bell(r, was);
+    (role == EndpointRole::consumer ? r.consumer_bells : r.producer_bells).fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -98,68 +115,34 @@ void wake_side(const Segment& s, RingIndices& r, EndpointRole sleepers) noexcept
                                          " (do both ends use the same element type and codec?)");
 }
 
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept {
-    const std::uint64_t size = header.body_size;
-    if (size < sizeof(QueueControl)) return "queue body too small";
-    const QueueControl& c = queue_control(body);
-    const bool spsc = header.kind == static_cast<std::uint32_t>(ObjectKind::spsc_queue);
-    if (header.kind != static_cast<std::uint32_t>(ObjectKind::mpmc_queue) && !spsc) return "not a queue";
-    if (c.ring_offset < sizeof(QueueControl) || c.ring_offset % kCacheLine != 0 || c.ring_offset > size ||
-        size - c.ring_offset < sizeof(RingIndices)) {
-        return "ring indices outside the segment";
-    }
-    if (c.max_message == 0 || c.max_message > (std::uint64_t{1} << 32) - 1) return "bad max_message";
-    if (c.data_offset % kCacheLine != 0 || c.data_offset < c.ring_offset + sizeof(RingIndices) || c.data_offset > size) {
-        return "data region outside the segment";
-    }
-    if (spsc) {
-        if ((c.flags & (kQueueFlagOneProducer | kQueueFlagOneConsumer)) !=
-            (kQueueFlagOneProducer | kQueueFlagOneConsumer)) {
-            return "SPSC queue without one-producer/one-consumer flags";
-        }
-        if (c.capacity < 64 || !std::has_single_bit(c.capacity)) return "ring capacity is not a power of two";
-        if (c.capacity > size - c.data_offset) return "ring larger than the segment";
-        if (2 * (sizeof(RecordHeader) + align8(c.max_message)) > c.capacity) return "max_message too large for the ring";
-    } else {
-        if (c.cell_count < 2 || !std::has_single_bit(c.cell_count)) return "cell count is not a power of two";
-        if (c.cell_stride < c.max_message || c.cell_stride % kCacheLine != 0 || c.cell_stride == 0) {
-            return "bad cell stride";
-        }
-        if (c.cells_offset < c.ring_offset + sizeof(RingIndices) || c.cells_offset % alignof(Cell) != 0 ||
-            c.cells_offset > size || c.cell_count > (size - c.cells_offset) / sizeof(Cell) ||
-            c.cells_offset + c.cell_count * sizeof(Cell) > c.data_offset) {
-            return "cells outside the segment";
-        }
-        if (c.cell_count > (size - c.data_offset) / c.cell_stride) return "cell data outside the segment";
-        if (c.capacity != c.cell_count * c.cell_stride) return "capacity does not match the cells";
-    }
-    return nullptr;
-}
-
 // --- EndpointCore --------------------------------------------------------------------------
 
-EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag) {
+EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag,
+                           const OpenOptions& options) {
     const char* role_text = role == EndpointRole::producer ? "attach producer to" : "attach consumer to";
-    segment_ = open_queue_segment(name, role_text, Access::read_write);
+    QueueGeometry g;
+    segment_ = open_queue_segment(name, role_text, Access::read_write, g, options);
+    // Only the validated copy is used from here on (queue_layout.hpp).
     std::byte* body = segment_.body();
     ctl_ = &queue_control(body);
-    ring_ = &ring_indices(body);
-    spsc_ = segment_.kind() == ObjectKind::spsc_queue;
-    capacity_ = ctl_->capacity;
+    ring_ = &ring_indices(body, g);
+    geometry_ = g;
+    spsc_ = g.spsc;
+    capacity_ = g.capacity;
     mask_ = capacity_ - 1;
-    max_message_ = ctl_->max_message;
-    data_ = body + ctl_->data_offset;
+    max_message_ = g.max_message;
+    data_ = body + g.data_offset;
     if (!spsc_) {
-        cells_ = reinterpret_cast<Cell*>(body + ctl_->cells_offset);
-        cell_count_ = ctl_->cell_count;
+        cells_ = reinterpret_cast<Cell*>(body + g.cells_offset);
+        cell_count_ = g.cell_count;
         cell_mask_ = cell_count_ - 1;
-        cell_stride_ = ctl_->cell_stride;
+        cell_stride_ = g.cell_stride;
     }
     register_process_for_fences();
 
     const bool producer = role == EndpointRole::producer;
     const std::uint32_t one_flag = producer ? kQueueFlagOneProducer : kQueueFlagOneConsumer;
-    if ((ctl_->flags & one_flag) != 0) {
+    if ((g.flags & one_flag) != 0) {
         // E1: take the side's owner word, from nobody or from a process that is gone.
         reap_dead(role);  // count a dead predecessor before replacing it
         owner_ = producer ? &ctl_->producer_owner : &ctl_->consumer_owner;
@@ -213,19 +196,37 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
                 reap_dead(EndpointRole::producer);  // a dead endpoint is counted before its record is reused
                 reap_dead(EndpointRole::consumer);
             },
-            [&attached] { attached.fetch_add(1, std::memory_order_acq_rel); });
+            [&attached] { attached.fetch_add(1, std::memory_order_seq_cst); });  // E2
     } catch (...) {
         give_back_owner();
         throw;
     }
-    record_ = &segment_.endpoints()[index_];
-    record_->doorbell.store(0, std::memory_order_relaxed);  // D1: no descriptor yet
+    record_ = segment_.endpoint(index_);  // attach_endpoint returns an index inside the table
+    // D1: no descriptor yet. A recycled record's bell is normally cleared already (drop_bell,
+    // forget_bell); one left armed and counted gives its count back here.
+    uncount_bell(*ring_, record_->doorbell.exchange(0, std::memory_order_acq_rel));
     owner_pid_ = current_pid();
+    if (producer && ctl_->sealed.load(std::memory_order_seq_cst) != 0) {  // E2: counted, then refused
+        closed_ = true;
+        give_back_owner();
+        if (segment_.close_endpoint(index_)) ctl_->producers_closed.fetch_add(1, std::memory_order_release);
+        wake_side(segment_, *ring_, EndpointRole::consumer);
+        throw Error(errc::closed, describe(role_text, "queue", name,
+                    "it was sealed (Queue::seal): no new producer may attach"));
+    }
     // D4: consumers with a descriptor start watching this producer (D5) at their next arm.
     if (producer) {
         light_fence();  // our open record before the bell loads (D3's pair, as in wake_side)
         ring_bells(segment_, *ring_, EndpointRole::consumer);
     }
+}
+
+std::size_t EndpointCore::size_approx() const noexcept {
+    return static_cast<std::size_t>(queue_totals(geometry_, load_ring_counts(*ring_), 0, 0).depth);
+}
+
+bool EndpointCore::full_approx() const noexcept {
+    return queue_full(geometry_, load_ring_counts(*ring_));
 }
 
 int EndpointCore::open_bell(std::atomic<std::uint32_t>& bells, const char* verb) {
@@ -238,10 +239,9 @@ int EndpointCore::open_bell(std::atomic<std::uint32_t>& bells, const char* verb)
     return bell_.fd();
 }
 
-void EndpointCore::drop_bell(std::atomic<std::uint32_t>& bells) noexcept {
+void EndpointCore::drop_bell(EndpointRole role) noexcept {
     if (!bell_.is_open()) return;
-    record_->doorbell.store(0, std::memory_order_relaxed);  // D1
-    bells.fetch_sub(1, std::memory_order_relaxed);          // D2
+    forget_bell(*record_, *ring_, role);  // D1, D2
     bell_.reset();
 }
 
@@ -261,10 +261,17 @@ bool EndpointCore::sync_bell(EndpointRole peers) noexcept {
     return gone;
 }
 
-void EndpointCore::arm_bell(std::atomic<std::uint32_t>& waiting) noexcept {
-    // D3: the armed bit and the flag go before the fence; the caller re-checks after it.
-    record_->doorbell.store(bell_.id() | kBellArmed, std::memory_order_relaxed);
-    waiting.store(1, std::memory_order_release);
+void EndpointCore::arm_bell(std::atomic<std::uint32_t>& waiting, bool counted) noexcept {
+    // D3: the armed bit and the sleeper mark go before the fence; the caller re-checks after it.
+    if (!counted) {
+        record_->doorbell.store(bell_.id() | kBellArmed, std::memory_order_relaxed);
+        waiting.store(1, std::memory_order_relaxed);  // a flag (SPSC consumer, producers)
+    } else if ((record_->doorbell.load(std::memory_order_relaxed) & kBellArmed) == 0) {
+        // MPMC consumer: the armed bell is one of the counted sleepers until its bit is
+        // cleared (D1). Counted before the bit is set, so the count never trails the bells.
+        waiting.fetch_add(1, std::memory_order_relaxed);
+        record_->doorbell.store(bell_.id() | kBellArmed | kBellCounted, std::memory_order_relaxed);
+    }
     heavy_fence();
 }
 
@@ -284,6 +291,19 @@ void EndpointCore::throw_state(std::string_view verb) const {
     }
     throw Error(errc::broken, describe(verb, "queue", name(),
                 "the queue was marked broken (a stage of the pipeline failed, or a record was corrupt)"));
+}
+
+void EndpointCore::throw_corrupt(std::string_view verb, const std::string& why) {
+    segment_.set_state(kStateBroken);
+    wake_side(segment_, *ring_, EndpointRole::consumer);
+    wake_side(segment_, *ring_, EndpointRole::producer);
+    throw Error(errc::corrupt, describe(verb, "queue", name(),
+                why + " (the segment was overwritten; the queue is now marked broken)"));
+}
+
+void EndpointCore::throw_stuck_cell(std::string_view verb, std::uint64_t pos, std::uint64_t seq) {
+    throw_corrupt(verb, "corrupt cell: sequence " + std::to_string(seq) + " at position " + std::to_string(pos) +
+                            " is ahead of an index that does not move");
 }
 
 void EndpointCore::sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected,
@@ -307,6 +327,7 @@ std::uint32_t EndpointCore::reap_dead(EndpointRole role) noexcept {
         if (EndpointRecord::role_of(w) != role || EndpointRecord::state_of(w) != EndpointState::open) continue;
         if (!segment_.reap_if_dead(i)) continue;  // CAS open -> dead: one winner counts it
         ++reaped;
+        forget_bell(table[i], *ring_, role);  // D2: a dead process's descriptor is gone
         (role == EndpointRole::producer ? ctl_->producers_dead : ctl_->consumers_dead)
             .fetch_add(1, std::memory_order_acq_rel);
     }
@@ -355,8 +376,8 @@ bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexc
 
 // --- ProducerCore ----------------------------------------------------------------------------
 
-ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag)
-    : EndpointCore(name, EndpointRole::producer, type_tag) {
+ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
+    : EndpointCore(name, EndpointRole::producer, type_tag, options) {
     if (spsc_) {
         tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
         cached_head_ = ring_->head.load(std::memory_order_acquire);
@@ -369,7 +390,8 @@ void ProducerCore::throw_too_large(std::size_t n) const {
     throw Error(errc::message_too_large,
                 describe("push to", "queue", name(), "a message of " + std::to_string(n) +
                          " bytes is larger than its max_message of " + std::to_string(max_message_) +
-                         " bytes (create the queue with a larger QueueOptions::max_message)"));
+                         " bytes (create the queue with QueueOptions::max_message = " + std::to_string(n) +
+                         " or more)"));
 }
 
 void ProducerCore::throw_holding() const {
@@ -443,7 +465,7 @@ std::byte* ProducerCore::poll_reserve(std::size_t n) {
         reap_dead(EndpointRole::consumer);
         if (!spsc_) recover_full();
     }
-    arm_bell(ring_->producers_waiting);        // D3
+    arm_bell(ring_->producers_waiting, false);  // D3 (a flag)
     if (std::byte* p = try_reserve(n)) return p;
     if (broken()) {
         bell_.ring();
@@ -474,15 +496,61 @@ void ProducerCore::close() noexcept {
     // Count the close only if we are the one who closed the record: Queue::close_endpoints_of
     // (the launcher) may have closed it on our behalf already.
     give_back_owner();
-    drop_bell(ring_->producer_bells);
+    drop_bell(EndpointRole::producer);
     if (!segment_.close_endpoint(index_)) return;
     // Release: every record we published happens-before a consumer that sees the count.
     ctl_->producers_closed.fetch_add(1, std::memory_order_release);
     wake_side(segment_, *ring_, EndpointRole::consumer);
 }
 
+// SPSC: consumers_waiting is a flag for the one consumer; the first publish clears it, so
+// the messages that follow while it wakes cost no system call.
+// MPMC: consumers_waiting counts the consumers between announcing a sleep and leaving it,
+// and each publish that sees a nonzero count wakes as many of them as there are messages
+// waiting in the ring, at least one: one task wakes one consumer (waking all for one
+// message makes every idle consumer run to find nothing), a burst wakes its consumers in a
+// few calls. No message is stranded while a consumer
+// sleeps: by the Dekker pair (wait.hpp), a publish either is seen by the sleeper's last look
+// or sees its count. Such a publish changes data_seq, so a consumer that counted itself but
+// has not entered futex_wait yet returns from it at once, and one inside it is woken; either
+// way one live consumer looks at the ring again before it can sleep (a dead one counted is
+// in no futex queue). For two wake-ups to reach the same consumer it must have slept again
+// in between, after a look that found no message to claim. A publish makes no call when this
+// producer already woke as many consumers as there are messages waiting and head has not
+// moved since: none of them has claimed yet, so at least one is awake and will claim (the
+// cell at head is committed: a producer commits in order, and one that committed the cell
+// at head cannot have woken anyone at that head before). A consumer killed while counted
+// leaves the count above zero: publishes then make one futex_wake call each while head
+// moves (slower, never a lost wake-up).
 void ProducerCore::wake_consumers() noexcept {
-    if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) wake_side(segment_, *ring_, EndpointRole::consumer);
+    if (spsc_) {
+        if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) {
+            wake_side(segment_, *ring_, EndpointRole::consumer);
+        }
+        return;
+    }
+    // As many as there are messages waiting (at least one: this publish's), less those we
+    // woke already while no consumer has claimed anything since (head has not moved): each
+    // of them will claim a message before it can sleep again, so a burst makes a few calls,
+    // not one per message. Only our own wake-ups count: other producers' are not known here.
+    const std::uint64_t tail = ring_->tail.load(std::memory_order_relaxed);
+    const std::uint64_t head = ring_->head.load(std::memory_order_acquire);
+    const std::uint64_t waiting = tail > head ? tail - head : 1;
+    const std::uint64_t sleepers = ring_->consumers_waiting.load(std::memory_order_relaxed);
+    const std::uint64_t want = std::max<std::uint64_t>(1, std::min(waiting, sleepers));
+    if (head != woke_at_head_) {
+        woke_at_head_ = head;
+        woken_ = 0;
+    }
+    if (woken_ >= want) return;
+    const std::uint64_t wake = std::min<std::uint64_t>(want - woken_, INT_MAX);
+    woken_ += wake;
+    ring_->data_seq.fetch_add(1, std::memory_order_release);
+    futex_wake(ring_->data_seq, static_cast<int>(wake));
+    // D3: armed doorbells are counted sleepers too; all of them ring. A limit could spend
+    // itself on the bell of a consumer that died unreaped, and an fd sleeper has no bounded
+    // re-check to fall back on; each rung consumer drains before it arms again.
+    ring_bells(segment_, *ring_, EndpointRole::consumer);
 }
 
 void ProducerCore::recover_full() noexcept {
@@ -502,8 +570,10 @@ void ProducerCore::recover_full() noexcept {
 
 // --- ConsumerCore ----------------------------------------------------------------------------
 
-ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag)
-    : EndpointCore(name, EndpointRole::consumer, type_tag) {
+ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
+    : EndpointCore(name, EndpointRole::consumer, type_tag, options) {
+    joinable_ = (geometry_.flags & kQueueFlagJoinable) != 0;
+    if (joinable_) record_->aux.store(0, std::memory_order_relaxed);  // J2: a recycled record's old value
     if (spsc_) {
         head_ = ring_->head.load(std::memory_order_acquire);  // a replacement consumer continues here
         cached_tail_ = head_;
@@ -517,14 +587,7 @@ void ConsumerCore::throw_holding() const {
                 "the previous message is still held (drop the ReadSlot first)"));
 }
 
-void ConsumerCore::corrupt(const char* why) {
-    segment_.set_state(kStateBroken);
-    wake_side(segment_, *ring_, EndpointRole::consumer);
-    wake_side(segment_, *ring_, EndpointRole::producer);
-    throw Error(errc::corrupt, describe("pop from", "queue", name(),
-                std::string("corrupt ring: ") + why +
-                " (the segment was overwritten; the queue is now marked broken)"));
-}
+void ConsumerCore::corrupt(const char* why) { throw_corrupt("pop from", std::string("corrupt ring: ") + why); }
 
 ConsumerCore::Ending ConsumerCore::ending() noexcept {
     const std::uint64_t now = monotonic_ns();
@@ -534,18 +597,13 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
         scanned = true;
         reap_dead(EndpointRole::producer);
     }
-    const std::uint32_t dead = ctl_->producers_dead.load(std::memory_order_acquire);
-    if (dead > dead_reported_) return Ending::died;
-    const std::uint32_t closed = ctl_->producers_closed.load(std::memory_order_acquire);
-    const std::uint32_t attached = ctl_->producers_attached.load(std::memory_order_acquire);
-    const std::uint32_t done = closed + dead;
-    const std::uint32_t expected = ctl_->expected_producers + ctl_->extra_expected.load(std::memory_order_acquire);
-    const bool counted_all = ctl_->expected_producers != 0 ? attached >= expected : attached != 0;
-    if (ctl_->expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached)) return Ending::ended;
+    const ProducerCounts p = load_producer_counts(*ctl_);
+    if (p.dead > dead_reported_) return Ending::died;
+    if (stream_ended(p)) return Ending::ended;
     // The counters can trail the endpoint records when a process was killed between a
     // record change and its count (inside attach or close). The records are the truth: every
     // producer that was to come came, and none of their processes is left to publish.
-    if (scanned && counted_all && !any_live(EndpointRole::producer)) {
+    if (scanned && producers_complete(p) && p.attached != 0 && !any_live(EndpointRole::producer)) {
         // A producer that died between the scan above and this look is a death, not an end.
         reap_dead(EndpointRole::producer);
         if (ctl_->producers_dead.load(std::memory_order_acquire) > dead_reported_) return Ending::died;
@@ -570,8 +628,19 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         }
         if (deadline_ns != 0 && monotonic_ns() >= deadline_ns) return PeekResult::timeout;
 
+        // The count of sleepers (MPMC; a flag for SPSC): see ProducerCore::wake_consumers.
         const std::uint32_t seq = ring_->data_seq.load(std::memory_order_acquire);
-        ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        struct Counted {  // leaves the count however this look ends (try_peek may throw)
+            std::atomic<std::uint32_t>* count;
+            ~Counted() {
+                if (count != nullptr) count->fetch_sub(1, std::memory_order_relaxed);
+            }
+        } counted{spsc_ ? nullptr : &ring_->consumers_waiting};
+        if (spsc_) {
+            ring_->consumers_waiting.store(1, std::memory_order_relaxed);
+        } else {
+            ring_->consumers_waiting.fetch_add(1, std::memory_order_relaxed);
+        }
         heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
         if (try_peek(out)) return PeekResult::ok;
         if (broken()) throw_state("pop from");
@@ -615,7 +684,7 @@ PeekResult ConsumerCore::poll_peek(std::span<const std::byte>& out) {
             throw_state("pop from");
         }
         if (sync_bell(EndpointRole::producer)) last_reap_ns_ = 0;  // D5: ending() reaps now
-        arm_bell(ring_->consumers_waiting);                       // D3
+        arm_bell(ring_->consumers_waiting, !spsc_);               // D3 (MPMC: counted)
         if (try_peek(out)) return PeekResult::ok;
         if (broken()) {
             bell_.ring();
@@ -651,10 +720,136 @@ void ConsumerCore::close() noexcept {
     release();
     publish_stats();
     give_back_owner();
-    drop_bell(ring_->consumer_bells);
+    drop_bell(EndpointRole::consumer);
     if (!segment_.close_endpoint(index_)) return;  // closed on our behalf already
     ctl_->consumers_closed.fetch_add(1, std::memory_order_release);
     wake_side(segment_, *ring_, EndpointRole::producer);
+}
+
+void ConsumerCore::task_done() {
+    if (!joinable_) {
+        throw Error(errc::invalid_state, describe("task_done on", "queue", name(),
+                    "it is not joinable (create it with QueueOptions::joinable = true)"));
+    }
+    const std::uint64_t taken = messages_ + (holding_ ? 1 : 0);
+    if (done_ >= taken) {
+        throw Error(errc::invalid_argument,
+                    describe("task_done on", "queue", name(),
+                             "called more times than this consumer took messages (" + std::to_string(taken) +
+                                 " taken, all marked done already)"));
+    }
+    ++done_;
+    record_->aux.store(taken - done_, std::memory_order_relaxed);  // J2
+    ctl_->tasks_done.fetch_add(1, std::memory_order_release);     // J1
+    light_fence();                                                 // JP1: the waker's half
+    if (ctl_->join_waiters.load(std::memory_order_relaxed) != 0) bump_and_wake(ctl_->done_seq);
+}
+
+[[noreturn]] void throw_moved_from(const char* what) {
+    throw Error(errc::invalid_state, std::string("use of a moved-from ") + what +
+                                         " (it may only be destroyed, assigned to or closed)");
+}
+
+namespace {
+
+// What join() decides from: the messages pushed and written off, and the consumers' work (J1, J2).
+struct JoinView {
+    std::uint64_t pushed = 0, done = 0, lost = 0, depth = 0;
+    std::uint64_t live_held = 0;       // J2: work live consumers took and have not marked done
+    std::vector<std::uint32_t> dead;   // consumers that died (their pids; those holding work first)
+    bool finished() const noexcept { return done + lost >= pushed; }
+    // Taken, not done, and held by no live consumer: it went with a dead one.
+    std::uint64_t orphaned() const noexcept {
+        const std::uint64_t open = pushed - done - lost;
+        return depth == 0 && live_held == 0 && !dead.empty() ? open : 0;
+    }
+};
+
+JoinView join_view(const Segment& seg, const QueueGeometry& g, bool scan) {
+    const QueueControl& c = queue_control(seg.body());
+    JoinView v;
+    v.done = c.tasks_done.load(std::memory_order_acquire);  // J1, before the pushes it counts
+    v.lost = c.tasks_lost.load(std::memory_order_acquire);
+    const QueueTotals t = queue_totals(g, load_ring_counts(ring_indices(seg.body(), g)), 0, 0);
+    const std::uint64_t abandoned = c.messages_abandoned.load(std::memory_order_acquire);
+    v.pushed = t.messages_in >= abandoned ? t.messages_in - abandoned : 0;  // abandoned cells are never delivered
+    v.depth = t.depth;
+    if (v.done + v.lost > v.pushed) v.pushed = v.done + v.lost;  // counters read apart: never negative
+    if (!scan) return v;
+    std::vector<std::uint32_t> idle_dead;
+    for (std::uint32_t i = 0; i < seg.endpoint_count(); ++i) {
+        const EndpointRecord& e = seg.endpoints()[i];
+        const std::uint64_t w = e.word.load(std::memory_order_acquire);
+        if (EndpointRecord::role_of(w) != EndpointRole::consumer) continue;
+        const auto st = EndpointRecord::state_of(w);
+        const std::uint64_t held = e.aux.load(std::memory_order_relaxed);  // J2
+        bool dead = st == EndpointState::dead;
+        if (st == EndpointState::open || st == EndpointState::attaching) {
+            dead = !process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed));
+            if (!dead) v.live_held += held;
+        }
+        if (dead) (held != 0 ? v.dead : idle_dead).push_back(EndpointRecord::pid_of(w));
+    }
+    v.dead.insert(v.dead.end(), idle_dead.begin(), idle_dead.end());
+    return v;
+}
+
+}  // namespace
+
+bool join_queue(const Segment& seg, const QueueGeometry& g, std::uint64_t deadline_ns) {
+    QueueControl& c = queue_control(seg.body());
+    if ((g.flags & kQueueFlagJoinable) == 0) {
+        throw Error(errc::invalid_state, describe("join", "queue", seg.name(),
+                    "it is not joinable (create it with QueueOptions::joinable = true)"));
+    }
+    // A write-off needs the same orphaned count on two looks a sleep slice apart: a live
+    // consumer between its claim and its J2 store is gone by then.
+    std::uint64_t suspect_done = ~std::uint64_t{0}, suspect_count = 0;
+    for (;;) {
+        if ((seg.header().state.load(std::memory_order_acquire) & kStateBroken) != 0) {
+            throw Error(errc::broken, describe("join", "queue", seg.name(), "the queue was marked broken"));
+        }
+        const std::uint64_t seq = c.done_seq.load(std::memory_order_acquire);
+        JoinView v = join_view(seg, g, false);
+        if (v.finished()) return true;
+        const std::uint64_t now = monotonic_ns();
+        if (deadline_ns != 0 && now >= deadline_ns) return false;
+        if (v.depth == 0) {
+            v = join_view(seg, g, true);
+            const std::uint64_t orphaned = v.orphaned();
+            if (orphaned == 0) {
+                suspect_count = 0;
+            } else if (suspect_count != orphaned || suspect_done != v.done + v.lost) {
+                suspect_count = orphaned;
+                suspect_done = v.done + v.lost;
+            } else {
+                std::uint64_t lost = v.lost;
+                if (c.tasks_lost.compare_exchange_strong(lost, lost + orphaned, std::memory_order_acq_rel)) {  // J1
+                    std::string pids;
+                    for (std::size_t i = 0; i < v.dead.size() && i < 8; ++i) pids += (i ? ", " : "") + std::to_string(v.dead[i]);
+                    if (v.dead.size() > 8) pids += ", ...";
+                    bump_and_wake(c.done_seq);  // other joiners see the write-off
+                    throw Error(errc::consumer_died,
+                                describe("join", "queue", seg.name(),
+                                         "consumer " + std::string(v.dead.size() > 1 ? "pids " : "pid ") + pids +
+                                             " died holding " + std::to_string(orphaned) +
+                                             " message(s) never marked done; they are written off (a message a "
+                                             "dead consumer took is not delivered again), so the next join() can return"));
+                }
+                suspect_count = 0;
+                continue;  // another joiner wrote them off
+            }
+        }
+        // JP1: the sleeper's half; bounded, so deaths are noticed.
+        c.join_waiters.fetch_add(1, std::memory_order_relaxed);
+        heavy_fence();
+        if (!join_view(seg, g, false).finished()) {
+            std::uint64_t wake_at = now + kSleepSliceNs;
+            if (deadline_ns != 0 && deadline_ns < wake_at) wake_at = deadline_ns;
+            futex_wait(c.done_seq, static_cast<std::uint32_t>(seq), wake_at);
+        }
+        c.join_waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
 }
 
 void ConsumerCore::wake_producers() noexcept {
@@ -684,28 +879,57 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     std::uint32_t flags = 0;
     if (o.producers == Endpoints::one) flags |= kQueueFlagOneProducer;
     if (o.consumers == Endpoints::one) flags |= kQueueFlagOneConsumer;
+    if (o.joinable) flags |= kQueueFlagJoinable;
 
     const std::uint64_t ring_offset = align_up(sizeof(QueueControl), kCacheLine);
     std::uint64_t capacity = 0, cell_count = 0, cell_stride = 0, cells_offset = 0, data_offset = 0;
     std::uint32_t records = 0;
+    // Sizing by messages (QueueOptions::max_messages, Python's maxsize) or by bytes. The
+    // errors name what one message really costs: its record or cell, not max_message.
+    const std::uint64_t n = o.max_messages;
+    if (n > (std::uint64_t{1} << 32)) bad("max_messages must be at most 2^32");
     if (spsc) {
         const std::uint64_t record = sizeof(RecordHeader) + align8(o.max_message);
-        capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        if (n != 0) {
+            // n whole records, plus one for the padding a record that would straddle the
+            // ring's end leaves (S3), and never fewer than the two the ring needs.
+            const std::uint64_t need = std::max<std::uint64_t>(n + 1, 2) * record;
+            if (need > (std::uint64_t{1} << 40)) {
+                bad("max_messages " + std::to_string(n) + " of up to " + std::to_string(record) +
+                    " bytes each (max_message " + std::to_string(o.max_message) +
+                    " + an 8-byte header, 8-aligned) need more than 1 TiB");
+            }
+            capacity = std::bit_ceil(std::max<std::uint64_t>(need, 4096));
+        } else {
+            capacity = std::bit_ceil(std::max<std::uint64_t>(o.capacity, 4096));
+        }
         if (capacity < 2 * record) {
             bad("capacity " + std::to_string(o.capacity) + " is too small for max_message " +
-                std::to_string(o.max_message) + ": an SPSC queue needs capacity >= 2 * (max_message + 8) = " +
-                std::to_string(2 * record));
+                std::to_string(o.max_message) + ": each message costs up to " + std::to_string(record) +
+                " bytes in an SPSC ring (8-byte header, 8-aligned) and the ring needs room for 2, so capacity >= " +
+                std::to_string(2 * record) + " (or set QueueOptions::max_messages instead)");
         }
         data_offset = align_up(ring_offset + sizeof(RingIndices), 4096);
         records = kSpscEndpointRecords;
     } else {
         cell_stride = align_up(o.max_message, kCacheLine);
-        const std::uint64_t fit = o.capacity / cell_stride;
-        if (fit < 2) {
-            bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages of max_message " +
-                std::to_string(o.max_message) + " bytes (an MPMC queue stores fixed cells of max_message bytes)");
+        if (n != 0) {
+            cell_count = std::bit_ceil(std::max<std::uint64_t>(n, 2));
+            if (cell_count * cell_stride > (std::uint64_t{1} << 40)) {
+                bad("max_messages " + std::to_string(n) + " cells of " + std::to_string(cell_stride) +
+                    " bytes each (max_message " + std::to_string(o.max_message) +
+                    " rounded up to 64-byte lines) need more than 1 TiB");
+            }
+        } else {
+            const std::uint64_t fit = o.capacity / cell_stride;
+            if (fit < 2) {
+                bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 messages: each message costs a cell of " +
+                    std::to_string(cell_stride) + " bytes in an MPMC queue (max_message " +
+                    std::to_string(o.max_message) + " rounded up to 64-byte lines), so capacity >= " +
+                    std::to_string(2 * cell_stride) + " (or set QueueOptions::max_messages instead)");
+            }
+            cell_count = std::bit_floor(fit);
         }
-        cell_count = std::bit_floor(fit);
         capacity = cell_count * cell_stride;
         cells_offset = ring_offset + sizeof(RingIndices);
         data_offset = align_up(cells_offset + cell_count * sizeof(Cell), 4096);
@@ -719,6 +943,8 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     p.endpoint_count = records;
     p.permissions = o.permissions;
     p.flags = flags;
+    const QueueGeometry g{capacity, o.max_message, ring_offset, data_offset, cells_offset, cell_count, cell_stride,
+                          flags, spsc};
     Segment s = Segment::create(p, [&](std::byte* body) {
         auto& c = queue_control(body);
         c.capacity = capacity;
@@ -735,26 +961,28 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
             for (std::uint64_t i = 0; i < cell_count; ++i) cells[i].seq.store(i, std::memory_order_relaxed);  // M1
         }
     });
-    return Queue(std::move(s));
+    return Queue(std::move(s), g);
 }
 
-Queue Queue::open(std::string_view name) {
-    return Queue(detail::open_queue_segment(name, "open", detail::Access::read_write));
+Queue Queue::create(const QueueOptions& options) { return create(detail::anonymous_name("anon-queue"), options); }
+
+Queue Queue::open(std::string_view name, const OpenOptions& options) {
+    detail::QueueGeometry g;
+    detail::Segment s = detail::open_queue_segment(name, "open", detail::Access::read_write, g, options);
+    return Queue(std::move(s), g);
 }
 
-bool Queue::spsc() const noexcept { return segment_.kind() == detail::ObjectKind::spsc_queue; }
-std::size_t Queue::capacity() const noexcept {
-    return static_cast<std::size_t>(detail::queue_control(segment_.body()).capacity);
-}
-std::size_t Queue::max_message() const noexcept {
-    return static_cast<std::size_t>(detail::queue_control(segment_.body()).max_message);
-}
+// Geometry comes from the handle's validated copy, never from shared memory.
+bool Queue::spsc() const noexcept { return geometry_.spsc; }
+std::size_t Queue::capacity() const noexcept { return static_cast<std::size_t>(geometry_.capacity); }
+std::size_t Queue::max_message() const noexcept { return static_cast<std::size_t>(geometry_.max_message); }
 
 void Queue::mark_broken() noexcept {
     segment_.set_state(detail::kStateBroken);
-    auto& r = detail::ring_indices(segment_.body());
+    auto& r = detail::ring_indices(segment_.body(), geometry_);
     detail::wake_side(segment_, r, detail::EndpointRole::consumer);
     detail::wake_side(segment_, r, detail::EndpointRole::producer);
+    detail::bump_and_wake(detail::queue_control(segment_.body()).done_seq);  // joiners
 }
 
 bool Queue::broken() const noexcept {
@@ -787,7 +1015,7 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
         }
     }
     if (closed != 0) {
-        auto& r = ring_indices(segment_.body());
+        auto& r = ring_indices(segment_.body(), geometry_);
         wake_side(segment_, r, EndpointRole::consumer);
         wake_side(segment_, r, EndpointRole::producer);
     }
@@ -810,6 +1038,20 @@ std::optional<std::uint64_t> Queue::last_claim_of(std::uint32_t pid, bool consum
     return found;
 }
 
+void Queue::seal() noexcept {
+    auto& c = detail::queue_control(segment_.body());
+    c.sealed.store(1, std::memory_order_seq_cst);  // E2
+    // Sleepers and armed descriptors re-check the end (D4).
+    detail::wake_side(segment_, detail::ring_indices(segment_.body(), geometry_), detail::EndpointRole::consumer);
+}
+
+bool Queue::sealed() const noexcept {
+    return detail::queue_control(segment_.body()).sealed.load(std::memory_order_acquire) != 0;
+}
+
+void Queue::join() { join_until(0); }
+bool Queue::join_until(std::uint64_t deadline_ns) { return detail::join_queue(segment_, geometry_, deadline_ns); }
+
 void Queue::expect_more_producers(std::uint32_t n) noexcept {
     detail::queue_control(segment_.body()).extra_expected.fetch_add(n, std::memory_order_acq_rel);
 }
@@ -818,53 +1060,38 @@ QueueStats Queue::stats() const {
     using namespace detail;
     QueueStats st;
     const auto& c = queue_control(segment_.body());
-    const auto& r = ring_indices(segment_.body());
+    const auto& r = ring_indices(segment_.body(), geometry_);
     st.name = name();
     st.spsc = spsc();
-    st.capacity = c.capacity;
-    st.max_message = c.max_message;
-    const std::uint64_t head = r.head.load(std::memory_order_acquire);
-    const std::uint64_t tail = r.tail.load(std::memory_order_acquire);
+    st.capacity = geometry_.capacity;
+    st.max_message = geometry_.max_message;
+    std::uint64_t endpoint_bytes_in = 0, endpoint_bytes_out = 0;
     for (std::uint32_t i = 0; i < segment_.endpoint_count(); ++i) {
         const auto& e = segment_.endpoints()[i];
         const std::uint64_t w = e.word.load(std::memory_order_acquire);
         const auto role = EndpointRecord::role_of(w);
         if (EndpointRecord::state_of(w) == EndpointState::free) continue;
         if (role == EndpointRole::producer) {
-            st.messages_in += e.messages.load(std::memory_order_relaxed);
-            st.bytes_in += e.bytes.load(std::memory_order_relaxed);
+            endpoint_bytes_in += e.bytes.load(std::memory_order_relaxed);
         } else if (role == EndpointRole::consumer) {
-            st.messages_out += e.messages.load(std::memory_order_relaxed);
-            st.bytes_out += e.bytes.load(std::memory_order_relaxed);
+            endpoint_bytes_out += e.bytes.load(std::memory_order_relaxed);
         }
         if (EndpointRecord::state_of(w) == EndpointState::open &&
             process_alive(EndpointRecord::pid_of(w), e.start_time.load(std::memory_order_relaxed))) {
             (role == EndpointRole::producer ? st.producers : st.consumers) += 1;
         }
     }
-    if (st.spsc) {
-        st.messages_in = r.tail_count.load(std::memory_order_relaxed);
-        st.bytes_in = r.tail_bytes.load(std::memory_order_relaxed);
-        st.messages_out = r.head_count.load(std::memory_order_relaxed);
-        st.bytes_out = r.head_bytes.load(std::memory_order_relaxed);
-        st.depth = st.messages_in >= st.messages_out ? st.messages_in - st.messages_out : 0;
-        st.bytes_used = tail >= head ? tail - head : 0;
-    } else {
-        // Positions count every claimed message exactly; bytes come from the batched counters.
-        st.messages_in = tail;
-        st.messages_out = head;
-        st.depth = tail >= head ? tail - head : 0;
-        st.bytes_used = st.depth * c.cell_stride;
-    }
-    st.producers_closed = c.producers_closed.load(std::memory_order_relaxed);
-    st.producers_dead = c.producers_dead.load(std::memory_order_relaxed);
+    const QueueTotals t = queue_totals(geometry_, load_ring_counts(r), endpoint_bytes_in,
+                                       endpoint_bytes_out);
+    copy_totals(t, st);
+    const ProducerCounts p = load_producer_counts(c);
+    st.producers_closed = p.closed;
+    st.producers_dead = p.dead;
     st.sleepers = segment_.header().waiters.load(std::memory_order_relaxed);
     st.abandoned = c.messages_abandoned.load(std::memory_order_relaxed);
     st.lost = c.messages_lost.load(std::memory_order_relaxed);
-    const std::uint32_t done = st.producers_closed + st.producers_dead;
-    const std::uint32_t attached = c.producers_attached.load(std::memory_order_relaxed);
-    const std::uint32_t expected = c.expected_producers + c.extra_expected.load(std::memory_order_relaxed);
-    st.ended = c.expected_producers != 0 ? done >= expected : (attached != 0 && done >= attached);
+    st.ended = stream_ended(p);
+    st.sealed = p.sealed;
     st.broken = broken();
     return st;
 }

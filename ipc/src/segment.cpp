@@ -5,10 +5,12 @@
 #include <cerrno>
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
 #include <utility>
@@ -102,33 +104,43 @@ namespace {
 
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
-Error errno_error(int err, std::string_view verb, std::string_view what, std::string_view name) {
-    const std::string shm = segment_name(name);
-    std::string detail;
-    std::error_code ec(err, std::generic_category());
+constexpr const char* kNoSpaceHint =
+    "containers: raise it with `docker run --shm-size=...`; `inspect-queues clean` removes stale objects";
+
+// The structure of an errno from shm_open/fstat/mmap: code, reason, hint.
+OpenProblem errno_problem(int err) {
     switch (err) {
-        case ENOENT:
-            detail = "shared memory \"" + shm + "\" does not exist (is the creator running?)";
-            ec = make_error_code(errc::not_found);
-            break;
+        case ENOENT: return {make_error_code(errc::not_found), "does not exist", "is the creator running?"};
         case EEXIST:
-            detail = "shared memory \"" + shm + "\" already exists (another run still alive? "
-                     "`inspect-queues clean` removes stale objects)";
-            ec = make_error_code(errc::already_exists);
-            break;
+            return {make_error_code(errc::already_exists), "already exists",
+                    "another run still alive? `inspect-queues clean` removes stale objects"};
         case EACCES:
         case EPERM:
-            detail = "permission denied on \"" + shm + "\" (created by another user or with a stricter mode)";
-            ec = make_error_code(errc::permission_denied);
-            break;
+            return {make_error_code(errc::permission_denied), "is not accessible: permission denied",
+                    "created by another user or with a stricter mode"};
         case ENOSPC:
-        case ENOMEM:
-            detail = "not enough space for \"" + shm + "\" in /dev/shm: " + std::strerror(err);
-            break;
+            return {make_error_code(errc::no_space), "does not fit in /dev/shm: " + std::string(std::strerror(err)),
+                    kNoSpaceHint};
         default:
-            detail = "\"" + shm + "\": " + std::strerror(err);
+            return {std::error_code(err, std::generic_category()), std::strerror(err), ""};
     }
-    return Error(ec, describe(verb, what, name, detail));
+}
+
+std::string bytes_text(std::uint64_t n) {
+    std::string s = std::to_string(n) + " bytes";
+    if (n >= (std::uint64_t{1} << 20)) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, " (%.1f MiB)", static_cast<double>(n) / (1024.0 * 1024.0));
+        s += buf;
+    }
+    return s;
+}
+
+// Bytes free for an unprivileged writer on the file system of fd (0 when unknown).
+std::uint64_t free_bytes(int fd) noexcept {
+    struct statvfs vfs {};
+    if (::fstatvfs(fd, &vfs) != 0) return 0;
+    return std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
 }
 
 }  // namespace
@@ -139,6 +151,19 @@ std::string describe(std::string_view verb, std::string_view what, std::string_v
     s.reserve(verb.size() + what.size() + name.size() + detail.size() + 8);
     s.append(verb).append(" ").append(what).append(" \"").append(name).append("\": ").append(detail);
     return s;
+}
+
+std::string describe_problem(std::string_view verb, std::string_view what, std::string_view name,
+                             const OpenProblem& problem) {
+    std::string detail = "shared memory \"" + segment_name(name) + "\" ";
+    if (problem.code == errc::corrupt) detail += "is corrupt: ";
+    detail += problem.reason;
+    if (!problem.hint.empty()) detail.append(" (").append(problem.hint).append(")");
+    return describe(verb, what, name, detail);
+}
+
+void throw_problem(std::string_view verb, std::string_view what, std::string_view name, const OpenProblem& problem) {
+    throw Error(problem.code, describe_problem(verb, what, name, problem));
 }
 
 const char* kind_name(ObjectKind kind) noexcept {
@@ -180,6 +205,7 @@ Segment& Segment::operator=(Segment&& other) noexcept {
         size_ = std::exchange(other.size_, 0);
         name_ = std::move(other.name_);
         owner_pid_ = std::exchange(other.owner_pid_, 0);
+        geo_ = other.geo_;
         dev_ = other.dev_;
         ino_ = other.ino_;
     }
@@ -222,15 +248,29 @@ Segment Segment::create_unpublished(const CreateParams& p) {
 
     const std::string shm = shm_path(p.name);
     const int fd = ::shm_open(shm.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, p.permissions & 0777);
-    if (fd < 0) throw errno_error(errno, "create", p.what, p.name);
-    auto fail = [&](int err) {
+    if (fd < 0) throw_problem("create", p.what, p.name, errno_problem(errno));
+    auto fail_with = [&](const OpenProblem& problem) {
         ::close(fd);
         ::shm_unlink(shm.c_str());
-        throw errno_error(err, "create", p.what, p.name);
+        throw_problem("create", p.what, p.name, problem);
     };
+    auto fail = [&](int err) { fail_with(errno_problem(err)); };
     // shm_open applies the umask; the caller's mode is what they asked for.
     if (::fchmod(fd, p.permissions & 0777) != 0) fail(errno);
     if (::ftruncate(fd, static_cast<off_t>(total)) != 0) fail(errno);
+    // Reserve every page now: ftruncate alone leaves a sparse file, and on a full tmpfs the
+    // first store to an unbacked page raises SIGBUS, possibly much later and in a peer.
+    const std::uint64_t available = free_bytes(fd);
+    int err = 0;
+    do {
+        err = ::posix_fallocate(fd, 0, static_cast<off_t>(total));
+    } while (err == EINTR);
+    if (err == ENOSPC || err == ENOMEM || err == EFBIG) {
+        fail_with({make_error_code(errc::no_space),
+                   "does not fit in /dev/shm: " + bytes_text(total) + " asked, " + bytes_text(available) + " free",
+                   std::string(kNoSpaceHint) + "; or ask for a smaller size"});
+    }
+    if (err != 0) fail(err);
     struct stat st {};
     if (::fstat(fd, &st) != 0) fail(errno);
     void* base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -240,6 +280,7 @@ Segment Segment::create_unpublished(const CreateParams& p) {
     Segment s;
     s.base_ = base;
     s.size_ = total;
+    s.geo_ = {p.kind, p.endpoint_count, endpoint_offset, body_offset, p.body_size, p.flags};
     s.name_ = std::string(p.name);
     s.owner_pid_ = static_cast<std::uint32_t>(::getpid());
     s.dev_ = st.st_dev;
@@ -273,45 +314,52 @@ void Segment::publish() noexcept {
     header().magic.store(kMagic, std::memory_order_release);  // pairs with the opener's acquire
 }
 
-Segment Segment::open_any(std::string_view name, Access access, std::error_code& ec,
-                          std::string* message) noexcept {
-    auto fail = [&](std::error_code code, const std::string& text) {
-        ec = code;
-        if (message != nullptr) *message = text;
+Segment Segment::open_any(std::string_view name, Access access, OpenProblem& problem,
+                          const OpenOptions& options) noexcept {
+    auto fail = [&](std::error_code code, std::string reason, std::string hint) {
+        problem = {code, std::move(reason), std::move(hint)};
         return Segment{};
     };
+    constexpr const char* kCleanHint = "`inspect-queues clean --corrupt` removes it";
     try {
         validate_name(name, "object");
     } catch (const Error& e) {
-        return fail(e.code(), e.what());
+        return fail(e.code(), e.what(), "");
     }
     const std::string shm = shm_path(name);
     const bool rw = access == Access::read_write;
     const int fd = ::shm_open(shm.c_str(), (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
     if (fd < 0) {
-        const Error e = errno_error(errno, "open", "object", name);
-        return fail(e.code(), e.what());
+        problem = errno_problem(errno);
+        return Segment{};
     }
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
-        const Error e = errno_error(errno, "open", "object", name);
+        problem = errno_problem(errno);
         ::close(fd);
-        return fail(e.code(), e.what());
+        return Segment{};
+    }
+    if (!options.allow_foreign_owner && st.st_uid != ::geteuid()) {
+        ::close(fd);
+        return fail(make_error_code(errc::permission_denied),
+                    "belongs to uid " + std::to_string(st.st_uid) + ", not to this user (uid " +
+                        std::to_string(::geteuid()) + ")",
+                    "another user may have taken the name first; pass OpenOptions::allow_foreign_owner "
+                    "to accept a segment of another user");
     }
     const auto size = static_cast<std::uint64_t>(st.st_size);
-    const std::string where = "shared memory \"" + segment_name(name) + "\" ";
     if (size < sizeof(SegmentHeader)) {
         ::close(fd);
         return fail(make_error_code(errc::corrupt),
-                    where + "is " + std::to_string(size) + " bytes, too small to be a shmpipe object "
-                    "(truncated, or not made by shmpipe; `inspect-queues clean --corrupt` removes it)");
+                    std::to_string(size) + " bytes, too small to be a shmpipe object",
+                    std::string("truncated, or not made by shmpipe; ") + kCleanHint);
     }
     void* base = ::mmap(nullptr, size, rw ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
     const int map_err = errno;
     ::close(fd);
     if (base == MAP_FAILED) {
-        const Error e = errno_error(map_err, "map", "object", name);
-        return fail(e.code(), e.what());
+        problem = errno_problem(map_err);
+        return Segment{};
     }
     Segment s;
     s.base_ = base;
@@ -328,48 +376,56 @@ Segment Segment::open_any(std::string_view name, Access access, std::error_code&
         magic = h.magic.load(std::memory_order_acquire);
     }
     auto corrupt = [&](const std::string& why) {
-        return fail(make_error_code(errc::corrupt),
-                    where + "is corrupt: " + why + " (not made by this shmpipe, or overwritten; "
-                    "`inspect-queues clean --corrupt` removes it)");
+        return fail(make_error_code(errc::corrupt), why,
+                    std::string("not made by this shmpipe, or overwritten; ") + kCleanHint);
     };
     if (magic == 0) return corrupt("never initialised (its creator died while creating it?)");
     if (magic != kMagic) return corrupt("bad magic number");
-    if (h.version != kLayoutVersion) {
+    // Every value is loaded once into a local, validated there, and only the locals are
+    // used: a writer changing the header meanwhile cannot slip a value past the checks.
+    const std::uint32_t version = h.version;
+    const std::uint32_t kind = h.kind;
+    const std::uint64_t total_size = h.total_size;
+    const std::uint32_t header_size = h.header_size;
+    SegmentGeometry g;
+    g.endpoint_count = h.endpoint_count;
+    g.endpoint_offset = h.endpoint_offset;
+    g.body_offset = h.body_offset;
+    g.body_size = h.body_size;
+    g.flags = h.flags;
+    if (version != kLayoutVersion) {
         return fail(make_error_code(errc::version_mismatch),
-                    where + "has layout version " + std::to_string(h.version) + ", this shmpipe reads version " +
-                    std::to_string(kLayoutVersion) + " (mixing shmpipe releases?)");
+                    "has layout version " + std::to_string(version) + ", this shmpipe reads version " +
+                        std::to_string(kLayoutVersion),
+                    "mixing shmpipe releases?");
     }
-    if (!kind_known(h.kind)) return corrupt("unknown object kind " + std::to_string(h.kind));
-    if (h.total_size != size) {
-        return corrupt("header says " + std::to_string(h.total_size) + " bytes, segment has " + std::to_string(size));
+    if (!kind_known(kind)) return corrupt("unknown object kind " + std::to_string(kind));
+    g.kind = static_cast<ObjectKind>(kind);
+    if (total_size != size) {
+        return corrupt("header says " + std::to_string(total_size) + " bytes, segment has " + std::to_string(size));
     }
-    if (h.header_size != sizeof(SegmentHeader)) return corrupt("bad header size");
-    if (h.endpoint_count > kMaxEndpoints) return corrupt("endpoint count out of range");
-    if (h.endpoint_offset < sizeof(SegmentHeader) || h.endpoint_offset % alignof(EndpointRecord) != 0 ||
-        h.endpoint_offset > size ||
-        std::uint64_t{h.endpoint_count} * sizeof(EndpointRecord) > size - h.endpoint_offset) {
+    if (header_size != sizeof(SegmentHeader)) return corrupt("bad header size");
+    if (g.endpoint_count > kMaxEndpoints) return corrupt("endpoint count out of range");
+    const std::uint64_t table = std::uint64_t{g.endpoint_count} * sizeof(EndpointRecord);
+    if (g.endpoint_offset < sizeof(SegmentHeader) || g.endpoint_offset % alignof(EndpointRecord) != 0 ||
+        g.endpoint_offset > size || table > size - g.endpoint_offset) {
         return corrupt("endpoint table outside the segment");
     }
-    if (h.body_offset < h.endpoint_offset + std::uint64_t{h.endpoint_count} * sizeof(EndpointRecord) ||
-        h.body_offset % kCacheLine != 0 || h.body_offset > size || h.body_size > size - h.body_offset) {
+    if (g.body_offset < g.endpoint_offset + table || g.body_offset % kCacheLine != 0 || g.body_offset > size ||
+        g.body_size > size - g.body_offset) {
         return corrupt("body outside the segment");
     }
-    if (rw) s.owner_pid_ = 0;
-    ec.clear();
+    s.geo_ = g;
+    problem = {};
     return s;
 }
 
-Segment Segment::open(std::string_view name, std::string_view what, ObjectKind kind, Access access) {
+Segment Segment::open(std::string_view name, std::string_view what, ObjectKind kind, Access access,
+                      const OpenOptions& options) {
     validate_name(name, what);
-    std::error_code ec;
-    std::string message;
-    Segment s = open_any(name, access, ec, &message);
-    if (ec) {
-        // Re-phrase with what the caller thinks it opens.
-        const std::string prefix = "open object \"" + std::string(name) + "\": ";
-        if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
-        throw Error(ec, describe("open", what, name, message));
-    }
+    OpenProblem problem;
+    Segment s = open_any(name, access, problem, options);
+    if (problem.code) throw_problem("open", what, name, problem);
     if (s.kind() != kind) {
         throw Error(errc::wrong_kind, describe("open", what, name,
                     std::string("it is a ") + kind_name(s.kind()) + ", not a " + kind_name(kind)));
@@ -427,8 +483,9 @@ std::uint32_t Segment::attach_endpoint(EndpointRole role, std::string_view what,
 }
 
 bool Segment::close_endpoint(std::uint32_t index) noexcept {
-    if (index >= endpoint_count()) return false;
-    auto& r = endpoints()[index];
+    EndpointRecord* rec = endpoint(index);
+    if (rec == nullptr) return false;
+    auto& r = *rec;
     std::uint64_t w = r.word.load(std::memory_order_acquire);
     while (EndpointRecord::state_of(w) == EndpointState::open) {
         const std::uint64_t closed = EndpointRecord::pack(EndpointRecord::pid_of(w), EndpointRecord::role_of(w),
@@ -439,8 +496,9 @@ bool Segment::close_endpoint(std::uint32_t index) noexcept {
 }
 
 bool Segment::reap_if_dead(std::uint32_t index) noexcept {
-    if (index >= endpoint_count()) return false;
-    auto& r = endpoints()[index];
+    EndpointRecord* rec = endpoint(index);
+    if (rec == nullptr) return false;
+    auto& r = *rec;
     std::uint64_t w = r.word.load(std::memory_order_acquire);
     if (EndpointRecord::state_of(w) != EndpointState::open) return false;
     const std::uint32_t pid = EndpointRecord::pid_of(w);

@@ -38,13 +38,14 @@ Semaphore Semaphore::create(std::string_view name, std::int64_t initial, const S
     return s;
 }
 
-Semaphore Semaphore::open(std::string_view name) {
-    Semaphore s(detail::SyncHandle::open(name, "semaphore", detail::ObjectKind::semaphore, sizeof(SemaphoreBody)));
+Semaphore Semaphore::open(std::string_view name, const OpenOptions& options) {
+    Semaphore s(
+        detail::SyncHandle::open(name, "semaphore", detail::ObjectKind::semaphore, sizeof(SemaphoreBody), options));
     auto& b = s.body();
     if (b.max_count == 0 || b.max_count > kSemaphoreMax || b.count.load(std::memory_order_relaxed) > b.max_count) {
         s.handle_.fail(errc::corrupt, "open", "the count or max_count is out of range (overwritten?)");
     }
-    s.recover_ = (s.handle_.segment().header().flags & detail::kSemaphoreRecoverHolders) != 0;
+    s.recover_ = (s.handle_.segment().flags() & detail::kSemaphoreRecoverHolders) != 0;
     return s;
 }
 
@@ -55,51 +56,49 @@ SemaphoreBody& Semaphore::body() const {
 
 namespace {
 
-bool try_take(SemaphoreBody& b) noexcept {
+// S2 + S3: takes a unit and, with `held` (recover_dead_holders), records it at once: the
+// record update is the instruction after the successful CAS, so a kill between the two (the
+// only way to lose the unit) has a window of a few instructions.
+bool try_take(SemaphoreBody& b, std::atomic<std::uint64_t>* held) noexcept {
     std::uint32_t c = b.count.load(std::memory_order_relaxed);
     while (c > 0) {
         // S2; acquire pairs with the releaser's RMW (what it did before release is visible).
-        if (b.count.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+        if (b.count.compare_exchange_weak(c, c - 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+            // S3: only this process writes its record's intent; other threads of it may too (RMW).
+            if (held != nullptr) held->fetch_add(1, std::memory_order_release);
+            return true;
+        }
     }
     return false;
 }
 
 }  // namespace
 
-void Semaphore::note_acquired() {
-    if (!recover_) return;
-    // S3: only this process writes its record's intent; other threads of it may too (RMW).
-    handle_.record(handle_.ensure_endpoint()).intent.fetch_add(1, std::memory_order_release);
+std::atomic<std::uint64_t>* Semaphore::held_units() {
+    // Resolved before a unit is taken: attaching may throw, recording must not.
+    return recover_ ? &handle_.record(handle_.ensure_endpoint()).intent : nullptr;
 }
 
 bool Semaphore::try_acquire() {
     auto& b = body();
-    if (!try_take(b)) return false;
-    note_acquired();
-    return true;
+    return try_take(b, held_units());
 }
 
 void Semaphore::acquire() { acquire_until(0); }
 
 bool Semaphore::acquire_until(std::uint64_t deadline_ns) {
     auto& b = body();
-    if (recover_) handle_.ensure_endpoint();  // before taking a unit: recording must not throw after
-    if (try_take(b)) {
-        note_acquired();
-        return true;
-    }
+    std::atomic<std::uint64_t>* const held = held_units();
+    if (try_take(b, held)) return true;
     detail::SpinWait spin;
     while (spin.spin()) {
-        if (try_take(b)) {
-            note_acquired();
-            return true;
-        }
+        if (try_take(b, held)) return true;
     }
     b.waiters.fetch_add(1, std::memory_order_seq_cst);  // SP1
     std::uint64_t next_check = detail::monotonic_ns() + 1'000'000;
     bool got = false;
     for (;;) {
-        if (try_take(b)) {
+        if (try_take(b, held)) {
             got = true;
             break;
         }
@@ -110,12 +109,11 @@ bool Semaphore::acquire_until(std::uint64_t deadline_ns) {
         }
         const std::uint64_t slice = recover_ ? detail::kLivenessCheckNs : 500'000'000;
         if (detail::bounded_wait(b.count, 0, deadline_ns, slice)) {  // SP1: the kernel re-reads count
-            got = try_take(b);
+            got = try_take(b, held);
             break;
         }
     }
     b.waiters.fetch_sub(1, std::memory_order_relaxed);
-    if (got) note_acquired();
     return got;
 }
 
@@ -151,34 +149,37 @@ void Semaphore::release(std::int64_t n) {
     auto& b = body();
     if (n < 0) handle_.fail(errc::invalid_argument, "release", "count " + std::to_string(n) + " is negative");
     if (n == 0) return;
-    if (n > static_cast<std::int64_t>(b.max_count)) {
+    const std::uint32_t max = b.max_count;  // one load: the checks below agree with each other
+    if (n > static_cast<std::int64_t>(max)) {
         handle_.fail(errc::overflow, "release", "releasing " + std::to_string(n) + " units would pass max_count " +
-                                                    std::to_string(b.max_count));
+                                                    std::to_string(max));
     }
     const auto units = static_cast<std::uint32_t>(n);
-    // S3: give back our own units first (a kill between this and the count update leaks
-    // the units rather than letting a recoverer return them twice).
-    std::uint32_t returned = 0;
-    detail::EndpointRecord* rec = nullptr;
-    if (recover_) {
-        rec = &handle_.record(handle_.ensure_endpoint());
-        std::uint64_t held = rec->intent.load(std::memory_order_relaxed);
-        do {
-            returned = static_cast<std::uint32_t>(std::min<std::uint64_t>(held & detail::kHeldMask, units));
-        } while (returned != 0 &&
-                 !rec->intent.compare_exchange_weak(held, held - returned, std::memory_order_release,
-                                                    std::memory_order_relaxed));
-    }
+    auto overflow = [&](std::uint32_t c) {
+        handle_.fail(errc::overflow, "release", "releasing " + std::to_string(units) + " unit(s) with " +
+                     std::to_string(c) + " free would pass max_count " + std::to_string(max) +
+                     " (more releases than acquires?)");
+    };
+    std::atomic<std::uint64_t>* const held = held_units();  // may throw: before anything changes
     std::uint32_t c = b.count.load(std::memory_order_relaxed);
-    do {
-        if (c > b.max_count - units) {
-            if (returned != 0) rec->intent.fetch_add(returned, std::memory_order_relaxed);
-            handle_.fail(errc::overflow, "release", "releasing " + std::to_string(units) + " unit(s) with " +
-                         std::to_string(c) + " free would pass max_count " + std::to_string(b.max_count) +
-                         " (more releases than acquires?)");
+    if (c > max - units) overflow(c);
+    // S3: un-record our own units, then give them back; the count CAS follows at once (a kill
+    // between the two leaks them rather than letting a recoverer return them twice).
+    std::uint32_t returned = 0;
+    if (held != nullptr) {
+        std::uint64_t h = held->load(std::memory_order_relaxed);
+        do {
+            returned = static_cast<std::uint32_t>(std::min<std::uint64_t>(h & detail::kHeldMask, units));
+        } while (returned != 0 &&
+                 !held->compare_exchange_weak(h, h - returned, std::memory_order_release, std::memory_order_relaxed));
+    }
+    // SP1: seq_cst RMW, then the seq_cst load of waiters below.
+    while (!b.count.compare_exchange_weak(c, c + units, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        if (c > max - units) {
+            if (returned != 0) held->fetch_add(returned, std::memory_order_relaxed);
+            overflow(c);
         }
-        // SP1: seq_cst RMW, then the seq_cst load of waiters below.
-    } while (!b.count.compare_exchange_weak(c, c + units, std::memory_order_seq_cst, std::memory_order_relaxed));
+    }
     if (b.waiters.load(std::memory_order_seq_cst) > 0) {
         detail::futex_wake(b.count, units >= static_cast<std::uint32_t>(INT_MAX) ? INT_MAX : static_cast<int>(units));
     }

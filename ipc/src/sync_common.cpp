@@ -36,13 +36,6 @@ const ThreadIdentity& this_thread_identity_slow() noexcept {
     return t_identity;
 }
 
-std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
-    const std::uint64_t now = monotonic_ns();
-    if (timeout.count() <= 0) return now;
-    const auto d = static_cast<std::uint64_t>(timeout.count());
-    return d > UINT64_MAX - now ? UINT64_MAX : now + d;
-}
-
 bool bounded_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns,
                   std::uint64_t slice_ns) noexcept {
     const std::uint64_t now = monotonic_ns();
@@ -190,7 +183,7 @@ std::uint32_t SyncHandle::ensure_endpoint() {
     if (endpoint_ != ~0u && generation_ == fork_generation()) return endpoint_;
     const std::uint32_t index = seg_.attach_endpoint(EndpointRole::user, what_);
     // We own the record now: `intent` means "units held" for semaphores (S3), start at 0.
-    seg_.endpoints()[index].intent.store(0, std::memory_order_release);
+    seg_.endpoint(index)->intent.store(0, std::memory_order_release);
     endpoint_ = index;
     generation_ = fork_generation();
     return endpoint_;
@@ -205,13 +198,15 @@ std::uint32_t SyncHandle::checked_endpoints(std::string_view name, std::string_v
     return n;
 }
 
-SyncHandle SyncHandle::open(std::string_view name, std::string_view what, ObjectKind kind, std::uint64_t min_body) {
-    Segment seg = Segment::open(name, what, kind);
-    if (seg.body_size() < min_body) {
-        throw Error(errc::corrupt, describe("open", what, name,
-                    "shared memory \"" + segment_name(name) + "\" is corrupt: body of " +
-                    std::to_string(seg.body_size()) + " bytes, a " + std::string(what) + " needs " +
-                    std::to_string(min_body) + " (`inspect-queues clean --corrupt` removes it)"));
+SyncHandle SyncHandle::open(std::string_view name, std::string_view what, ObjectKind kind, std::uint64_t min_body,
+                            const OpenOptions& options) {
+    Segment seg = Segment::open(name, what, kind, Access::read_write, options);
+    if (seg.body_size() < min_body) {  // the segment's validated copy
+        throw_problem("open", what, name,
+                      {make_error_code(errc::corrupt),
+                       "body of " + std::to_string(seg.body_size()) + " bytes, a " + std::string(what) + " needs " +
+                           std::to_string(min_body),
+                       "`inspect-queues clean --corrupt` removes it"});
     }
     return SyncHandle(std::move(seg), what);
 }

@@ -399,6 +399,7 @@ void Graph::Impl::spawn(Replica& r) {
     po.err = Redirect::pipe();
     po.parent_death_signal = SIGKILL;
     po.stop_grace = stop_timeout(s);
+    po.daemon = true;  // the graph supervises, stops and reaps its stages; destroying never waits
     po.env.emplace_back("SHMPIPE_PIPELINE", spec.name);
     po.env.emplace_back("SHMPIPE_RUN", run);
     po.env.emplace_back("SHMPIPE_STAGE", s.name);

@@ -28,6 +28,7 @@ Guardian::Guardian(std::string label, std::vector<std::string> objects) {
     po.keep_fds = {rfd};
     po.parent_death_signal = 0;  // it must outlive the owner
     po.stop_grace = std::chrono::milliseconds(2000);
+    po.daemon = true;  // release() joins or stops it; destroying the handle never waits on it
     proc_ = std::make_unique<Process>(
         [rfd, names = std::move(objects)] {
             ::signal(SIGINT, SIG_IGN);

@@ -71,6 +71,16 @@ struct alignas(64) WorkerSlot {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
 
+// Tasks cancelled while queued, so a worker that takes one skips it (Python never runs a
+// cancelled task). The parent writes, workers read; in the same anonymous mapping as the
+// slots. A ring: a cancellation older than kCancelRing newer ones may be missed, and a
+// worker that took the task before the cancel runs it; either way its result is dropped.
+constexpr std::size_t kCancelRing = 256;
+struct CancelRing {
+    std::atomic<std::uint64_t> count{0};            // entries ever written (parent only)
+    std::atomic<std::uint64_t> ids[kCancelRing] = {};
+};
+
 std::string describe_exit(int code) {
     if (code < 0) {
         const char* name = sigabbrev_np(-code);
@@ -96,6 +106,7 @@ public:
                                       const char* kind);
     void close();
     void join();
+    bool join_for(std::chrono::nanoseconds timeout);
     void terminate();
     void cancel_pending();
     std::vector<int> worker_pids() const;
@@ -134,6 +145,8 @@ private:
     void stop_workers();
     void release_queues();
     bool may_cancel(std::uint64_t id) const;
+    bool is_running(std::uint64_t id) const;
+    bool cancelled_while_queued(std::uint64_t id) const noexcept;  // in a worker
     void publish(WriteSlot& w, std::uint64_t id, std::span<const std::byte> header,
                  std::span<const std::byte> args);  // under submit_m_
     std::string closed_message(const char* kind) const;
@@ -145,6 +158,7 @@ private:
     std::optional<Producer<>> wake_;          // parent -> collector: keeps the result stream open
     std::optional<Consumer<>> rx_;            // the collector's
     WorkerSlot* slots_ = nullptr;
+    CancelRing* cancelled_ = nullptr;         // after the slots, in the same mapping
     std::size_t slots_bytes_ = 0;
     std::size_t max_message_ = 0;
 
@@ -168,6 +182,7 @@ private:
     std::mutex state_m_;
     std::condition_variable state_cv_;
     bool ready_ = false;                 // workers started (or failed to)
+    bool collector_exited_ = false;      // the collector returned: every worker is reaped
     std::exception_ptr start_error_;
     std::atomic<bool> closed_{false};
     std::atomic<bool> terminating_{false};
@@ -179,7 +194,7 @@ private:
 };
 
 PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
-    n = opt.processes != 0 ? opt.processes : std::max(1u, std::thread::hardware_concurrency());
+    n = opt.processes != 0 ? opt.processes : cpu_count();
     base = unique_pool_name();
     tasks_name = base + "-tasks";
     results_name = base + "-results";
@@ -209,16 +224,24 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rx_.emplace(results_name);
     max_message_ = tx_->max_message();
 
-    slots_bytes_ = sizeof(WorkerSlot) * n;
+    slots_bytes_ = sizeof(WorkerSlot) * n + sizeof(CancelRing);
     void* mem = ::mmap(nullptr, slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw Error::from_errno(errno, "Pool: map the worker slots");
     slots_ = new (mem) WorkerSlot[n];
+    cancelled_ = new (static_cast<std::byte*>(mem) + sizeof(WorkerSlot) * n) CancelRing;
     workers_.resize(n);
     seen_busy_.assign(n, {0, {}});
 
     // Workers are forked by the collector thread: their parent-death signal follows the
     // thread that forked them, and that thread lives as long as the pool.
-    collector_ = std::thread([this] { collector_main(); });
+    collector_ = std::thread([this] {
+        collector_main();
+        {
+            std::lock_guard lock(state_m_);
+            collector_exited_ = true;
+        }
+        state_cv_.notify_all();
+    });
     std::unique_lock lock(state_m_);
     state_cv_.wait(lock, [&] { return ready_; });
     if (start_error_) {
@@ -247,6 +270,7 @@ void PoolCore::start_worker(unsigned index) {
     ProcessOptions po;
     po.name = base + "-worker-" + std::to_string(index);
     po.stop_grace = opt.stop_grace;
+    po.daemon = true;  // the pool stops its workers itself (stop_workers); never wait on one
     // No leaked descriptors: a worker needs none of the parent's (it opens the queues by
     // name, the slots are an anonymous mapping), only stdio and what the user keeps.
     po.close_fds = true;
@@ -261,6 +285,7 @@ void PoolCore::start_worker(unsigned index) {
 // In the forked worker. Leaves by returning (Process then _exits 0) or by an exception (1).
 void PoolCore::worker_main(unsigned index) {
     WorkerSlot& slot = slots_[index];
+    set_current_worker_index(index);
     Consumer<> in(tasks_name);
     Producer<> out(results_name);
     if (opt.initializer) opt.initializer();
@@ -291,21 +316,26 @@ void PoolCore::worker_main(unsigned index) {
             args.assign(m.begin() + static_cast<std::ptrdiff_t>(sizeof h), m.end());
         }
         ResultHeader rh{h.id, kResultOk, 0};
-        try {
-            reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(h.trampoline))(
-                static_cast<std::uintptr_t>(h.fn), std::span<const std::byte>(args), result);
-        } catch (...) {
-            rh.status = kResultException;
-            std::string type = "unknown exception";
-            std::string what;
-            if (const auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
+        if (cancelled_while_queued(h.id)) {
+            rh.status = kResultCancelled;  // cancelled before we took it: never run (Python's rule)
+            result.clear();
+        } else {
             try {
-                throw;
-            } catch (const std::exception& e) {
-                what = e.what();
+                reinterpret_cast<Trampoline>(static_cast<std::uintptr_t>(h.trampoline))(
+                    static_cast<std::uintptr_t>(h.fn), std::span<const std::byte>(args), result);
             } catch (...) {
+                rh.status = kResultException;
+                std::string type = "unknown exception";
+                std::string what;
+                if (const auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
+                try {
+                    throw;
+                } catch (const std::exception& e) {
+                    what = e.what();
+                } catch (...) {
+                }
+                encode_into(std::pair<std::string, std::string>(type, what), result);
             }
-            encode_into(std::pair<std::string, std::string>(type, what), result);
         }
         if (sizeof rh + result.size() > out.max_message()) {
             const std::string why = "result of " + std::to_string(result.size()) + " bytes exceeds the pool's "
@@ -395,7 +425,10 @@ void PoolCore::handle_message(std::span<const std::byte> m) {
     auto s = take_pending(h.id);
     if (!s) return;  // cancelled, timed out or failed already
     const auto payload = m.subspan(sizeof h);
-    if (h.status == kResultOk) {
+    if (h.status == kResultCancelled) {
+        s->complete(TaskStatus::cancelled, {},
+                    std::make_exception_ptr(Error(errc::cancelled, s->what + ": cancelled")));  // already, normally
+    } else if (h.status == kResultOk) {
         s->complete(TaskStatus::ok, Bytes(payload.begin(), payload.end()), nullptr);
     } else if (h.status == kResultException) {
         std::exception_ptr e;
@@ -613,6 +646,7 @@ std::shared_ptr<TaskState> PoolCore::submit(Trampoline t, std::uint64_t fn, std:
     s->id = id;
     s->what = std::string(kind) + " task " + std::to_string(id);
     s->may_cancel = [this](std::uint64_t task) { return may_cancel(task); };
+    s->is_running = [this](std::uint64_t task) { return is_running(task); };
     const TaskHeader h{id, static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(t)), fn};
     const auto header = std::as_bytes(std::span(&h, 1));
     const std::size_t size = sizeof h + args.size();
@@ -698,12 +732,37 @@ void PoolCore::flush_backlog() {
     tx_closed_ = true;
 }
 
+// A worker records the task in its slot right after taking it and clears it after sending
+// the result: in between, the task runs.
+bool PoolCore::is_running(std::uint64_t id) const {
+    for (unsigned j = 0; j < n; ++j) {
+        if (slots_[j].task.load(std::memory_order_acquire) == id) return true;
+    }
+    return false;
+}
+
 bool PoolCore::may_cancel(std::uint64_t id) const {
     for (unsigned j = 0; j < n; ++j) {
         if (slots_[j].task.load(std::memory_order_acquire) == id) return false;
     }
-    std::lock_guard lock(pending_m_);
-    return pending_.count(id) != 0;
+    std::lock_guard lock(pending_m_);  // also makes us the ring's only writer
+    if (pending_.count(id) == 0) return false;
+    // Tell the workers. C1: the id is stored before the count that publishes it; a worker
+    // acquire-loads the count first.
+    const std::uint64_t k = cancelled_->count.load(std::memory_order_relaxed);  // we are the only writer
+    cancelled_->ids[k % kCancelRing].store(id, std::memory_order_relaxed);
+    cancelled_->count.store(k + 1, std::memory_order_release);  // C1
+    return true;
+}
+
+bool PoolCore::cancelled_while_queued(std::uint64_t id) const noexcept {
+    const std::uint64_t k = cancelled_->count.load(std::memory_order_acquire);  // C1
+    if (k == 0) return false;  // nothing was ever cancelled: the common case costs one load
+    const std::uint64_t seen = std::min<std::uint64_t>(k, kCancelRing);
+    for (std::uint64_t i = 0; i < seen; ++i) {
+        if (cancelled_->ids[i].load(std::memory_order_relaxed) == id) return true;  // C1 covers entries below k
+    }
+    return false;
 }
 
 void PoolCore::cancel_pending() {
@@ -741,6 +800,22 @@ void PoolCore::join() {
     joined_ = true;
     joined_flag_ = true;
     release_queues();
+}
+
+bool PoolCore::join_for(std::chrono::nanoseconds timeout) {
+    {
+        std::lock_guard lock(lifecycle_m_);
+        if (joined_) return true;
+        if (!closed_ && !terminating_) {
+            throw Error(errc::invalid_state, "Pool " + base + ": join_for() before close() or terminate()");
+        }
+    }
+    {
+        std::unique_lock lock(state_m_);
+        if (!state_cv_.wait_until(lock, deadline_in(timeout), [&] { return collector_exited_; })) return false;
+    }
+    join();  // the collector has returned: this only joins its thread and removes the queues
+    return true;
 }
 
 // The pool has ended: detach and remove both queues now (not when the Pool is destroyed).
@@ -797,39 +872,76 @@ unsigned pool_size(const PoolCore& core) noexcept { return core.n; }
 
 namespace shmpipe {
 
-Pool::Pool(unsigned processes) : Pool([&] {
-    PoolOptions o;
-    o.processes = processes;
-    return o;
-}()) {}
+namespace detail {
 
-Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
+PoolEngine::PoolEngine(PoolOptions options) : core_(std::make_shared<PoolCore>(std::move(options))) {}
 
-Pool::~Pool() {
-    if (!core_ || core_->joined()) return;
-    try {
-        core_->terminate();  // like `with Pool()` in Python: never waits on a task
-    } catch (...) {
-    }
-}
-
-void Pool::close() { core_->close(); }
-void Pool::join() { core_->join(); }
-void Pool::terminate() { core_->terminate(); }
-void Pool::shutdown(bool wait, bool cancel_pending) {
+void PoolEngine::close_engine() { core_->close(); }
+void PoolEngine::join_engine() { core_->join(); }
+void PoolEngine::terminate_engine() { core_->terminate(); }
+void PoolEngine::shutdown_engine(bool wait, bool cancel_pending) {
     core_->close();
     if (cancel_pending) core_->cancel_pending();
     if (wait) core_->join();
 }
+bool PoolEngine::engine_joined() const noexcept { return core_->joined(); }
+
+Bytes& PoolEngine::scratch() {
+    thread_local Bytes buf;
+    return buf;
+}
+
+}  // namespace detail
+
+namespace {
+PoolOptions with_processes(unsigned processes) {
+    PoolOptions o;
+    o.processes = processes;
+    return o;
+}
+}  // namespace
+
+Pool::Pool(unsigned processes) : Pool(with_processes(processes)) {}
+
+Pool::Pool(PoolOptions options) : PoolEngine(std::move(options)) {}
+
+Pool::~Pool() {
+    if (!core_ || engine_joined()) return;
+    try {
+        terminate_engine();  // like `with Pool()` in Python: never waits on a task
+    } catch (...) {
+    }
+}
+
+void Pool::close() { close_engine(); }
+void Pool::join() { join_engine(); }
+bool Pool::join_for_ns(std::chrono::nanoseconds timeout) { return core_->join_for(timeout); }
+void Pool::terminate() { terminate_engine(); }
+void Pool::shutdown(bool wait, bool cancel_pending) { shutdown_engine(wait, cancel_pending); }
 unsigned Pool::size() const noexcept { return core_->n; }
 std::vector<int> Pool::worker_pids() const { return core_->worker_pids(); }
 std::uint64_t Pool::workers_started() const noexcept { return core_->started_count.load(); }
 const std::string& Pool::tasks_queue_name() const noexcept { return core_->tasks_name; }
 const std::string& Pool::results_queue_name() const noexcept { return core_->results_name; }
 
-Bytes& Pool::scratch() {
-    thread_local Bytes buf;
-    return buf;
+ProcessPoolExecutor::ProcessPoolExecutor(unsigned max_workers) : ProcessPoolExecutor(with_processes(max_workers)) {}
+
+ProcessPoolExecutor::ProcessPoolExecutor(PoolOptions options) : PoolEngine(std::move(options)) {}
+
+ProcessPoolExecutor::~ProcessPoolExecutor() {
+    if (!core_ || engine_joined()) return;
+    try {
+        shutdown_engine(true, false);  // like leaving `with ProcessPoolExecutor()`: the queued tasks run
+    } catch (...) {
+        try {
+            terminate_engine();
+        } catch (...) {
+        }
+    }
 }
+
+void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) { shutdown_engine(wait, cancel_futures); }
+unsigned ProcessPoolExecutor::size() const noexcept { return core_->n; }
+std::vector<int> ProcessPoolExecutor::worker_pids() const { return core_->worker_pids(); }
 
 }  // namespace shmpipe

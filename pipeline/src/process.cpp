@@ -49,6 +49,8 @@ struct SpawnState {
     boost::asio::io_context ctx;  // never run: Boost.Process only needs an executor
     std::mutex fds_mutex;
     std::vector<int> parent_pipe_ends;  // ours, to close in forked function children
+    std::mutex children_mutex;          // before any Process::Impl::m
+    std::vector<const void*> children;  // Process::Impl of started Processes, until destroyed
 };
 
 SpawnState& spawn_state() {
@@ -275,10 +277,19 @@ struct ChildInit {
 
 std::atomic<unsigned> g_process_counter{0};
 
+// What current_process() reports in this process. Set in a forked function child before
+// the user's function runs, from data the parent prepared (no allocation after fork).
+struct CurrentProcess {
+    const std::string* name = nullptr;  // nullptr: MainProcess
+    bool daemon = false;
+    int worker_index = -1;
+};
+CurrentProcess g_current;
+
 }  // namespace
 
 struct Process::Impl {
-    std::function<void()> fn;
+    detail::ProcessTarget fn;
     std::optional<Command> command;
     ProcessOptions opt;
     std::string name;
@@ -373,8 +384,8 @@ struct Process::Impl {
         try_reap_locked();  // a zombie: WNOHANG succeeds at once
     }
 
-    bool wait_exit_for(std::chrono::milliseconds timeout) noexcept {
-        if (!wait_exited_until(std::chrono::steady_clock::now() + timeout)) return false;
+    bool wait_exit_for(std::chrono::nanoseconds timeout) noexcept {
+        if (!wait_exited_until(detail::deadline_in(timeout))) return false;
         std::lock_guard lock(m);
         return try_reap_locked();
     }
@@ -390,6 +401,17 @@ struct Process::Impl {
             ::killpg(pgid, sig);
         } else {
             ::kill(pid, sig);
+        }
+    }
+
+    // Once the child is reaped the parent's copy of the callable has no use: destroy it (and
+    // what it captured: a moved Producer closes, a moved Pipe end shuts) outside the lock.
+    void drop_target_if_reaped() noexcept {
+        detail::ProcessTarget old;
+        {
+            std::lock_guard lock(m);
+            if (!reaped) return;
+            old = std::move(fn);
         }
     }
 
@@ -515,6 +537,7 @@ void Process::Impl::start_function(StdioPlan& plan) {
             ::_exit(127);
         }
         if (!envp.empty()) environ = envp.data();  // a plain store; setenv would take glibc's lock
+        g_current = CurrentProcess{&name, opt.daemon, -1};
         int status = 0;
         try {
             fn();
@@ -598,7 +621,7 @@ void Process::Impl::start_command(StdioPlan& plan) {
     pgid = opt.new_process_group ? pid : ::getpgrp();
 }
 
-Process::Process(std::function<void()> fn, ProcessOptions options) : impl_(std::make_unique<Impl>()) {
+Process::Process(detail::ProcessTarget fn, ProcessOptions options) : impl_(std::make_unique<Impl>()) {
     if (!fn) throw Error(errc::invalid_argument, "Process: empty function");
     impl_->fn = std::move(fn);
     impl_->opt = std::move(options);
@@ -620,19 +643,35 @@ Process::Process(Process&&) noexcept = default;
 
 Process& Process::operator=(Process&& other) noexcept {
     if (this != &other) {
-        if (impl_) {
-            if (impl_->pid > 0) stop(impl_->opt.stop_grace);
-            impl_->close_fds();
-        }
+        release();
         impl_ = std::move(other.impl_);
     }
     return *this;
 }
 
-Process::~Process() {
+Process::~Process() { release(); }
+
+void Process::release() noexcept {
     if (!impl_) return;
-    if (impl_->pid > 0) stop(impl_->opt.stop_grace);
-    impl_->close_fds();
+    auto& d = *impl_;
+    if (d.pid > 0) {
+        try {
+            auto& st = spawn_state();
+            std::lock_guard lock(st.children_mutex);
+            std::erase(st.children, static_cast<const void*>(&d));
+        } catch (...) {
+        }
+    }
+    // First the pipe ends: a non-daemon child blocked on its stdin or stdout must not hang
+    // the wait below.
+    d.close_fds();
+    if (d.pid > 0) {
+        if (d.opt.daemon) {
+            stop(d.opt.stop_grace);
+        } else {
+            d.wait_exit();  // Python joins non-daemon children; so does std::jthread
+        }
+    }
 }
 
 namespace {
@@ -664,17 +703,22 @@ void Process::start() {
             for (int fd : p.to_close_in_parent) ::close(fd);
         }
     } close_child_ends{plan};
-    std::lock_guard lock(d.m);
-    try {
-        if (d.command) {
-            d.start_command(plan);
-        } else {
-            d.start_function(plan);
+    {
+        std::lock_guard lock(d.m);
+        try {
+            if (d.command) {
+                d.start_command(plan);
+            } else {
+                d.start_function(plan);
+            }
+        } catch (...) {
+            d.close_fds();
+            throw;
         }
-    } catch (...) {
-        d.close_fds();
-        throw;
     }
+    auto& st = spawn_state();
+    std::lock_guard lock(st.children_mutex);
+    st.children.push_back(&d);
 }
 
 bool Process::started() const noexcept { return impl_ && impl_->pid > 0; }
@@ -684,13 +728,18 @@ const std::string& Process::name() const noexcept {
     return impl_ ? impl_->name : kNone;
 }
 int Process::pgid() const noexcept { return impl_ ? impl_->pgid : 0; }
+bool Process::daemon() const noexcept { return impl_ && impl_->opt.daemon; }
 
 bool Process::is_alive() {
     if (!impl_) return false;
     auto& d = *impl_;
-    std::lock_guard lock(d.m);
-    if (d.pid <= 0) return false;
-    return !d.try_reap_locked();
+    {
+        std::lock_guard lock(d.m);
+        if (d.pid <= 0) return false;
+        if (!d.try_reap_locked()) return true;
+    }
+    d.drop_target_if_reaped();
+    return false;
 }
 
 std::optional<int> Process::poll_exit() {
@@ -710,26 +759,34 @@ int Process::join() {
         if (d.reaped) return *d.code;
     }
     d.wait_exit();
+    d.drop_target_if_reaped();
     std::lock_guard lock(d.m);
     return *d.code;
 }
 
-bool Process::join_for(std::chrono::milliseconds timeout) {
+bool Process::join_for_ns(std::chrono::nanoseconds timeout) {
     if (!impl_) moved_from("join");
     auto& d = *impl_;
     {
         std::lock_guard lock(d.m);
         if (d.pid <= 0) throw Error(errc::invalid_state, "join process \"" + d.name + "\": not started");
     }
-    return d.wait_exit_for(timeout);
+    const bool exited = d.wait_exit_for(timeout);
+    d.drop_target_if_reaped();
+    return exited;
 }
 
 std::optional<int> Process::exit_code() {
     if (!impl_) return std::nullopt;
     auto& d = *impl_;
-    std::lock_guard lock(d.m);
-    d.try_reap_locked();
-    return d.code;
+    std::optional<int> code;
+    {
+        std::lock_guard lock(d.m);
+        d.try_reap_locked();
+        code = d.code;
+    }
+    d.drop_target_if_reaped();
+    return code;
 }
 
 void Process::terminate() { signal(SIGTERM); }
@@ -765,10 +822,15 @@ std::optional<int> Process::stop(std::chrono::milliseconds grace) noexcept {
     // Exited but not reaped (WNOWAIT): the zombie keeps the group id reserved, so members of
     // the group that outlived the child (grandchildren) can be killed safely: no orphans.
     d.wait_exited_until(std::nullopt);
-    std::lock_guard lock(d.m);
-    d.signal_group_locked(SIGKILL);
-    d.try_reap_locked();
-    return d.code;
+    std::optional<int> code;
+    {
+        std::lock_guard lock(d.m);
+        d.signal_group_locked(SIGKILL);
+        d.try_reap_locked();
+        code = d.code;
+    }
+    d.drop_target_if_reaped();
+    return code;
 }
 
 int Process::sentinel() {
@@ -814,6 +876,37 @@ int Process::stderr_fd() const noexcept { return impl_ ? impl_->err_fd : -1; }
 void Process::close_stdin() noexcept {
     if (impl_) close_pipe_end(impl_->in_fd);
 }
+ProcessInfo current_process() {
+    ProcessInfo info;
+    info.name = g_current.name != nullptr ? *g_current.name : "MainProcess";
+    info.pid = static_cast<int>(::getpid());
+    info.daemon = g_current.daemon;
+    if (g_current.worker_index >= 0) info.worker_index = static_cast<unsigned>(g_current.worker_index);
+    return info;
+}
+
+std::vector<ProcessInfo> active_children() {
+    std::vector<ProcessInfo> out;
+    auto& st = spawn_state();  // this process's own: a forked child lists none of its parent's
+    std::lock_guard lock(st.children_mutex);
+    for (const void* p : st.children) {
+        auto& d = *static_cast<Process::Impl*>(const_cast<void*>(p));
+        std::lock_guard dlock(d.m);
+        if (d.try_reap_locked()) continue;
+        out.push_back(ProcessInfo{d.name, d.pid, d.opt.daemon, std::nullopt});
+    }
+    return out;
+}
+
+unsigned cpu_count() noexcept {
+    const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? static_cast<unsigned>(n) : 1u;
+}
+
+namespace detail {
+void set_current_worker_index(unsigned index) noexcept { g_current.worker_index = static_cast<int>(index); }
+}  // namespace detail
+
 int Process::release_stdin() noexcept { return impl_ ? release_pipe_end(impl_->in_fd) : -1; }
 int Process::release_stdout() noexcept { return impl_ ? release_pipe_end(impl_->out_fd) : -1; }
 int Process::release_stderr() noexcept { return impl_ ? release_pipe_end(impl_->err_fd) : -1; }

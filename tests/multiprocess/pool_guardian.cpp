@@ -21,6 +21,7 @@ TEST_CASE("A SIGKILLed pool parent leaves no segment behind, each time", "[multi
     for (int run = 0; run < 5; ++run) {
         shmpipe::ProcessOptions opt;
         opt.out = shmpipe::Redirect::pipe();
+        opt.daemon = true;  // the test kills it; on a failed check it must not be waited for
         shmpipe::Process parent(shmpipe::Command{test::peer_path("process_peer"), {"pool", "2"}}, opt);
         REQUIRE(test::start_pool_parent(parent).size() == 2);
         const std::string prefix = "pool-" + std::to_string(parent.pid()) + "-";

@@ -170,6 +170,7 @@ TEST_CASE("A writer and an endless reader: the reader is terminated", "[multipro
     });
     shmpipe::ProcessOptions ropt;
     ropt.out = shmpipe::Redirect::pipe();
+    ropt.daemon = true;  // endless: the test terminates it (and so does a failed check)
     shmpipe::Process reader([name] {
         shmpipe::Consumer<std::string> rx(name);
         long count = 0;
@@ -238,8 +239,8 @@ TEST_CASE("An executor with done callbacks, as_completed and wait", "[multiproce
 
     // Python's apply_async(callback=, error_callback=).
     std::promise<int> got;
-    sut.apply_async_with(slow_square, std::tuple{9, 0}, [&](int r) { got.set_value(r); },
-                         [&](std::exception_ptr) { got.set_value(-1); });
+    sut.apply_async(slow_square, 9, 0, shmpipe::callback([&](int r) { got.set_value(r); }),
+                    shmpipe::error_callback([&](std::exception_ptr) { got.set_value(-1); }));
     auto gf = got.get_future();
     REQUIRE(gf.wait_for(20s) == std::future_status::ready);
     REQUIRE(gf.get() == 81);

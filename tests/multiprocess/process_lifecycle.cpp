@@ -1,6 +1,5 @@
 // shmpipe::Process with real children: functions and programs, exit codes, signals,
 // redirection, descriptor hygiene, process groups, the stop ladder, parent death.
-#include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/process.hpp>
 
@@ -31,7 +30,14 @@ namespace {
 using shmpipe::test::read_all;
 using shmpipe::test::read_line;
 
-bool gone(int pid) { return shmpipe::detail::process_start_time(pid) == 0; }
+using shmpipe::test::process_gone;
+
+// Children meant to be stopped by the test are daemons: a failed check must not leave the
+// test waiting for a 60 s sleeper in its destructor.
+ProcessOptions daemon_options(ProcessOptions opt = {}) {
+    opt.daemon = true;
+    return opt;
+}
 
 void join_or_fail(Process& sut, std::chrono::milliseconds timeout) {
     if (!sut.join_for(timeout)) {
@@ -74,14 +80,14 @@ TEST_CASE("A child's exit code is reported by join", "[multiprocess]") {
 
 TEST_CASE("A child killed by a signal has the negative signal number as exit code", "[multiprocess]") {
     SECTION("terminate gives -SIGTERM") {
-        Process sut([] { std::this_thread::sleep_for(60s); });
+        Process sut([] { std::this_thread::sleep_for(60s); }, daemon_options());
         sut.start();
         sut.terminate();
         join_or_fail(sut, 10s);
         REQUIRE(sut.exit_code() == -SIGTERM);
     }
     SECTION("kill gives -SIGKILL") {
-        Process sut(Command{"sleep", {"60"}});
+        Process sut(Command{"sleep", {"60"}}, daemon_options());
         sut.start();
         REQUIRE(sut.is_alive());
         sut.kill();
@@ -91,7 +97,7 @@ TEST_CASE("A child killed by a signal has the negative signal number as exit cod
 }
 
 TEST_CASE("join_for gives up on a child that keeps running", "[multiprocess]") {
-    Process sut([] { std::this_thread::sleep_for(60s); });
+    Process sut([] { std::this_thread::sleep_for(60s); }, daemon_options());
     sut.start();
     REQUIRE_FALSE(sut.join_for(50ms));
     REQUIRE(sut.is_alive());
@@ -248,7 +254,7 @@ TEST_CASE("A forked function does not hold other children's pipe ends open", "[m
     opt.in = Redirect::pipe();
     Process reader(Command{"cat", {}}, opt);
     reader.start();
-    Process bystander([] { std::this_thread::sleep_for(60s); });
+    Process bystander([] { std::this_thread::sleep_for(60s); }, daemon_options());
     bystander.start();
     reader.close_stdin();
     // cat sees EOF although the bystander was forked while the pipe was open.
@@ -258,7 +264,7 @@ TEST_CASE("A forked function does not hold other children's pipe ends open", "[m
 }
 
 TEST_CASE("Every child runs in its own process group", "[multiprocess]") {
-    Process sut(Command{"sleep", {"60"}});
+    Process sut(Command{"sleep", {"60"}}, daemon_options());
     sut.start();
     REQUIRE(sut.pgid() == sut.pid());
     REQUIRE(::getpgid(sut.pid()) == sut.pid());
@@ -269,12 +275,12 @@ TEST_CASE("Every child runs in its own process group", "[multiprocess]") {
 
 TEST_CASE("stop climbs the ladder from SIGTERM to SIGKILL and reaps", "[multiprocess]") {
     SECTION("a child that obeys SIGTERM") {
-        Process sut([] { std::this_thread::sleep_for(60s); });
+        Process sut([] { std::this_thread::sleep_for(60s); }, daemon_options());
         sut.start();
         REQUIRE(sut.stop(5s) == -SIGTERM);
     }
     SECTION("a child that ignores SIGTERM is killed after the grace period") {
-        ProcessOptions opt;
+        ProcessOptions opt = daemon_options();
         opt.out = Redirect::pipe();
         Process sut([] {
             std::signal(SIGTERM, SIG_IGN);
@@ -287,10 +293,10 @@ TEST_CASE("stop climbs the ladder from SIGTERM to SIGKILL and reaps", "[multipro
         const auto t0 = std::chrono::steady_clock::now();
         REQUIRE(sut.stop(200ms) == -SIGKILL);
         REQUIRE(std::chrono::steady_clock::now() - t0 >= 150ms);
-        REQUIRE(gone(sut.pid()));
+        REQUIRE(process_gone(sut.pid()));
     }
     SECTION("grandchildren in the group go too") {
-        ProcessOptions opt;
+        ProcessOptions opt = daemon_options();
         opt.out = Redirect::pipe();
         Process sut([] {
             const pid_t g = ::fork();
@@ -305,20 +311,20 @@ TEST_CASE("stop climbs the ladder from SIGTERM to SIGKILL and reaps", "[multipro
         }, opt);
         sut.start();
         const int grandchild = std::stoi(read_line(sut.stdout_fd(), 10s, "the grandchild's pid"));
-        REQUIRE_FALSE(gone(grandchild));
+        REQUIRE_FALSE(process_gone(grandchild));
         sut.stop(100ms);
-        REQUIRE(shmpipe::test::wait_until([&] { return gone(grandchild); }, 10s));
+        REQUIRE(shmpipe::test::wait_until([&] { return process_gone(grandchild); }, 10s));
     }
 }
 
-TEST_CASE("Destroying a started, unjoined Process stops and reaps it", "[multiprocess]") {
+TEST_CASE("Destroying a started, unjoined daemon Process stops and reaps it", "[multiprocess]") {
     int pid = 0;
     {
-        Process sut([] { std::this_thread::sleep_for(60s); });
+        Process sut([] { std::this_thread::sleep_for(60s); }, daemon_options());
         sut.start();
         pid = sut.pid();
     }
-    REQUIRE(gone(pid));
+    REQUIRE(process_gone(pid));
     REQUIRE(::waitpid(pid, nullptr, WNOHANG) == -1);  // already reaped: not our child any more
 }
 
@@ -331,7 +337,7 @@ TEST_CASE("Misuse gets invalid_state", "[multiprocess]") {
 }
 
 TEST_CASE("Children die with their parent", "[multiprocess]") {
-    ProcessOptions opt;
+    ProcessOptions opt = daemon_options();
     opt.out = Redirect::pipe();
     Process parent(Command{shmpipe::test::peer_path("process_peer"), {"tree"}}, opt);
     parent.start();
@@ -342,12 +348,12 @@ TEST_CASE("Children die with their parent", "[multiprocess]") {
     std::vector<int> children;
     for (int pid = 0; line >> pid;) children.push_back(pid);
     REQUIRE(children.size() == 3);
-    for (int pid : children) REQUIRE_FALSE(gone(pid));
+    for (int pid : children) REQUIRE_FALSE(process_gone(pid));
 
     parent.kill();
     join_or_fail(parent, 10s);
     for (int pid : children) {
-        if (!shmpipe::test::wait_until([&] { return gone(pid); }, 10s)) {
+        if (!shmpipe::test::wait_until([&] { return process_gone(pid); }, 10s)) {
             ::kill(pid, SIGKILL);
             FAIL("child " << pid << " of the killed process_peer still runs after 10 s");
         }

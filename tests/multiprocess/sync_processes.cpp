@@ -1,6 +1,6 @@
 // Synchronisation objects across real processes: sync_peer programs (spawned) and forked
 // children (which leave with _exit). Every wait has a deadline naming what it awaited.
-#include "test_support.hpp"
+#include "test_catch.hpp"
 
 #include <shmpipe/barrier.hpp>
 #include <shmpipe/condition.hpp>
@@ -16,7 +16,6 @@
 #include <csignal>
 #include <cstdint>
 #include <string>
-#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -30,19 +29,6 @@ namespace {
 std::string peer() { return test::peer_path("sync_peer"); }
 
 test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(peer(), args); }
-
-// Reaps a forked child within the deadline (kills it first if it overruns).
-int reap_child(pid_t pid, std::chrono::milliseconds timeout, const char* what) {
-    int status = 0;
-    const bool done = test::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
-    if (!done) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-        FAIL("timed out waiting for the forked child: " << what);
-    }
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return WIFSIGNALED(status) ? -WTERMSIG(status) : -1;
-}
 
 }  // namespace
 
@@ -65,14 +51,16 @@ TEST_CASE("two processes incrementing a counter 1,000,000 times under a Mutex en
 }
 
 TEST_CASE("a Semaphore of 3 never lets a 4th process in", "[multiprocess][semaphore]") {
+    // acquire()/release(), and std::lock_guard (Python's `with sem:`).
+    const std::string role = GENERATE(as<std::string>{}, "sem-inside", "sem-guard-inside");
     test::ShmGuard guard;
     const std::string sname = guard.add(test::unique_name("sem"));
     const std::string stats_name = guard.add(test::unique_name("stats"));
     auto sut = sp::Semaphore::create(sname, 3);
     auto stats = sp::SharedArray<std::int64_t>::create(stats_name, 2);  // [0] inside now, [1] most seen
     std::vector<test::Peer> peers;
-    for (int i = 0; i < 5; ++i) peers.push_back(spawn({"sem-inside", sname, stats_name, "200"}));
-    for (auto& p : peers) CHECK(p.wait_or_throw(60s, "peer acquiring semaphore " + sname) == 0);
+    for (int i = 0; i < 5; ++i) peers.push_back(spawn({role, sname, stats_name, "200"}));
+    for (auto& p : peers) CHECK(p.wait_or_throw(60s, role + " peer acquiring semaphore " + sname) == 0);
     CHECK(stats.load(0) == 0);
     REQUIRE(stats.load(1) <= 3);
     REQUIRE(stats.load(1) >= 1);
@@ -143,7 +131,7 @@ TEST_CASE("a Pipe works across fork and reports the end of a child that exited",
     a.send(std::string("fork me"));
     REQUIRE(a.recv<std::string>() == "FORK ME");
     REQUIRE(a.recv<std::vector<int>>() == std::vector<int>{1, 2, 3});
-    REQUIRE(reap_child(pid, 20s, "pipe child") == 0);
+    REQUIRE(test::reap_child(pid, 20s, "pipe child") == 0);
     REQUIRE_THROWS_WITH(a.recv<std::string>(), Catch::Contains("the other end was closed or its process died"));
 }
 
@@ -158,7 +146,7 @@ TEST_CASE("recv on a Pipe whose peer was killed throws errc::closed", "[multipro
     b.close();
     REQUIRE_FALSE(a.poll(50ms));
     ::kill(pid, SIGKILL);
-    REQUIRE(reap_child(pid, 20s, "killed pipe child") == -SIGKILL);
+    REQUIRE(test::reap_child(pid, 20s, "killed pipe child") == -SIGKILL);
     REQUIRE(a.poll(5s));
     try {
         (void)a.recv<int>();
@@ -335,7 +323,7 @@ TEST_CASE("forked children share a Mutex, SharedArray and Semaphore created befo
         kids.push_back(pid);
     }
     for (int k = 0; k < 3; ++k) REQUIRE(sem.try_acquire_for(30s));
-    for (const pid_t pid : kids) CHECK(reap_child(pid, 20s, "forked incrementer") == 0);
+    for (const pid_t pid : kids) CHECK(test::reap_child(pid, 20s, "forked incrementer") == 0);
     CHECK(arr.load(0) == 30000);
     CHECK(arr.load(1) == 60000);
 }

@@ -7,7 +7,8 @@ cd "$1"
 status=0
 for page in README.md CHANGELOG.md docs/*.md; do
   dir=$(dirname "$page")
-  # [text](target): keep relative targets, drop #anchors.
+  # [text](target) outside code (fenced blocks and `inline code`, where a C++ lambda reads
+  # like a link): keep relative targets, drop #anchors.
   while IFS= read -r target; do
     case $target in http://*|https://*|mailto:*|'#'*) continue ;; esac
     path=${target%%#*}
@@ -17,7 +18,8 @@ for page in README.md CHANGELOG.md docs/*.md; do
       *) echo "$page: link $target leaves the repository"; status=1; continue ;;
     esac
     [ -e "$resolved" ] || { echo "$page: link $target: no such file"; status=1; }
-  done < <(grep -o '\]([^)]*)' "$page" | sed 's/^](\(.*\))$/\1/')
+  done < <(awk '/^[[:space:]]*```/ { code = !code; next } !code' "$page" | sed 's/`[^`]*`//g' |
+           grep -o '\]([^)]*)' | sed 's/^](\(.*\))$/\1/')
 done
 while IFS= read -r doc; do
   [ -e "$doc" ] || { echo "a source comment names $doc, which does not exist"; status=1; }

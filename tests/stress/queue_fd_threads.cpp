@@ -6,11 +6,14 @@
 #include "test_catch.hpp"
 #include "test_support.hpp"
 
+#include <shmpipe/inspect.hpp>
 #include <shmpipe/queue.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <span>
 #include <string>
 #include <sys/epoll.h>
 #include <thread>
@@ -98,4 +101,75 @@ TEST_CASE("Consumers on descriptors receive every message from producer threads 
     const std::uint64_t total = per_producer * producers;
     CHECK(messages == total);
     CHECK(sum == total * (total + 1) / 2);
+}
+
+TEST_CASE("MPMC: armed descriptors count as sleepers, each message wakes a consumer, the count returns to zero",
+          "[stress]") {
+    // Two consumers wait on their descriptors, two sleep in pop_for; each keeps the first
+    // message it gets, so the four messages need four wake-ups reaching four consumers. A
+    // descriptor has no 100 ms re-check: a wake-up lost for it runs into the 10 s wait.
+    constexpr int kFd = 2, kFutex = 2, kRounds = 3;
+    using Clock = std::chrono::steady_clock;
+    auto counted = [](const std::string& n) {
+        const auto info = inspect_object(n);
+        return info ? info->consumers_waiting : 0u;
+    };
+    for (int round = 0; round < kRounds; ++round) {
+        INFO("round " << round);
+        const std::string name = test::unique_name("fdcount");
+        test::ShmGuard guard{name};
+        auto q = Queue::create(name, test::queue_options(Endpoints::many, 4096, 64));
+        std::atomic<int> got{0};
+        std::vector<std::string> errors(kFd + kFutex);
+        std::vector<std::thread> threads;
+        for (int i = 0; i < kFd; ++i) {
+            threads.emplace_back([&, i] {
+                Consumer<> rx(name);
+                const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+                epoll_event ev{};
+                ev.events = EPOLLIN;
+                ::epoll_ctl(ep, EPOLL_CTL_ADD, rx.fd(), &ev);
+                for (;;) {
+                    if (rx.try_pop()) {  // keeps it: the next message needs another consumer
+                        got.fetch_add(1);
+                        break;
+                    }
+                    epoll_event e{};
+                    if (::epoll_wait(ep, &e, 1, 10'000) != 1) {
+                        errors[static_cast<std::size_t>(i)] = "descriptor not readable within 10 s (lost wake-up)";
+                        break;
+                    }
+                }
+                ::close(ep);
+            });
+        }
+        for (int i = 0; i < kFutex; ++i) {
+            threads.emplace_back([&, i] {
+                Consumer<> rx(name);
+                if (rx.pop_for(10s)) {
+                    got.fetch_add(1);
+                } else {
+                    errors[static_cast<std::size_t>(kFd + i)] = "pop_for found nothing within 10 s";
+                }
+            });
+        }
+        const auto asleep_by = Clock::now() + 10s;
+        while (counted(name) < kFd + kFutex && Clock::now() < asleep_by) std::this_thread::sleep_for(1ms);
+        const std::uint32_t asleep = counted(name);
+        {
+            // Open until the consumers are done: a close would ring every bell, hiding a lost wake-up.
+            Producer<> tx(name);
+            const std::byte message[8] = {};
+            for (int i = 0; i < kFd + kFutex; ++i) {
+                tx.push(std::span<const std::byte>(message));
+                std::this_thread::sleep_for(2ms);  // one at a time: each needs its own wake-up
+            }
+            for (auto& t : threads) t.join();
+        }
+        INFO(asleep << " consumers counted asleep before the first publish");
+        CHECK(asleep == kFd + kFutex);  // the armed descriptors are in the count
+        for (const auto& e : errors) CHECK(e.empty());
+        CHECK(got.load() == kFd + kFutex);
+        CHECK(counted(name) == 0);  // closed descriptors and woken sleepers left no count behind
+    }
 }

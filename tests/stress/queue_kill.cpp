@@ -70,7 +70,8 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
     o.max_message = p.max_message;
     // SPSC: the end comes after every incarnation (closed or dead); producers are killed
     // only once attached, so each one counts. MPMC: an anchor producer of ours stays
-    // attached until the end, so producers may be killed at any moment, even mid-attach.
+    // attached until the end, so producers may be killed at any moment, even mid-attach;
+    // then the queue is sealed and the anchor closes.
     if (p.spsc) o.expected_producers = p.incarnations;
     auto q = Queue::create(name, o);
     std::optional<Producer<>> anchor;
@@ -165,7 +166,10 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
             }
         }
     }
-    if (anchor) anchor->close();
+    if (anchor) {
+        q.seal();  // every producer came: with the anchor's close the stream ends
+        anchor->close();
+    }
     std::erase_if(consumers, [](const Running& c) { return c.killed; });
     if (consumers.empty()) spawn_consumer();
     for (auto& c : consumers) {

@@ -352,3 +352,65 @@ TEST_CASE("processes: repeated owner deaths never wedge a Mutex", "[stress][proc
     }
     CHECK(sut.recoveries() == static_cast<std::uint64_t>(deaths));
 }
+
+TEST_CASE("threads: a Barrier action runs exactly once per generation before the release", "[stress][barrier]") {
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("bact"));
+    const int parties = 4;
+    const std::uint64_t rounds = 2'000 * scale();
+    std::uint64_t actions = 0;  // written only by the action, read after the release (B2, BP1)
+    auto sut = sp::Barrier::create(name, parties, [&actions] { ++actions; });
+    std::atomic<int> wrong{0};
+    run_threads(parties, [&](int) {
+        for (std::uint64_t r = 0; r < rounds; ++r) {
+            sut.wait_for(20s);
+            // Every party sees this generation's action (two generations per round) and no later one.
+            if (actions != 2 * r + 1) wrong.fetch_add(1);
+            sut.wait_for(20s);  // a second barrier per round keeps the read above in its round
+        }
+    });
+    CHECK(wrong == 0);
+    CHECK(actions == 2 * rounds);
+}
+
+TEST_CASE("threads: Barrier::reset breaks exactly the parties waiting, never a release", "[stress][barrier]") {
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("breset"));
+    const int parties = 4;
+    const std::uint64_t rounds = 200 * scale();
+    auto sut = sp::Barrier::create(name, parties);
+    for (std::uint64_t r = 0; r < rounds; ++r) {
+        std::atomic<int> broken{0};
+        std::atomic<int> passed{0};
+        std::atomic<int> other{0};
+        std::vector<std::thread> waiting;
+        for (int i = 0; i < parties - 1; ++i) {
+            waiting.emplace_back([&] {
+                try {
+                    sut.wait_for(20s);
+                    passed.fetch_add(1);
+                } catch (const sp::Error& e) {
+                    (e.code() == sp::errc::broken ? broken : other).fetch_add(1);
+                }
+            });
+        }
+        const bool all_waiting = test::wait_until([&] { return sut.n_waiting() == parties - 1; }, 20s);
+        sut.reset();
+        for (auto& t : waiting) t.join();
+        REQUIRE(all_waiting);
+        REQUIRE(broken == parties - 1);
+        REQUIRE(passed == 0);
+        REQUIRE(other == 0);
+        // Usable at once: a full generation passes.
+        run_threads(parties, [&](int) {
+            try {
+                sut.wait_for(20s);
+                passed.fetch_add(1);
+            } catch (const sp::Error&) {
+                other.fetch_add(1);
+            }
+        });
+        REQUIRE(passed == parties);
+        REQUIRE(other == 0);
+    }
+}

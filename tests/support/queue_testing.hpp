@@ -39,13 +39,17 @@
 
 namespace shmpipe::test {
 
-// Options for a queue whose both sides are `kind` (one: SPSC, many: MPMC).
-inline QueueOptions queue_options(Endpoints kind, std::size_t capacity = 4096, std::size_t max_message = 256) {
+// Options for a queue whose both sides are `kind` (one: SPSC, many: MPMC). Its stream ends
+// once `producers` producers have closed (a `many` queue with no expected count and no
+// seal never ends by itself).
+inline QueueOptions queue_options(Endpoints kind, std::size_t capacity = 4096, std::size_t max_message = 256,
+                                  std::uint32_t producers = 1) {
     QueueOptions o;
     o.producers = kind;
     o.consumers = kind;
     o.capacity = capacity;
     o.max_message = max_message;
+    o.expected_producers = producers;
     return o;
 }
 

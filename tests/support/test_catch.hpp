@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <poll.h>
 #include <string>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace shmpipe::test {
@@ -53,6 +55,20 @@ inline std::string read_line(int fd, std::chrono::milliseconds timeout, const st
         if (c == '\n') return out;
         out.push_back(c);
     }
+}
+
+// Reaps a forked child within the deadline (SIGKILLs and reaps it first if it overruns, then
+// FAILs naming `what`). Returns its exit code, or -N when killed by signal N.
+inline int reap_child(pid_t pid, std::chrono::milliseconds timeout, const char* what) {
+    int status = 0;
+    const bool done = wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
+    if (!done) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        FAIL("timed out waiting for the forked child: " << what);
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? -WTERMSIG(status) : -1;
 }
 
 }  // namespace shmpipe::test

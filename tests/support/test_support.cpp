@@ -1,5 +1,6 @@
 #include "test_support.hpp"
 
+#include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/object.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -131,6 +132,8 @@ int Peer::wait_or_throw(std::chrono::milliseconds timeout, std::string_view what
 void Peer::signal(int sig) {
     if (!impl_->exit_code) ::kill(impl_->pid, sig);
 }
+
+bool process_gone(int pid) { return shmpipe::detail::process_start_time(pid) == 0; }
 
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -66,6 +66,9 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+// True when no process with this pid exists (a reaped child, or one that never was).
+bool process_gone(int pid);
+
 // Polls pred every few milliseconds until it is true (returns true) or the timeout passes.
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 

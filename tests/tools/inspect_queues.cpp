@@ -390,3 +390,35 @@ TEST_CASE("--help exits 0, usage errors exit 2, runtime failures exit 1", "[tool
     CHECK(missing.exit_code == 1);
     CHECK_THAT(missing.err, Catch::StartsWith("inspect-queues: error: ") && Catch::Contains("does not exist"));
 }
+
+TEST_CASE("A drained queue whose producers all closed shows closed in --json, open before", "[tools]") {
+    const bool sealed = GENERATE(false, true);
+    INFO((sealed ? "sealed" : "expected_producers = 2"));
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("iq-closed"));
+    QueueOptions o;
+    o.capacity = 64 * 64;
+    o.max_message = 64;
+    o.expected_producers = sealed ? 0 : 2;
+    auto queue = Queue::create(name, o);
+    Consumer<> rx(name);
+    for (const char* id : {"1", "2"}) {
+        test::Peer producer(test::peer_path("queue_peer"), {"produce", name, id, "10", "32"});
+        CHECK(producer.wait_or_throw(30s, std::string("producer ") + id + " to push 10 messages to " + name) == 0);
+    }
+    auto before = snapshot(name);
+    CHECK(json_string(before, "state") == "open");  // messages still wait
+    CHECK(json_number(before, "depth") == 20);
+    for (int i = 0; i < 20; ++i) REQUIRE(rx.pop_for(5s));
+    if (sealed) {
+        // Drained and both producers closed, but a many queue could still get a producer.
+        CHECK(json_string(snapshot(name), "state") == "open");
+        queue.seal();
+    }
+    const auto after = snapshot(name);
+    CHECK(json_string(after, "state") == "closed");
+    CHECK(json_number(after, "depth") == 0);
+    CHECK(queue.stats().ended);
+    CHECK_FALSE(rx.pop_for(1s));
+    CHECK(rx.ended());
+}

@@ -186,16 +186,23 @@ struct Codec<std::optional<U>, std::enable_if_t<!std::is_trivially_copyable_v<st
     }
 };
 
-// A stable tag of T for the queue's type check: the size for trivially copyable types
-// mixed with the mangled type name (identical across processes built by one compiler).
-template <class T>
-std::uint64_t type_tag() noexcept {
+// The type tag of a mangled type name (typeid(T).name()): an FNV-1a hash of the name.
+// Bindings in other languages use it to attach with the tag a C++ Producer<T> uses.
+constexpr std::uint64_t type_tag_of_name(std::string_view mangled) noexcept {
     std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-    for (const char* p = typeid(T).name(); *p != '\0'; ++p) {
-        h ^= static_cast<unsigned char>(*p);
+    for (const char c : mangled) {
+        h ^= static_cast<unsigned char>(c);
         h *= 1099511628211ull;
     }
     return h | 1;  // never 0 (0 = untyped)
+}
+
+// A stable tag of T for the queue's and the shared array's type check: the hash of T's
+// mangled name, identical across processes built by one compiler. Only the name is hashed;
+// the shared array checks sizeof(T) separately.
+template <class T>
+std::uint64_t type_tag() noexcept {
+    return type_tag_of_name(typeid(T).name());
 }
 
 }  // namespace shmpipe

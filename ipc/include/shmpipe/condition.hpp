@@ -14,10 +14,12 @@
 // nobody waits.
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 #include <shmpipe/mutex.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -27,7 +29,12 @@ namespace shmpipe {
 class Condition {
 public:
     static Condition create(std::string_view name, const SyncOptions& options = {});
-    static Condition open(std::string_view name);
+    // Anonymous, like Python's Condition(): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Condition create(const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-condition"), options);
+    }
+    static Condition open(std::string_view name, const OpenOptions& options = {});
 
     Condition() = default;
 
@@ -39,13 +46,13 @@ public:
     // False when the timeout passed without a notify.
     template <class Rep, class Period>
     bool wait_for(Mutex& mutex, std::chrono::duration<Rep, Period> timeout) {
-        return wait_until_ns(mutex, detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return wait_until_ns(mutex, detail::deadline_after(detail::timeout_ns(timeout)));
     }
     // The predicate's value at the end: false means it timed out with pred() still false.
     template <class Rep, class Period, class Predicate>
     bool wait_for(Mutex& mutex, std::chrono::duration<Rep, Period> timeout, Predicate pred) {
         const std::uint64_t deadline =
-            detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+            detail::deadline_after(detail::timeout_ns(timeout));
         while (!pred()) {
             if (!wait_until_ns(mutex, deadline)) return pred();
         }
@@ -64,7 +71,11 @@ public:
         return wait_for(*checked(lock), timeout, std::move(pred));
     }
 
-    void notify_one();
+    // Wakes up to n waiters (Python's notify(n)); notify(0) does nothing. As with
+    // notify_one, a waiter not woken may still return later without a notify (a spurious
+    // wake-up: waiters re-check their predicate), so n bounds the immediate wake-ups.
+    void notify(std::uint32_t n);
+    void notify_one() { notify(1); }
     void notify_all();
 
     void persist() noexcept { handle_.persist(); }

@@ -38,6 +38,7 @@ enum class errc {
     spawn_failed,          // a program could not be started
     invalid_state,         // e.g. submit after close, join before close
     spec_error,            // a malformed pipeline spec
+    no_space,              // /dev/shm cannot hold the object (reserved at creation, never SIGBUS later)
 };
 
 const std::error_category& category() noexcept;

@@ -24,7 +24,7 @@
 //   stale       no live process attached: no open endpoint whose process (pid + start
 //               time) is alive, and the creator is dead
 //   broken      marked broken (kStateBroken)
-//   closed      ended cleanly (kStateClosed)
+//   closed      ended cleanly (kStateClosed; a queue: drained and at its end of stream)
 //   open        anything else
 // A segment removed while it is being inspected is left out of the results.
 #pragma once

@@ -21,6 +21,7 @@
 // waiter spins ~20 µs, then sleeps on a futex in the segment.
 #pragma once
 
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <chrono>
@@ -35,8 +36,11 @@ class Mutex {
 public:
     // Throws Error: invalid_name, already_exists, permission_denied, invalid_argument.
     static Mutex create(std::string_view name, const SyncOptions& options = {});
+    // Anonymous, like Python's Lock(): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static Mutex create(const SyncOptions& options = {}) { return create(detail::anonymous_name("anon-mutex"), options); }
     // Throws Error: invalid_name, not_found, wrong_kind (also for a RecursiveMutex), corrupt, ...
-    static Mutex open(std::string_view name);
+    static Mutex open(std::string_view name, const OpenOptions& options = {});
 
     Mutex() = default;  // an empty handle: every operation throws errc::invalid_state
     Mutex(Mutex&& other) noexcept : handle_(std::move(other.handle_)), lock_(std::exchange(other.lock_, nullptr)) {}
@@ -54,7 +58,7 @@ public:
     // Gives up after `timeout` and returns false.
     template <class Rep, class Period>
     bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-        return try_lock_for_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return try_lock_for_ns(detail::timeout_ns(timeout));
     }
     // Throws Error(not_owner) unless the calling thread holds the lock.
     void unlock();
@@ -92,7 +96,12 @@ private:
 class RecursiveMutex {
 public:
     static RecursiveMutex create(std::string_view name, const SyncOptions& options = {});
-    static RecursiveMutex open(std::string_view name);
+    // Anonymous, like Python's RLock(): a unique name is picked (name() tells it; still a
+    // visible, cleanable segment). Children forked later keep using the handle.
+    static RecursiveMutex create(const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-rmutex"), options);
+    }
+    static RecursiveMutex open(std::string_view name, const OpenOptions& options = {});
 
     RecursiveMutex() = default;
 
@@ -100,7 +109,7 @@ public:
     bool try_lock();
     template <class Rep, class Period>
     bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-        return try_lock_for_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return try_lock_for_ns(detail::timeout_ns(timeout));
     }
     void unlock();  // Error(not_owner) unless this thread holds it
 

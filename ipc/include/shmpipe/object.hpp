@@ -15,6 +15,14 @@ inline constexpr std::string_view kSegmentPrefix = "shmpipe.";
 inline constexpr std::size_t kMaxNameLength = 200;
 inline constexpr mode_t kDefaultPermissions = 0600;
 
+// Options for opening or attaching to an object someone else created.
+struct OpenOptions {
+    // /dev/shm is world-writable: another local user can create a name first and offer a
+    // segment of theirs. By default an object whose file another user owns (st_uid !=
+    // geteuid()) is refused with errc::permission_denied; set this to accept it.
+    bool allow_foreign_owner = false;
+};
+
 // Throws shmpipe::Error(errc::invalid_name) naming the bad character and its position.
 // `what` names the object for the message, e.g. "queue".
 void validate_name(std::string_view name, std::string_view what = "object");

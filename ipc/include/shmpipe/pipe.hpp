@@ -4,10 +4,13 @@
 //   if (fork() == 0) { a.close(); b.send(to_upper(b.recv<std::string>())); _exit(0); }
 //   b.close();  a.send(std::string("hello"));  a.recv<std::string>();  // "HELLO"
 //
-// Messages are framed (u32 length + the Codec<T> encoding, see codec.hpp) over an AF_UNIX
-// stream socketpair, so the kernel reports a peer that closed or died: recv() then throws
-// Error(errc::closed). Values of any codable T; the receiver names the type it expects
-// (a mismatch of size is reported as errc::type_mismatch by the codec).
+// Messages are framed (u32 length, u64 type tag, then the Codec<T> encoding, see codec.hpp)
+// over an AF_UNIX stream socketpair, so the kernel reports a peer that closed or died:
+// recv() then throws Error(errc::closed). Values of any codable T; the receiver names the
+// type it expects, and recv<T>() of a message sent as another type throws
+// Error(errc::type_mismatch) (the message is consumed: the next recv gets the next one).
+// The tag is type_tag<T>() (both ends must be built by one compiler, as for queues);
+// send_bytes / recv_bytes are untyped (tag 0) and pair with any type, as raw bytes.
 //
 // Across fork: both processes hold both ends; close the end you do not use (the peer only
 // sees "closed" once every copy of the other end is closed). Across exec: make an end
@@ -22,12 +25,15 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/error.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -62,7 +68,7 @@ public:
     void send(const T& value) {
         static_assert(is_codable_v<T>, "Pipe::send: no shmpipe::Codec for this type");
         const std::size_t n = Codec<T>::size(value);
-        auto out = begin_send(n);
+        auto out = begin_send(n, tag_of<T>());
         Codec<T>::encode(value, out);
         finish_send(n);
     }
@@ -70,7 +76,7 @@ public:
 
     // Blocks until a whole message arrives. Throws Error: closed (the other end closed or
     // died, and everything it sent has been received), message_too_large, type_mismatch
-    // (decode failed), invalid_state.
+    // (sent as another type, or decode failed), invalid_state.
     template <class T>
     T recv() {
         static_assert(is_codable_v<T>, "Pipe::recv: no shmpipe::Codec for this type");
@@ -79,6 +85,7 @@ public:
             Pipe* pipe;
             ~Consume() { pipe->consume_message(); }
         } consume{this};
+        check_type(tag_of<T>(), typeid(T).name());
         return Codec<T>::decode(in);
     }
     Bytes recv_bytes() { return recv<Bytes>(); }
@@ -87,7 +94,7 @@ public:
     bool poll() { return poll_ns(std::chrono::nanoseconds(0)); }
     template <class Rep, class Period>
     bool poll(std::chrono::duration<Rep, Period> timeout) {
-        return poll_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+        return poll_ns(detail::timeout_ns(timeout));
     }
 
     void close() noexcept;
@@ -102,8 +109,14 @@ public:
     std::size_t max_message() const noexcept { return max_message_; }
 
 private:
+    template <class T>
+    static std::uint64_t tag_of() noexcept {
+        return std::is_same_v<T, Bytes> ? 0 : type_tag<T>();
+    }
     Pipe(int fd, std::size_t max_message, bool can_send, bool can_recv);
-    std::span<std::byte> begin_send(std::size_t n);
+    std::span<std::byte> begin_send(std::size_t n, std::uint64_t tag);
+    // Throws Error(type_mismatch) when the current message was sent as another type.
+    void check_type(std::uint64_t want, const char* mangled_name) const;
     void finish_send(std::size_t n);
     std::span<const std::byte> next_message();
     void consume_message() noexcept;
@@ -122,6 +135,7 @@ private:
     std::vector<std::byte> big_;       // a message larger than rbuf_
     std::size_t pending_ = 0;          // bytes of the current message to drop from rbuf_
     bool pending_big_ = false;
+    std::uint64_t rtag_ = 0;           // type tag of the current message
 };
 
 }  // namespace shmpipe

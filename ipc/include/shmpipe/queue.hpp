@@ -16,10 +16,12 @@
 // sleep on a futex in the segment; a waker makes a system call only when someone sleeps.
 // Sleeps are bounded (re-checks every 100 ms) so a peer's death is noticed.
 //
-// End of stream: when every producer has closed (explicitly or by destruction) and the
-// queue is drained, pop() returns nullopt in every consumer. A queue no producer attached
-// to yet is not at its end. With expected_producers = N the end comes only after N
-// producers closed. A producer that died without closing is found by pid + start time:
+// End of stream (detail/queue_state.hpp holds the rule): pop() returns nullopt in every
+// consumer once the queue is drained and no producer can come any more: the N expected
+// producers closed (expected_producers = N), or the queue was sealed (seal()) and every
+// attached producer closed, or a one-producer queue's producer closed. A `many` queue with
+// neither never ends by itself: pop() waits, as Python's get(). Producers close explicitly
+// or by destruction. A producer that died without closing is found by pid + start time:
 // consumers first drain what it committed, then pop() throws Error(errc::producer_died)
 // naming the queue and pid, once per consumer per dead producer; the dead producer then
 // counts as closed, so the stream can still end.
@@ -32,6 +34,7 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
@@ -39,6 +42,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -54,7 +58,11 @@ struct QueueOptions {
     std::size_t max_message = std::size_t{64} << 10;  // largest message; SPSC needs capacity >= 2 * (max_message + 8)
     Endpoints producers = Endpoints::many;
     Endpoints consumers = Endpoints::many;
-    std::uint32_t expected_producers = 0;  // 0: the end comes when all producers that attached have closed
+    std::uint32_t expected_producers = 0;  // the end comes after this many producers closed (0: see seal())
+    // Python's maxsize: the queue holds at least this many messages of up to max_message
+    // bytes, and `capacity` is ignored (0: size by `capacity`).
+    std::size_t max_messages = 0;
+    bool joinable = false;                 // JoinableQueue: Consumer::task_done(), Queue::join()
     std::uint32_t max_endpoints = 64;      // endpoint records for a `many` side (both sides share them)
     mode_t permissions = kDefaultPermissions;
 };
@@ -72,7 +80,8 @@ struct QueueStats {
     std::uint32_t producers_closed = 0, producers_dead = 0;
     std::uint32_t sleepers = 0;
     std::uint64_t abandoned = 0, lost = 0;      // MPMC recovery counts
-    bool ended = false;    // all producers done (closed or dead)
+    bool ended = false;    // the end-of-stream rule holds (see the top of this file)
+    bool sealed = false;   // Queue::seal() was called
     bool broken = false;
 };
 
@@ -82,8 +91,13 @@ public:
     // Creates "shmpipe.<name>"; throws Error: invalid_name, already_exists, invalid_argument
     // (impossible geometry), permission_denied.
     static Queue create(std::string_view name, const QueueOptions& options = {});
+    // An anonymous queue, like Python's Queue(): a unique name is picked (name() tells it;
+    // still a visible segment that inspect-queues lists and `clean` removes). Children
+    // forked later keep using it; other processes attach by name().
+    static Queue create(const QueueOptions& options = {});
     // Opens an existing queue without owning its name (for stats, close_endpoints_of, mark_broken).
-    static Queue open(std::string_view name);
+    // A segment another user owns is refused (permission_denied) unless options allow it.
+    static Queue open(std::string_view name, const OpenOptions& options = {});
 
     Queue(Queue&&) noexcept = default;
     Queue& operator=(Queue&&) noexcept = default;
@@ -107,14 +121,33 @@ public:
     // uses it to learn which message a dead consumer had taken. Positions count from 0 in
     // push order, so a queue's only producer can map them to what it pushed.
     std::optional<std::uint64_t> last_claim_of(std::uint32_t pid, bool consumer = true) const noexcept;
+    // No new producer may attach from now on (attaching throws Error(errc::closed) naming the
+    // queue); once every attached producer has closed, the stream ends. Any process may call
+    // it, on an owner or an open() handle. Idempotent, never blocks.
+    void seal() noexcept;
+    bool sealed() const noexcept;
+    // JoinableQueue (QueueOptions::joinable): blocks until every message pushed so far has
+    // been marked done (Consumer::task_done) by some consumer, in any process. A consumer
+    // that died holding messages it never marked done does not make it wait for ever: once
+    // the queue is drained and no live consumer holds work, join throws
+    // Error(errc::consumer_died) naming the dead consumer(s) and the count, and writes those
+    // messages off, so a later join() returns. Throws invalid_state when not joinable.
+    void join();
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {  // false on timeout
+        return join_until(detail::deadline_after(timeout));
+    }
     // Announces `n` more producers before they attach (a supervisor restarting a replica
     // that died): with expected_producers set, the end of stream then also waits for them.
     void expect_more_producers(std::uint32_t n = 1) noexcept;
     QueueStats stats() const;
 
 private:
-    explicit Queue(detail::Segment segment) : segment_(std::move(segment)) {}
+    Queue(detail::Segment segment, const detail::QueueGeometry& geometry)
+        : segment_(std::move(segment)), geometry_(geometry) {}
+    bool join_until(std::uint64_t deadline_ns);
     detail::Segment segment_;
+    detail::QueueGeometry geometry_;  // validated copy: never re-read from shared memory
 };
 
 // A reserved, writable message (zero copy). commit() publishes it; destroying it without
@@ -180,14 +213,6 @@ private:
     std::span<const std::byte> data_;
 };
 
-namespace detail {
-template <class Rep, class Period>
-std::uint64_t deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-    return monotonic_ns() + static_cast<std::uint64_t>(ns > 0 ? ns : 0) + 1;  // never 0 (= no deadline)
-}
-}  // namespace detail
-
 // Attaches to queue `name` as a producer. Any process. Throws Error: not_found (is the
 // creator running?), too_many_endpoints, type_mismatch (another endpoint uses another T),
 // corrupt, permission_denied. The destructor closes.
@@ -196,21 +221,27 @@ class Producer {
     static_assert(is_codable_v<T>, "shmpipe::Producer<T>: T has no shmpipe::Codec (see codec.hpp)");
 
 public:
-    explicit Producer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
+    explicit Producer(std::string_view name, const OpenOptions& options = {})
+        : core_(std::make_unique<detail::ProducerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options)) {}
+    // Movable like a value (a std::vector<Producer<T>> works). A WriteSlot reserved before
+    // the move stays valid and commits through the new owner. Assigning over a producer
+    // closes the endpoint it held. A moved-from producer may be destroyed, assigned to or
+    // closed; anything else throws Error(errc::invalid_state).
+    Producer(Producer&&) noexcept = default;
+    Producer& operator=(Producer&&) noexcept = default;
 
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
     void push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        std::byte* p = core_.reserve(n, 0);
+        std::byte* p = core().reserve(n, 0);
         encode_commit(v, p, n);
     }
     // Never blocks: false when the queue is full (with fd(): then wait on it).
     bool try_push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        core_.check_size(n);
-        std::byte* p = core_.try_reserve(n);
-        if (p == nullptr && core_.has_fd()) p = core_.poll_reserve(n);
+        core().check_size(n);
+        std::byte* p = core().try_reserve(n);
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(n);
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -219,7 +250,7 @@ public:
     template <class Rep, class Period>
     bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
         const std::size_t n = Codec<T>::size(v);
-        std::byte* p = core_.reserve(n, detail::deadline_after(timeout));
+        std::byte* p = core().reserve(n, detail::deadline_after(timeout));
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -227,61 +258,84 @@ public:
 
     // Raw bytes (Producer<> only).
     void push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
-        std::byte* p = core_.reserve(bytes.size(), 0);
+        std::byte* p = core().reserve(bytes.size(), 0);
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
-        core_.commit(bytes.size());
+        core().commit(bytes.size());
     }
     bool try_push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
-        core_.check_size(bytes.size());
-        std::byte* p = core_.try_reserve(bytes.size());
-        if (p == nullptr && core_.has_fd()) p = core_.poll_reserve(bytes.size());
+        core().check_size(bytes.size());
+        std::byte* p = core().try_reserve(bytes.size());
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(bytes.size());
         if (p == nullptr) return false;
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
-        core_.commit(bytes.size());
+        core().commit(bytes.size());
         return true;
     }
 
     // Zero copy: a writable slot of n bytes (blocks while full); commit() publishes it.
-    WriteSlot reserve(std::size_t n) { return WriteSlot(&core_, core_.reserve(n, 0), n); }
+    WriteSlot reserve(std::size_t n) { return WriteSlot(&core(), core().reserve(n, 0), n); }
     std::optional<WriteSlot> try_reserve(std::size_t n) {
-        core_.check_size(n);
-        std::byte* p = core_.try_reserve(n);
-        if (p == nullptr && core_.has_fd()) p = core_.poll_reserve(n);
+        core().check_size(n);
+        std::byte* p = core().try_reserve(n);
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(n);
         if (p == nullptr) return std::nullopt;
-        return WriteSlot(&core_, p, n);
+        return WriteSlot(&core(), p, n);
     }
     template <class Rep, class Period>
     std::optional<WriteSlot> reserve_for(std::size_t n, std::chrono::duration<Rep, Period> timeout) {
-        std::byte* p = core_.reserve(n, detail::deadline_after(timeout));
+        std::byte* p = core().reserve(n, detail::deadline_after(timeout));
         if (p == nullptr) return std::nullopt;
-        return WriteSlot(&core_, p, n);
+        return WriteSlot(&core(), p, n);
+    }
+
+    // Python's qsize(), empty(), full(): approximate, stale as soon as read (other endpoints
+    // move on). qsize() counts the messages waiting; full() says that a max_message push
+    // would not fit now. Any thread; no system call.
+    std::size_t qsize() const { return core().size_approx(); }
+    bool empty() const { return qsize() == 0; }
+    bool full() const { return core().full_approx(); }
+
+    // JoinableQueue (QueueOptions::joinable): blocks until every message pushed so far, by
+    // any producer, has been marked done by some consumer (Consumer::task_done), like
+    // Queue::join(). Here because a process that only pushes often holds no Queue handle.
+    // Throws consumer_died (a consumer died holding messages never marked done: they are
+    // written off, and a later join() can succeed), invalid_state (not joinable).
+    void join() { core().join(0); }
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {  // false on timeout
+        return core().join(detail::deadline_after(timeout));
     }
 
     // Ends this producer's stream (idempotent). Later pushes throw Error(errc::closed).
-    void close() noexcept { core_.close(); }
-
     // A descriptor for event loops (poll, epoll, Boost.Asio), readable when there may be
     // room, when a consumer closed or died, or when the queue broke. Level-style: it starts
     // readable; try_push until it returns false, then wait on fd() again; no wake-up is lost
     // in between (try_push arms it before its last look). Made on the first call and owned
-    // by this producer (valid until close or destruction). A queue whose consumers are all
-    // gone stays full: push_for reports that (closed / consumer_died). Throws Error naming the
-    // queue when no descriptor can be made, closed after close().
-    int fd() { return core_.fd(); }
-    const std::string& name() const noexcept { return core_.name(); }
-    std::size_t max_message() const noexcept { return core_.max_message(); }
+    // by this producer (valid until close or destruction; a move keeps it). A queue whose
+    // consumers are all gone stays full: push_for reports that (closed / consumer_died).
+    // Throws Error naming the queue when no descriptor can be made, closed after close().
+    int fd() { return core().fd(); }
+    void close() noexcept {
+        if (core_) core_->close();
+    }
+    const std::string& name() const { return core().name(); }
+    std::size_t max_message() const { return core().max_message(); }
 
 private:
     void encode_commit(const T& v, std::byte* p, std::size_t n) {
         try {
             Codec<T>::encode(v, std::span<std::byte>(p, n));
         } catch (...) {
-            core_.abandon();
+            core().abandon();
             throw;
         }
-        core_.commit(n);
+        core().commit(n);
     }
-    detail::ProducerCore core_;
+    detail::ProducerCore& core() const {
+        if (!core_) [[unlikely]] detail::throw_moved_from("producer");
+        return *core_;
+    }
+    std::unique_ptr<detail::ProducerCore> core_;  // on the heap: a slot keeps pointing at it when we move
 };
 
 // Attaches to queue `name` as a consumer. Any process. Throws like Producer.
@@ -290,8 +344,14 @@ class Consumer {
     static_assert(is_codable_v<T>, "shmpipe::Consumer<T>: T has no shmpipe::Codec (see codec.hpp)");
 
 public:
-    explicit Consumer(std::string_view name)
-        : core_(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>()) {}
+    explicit Consumer(std::string_view name, const OpenOptions& options = {})
+        : core_(std::make_unique<detail::ConsumerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options)) {}
+    // Movable like a value (a std::vector<Consumer<T>> works). A ReadSlot peeked before the
+    // move stays valid and is released through the new owner. Assigning over a consumer
+    // closes the endpoint it held. A moved-from consumer may be destroyed, assigned to or
+    // closed; anything else throws Error(errc::invalid_state).
+    Consumer(Consumer&&) noexcept = default;
+    Consumer& operator=(Consumer&&) noexcept = default;
 
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
@@ -301,7 +361,7 @@ public:
     // and a dead producer (throws producer_died) as pop() does.
     std::optional<T> try_pop() {
         std::span<const std::byte> m;
-        if (!core_.try_peek(m) && !(core_.has_fd() && core_.poll_peek(m) == detail::PeekResult::ok)) {
+        if (!core().try_peek(m) && !(core().has_fd() && core().poll_peek(m) == detail::PeekResult::ok)) {
             return std::nullopt;
         }
         return decode_release(m);
@@ -317,18 +377,28 @@ public:
     std::optional<ReadSlot> peek() { return peek_until(0); }
     std::optional<ReadSlot> try_peek() {
         std::span<const std::byte> m;
-        if (!core_.try_peek(m) && !(core_.has_fd() && core_.poll_peek(m) == detail::PeekResult::ok)) {
+        if (!core().try_peek(m) && !(core().has_fd() && core().poll_peek(m) == detail::PeekResult::ok)) {
             return std::nullopt;
         }
-        return ReadSlot(&core_, m);
+        return ReadSlot(&core(), m);
     }
     template <class Rep, class Period>
     std::optional<ReadSlot> peek_for(std::chrono::duration<Rep, Period> timeout) {
         return peek_until(detail::deadline_after(timeout));
     }
 
+    // Approximate, as Producer::qsize(), empty(), full().
+    std::size_t qsize() const { return core().size_approx(); }
+    bool empty() const { return qsize() == 0; }
+    bool full() const { return core().full_approx(); }
+
+    // JoinableQueue (QueueOptions::joinable): marks one message this consumer took (popped
+    // or peeked) as done. Throws invalid_argument when called more often than messages were
+    // taken (Python's ValueError), invalid_state when the queue is not joinable. Never blocks.
+    void task_done() { core().task_done(); }
+
     // True once the end of stream was seen by this consumer.
-    bool ended() const noexcept { return core_.ended(); }
+    bool ended() const { return core().ended(); }
 
     // A descriptor for event loops (poll, epoll, Boost.Asio, Python's loop.add_reader),
     // readable when a message, the end of stream, a dead producer or a broken queue awaits.
@@ -337,29 +407,31 @@ public:
     // try_pop arms the descriptor before its last look. A producer that dies makes it
     // readable at once (a pidfd per producer; 100 ms without pidfd). Spurious readiness is
     // possible (try_pop then just returns nullopt). Made on the first call and owned by this
-    // consumer (valid until close or destruction); the fast path is unchanged, a producer
-    // pays one datagram only when it wakes an armed consumer. Throws Error naming the queue
-    // when no descriptor can be made, closed after close().
-    int fd() { return core_.fd(); }
-    void close() noexcept { core_.close(); }
-    const std::string& name() const noexcept { return core_.name(); }
+    // consumer (valid until close or destruction; a move keeps it); the fast path is
+    // unchanged, a producer pays one datagram only when it wakes an armed consumer. Throws
+    // Error naming the queue when no descriptor can be made, closed after close().
+    int fd() { return core().fd(); }
+    void close() noexcept {
+        if (core_) core_->close();
+    }
+    const std::string& name() const { return core().name(); }
 
 private:
     std::optional<T> take(std::uint64_t deadline_ns) {
         std::span<const std::byte> m;
-        if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
+        if (core().peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
         return decode_release(m);
     }
     std::optional<ReadSlot> peek_until(std::uint64_t deadline_ns) {
         std::span<const std::byte> m;
-        if (core_.peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
-        return ReadSlot(&core_, m);
+        if (core().peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
+        return ReadSlot(&core(), m);
     }
     std::optional<T> decode_release(std::span<const std::byte> m) {
         struct Release {
             detail::ConsumerCore& c;
             ~Release() { c.release(); }
-        } guard{core_};  // a message that fails to decode is still consumed, never re-read
+        } guard{core()};  // a message that fails to decode is still consumed, never re-read
         if constexpr (detail::object_bytes_codec<T> && std::is_default_constructible_v<T>) {
             // Copy straight into the result: decode() + optional(T&&) would copy twice.
             if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
@@ -370,7 +442,11 @@ private:
             return Codec<T>::decode(m);
         }
     }
-    detail::ConsumerCore core_;
+    detail::ConsumerCore& core() const {
+        if (!core_) [[unlikely]] detail::throw_moved_from("consumer");
+        return *core_;
+    }
+    std::unique_ptr<detail::ConsumerCore> core_;  // on the heap: a slot keeps pointing at it when we move
 };
 
 }  // namespace shmpipe

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/sync_common.hpp>
 
 #include <atomic>
@@ -46,6 +47,10 @@ public:
 
     // A zero-filled array of `count` elements. Throws Error: invalid_name, already_exists,
     // invalid_argument (count 0 or too large), permission_denied.
+    // Anonymous, like Python's Array(typecode, n): a unique name is picked (name() tells it).
+    static SharedArray create(std::size_t count, const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-array"), count, options);
+    }
     static SharedArray create(std::string_view name, std::size_t count, const SyncOptions& options = {}) {
         validate_name(name, "shared array");
         if (count == 0 || count > (std::uint64_t{1} << 38) / sizeof(T)) {
@@ -68,9 +73,9 @@ public:
         return SharedArray(std::move(h));
     }
     // Throws Error: invalid_name, not_found, wrong_kind, type_mismatch (another T), corrupt.
-    static SharedArray open(std::string_view name) {
+    static SharedArray open(std::string_view name, const OpenOptions& options = {}) {
         auto h = detail::SyncHandle::open(name, "shared array", detail::ObjectKind::shared_array,
-                                          sizeof(detail::SharedArrayBody));
+                                          sizeof(detail::SharedArrayBody), options);
         const auto& hdr = h.segment().header();
         const auto& body = h.template body<detail::SharedArrayBody>();
         if (hdr.type_size != sizeof(T) || hdr.type_hash != type_tag<T>() || body.elem_size != sizeof(T)) {
@@ -235,12 +240,22 @@ class SharedValue {
 public:
     static constexpr bool is_lock_free = SharedArray<T>::is_lock_free;
 
+    // Anonymous, like Python's Value(typecode, v): a unique name is picked (name() tells it).
+    // Constrained so that create("name") never binds here (a string converts to bool).
+    static SharedValue create() { return create(detail::anonymous_name("anon-value")); }
+    template <class U>
+        requires(!std::is_convertible_v<U, std::string_view> && std::is_convertible_v<U, T>)
+    static SharedValue create(U&& initial, const SyncOptions& options = {}) {
+        return create(detail::anonymous_name("anon-value"), static_cast<T>(std::forward<U>(initial)), options);
+    }
     static SharedValue create(std::string_view name, const T& initial = T{}, const SyncOptions& options = {}) {
         SharedValue v(SharedArray<T>::create(name, 1, options));
         v.array_.store(0, initial);
         return v;
     }
-    static SharedValue open(std::string_view name) { return SharedValue(SharedArray<T>::open(name)); }
+    static SharedValue open(std::string_view name, const OpenOptions& options = {}) {
+        return SharedValue(SharedArray<T>::open(name, options));
+    }
 
     SharedValue() = default;
 

@@ -13,9 +13,12 @@
 // on other results of the pool: results reach them through that same thread.
 // A task that raised in a worker throws shmpipe::RemoteError from get()/result(); a task
 // whose worker died throws Error(errc::worker_died); a cancelled one Error(errc::cancelled).
+// The same types serve ThreadPool tasks and Promise (thread_pool.hpp, promise.hpp), whose
+// exceptions are rethrown as they were thrown.
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/timeout.hpp>
 #include <shmpipe/error.hpp>
 
 #include <chrono>
@@ -28,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -37,31 +41,36 @@ namespace detail {
 
 enum class TaskStatus { pending, ok, failed, cancelled };
 
-// The state one task's handles share. The pool completes it from its collector thread.
+// The state one task's handles share. A process pool completes it from its collector thread
+// with an encoded payload; a thread pool or a Promise with the result object itself (value).
 struct TaskState {
     std::uint64_t id = 0;
     std::string what;  // for messages: "task 12 (square)"
     mutable std::mutex m;
     mutable std::condition_variable cv;
     TaskStatus status = TaskStatus::pending;
-    Bytes payload;               // the encoded result (ok)
+    Bytes payload;               // the encoded result (ok), from a worker process
+    std::shared_ptr<void> value;  // or the result itself (ok), made in this process; see take_result
     std::exception_ptr error;    // failed / cancelled
     std::vector<std::function<void()>> listeners;  // run once, after completion
     // Set by the pool: true when the task may be cancelled (no worker took it yet).
     std::function<bool(std::uint64_t)> may_cancel;
+    // Set by the pool: true while a worker executes the task (taken, result not yet sent).
+    std::function<bool(std::uint64_t)> is_running;
 
     bool finished() const {
         std::lock_guard lock(m);
         return status != TaskStatus::pending;
     }
     // First completion wins; later ones are ignored. Returns whether this call completed it.
-    bool complete(TaskStatus s, Bytes result, std::exception_ptr e) {
+    bool complete(TaskStatus s, Bytes result, std::exception_ptr e, std::shared_ptr<void> v = nullptr) {
         std::vector<std::function<void()>> run;
         {
             std::lock_guard lock(m);
             if (status != TaskStatus::pending) return false;
             status = s;
             payload = std::move(result);
+            value = std::move(v);
             error = std::move(e);
             run.swap(listeners);
         }
@@ -90,7 +99,16 @@ struct TaskState {
     }
     bool wait_for(std::chrono::nanoseconds d) const {
         std::unique_lock lock(m);
-        return cv.wait_for(lock, d, [&] { return status != TaskStatus::pending; });
+        if (d == std::chrono::nanoseconds::max()) {  // "forever": no deadline arithmetic
+            cv.wait(lock, [&] { return status != TaskStatus::pending; });
+            return true;
+        }
+        return cv.wait_until(lock, deadline_in(d), [&] { return status != TaskStatus::pending; });
+    }
+    // Neither finished nor queued: a worker executes it now.
+    bool running() const {
+        if (finished() || !is_running) return false;
+        return is_running(id);
     }
     bool cancel() {
         {
@@ -106,25 +124,42 @@ struct TaskState {
 
 template <class R>
 struct ResultOf {
-    static R decode(const Bytes& b) { return Codec<R>::decode(b); }
+    static R decode(const Bytes& b) {
+        if constexpr (is_codable_v<R>) {
+            return Codec<R>::decode(b);
+        } else {  // only thread tasks and promises make such results, and they set `value`
+            throw Error(errc::invalid_state, "a result without a codec was not set as a value");
+        }
+    }
 };
 template <>
 struct ResultOf<void> {
     static void decode(const Bytes&) {}
 };
 
-// Throws the task's error, or decodes its result. The task is finished.
+// Throws the task's error, or returns its result: a copy of `value` when set (a result
+// that cannot be copied is moved out, so only the first get() has it), else the decoded
+// payload. The task is finished.
 template <class R>
 R take_result(const TaskState& s) {
     std::lock_guard lock(s.m);
     if (s.status != TaskStatus::ok) std::rethrow_exception(s.error);
+    if constexpr (!std::is_void_v<R>) {
+        if (s.value) {
+            auto* r = static_cast<R*>(s.value.get());
+            if constexpr (std::is_copy_constructible_v<R>) {
+                return *r;
+            } else {
+                return std::move(*r);
+            }
+        }
+    }
     return ResultOf<R>::decode(s.payload);
 }
 
-template <class Rep, class Period>
-[[noreturn]] void throw_not_ready(const TaskState& s, std::chrono::duration<Rep, Period> d) {
+[[noreturn]] inline void throw_not_ready(const TaskState& s, std::chrono::nanoseconds d) {
     throw Error(errc::timeout, s.what + ": no result after " +
-                                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) +
+                                   std::to_string(std::chrono::ceil<std::chrono::milliseconds>(d).count()) +
                                    " ms (the task goes on)");
 }
 
@@ -143,15 +178,18 @@ public:
         return detail::take_result<R>(*state_);
     }
     // Throws Error(errc::timeout) when not ready within d (the task goes on).
+    // Any duration: get_for(2s), get_for(0.5s), get_for(std::chrono::duration<double>(2.1))
+    // (rounded up to the next nanosecond).
     template <class Rep, class Period>
     R get_for(std::chrono::duration<Rep, Period> d) const {
-        if (!state_->wait_for(d)) detail::throw_not_ready(*state_, d);
+        const auto ns = detail::timeout_ns(d);
+        if (!state_->wait_for(ns)) detail::throw_not_ready(*state_, ns);
         return detail::take_result<R>(*state_);
     }
     void wait() const { state_->wait(); }
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> d) const {
-        return state_->wait_for(d);
+        return state_->wait_for(detail::timeout_ns(d));
     }
     bool ready() const { return state_->finished(); }
     // Throws Error(errc::invalid_state) when not ready (as Python raises ValueError).
@@ -183,7 +221,8 @@ public:
     }
     template <class Rep, class Period>
     R result_for(std::chrono::duration<Rep, Period> d) const {
-        if (!state_->wait_for(d)) detail::throw_not_ready(*state_, d);
+        const auto ns = detail::timeout_ns(d);
+        if (!state_->wait_for(ns)) detail::throw_not_ready(*state_, ns);
         return detail::take_result<R>(*state_);
     }
     // The task's exception (nullptr when it succeeded); blocks until finished.
@@ -193,7 +232,9 @@ public:
         return state_->error;
     }
     bool done() const { return state_->finished(); }
-    bool running() const { return !done(); }
+    // True only while a worker executes the task: a queued task is neither running nor done
+    // (and cancel() on it succeeds).
+    bool running() const { return state_->running(); }
     bool cancelled() const {
         std::lock_guard lock(state_->m);
         return state_->status == detail::TaskStatus::cancelled;
@@ -208,7 +249,7 @@ public:
     void wait() const { state_->wait(); }
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> d) const {
-        return state_->wait_for(d);
+        return state_->wait_for(detail::timeout_ns(d));
     }
     std::uint64_t id() const noexcept { return state_->id; }
     const std::shared_ptr<detail::TaskState>& state() const noexcept { return state_; }
@@ -252,10 +293,9 @@ private:
 template <class R>
 class AsCompleted {
 public:
-    AsCompleted(std::vector<Future<R>> futures, std::optional<std::chrono::milliseconds> timeout)
+    AsCompleted(std::vector<Future<R>> futures, std::optional<std::chrono::nanoseconds> timeout)
         : futures_(std::move(futures)), queue_(std::make_shared<detail::CompletionQueue>()) {
-        deadline_ = timeout ? std::chrono::steady_clock::now() + *timeout
-                            : std::chrono::steady_clock::time_point::max();
+        deadline_ = timeout ? detail::deadline_in(*timeout) : std::chrono::steady_clock::time_point::max();
         for (std::size_t i = 0; i < futures_.size(); ++i) {
             futures_[i].state()->add_listener([q = queue_, i] { q->push(i); });
         }
@@ -307,9 +347,13 @@ private:
 };
 
 template <class R>
-AsCompleted<R> as_completed(std::vector<Future<R>> futures,
-                            std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
-    return AsCompleted<R>(std::move(futures), timeout);
+AsCompleted<R> as_completed(std::vector<Future<R>> futures) {
+    return AsCompleted<R>(std::move(futures), std::nullopt);
+}
+// With a timeout: any duration (as_completed(fs, 0.5s)).
+template <class R, class Rep, class Period>
+AsCompleted<R> as_completed(std::vector<Future<R>> futures, std::chrono::duration<Rep, Period> timeout) {
+    return AsCompleted<R>(std::move(futures), detail::timeout_ns(timeout));
 }
 
 enum class ReturnWhen { first_completed, first_exception, all_completed };
@@ -324,11 +368,10 @@ struct DoneAndNotDone {
 // for a timeout (the not_done set says what is left).
 template <class R>
 DoneAndNotDone<R> wait(const std::vector<Future<R>>& futures, ReturnWhen when = ReturnWhen::all_completed,
-                       std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+                       std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
     auto queue = std::make_shared<detail::CompletionQueue>();
     for (std::size_t i = 0; i < futures.size(); ++i) futures[i].state()->add_listener([queue, i] { queue->push(i); });
-    const auto deadline =
-        timeout ? std::chrono::steady_clock::now() + *timeout : std::chrono::steady_clock::time_point::max();
+    const auto deadline = timeout ? detail::deadline_in(*timeout) : std::chrono::steady_clock::time_point::max();
     std::vector<bool> finished(futures.size(), false);
     std::size_t count = 0;
     while (count < futures.size()) {
@@ -344,6 +387,12 @@ DoneAndNotDone<R> wait(const std::vector<Future<R>>& futures, ReturnWhen when = 
         (futures[i].done() ? out.done : out.not_done).push_back(futures[i]);
     }
     return out;
+}
+// With a timeout: any duration (wait(fs, ReturnWhen::first_completed, 0.5s)).
+template <class R, class Rep, class Period>
+DoneAndNotDone<R> wait(const std::vector<Future<R>>& futures, ReturnWhen when,
+                       std::chrono::duration<Rep, Period> timeout) {
+    return wait(futures, when, std::optional<std::chrono::nanoseconds>(detail::timeout_ns(timeout)));
 }
 
 }  // namespace shmpipe

@@ -68,6 +68,7 @@
 // signal handler.
 #pragma once
 
+#include <shmpipe/detail/timeout.hpp>
 #include <shmpipe/spec.hpp>
 
 #include <atomic>
@@ -202,6 +203,11 @@ public:
     // the result at once), false if some still run (the graph goes on; call join_for,
     // terminate or kill, then join). Same thread and errors as join().
     bool join_for(std::chrono::milliseconds timeout);
+    // Any other duration (0.5s, std::chrono::duration<double>(2.1)), rounded up to the next ms.
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {
+        return join_for(std::chrono::ceil<std::chrono::milliseconds>(detail::timeout_ns(timeout)));
+    }
     GraphResult run() {
         start();
         return join();

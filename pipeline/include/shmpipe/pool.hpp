@@ -10,8 +10,13 @@
 //   auto f = pool.submit(square, 7);               // Future<int>
 //   pool.close(); pool.join();                     // or pool.shutdown()
 //
+// ProcessPoolExecutor (below) is the concurrent.futures face of the same engine (PoolCore):
+// submit, map with a timeout, shutdown; it waits on destruction where Pool terminates.
+//
 // Tasks are plain functions or captureless lambdas; their arguments and results travel as
-// bytes through shmpipe::Codec (a result type without a codec is a compile error). A task
+// bytes through shmpipe::Codec. The common mistakes (a capturing lambda, a wrong number of
+// arguments, a non-const reference parameter, a type without a Codec, imap of a void task)
+// are each one static_assert naming the cause (detail::check_task). A task
 // message carries the function's address: workers are forked from the pool's collector
 // thread and share the parent's address space layout, so the address names the same
 // function there; a typed trampoline decodes, calls and encodes.
@@ -42,8 +47,10 @@
 // Python): unfinished tasks fail with errc::cancelled and nothing waits on a stuck task.
 // To let queued tasks finish, call close() and join() (or shutdown()) first.
 //
-// A cancelled future (cancel() succeeds only while no worker has taken the task) may still
-// be run by a worker later; its result is discarded.
+// A cancelled future (cancel() succeeds only while no worker has taken the task) is not run:
+// the worker that takes it skips it, as Python never runs a cancelled task. Only a worker
+// that took it in the instant of the cancel (or after 256 newer cancellations) runs it, and
+// its result is dropped.
 #pragma once
 
 #include <shmpipe/codec.hpp>
@@ -52,6 +59,7 @@
 #include <shmpipe/future.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +69,8 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <ranges>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -133,7 +143,7 @@ public:
     // Throws Error(errc::timeout) when the next result is not ready in time (it goes on).
     template <class Rep, class Period>
     std::optional<R> next_for(std::chrono::duration<Rep, Period> d) {
-        return next_until(std::chrono::steady_clock::now() + d);
+        return next_until(detail::deadline_in(detail::timeout_ns(d)));
     }
 
     class iterator {
@@ -210,7 +220,411 @@ private:
     std::deque<R> buffer_;
 };
 
-class Pool {
+// apply_async's optional callbacks, Python's callback= and error_callback=, named so they
+// cannot be taken for a task argument (a tuple argument stays an argument):
+//   pool.apply_async(square, 7, shmpipe::callback([](int r) { ... }),
+//                    shmpipe::error_callback([](std::exception_ptr e) { ... }));
+// Either, both or none, after the task's arguments. They run on the pool's collector
+// thread (see future.hpp): keep them short; an exception they throw is dropped.
+template <class F>
+struct Callback {
+    F fn;
+};
+template <class F>
+struct ErrorCallback {
+    F fn;
+};
+template <class F>
+Callback<std::decay_t<F>> callback(F&& f) {
+    return {std::forward<F>(f)};
+}
+template <class F>
+ErrorCallback<std::decay_t<F>> error_callback(F&& f) {
+    return {std::forward<F>(f)};
+}
+
+namespace detail {
+
+template <class T>
+inline constexpr bool is_callback_v = false;
+template <class F>
+inline constexpr bool is_callback_v<Callback<F>> = true;
+template <class T>
+inline constexpr bool is_error_callback_v = false;
+template <class F>
+inline constexpr bool is_error_callback_v<ErrorCallback<F>> = true;
+template <class T>
+inline constexpr bool is_callback_tag_v = is_callback_v<T> || is_error_callback_v<T>;
+
+template <class...>
+inline constexpr bool always_false = false;
+
+// What a call whose task check failed returns: it can be used the way a result would be,
+// so the check's static_assert stays the only error. Never constructed by a program that
+// compiles.
+struct InvalidTask {
+    template <class T>
+    operator T() const;  // NOLINT(google-explicit-constructor)
+    template <class... A>
+    InvalidTask get(A&&...) const;
+    template <class... A>
+    InvalidTask result(A&&...) const;
+    template <class... A>
+    InvalidTask get_for(A&&...) const;
+    template <class... A>
+    InvalidTask result_for(A&&...) const;
+    template <class... A>
+    bool wait_for(A&&...) const;
+    void wait() const;
+    bool ready() const;
+    bool done() const;
+    const InvalidTask* begin() const;
+    const InvalidTask* end() const;
+    std::size_t size() const;
+};
+
+// Every parameter type has a Codec (the tuple's own codec does not look inside).
+template <class Tuple>
+struct each_codable;
+template <class... E>
+struct each_codable<std::tuple<E...>> : std::bool_constant<(... && is_codable_v<E>)> {};
+
+// The checks of a task and its arguments, each failing with one short compiler message that
+// names the cause. Callers compile their body only `if constexpr` this holds, so a failed
+// check is the only error (no cascade through the trampolines). `Args` are the argument
+// types one call receives (map: the element type).
+template <class F, class... Args>
+constexpr bool check_task() {
+    if constexpr (!TaskFunction<F>) {
+        static_assert(always_false<F>,
+                      "shmpipe::Pool: tasks must be plain functions or captureless lambdas (a worker process "
+                      "cannot receive captured state: pass it as an argument)");
+        return false;
+    } else {
+        using T = FnTraits<fn_ptr_t<F>>;
+        using R = typename T::result;
+        if constexpr (sizeof...(Args) != T::arity) {
+            static_assert(always_false<F>, "shmpipe::Pool: wrong number of arguments for the task");
+            return false;
+        } else if constexpr (!T::no_mutable_refs) {
+            static_assert(always_false<F>,
+                          "shmpipe::Pool: a task cannot take non-const references (it runs in another process): "
+                          "take the value and return the result");
+            return false;
+        } else if constexpr (!each_codable<typename T::args>::value) {
+            static_assert(always_false<F>,
+                          "shmpipe::Pool: an argument type of the task has no shmpipe::Codec (see codec.hpp)");
+            return false;
+        } else if constexpr (!std::is_void_v<R> && !is_codable_v<R>) {
+            static_assert(always_false<F>,
+                          "shmpipe::Pool: the task's result type has no shmpipe::Codec (see codec.hpp)");
+            return false;
+        } else {
+            return true;
+        }
+    }
+}
+
+// A map-like call (map, starmap, imap...): Star passes each element's tuple as the arguments.
+template <bool Star, class F, class Elem>
+constexpr bool check_map_task() {
+    if constexpr (Star) {
+        if constexpr (!TaskFunction<F>) {
+            return check_task<F>();
+        } else {
+            return []<class... E>(std::type_identity<std::tuple<E...>>) {
+                return check_task<F, E...>();
+            }(std::type_identity<typename FnTraits<fn_ptr_t<F>>::args>{});
+        }
+    } else {
+        return check_task<F, Elem>();
+    }
+}
+
+// imap yields results: a void task has none.
+template <class F>
+constexpr bool check_yields_results() {
+    if constexpr (std::is_void_v<typename FnTraits<fn_ptr_t<F>>::result>) {
+        static_assert(always_false<F>,
+                      "shmpipe::Pool::imap: the task returns void, so there is no result to yield "
+                      "(use map, which returns nothing for a void task)");
+        return false;
+    } else {
+        return true;
+    }
+}
+
+template <class F>
+using task_result_t = typename FnTraits<fn_ptr_t<F>>::result;
+
+// Completes `out` once every chunk finished: the first failed chunk's error (in input
+// order), or every result concatenated (Codec<std::vector<R>> in the payload).
+template <class R>
+void gather_chunks(std::vector<std::shared_ptr<TaskState>> chunks, std::shared_ptr<TaskState> out) {
+    struct Gather {
+        std::vector<std::shared_ptr<TaskState>> chunks;
+        std::shared_ptr<TaskState> out;
+        std::atomic<std::size_t> left;
+    };
+    auto g = std::make_shared<Gather>();
+    g->left = chunks.size() + 1;  // +1: ours, dropped after every listener is in place
+    g->chunks = std::move(chunks);
+    g->out = std::move(out);
+    auto finish = [](Gather& all) {
+        for (auto& c : all.chunks) {
+            std::lock_guard lock(c->m);
+            if (c->status != TaskStatus::ok) {
+                all.out->complete(TaskStatus::failed, {}, c->error);
+                return;
+            }
+        }
+        Bytes payload;
+        if constexpr (!std::is_void_v<R>) {
+            std::vector<R> values;
+            for (auto& c : all.chunks) append_chunk(values, c);
+            encode_into(values, payload);
+        }
+        all.out->complete(TaskStatus::ok, std::move(payload), nullptr);
+    };
+    for (auto& c : g->chunks) {
+        c->add_listener([g, finish] {
+            if (--g->left == 0) finish(*g);
+        });
+    }
+    if (--g->left == 0) finish(*g);
+}
+
+// The templates Pool and ProcessPoolExecutor share (one engine, PoolCore, under both).
+class PoolEngine {
+protected:
+    explicit PoolEngine(PoolOptions options);
+
+    template <class F, class... A>
+    std::shared_ptr<TaskState> submit_one(F f, const char* kind, A&&... args) {
+        using Fp = fn_ptr_t<F>;
+        using T = FnTraits<Fp>;
+        typename T::args packed{std::forward<A>(args)...};
+        Bytes& buf = scratch();
+        encode_args(packed, buf);
+        return pool_submit(*core_, &call_one<Fp>, fn_bits(+f), buf, kind);
+    }
+
+    template <bool Star, class F, class Range>
+    std::shared_ptr<TaskState> submit_range(F f, const Range&, auto first, auto last) {
+        using Fp = fn_ptr_t<F>;
+        using T = FnTraits<Fp>;
+        using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
+        using It = decltype(first);
+        if constexpr (std::contiguous_iterator<It> && std::is_same_v<std::iter_value_t<It>, Elem> &&
+                      std::is_trivially_copyable_v<Elem>) {
+            // A flat vector's encoding is its bytes: submit straight from the input.
+            const auto count = static_cast<std::size_t>(last - first);
+            const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(std::to_address(first)),
+                                                   count * sizeof(Elem));
+            if constexpr (Star) {
+                return pool_submit(*core_, &call_star_chunk<Fp>, fn_bits(+f), bytes, "starmap");
+            } else {
+                return pool_submit(*core_, &call_chunk<Fp>, fn_bits(+f), bytes, "map");
+            }
+        }
+        std::vector<Elem> part;
+        part.reserve(static_cast<std::size_t>(std::distance(first, last)));
+        for (auto it = first; it != last; ++it) part.push_back(Elem(*it));
+        Bytes& buf = scratch();
+        encode_into(part, buf);
+        if constexpr (Star) {
+            return pool_submit(*core_, &call_star_chunk<Fp>, fn_bits(+f), buf, "starmap");
+        } else {
+            return pool_submit(*core_, &call_chunk<Fp>, fn_bits(+f), buf, "map");
+        }
+    }
+
+    template <bool Star, class F, class Range>
+    std::size_t pick_chunksize(const Range& xs, std::size_t chunksize) {
+        using T = FnTraits<fn_ptr_t<F>>;
+        using R = typename T::result;
+        using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
+        const auto n = static_cast<std::size_t>(std::size(xs));
+        if (chunksize != 0 || n == 0) return std::max<std::size_t>(chunksize, 1);
+        const std::size_t workers = pool_size(*core_);
+        std::size_t c = (n + 4 * workers - 1) / (4 * workers);
+        // Keep a chunk (and its results) inside one message, judging by the first element.
+        const Elem first(*std::begin(xs));
+        std::size_t per = Codec<Elem>::size(first) + (std::is_trivially_copyable_v<Elem> ? 0 : 4);
+        if constexpr (!std::is_void_v<R> && std::is_trivially_copyable_v<R>) per = std::max(per, sizeof(R));
+        per = std::max<std::size_t>(per * 2, 1);  // headroom for elements larger than the first
+        const std::size_t cap = std::max<std::size_t>(pool_max_payload(*core_) / per, 1);
+        return std::clamp<std::size_t>(c, 1, cap);
+    }
+
+    template <bool Star, class F, class Range>
+    std::vector<std::shared_ptr<TaskState>> submit_chunks(F f, const Range& xs, std::size_t chunksize) {
+        const std::size_t c = pick_chunksize<Star, F>(xs, chunksize);
+        std::vector<std::shared_ptr<TaskState>> chunks;
+        auto it = std::begin(xs);
+        const auto end = std::end(xs);
+        while (it != end) {
+            auto stop = it;
+            for (std::size_t k = 0; k < c && stop != end; ++k) ++stop;
+            chunks.push_back(submit_range<Star>(f, xs, it, stop));
+            it = stop;
+        }
+        return chunks;
+    }
+
+    // Every chunk's results in input order; waits for each chunk until `deadline` (then
+    // cancels what no worker took and throws Error(errc::timeout)).
+    template <class R>
+    static auto collect_chunks(std::vector<std::shared_ptr<TaskState>>& chunks, std::size_t expected,
+                               std::chrono::steady_clock::time_point deadline, const char* what) {
+        for (auto& s : chunks) {
+            if (deadline == std::chrono::steady_clock::time_point::max()) {
+                s->wait();
+            } else if (!s->wait_for(std::max(deadline - std::chrono::steady_clock::now(),
+                                             std::chrono::steady_clock::duration::zero()))) {
+                for (auto& c : chunks) c->cancel();
+                throw Error(errc::timeout, std::string(what) + ": results not ready in time (the cancellable "
+                                                               "chunks were cancelled, the running ones go on)");
+            }
+        }
+        if constexpr (std::is_void_v<R>) {
+            for (auto& s : chunks) take_result<void>(*s);
+        } else {
+            std::vector<R> out;
+            out.reserve(expected);
+            for (auto& s : chunks) append_chunk(out, s);
+            return out;
+        }
+    }
+
+    template <bool Star, class F, class Range>
+    std::shared_ptr<TaskState> map_async_state(F f, const Range& xs, std::size_t chunksize) {
+        auto chunks = submit_chunks<Star>(f, xs, chunksize);
+        auto out = std::make_shared<TaskState>();
+        out->id = chunks.empty() ? 0 : chunks.front()->id;
+        out->what = std::string(Star ? "starmap_async" : "map_async") + " of " + std::to_string(std::size(xs)) +
+                    " elements in " + std::to_string(chunks.size()) + " chunks";
+        out->is_running = [chunks](std::uint64_t) {
+            return std::any_of(chunks.begin(), chunks.end(), [](const auto& c) { return c->running(); });
+        };
+        gather_chunks<task_result_t<F>>(std::move(chunks), out);
+        return out;
+    }
+
+    // The public calls, checked (detail::check_task) and shared by Pool and the executor.
+    template <class F, class... A>
+    auto submit_future(F f, A&&... args) {
+        if constexpr (check_task<F, std::remove_cvref_t<A>...>()) {
+            return Future<task_result_t<F>>(submit_one(f, "submit", std::forward<A>(args)...));
+        } else {
+            return InvalidTask{};
+        }
+    }
+    template <bool Star, class F, class Range>
+    auto map_until(F f, const Range& xs, std::size_t chunksize, std::chrono::steady_clock::time_point deadline,
+                   const char* what) {
+        if constexpr (check_map_task<Star, F, std::ranges::range_value_t<Range>>()) {
+            auto chunks = submit_chunks<Star>(f, xs, chunksize);
+            return collect_chunks<task_result_t<F>>(chunks, std::size(xs), deadline, what);
+        } else {
+            return InvalidTask{};
+        }
+    }
+    template <bool Star, class F, class Range>
+    auto map_async_result(F f, const Range& xs, std::size_t chunksize) {
+        if constexpr (check_map_task<Star, F, std::ranges::range_value_t<Range>>()) {
+            using R = task_result_t<F>;
+            using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+            return AsyncResult<Out>(map_async_state<Star>(f, xs, chunksize));
+        } else {
+            return InvalidTask{};
+        }
+    }
+    template <class F, class Range>
+    auto imap_result(F f, const Range& xs, std::size_t chunksize, std::size_t lookahead, bool ordered) {
+        if constexpr (check_map_task<false, F, std::ranges::range_value_t<Range>>() && check_yields_results<F>()) {
+            return make_imap(f, xs, chunksize, lookahead, ordered);
+        } else {
+            return InvalidTask{};
+        }
+    }
+
+    template <class F, class Range>
+    auto make_imap(F f, const Range& xs, std::size_t chunksize, std::size_t lookahead, bool ordered) {
+        using R = task_result_t<F>;
+        const std::size_t c = std::max<std::size_t>(chunksize, 1);
+        auto submit_next = [this, f, c, it = std::begin(xs), end = std::end(xs), &xs]() mutable
+            -> std::shared_ptr<TaskState> {
+            if (it == end) return nullptr;
+            auto stop = it;
+            for (std::size_t k = 0; k < c && stop != end; ++k) ++stop;
+            auto s = submit_range<false>(f, xs, it, stop);
+            it = stop;
+            return s;
+        };
+        return IMapResult<R>(std::move(submit_next), lookahead != 0 ? lookahead : 2 * pool_size(*core_), ordered);
+    }
+
+    void close_engine();
+    void join_engine();
+    void terminate_engine();
+    void shutdown_engine(bool wait, bool cancel_pending);
+    bool engine_joined() const noexcept;
+
+    static Bytes& scratch();
+
+    std::shared_ptr<PoolCore> core_;
+};
+
+// apply_async's trailing callback(...) / error_callback(...) tags (Pool and ThreadPool): they
+// follow the task's arguments, at most one of each.
+template <class Tuple, std::size_t n, std::size_t... I, std::size_t... J>
+constexpr void check_callback_tags(std::index_sequence<I...>, std::index_sequence<J...>) {
+    static_assert((... && !is_callback_tag_v<std::remove_cvref_t<std::tuple_element_t<I, Tuple>>>),
+                  "shmpipe: apply_async: callback(...) and error_callback(...) come after the task's arguments");
+    static_assert((std::size_t{0} + ... + (is_callback_v<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>> ? 1 : 0)) <= 1 &&
+                      (std::size_t{0} + ... + (is_error_callback_v<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>> ? 1 : 0)) <= 1,
+                  "shmpipe: apply_async: at most one callback(...) and one error_callback(...)");
+}
+
+template <class R, class Tag>
+void run_callback(const TaskState& st, const std::exception_ptr& e, Tag& tag) {
+    if constexpr (is_callback_v<Tag>) {
+        if (e) return;
+        if constexpr (std::is_void_v<R>) {
+            static_assert(std::is_invocable_v<decltype(tag.fn)&>,
+                          "shmpipe::callback: the task returns void, so the callback takes no argument");
+            tag.fn();
+        } else {
+            static_assert(std::is_invocable_v<decltype(tag.fn)&, R>,
+                          "shmpipe::callback: the callback must take the task's result type");
+            tag.fn(take_result<R>(st));
+        }
+    } else {
+        static_assert(std::is_invocable_v<decltype(tag.fn)&, std::exception_ptr>,
+                      "shmpipe::error_callback: the callback must take a std::exception_ptr");
+        if (e) tag.fn(e);
+    }
+}
+
+// Runs the callbacks once the task is complete (on the thread that completes it).
+template <class R, class Tags>
+void attach_callbacks(const std::shared_ptr<TaskState>& state, Tags tags) {
+    state->add_listener([s = std::weak_ptr<TaskState>(state), tags = std::move(tags)]() mutable {
+        auto st = s.lock();  // alive: complete() runs listeners while its caller holds it
+        if (!st) return;
+        std::exception_ptr e;
+        {
+            std::lock_guard lock(st->m);
+            e = st->error;
+        }
+        std::apply([&](auto&... tag) { (run_callback<R>(*st, e, tag), ...); }, tags);
+    });
+}
+
+}  // namespace detail
+
+class Pool : private detail::PoolEngine {
 public:
     // Starts the workers (Error(errc::spawn_failed) if a fork fails) and the collector thread.
     explicit Pool(unsigned processes = 0);
@@ -223,73 +637,63 @@ public:
 
     // Blocks for the result of f(args...). Throws what the task threw.
     template <class F, class... A>
-        requires detail::TaskFunction<F>
     auto apply(F f, A&&... args) {
-        return apply_async(f, std::forward<A>(args)...).get();
+        if constexpr (detail::check_task<F, std::remove_cvref_t<A>...>()) {
+            return apply_async(f, std::forward<A>(args)...).get();
+        } else {
+            return detail::InvalidTask{};
+        }
     }
 
+    // f(args...) in a worker; the result later. Optional callbacks after the arguments:
+    //   pool.apply_async(f, x, y, shmpipe::callback(on_result), shmpipe::error_callback(on_error));
+    // on_result(R) (on_result() for a void task) on success, on_error(std::exception_ptr) on
+    // failure, both on the collector thread once the result is set (get() may return first).
     template <class F, class... A>
-        requires detail::TaskFunction<F>
     auto apply_async(F f, A&&... args) {
-        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
-        return AsyncResult<R>(submit_one(f, "apply_async", std::forward<A>(args)...));
-    }
-
-    // Python's apply_async(func, args, callback=, error_callback=): on_result(R) on success,
-    // on_error(std::exception_ptr) on failure, both on the collector thread.
-    template <class F, class... A, class OnResult, class OnError>
-        requires detail::TaskFunction<F>
-    auto apply_async_with(F f, std::tuple<A...> args, OnResult on_result, OnError on_error) {
-        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
-        auto state = std::apply([&](auto&&... a) { return submit_one(f, "apply_async", a...); }, args);
-        state->add_listener([s = state, on_result = std::move(on_result), on_error = std::move(on_error)]() mutable {
-            std::exception_ptr e;
-            {
-                std::lock_guard lock(s->m);
-                e = s->error;
-            }
-            if (e) {
-                on_error(e);
-            } else if constexpr (std::is_void_v<R>) {
-                on_result();
-            } else {
-                on_result(detail::take_result<R>(*s));
-            }
-        });
-        return AsyncResult<R>(state);
+        constexpr std::size_t tags = (std::size_t{0} + ... + (detail::is_callback_tag_v<std::remove_cvref_t<A>> ? 1 : 0));
+        constexpr std::size_t n = sizeof...(A) - tags;
+        return apply_async_split(f, std::forward_as_tuple(std::forward<A>(args)...), std::make_index_sequence<n>{},
+                                 std::make_index_sequence<tags>{});
     }
 
     template <class F, class... A>
-        requires detail::TaskFunction<F>
     auto submit(F f, A&&... args) {
-        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
-        return Future<R>(submit_one(f, "submit", std::forward<A>(args)...));
+        return submit_future(f, std::forward<A>(args)...);
     }
 
     // f over every element, results in input order. chunksize 0: Python's default
-    // (len / (4 * processes)), capped so a chunk fits in one message.
+    // (len / (4 * processes)), capped so a chunk fits in one message. A task returning void
+    // gives nothing back: map returns void once every call has finished (and throws the
+    // first failure, in input order), where Python returns a list of None.
     template <class F, class Range>
-        requires detail::TaskFunction<F>
     auto map(F f, const Range& xs, std::size_t chunksize = 0) {
-        return map_chunks<false>(f, xs, chunksize);
+        return map_until<false>(f, xs, chunksize, std::chrono::steady_clock::time_point::max(), "map");
     }
     // f(args...) for every tuple in xs (Python's starmap).
     template <class F, class Range>
-        requires detail::TaskFunction<F>
     auto starmap(F f, const Range& xs, std::size_t chunksize = 0) {
-        return map_chunks<true>(f, xs, chunksize);
+        return map_until<true>(f, xs, chunksize, std::chrono::steady_clock::time_point::max(), "starmap");
+    }
+    // map / starmap without waiting: an AsyncResult<std::vector<R>> (AsyncResult<void> for
+    // a void task) that is ready when every chunk is, and fails with the first failed chunk.
+    template <class F, class Range>
+    auto map_async(F f, const Range& xs, std::size_t chunksize = 0) {
+        return map_async_result<false>(f, xs, chunksize);
+    }
+    template <class F, class Range>
+    auto starmap_async(F f, const Range& xs, std::size_t chunksize = 0) {
+        return map_async_result<true>(f, xs, chunksize);
     }
     // Lazy and ordered; at most `lookahead` chunks in flight (0: 2 * processes).
     template <class F, class Range>
-        requires detail::TaskFunction<F>
     auto imap(F f, const Range& xs, std::size_t chunksize = 1, std::size_t lookahead = 0) {
-        return make_imap(f, xs, chunksize, lookahead, true);
+        return imap_result(f, xs, chunksize, lookahead, true);
     }
     // Lazy, in completion order (per chunk).
     template <class F, class Range>
-        requires detail::TaskFunction<F>
     auto imap_unordered(F f, const Range& xs, std::size_t chunksize = 1, std::size_t lookahead = 0) {
-        return make_imap(f, xs, chunksize, lookahead, false);
+        return imap_result(f, xs, chunksize, lookahead, false);
     }
 
     // No more tasks; the workers finish what is queued and exit.
@@ -297,6 +701,12 @@ public:
     // Waits for the workers to exit. Throws Error(errc::invalid_state) unless close() or
     // terminate() came first.
     void join();
+    // join() for at most `timeout` (any duration, rounded up to the next nanosecond); true
+    // when the workers have exited and the pool is joined.
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {
+        return join_for_ns(detail::timeout_ns(timeout));
+    }
     // Stops the workers now (SIGTERM, grace, SIGKILL, reap); unfinished tasks fail with
     // Error(errc::cancelled).
     void terminate();
@@ -312,128 +722,77 @@ public:
     const std::string& results_queue_name() const noexcept;
 
 private:
-    template <class F, class... A>
-    std::shared_ptr<detail::TaskState> submit_one(F f, const char* kind, A&&... args) {
-        using Fp = detail::fn_ptr_t<F>;
-        using T = detail::FnTraits<Fp>;
-        using R = typename T::result;
-        static_assert(std::is_void_v<R> || is_codable_v<R>,
-                      "shmpipe::Pool: the task's result type has no shmpipe::Codec (see codec.hpp)");
-        static_assert(is_codable_v<typename T::args> || T::arity == 0,
-                      "shmpipe::Pool: an argument type has no shmpipe::Codec (see codec.hpp)");
-        static_assert(T::no_mutable_refs, "shmpipe::Pool: a task cannot take non-const references (it runs "
-                                          "in another process); take the value and return the result");
-        static_assert(sizeof...(A) == T::arity, "shmpipe::Pool: wrong number of arguments for the task");
-        typename T::args packed{std::forward<A>(args)...};
-        Bytes& buf = scratch();
-        detail::encode_args(packed, buf);
-        return detail::pool_submit(*core_, &detail::call_one<Fp>, detail::fn_bits(+f), buf, kind);
-    }
+    bool join_for_ns(std::chrono::nanoseconds timeout);
 
-    template <bool Star, class F, class Range>
-    std::shared_ptr<detail::TaskState> submit_range(F f, const Range&, auto first, auto last) {
-        using Fp = detail::fn_ptr_t<F>;
-        using T = detail::FnTraits<Fp>;
-        using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
-        using It = decltype(first);
-        if constexpr (std::contiguous_iterator<It> && std::is_same_v<std::iter_value_t<It>, Elem> &&
-                      std::is_trivially_copyable_v<Elem>) {
-            // A flat vector's encoding is its bytes: submit straight from the input.
-            const auto count = static_cast<std::size_t>(last - first);
-            const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(std::to_address(first)),
-                                                   count * sizeof(Elem));
-            if constexpr (Star) {
-                return detail::pool_submit(*core_, &detail::call_star_chunk<Fp>, detail::fn_bits(+f), bytes, "starmap");
-            } else {
-                return detail::pool_submit(*core_, &detail::call_chunk<Fp>, detail::fn_bits(+f), bytes, "map");
+    template <class F, class Tuple, std::size_t... I, std::size_t... J>
+    auto apply_async_split(F f, Tuple&& all, std::index_sequence<I...>, std::index_sequence<J...>) {
+        constexpr std::size_t n = sizeof...(I);
+        detail::check_callback_tags<Tuple, n>(std::index_sequence<I...>{}, std::index_sequence<J...>{});
+        if constexpr (detail::check_task<F, std::remove_cvref_t<std::tuple_element_t<I, Tuple>>...>()) {
+            using R = detail::task_result_t<F>;
+            auto state = submit_one(f, "apply_async", std::forward<std::tuple_element_t<I, Tuple>>(std::get<I>(all))...);
+            if constexpr (sizeof...(J) != 0) {
+                detail::attach_callbacks<R>(state, std::tuple<std::remove_cvref_t<std::tuple_element_t<n + J, Tuple>>...>(
+                                               std::get<n + J>(all)...));
             }
-        }
-        std::vector<Elem> part;
-        part.reserve(static_cast<std::size_t>(std::distance(first, last)));
-        for (auto it = first; it != last; ++it) part.push_back(Elem(*it));
-        Bytes& buf = scratch();
-        detail::encode_into(part, buf);
-        if constexpr (Star) {
-            return detail::pool_submit(*core_, &detail::call_star_chunk<Fp>, detail::fn_bits(+f), buf, "starmap");
+            return AsyncResult<R>(state);
         } else {
-            return detail::pool_submit(*core_, &detail::call_chunk<Fp>, detail::fn_bits(+f), buf, "map");
+            return detail::InvalidTask{};
         }
     }
+};
 
-    template <bool Star, class F, class Range>
-    void check_chunk_types() {
-        using T = detail::FnTraits<detail::fn_ptr_t<F>>;
-        using R = typename T::result;
-        static_assert(!std::is_void_v<R>, "shmpipe::Pool::map: the task must return a value");
-        static_assert(is_codable_v<R>, "shmpipe::Pool: the task's result type has no shmpipe::Codec");
-        static_assert(Star || T::arity == 1, "shmpipe::Pool::map: the task takes one argument (use starmap)");
-        static_assert(T::no_mutable_refs, "shmpipe::Pool: a task cannot take non-const references");
+// concurrent.futures.ProcessPoolExecutor on the same engine as Pool:
+//   shmpipe::ProcessPoolExecutor ex(4);
+//   auto f = ex.submit(square, 7);            // Future<int>
+//   auto v = ex.map(square, xs, 10s);         // results in order; errc::timeout after 10 s
+//   ex.shutdown(/*wait=*/true, /*cancel_futures=*/false);
+// Destroying it calls shutdown(wait=true), as leaving `with ProcessPoolExecutor()` does:
+// queued tasks run to the end (Pool, like `with Pool()`, terminates instead).
+class ProcessPoolExecutor : private detail::PoolEngine {
+public:
+    // max_workers 0: cpu_count().
+    explicit ProcessPoolExecutor(unsigned max_workers = 0);
+    explicit ProcessPoolExecutor(PoolOptions options);
+    ProcessPoolExecutor(const ProcessPoolExecutor&) = delete;
+    ProcessPoolExecutor& operator=(const ProcessPoolExecutor&) = delete;
+    ~ProcessPoolExecutor();
+
+    // Throws Error(errc::invalid_state) after shutdown().
+    template <class F, class... A>
+    auto submit(F f, A&&... args) {
+        return submit_future(f, std::forward<A>(args)...);
     }
 
-    template <bool Star, class F, class Range>
-    std::size_t pick_chunksize(const Range& xs, std::size_t chunksize) {
-        using T = detail::FnTraits<detail::fn_ptr_t<F>>;
-        using R = typename T::result;
-        using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
-        const auto n = static_cast<std::size_t>(std::size(xs));
-        if (chunksize != 0 || n == 0) return std::max<std::size_t>(chunksize, 1);
-        const std::size_t workers = detail::pool_size(*core_);
-        std::size_t c = (n + 4 * workers - 1) / (4 * workers);
-        // Keep a chunk (and its results) inside one message, judging by the first element.
-        const Elem first(*std::begin(xs));
-        std::size_t per = Codec<Elem>::size(first) + (std::is_trivially_copyable_v<Elem> ? 0 : 4);
-        if constexpr (std::is_trivially_copyable_v<R>) per = std::max(per, sizeof(R));
-        per = std::max<std::size_t>(per * 2, 1);  // headroom for elements larger than the first
-        const std::size_t cap = std::max<std::size_t>(detail::pool_max_payload(*core_) / per, 1);
-        return std::clamp<std::size_t>(c, 1, cap);
-    }
-
-    template <bool Star, class F, class Range>
-    std::vector<std::shared_ptr<detail::TaskState>> submit_chunks(F f, const Range& xs, std::size_t chunksize) {
-        check_chunk_types<Star, F, Range>();
-        const std::size_t c = pick_chunksize<Star, F>(xs, chunksize);
-        std::vector<std::shared_ptr<detail::TaskState>> chunks;
-        auto it = std::begin(xs);
-        const auto end = std::end(xs);
-        while (it != end) {
-            auto stop = it;
-            for (std::size_t k = 0; k < c && stop != end; ++k) ++stop;
-            chunks.push_back(submit_range<Star>(f, xs, it, stop));
-            it = stop;
-        }
-        return chunks;
-    }
-
-    template <bool Star, class F, class Range>
-    auto map_chunks(F f, const Range& xs, std::size_t chunksize) {
-        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
-        auto chunks = submit_chunks<Star>(f, xs, chunksize);
-        std::vector<R> out;
-        out.reserve(static_cast<std::size_t>(std::size(xs)));
-        for (auto& s : chunks) detail::append_chunk(out, s);
-        return out;
-    }
-
+    // Results of f over xs in input order, as a std::vector (void for a void task); chunks
+    // of `chunksize` elements (Python's default 1). With a timeout (any duration, counted
+    // from the call): Error(errc::timeout) when not every result is ready in time; the
+    // chunks no worker took are cancelled, as Python's map does.
     template <class F, class Range>
-    auto make_imap(F f, const Range& xs, std::size_t chunksize, std::size_t lookahead, bool ordered) {
-        check_chunk_types<false, F, Range>();
-        using R = typename detail::FnTraits<detail::fn_ptr_t<F>>::result;
-        const std::size_t c = std::max<std::size_t>(chunksize, 1);
-        auto submit_next = [this, f, c, it = std::begin(xs), end = std::end(xs), &xs]() mutable
-            -> std::shared_ptr<detail::TaskState> {
-            if (it == end) return nullptr;
-            auto stop = it;
-            for (std::size_t k = 0; k < c && stop != end; ++k) ++stop;
-            auto s = submit_range<false>(f, xs, it, stop);
-            it = stop;
-            return s;
-        };
-        return IMapResult<R>(std::move(submit_next), lookahead != 0 ? lookahead : 2 * size(), ordered);
+    auto map(F f, const Range& xs) {
+        return map_until<false>(f, xs, 1, std::chrono::steady_clock::time_point::max(), kMapName);
+    }
+    template <class F, class Range, class Rep, class Period>
+    auto map(F f, const Range& xs, std::chrono::duration<Rep, Period> timeout, std::size_t chunksize = 1) {
+        return map_until<false>(f, xs, std::max<std::size_t>(chunksize, 1), detail::deadline_in(detail::timeout_ns(timeout)),
+                                kMapName);
+    }
+    // No timeout, a chunk size: map(f, xs, std::nullopt, 64).
+    template <class F, class Range>
+    auto map(F f, const Range& xs, std::nullopt_t, std::size_t chunksize) {
+        return map_until<false>(f, xs, std::max<std::size_t>(chunksize, 1), std::chrono::steady_clock::time_point::max(),
+                                kMapName);
     }
 
-    static Bytes& scratch();
+    // No more tasks. cancel_futures: cancel what no worker took. wait: until every worker
+    // has exited (the tasks taken have finished). Never throws for a second call.
+    void shutdown(bool wait = true, bool cancel_futures = false);
 
-    std::shared_ptr<detail::PoolCore> core_;
+    unsigned size() const noexcept;
+    std::vector<int> worker_pids() const;
+
+private:
+    static constexpr const char* kMapName = "ProcessPoolExecutor::map";
 };
 
 }  // namespace shmpipe

@@ -22,18 +22,37 @@
 //     close_fds = true closes everything else too.
 //
 // Stopping is a ladder: stop(grace) sends SIGTERM to the child's process group, waits up
-// to `grace` for the child, then SIGKILLs the group, and always reaps. The destructor of a
-// started Process that was not joined calls stop(options.stop_grace): no zombies, no orphans.
+// to `grace` for the child, then SIGKILLs the group, and always reaps.
+//
+// Destroying a started, unreaped Process follows Python's daemon flag: a non-daemon child
+// (the default, ProcessOptions::daemon = false) is waited for, as Python joins its
+// non-daemon children at exit and std::jthread joins its thread; a daemon child is stopped
+// with the ladder (stop(options.stop_grace)). Either way it is reaped: no zombies. Before
+// waiting, the parent's ends of the child's Redirect::pipe() streams are closed, so a child
+// reading its stdin sees EOF and one writing to a pipe nobody reads gets EPIPE, not a hang.
+// The parent-death signal stays for both: a parent that dies abruptly takes them along.
+//
+// The function (any callable, move-only ones included: a lambda that captured a moved
+// Consumer, Producer or Pipe end) runs in the child as its own copy (made by fork), which
+// it leaves with _exit, without destroying it. The parent's copy is destroyed once the child
+// is reaped (join, a join_for that saw the exit, is_alive/exit_code finding it exited, stop)
+// or with the Process: then what it captured is released in the parent too (a moved Producer
+// closes, so consumers see the end of the stream; a moved Pipe end closes, so the other end's
+// recv() reports errc::closed). Until then the parent's copy keeps those ends open.
 //
 // Thread safety: one Process may be used from several threads (the state is locked;
 // join() waits without holding the lock). Reaping is by pid only, never waitpid(-1).
 #pragma once
 
+#include <shmpipe/detail/timeout.hpp>
+
 #include <chrono>
+#include <concepts>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -100,15 +119,70 @@ struct ProcessOptions {
     int parent_death_signal = 9;                // SIGKILL; 0: none
     bool close_fds = false;                     // functions: also close every fd >= 3 not kept
     bool reset_signal_handlers = true;          // functions: parent's handlers back to SIG_DFL
-    std::chrono::milliseconds stop_grace{2000}; // the destructor's ladder
+    std::chrono::milliseconds stop_grace{2000}; // the ladder of a daemon's destructor
+    // Python's daemon flag. false: destroying the started Process waits for the child.
+    // true: destroying it stops the child with the ladder.
+    bool daemon = false;
 };
+
+namespace detail {
+
+// A move-only void() callable (std::move_only_function is C++23): what a Process runs.
+class ProcessTarget {
+public:
+    ProcessTarget() = default;
+    template <class F>
+        requires(!std::same_as<std::remove_cvref_t<F>, ProcessTarget>) && std::invocable<std::decay_t<F>&>
+    ProcessTarget(F&& f) {  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
+        using D = std::decay_t<F>;
+        if constexpr (std::is_pointer_v<D> || std::is_member_pointer_v<D> ||
+                      std::is_same_v<D, std::function<void()>>) {
+            if (!f) return;  // empty: Process refuses it
+        }
+        fn_ = std::make_unique<Holder<D>>(std::forward<F>(f));
+    }
+    explicit operator bool() const noexcept { return fn_ != nullptr; }
+    void operator()() { fn_->call(); }
+
+private:
+    struct Base {
+        virtual ~Base() = default;
+        virtual void call() = 0;
+    };
+    template <class D>
+    struct Holder final : Base {
+        template <class F>
+        explicit Holder(F&& f) : fn(std::forward<F>(f)) {}
+        void call() override { std::invoke(fn); }
+        D fn;
+    };
+    std::unique_ptr<Base> fn_;
+};
+
+// Pool workers record their index for current_process(). Called in the worker only.
+void set_current_worker_index(unsigned index) noexcept;
+
+}  // namespace detail
+
+// multiprocessing.current_process() for the calling process: "MainProcess" in a process
+// that no Process started; in a Process child, its name; in a pool worker, the worker's name
+// and its index in the pool (worker_index; nullopt elsewhere).
+struct ProcessInfo {
+    std::string name;
+    int pid = 0;
+    bool daemon = false;
+    std::optional<unsigned> worker_index;
+};
+ProcessInfo current_process();
+std::vector<ProcessInfo> active_children();
 
 // A child process. Not copyable; movable.
 class Process {
 public:
-    // A function run in a forked child. The child leaves with _exit(0) when it returns, or
-    // prints the exception to stderr and leaves with _exit(1) when it throws.
-    explicit Process(std::function<void()> fn, ProcessOptions options = {});
+    // A function (any callable taking no argument, move-only included) run in a forked
+    // child. The child leaves with _exit(0) when it returns, or prints the exception to
+    // stderr and leaves with _exit(1) when it throws. Throws invalid_argument when empty.
+    explicit Process(detail::ProcessTarget fn, ProcessOptions options = {});
     // A program, started through Boost.Process v2.
     explicit Process(Command command, ProcessOptions options = {});
 
@@ -116,7 +190,8 @@ public:
     Process& operator=(Process&&) noexcept;
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
-    // Stops a started, unreaped child with the ladder (stop(options.stop_grace)).
+    // A started, unreaped child: waits for it (non-daemon, the default) or stops it with the
+    // ladder (daemon). See the file comment. Move assignment does the same to the old child.
     ~Process();
 
     // Starts the child. Throws Error(errc::spawn_failed) naming the program (missing, not
@@ -128,6 +203,9 @@ public:
     // The child's pid (0 before start).
     int pid() const noexcept;
     const std::string& name() const noexcept;
+    // ProcessOptions::daemon: whether destroying the Process stops the child (true) or
+    // waits for it (false).
+    bool daemon() const noexcept;
     // The child's process group (its pid when new_process_group, else the parent's group).
     int pgid() const noexcept;
 
@@ -141,8 +219,12 @@ public:
     // Blocks until the child exits; returns its exit code. Throws invalid_state before start
     // (or on a moved-from Process, as join_for and start do).
     int join();
-    // Waits up to `timeout`; true when the child has exited (and is reaped).
-    bool join_for(std::chrono::milliseconds timeout);
+    // Waits up to `timeout` (any duration, 2.1s as duration<double> included: rounded up to
+    // the next nanosecond); true when the child has exited (and is reaped).
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {
+        return join_for_ns(detail::timeout_ns(timeout));
+    }
     // Exit status once reaped: the code, or -N when killed by signal N; nullopt while running.
     std::optional<int> exit_code();
 
@@ -179,8 +261,20 @@ public:
     int release_stderr() noexcept;
 
 private:
+    bool join_for_ns(std::chrono::nanoseconds timeout);
+    void release() noexcept;  // the destructor's wait or ladder, then the pipe ends
+    friend std::vector<ProcessInfo> active_children();
+
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
+
+
+// The started, unreaped Process objects of this process (multiprocessing.active_children();
+// pool workers included). As in Python, it reaps the children that have exited, which then
+// are not listed. Declared above Process (its friend).
+
+// The number of CPUs online (os.cpu_count()); at least 1. Pool's default size.
+unsigned cpu_count() noexcept;
 
 }  // namespace shmpipe

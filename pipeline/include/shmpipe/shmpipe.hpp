@@ -23,4 +23,7 @@
 #include <shmpipe/graph.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
+#include <shmpipe/promise.hpp>
 #include <shmpipe/spec.hpp>
+#include <shmpipe/thread_pool.hpp>
+#include <shmpipe/timer.hpp>

@@ -27,9 +27,12 @@ int sleep_long(int seconds) {
 int main(int argc, char** argv) {
     const std::string role = argc > 1 ? argv[1] : "";
     if (role == "tree") {
-        shmpipe::Process a([] { std::this_thread::sleep_for(std::chrono::seconds(600)); });
-        shmpipe::Process b([] { std::this_thread::sleep_for(std::chrono::seconds(600)); });
-        shmpipe::Process c(shmpipe::Command{"sleep", {"600"}});
+        // Daemons: the test kills this peer; its children must die with it (parent-death signal).
+        shmpipe::ProcessOptions daemon;
+        daemon.daemon = true;
+        shmpipe::Process a([] { std::this_thread::sleep_for(std::chrono::seconds(600)); }, daemon);
+        shmpipe::Process b([] { std::this_thread::sleep_for(std::chrono::seconds(600)); }, daemon);
+        shmpipe::Process c(shmpipe::Command{"sleep", {"600"}}, daemon);
         a.start();
         b.start();
         c.start();

@@ -20,6 +20,10 @@
 //   queue_peer push-size <queue> <size> [--fill] [--out F]  push one message of <size> bytes
 //       (after filling the queue with --fill); reports elapsed_ms and the error text
 //   queue_peer pop-for <queue> <ms> [--out F]      pop_for on a queue; reports elapsed_ms
+//   queue_peer work <queue> [--log F] [--undone N] [--delay-us N]  a JoinableQueue worker:
+//       pops until the end of stream, appends 1 to the log per message and then marks it
+//       done (task_done). --undone N: after taking N messages without marking
+//       them done, append N + 1000000 to the log and sleep until killed.
 //
 // Exit codes: 0 success; 2 other shmpipe::Error; 3 consumer_died; 4 attach failed;
 // 5 producer_died (without --tolerate-deaths); 6 bad message content; 7 order violation;
@@ -51,6 +55,7 @@ struct Args {
     bool allow_redelivery = false, fill = false;
     long expect = -1;
     long delay_us = 0;
+    long undone = 0;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -72,6 +77,8 @@ Args parse(int argc, char** argv) {
             a.out = value();
         } else if (s == "--expect") {
             a.expect = std::stol(value());
+        } else if (s == "--undone") {
+            a.undone = std::stol(value());
         } else if (s == "--delay-us") {
             a.delay_us = std::stol(value());
         } else if (s == "--hold") {
@@ -340,6 +347,25 @@ int pop_for(const Args& a) {
     return m ? 1 : (rx.ended() ? 2 : 0);
 }
 
+int work(const Args& a) {
+    SharedLog log = open_log(a);
+    shmpipe::Consumer<> rx(a.pos[1]);
+    long held = 0;
+    while (auto m = rx.pop()) {
+        pause_us(a.delay_us);
+        if (a.undone > 0) {
+            if (++held == a.undone) {
+                if (log) log.append(static_cast<std::uint64_t>(held) + 1000000);
+                sleep_forever();
+            }
+            continue;
+        }
+        if (log) log.append(1);  // before task_done: once join() returns, every message is logged
+        rx.task_done();
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -355,6 +381,7 @@ int main(int argc, char** argv) {
         if (role == "attach") return attach(a);
         if (role == "push-size") return push_size(a);
         if (role == "pop-for") return pop_for(a);
+        if (role == "work") return work(a);
     } catch (const shmpipe::Error& e) {
         std::cerr << "queue_peer " << role << ": " << e.what() << "\n";
         return exit_code_for(e);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -70,20 +71,30 @@ int run(int argc, char** argv) {
         sp::Event::open(argv[3]).set();
         sleep_forever();
     }
-    if (role == "sem-inside") {  // <sem> <stats-array> <iterations>: stats[0] inside, stats[1] max seen
+    // <sem> <stats-array> <iterations>: stats[0] inside, stats[1] max seen. sem-guard-inside
+    // holds its unit with std::lock_guard instead of acquire/release.
+    if (role == "sem-inside" || role == "sem-guard-inside") {
         need(3);
         auto s = sp::Semaphore::open(argv[2]);
         auto stats = sp::SharedArray<std::int64_t>::open(argv[3]);
         const std::uint64_t n = num(argv[4]);
-        for (std::uint64_t i = 0; i < n; ++i) {
-            s.acquire();
+        auto inside_once = [&] {
             const std::int64_t inside = stats.fetch_add(0, 1) + 1;
             std::int64_t seen = stats.load(1);
             while (inside > seen && !stats.compare_exchange(1, seen, inside)) {
             }
             std::this_thread::sleep_for(200us);
             stats.fetch_sub(0, 1);
-            s.release();
+        };
+        for (std::uint64_t i = 0; i < n; ++i) {
+            if (role == "sem-guard-inside") {
+                std::lock_guard hold(s);
+                inside_once();
+            } else {
+                s.acquire();
+                inside_once();
+                s.release();
+            }
         }
         return 0;
     }
@@ -94,6 +105,23 @@ int run(int argc, char** argv) {
         for (std::uint64_t i = 0; i < units; ++i) s.acquire();
         sp::Event::open(argv[4]).set();
         sleep_forever();
+    }
+    if (role == "sem-loop") {  // <sem> <ready-event> <hold-us>: acquire, work, release; until killed
+        need(3);
+        auto s = sp::Semaphore::open(argv[2]);
+        const auto hold = std::chrono::microseconds(num(argv[4]));
+        s.acquire();
+        s.release();
+        sp::Event::open(argv[3]).set();
+        for (;;) {
+            s.acquire();
+            if (hold.count() > 0) {
+                const auto until = std::chrono::steady_clock::now() + hold;
+                while (std::chrono::steady_clock::now() < until) {  // busy: work, not a sleep
+                }
+            }
+            s.release();
+        }
     }
     if (role == "event-wait") {  // <event> <timeout-ms> <arrived-counter>
         need(3);
@@ -163,6 +191,31 @@ int run(int argc, char** argv) {
             cv.notify_all();
             if (v != expect) return 6;
         }
+        return 0;
+    }
+    if (role == "barrier-action") {  // <barrier> <rounds> <actions-array>: actions[r] counts round r's actions
+        need(3);
+        const std::uint64_t rounds = num(argv[3]);
+        auto actions = sp::SharedArray<std::uint32_t>::open(argv[4]);
+        std::uint64_t round = 0;
+        auto b = sp::Barrier::open(argv[2], [&] { actions.fetch_add(round, 1); });
+        for (; round < rounds; ++round) {
+            b.wait_for(20s);
+            // The action ran, once, before anyone was released.
+            if (actions.load(round) != 1) return 4;
+        }
+        return 0;
+    }
+    if (role == "cond-take") {  // <mutex> <cond> <counters>: wait for counters[0] > 0, take one into counters[1]
+        need(3);
+        auto m = sp::Mutex::open(argv[2]);
+        auto cv = sp::Condition::open(argv[3]);
+        auto c = sp::SharedArray<std::int64_t>::open(argv[4]);
+        std::int64_t* d = c.data();
+        std::unique_lock lk(m);
+        if (!cv.wait_for(lk, 30s, [&] { return d[0] > 0; })) return 3;
+        --d[0];
+        ++d[1];
         return 0;
     }
     std::fprintf(stderr, "sync_peer: unknown role %s\n", role.c_str());

@@ -27,8 +27,10 @@
 
 namespace shmpipe::detail {
 
-inline constexpr std::uint64_t kBellArmed = std::uint64_t{1} << 63;  // D1: set by the endpoint, cleared by a waker
-inline constexpr std::uint64_t kBellIdMask = kBellArmed - 1;
+// D1 in queue_layout.hpp: the doorbell word is id | armed bit | counted bit.
+inline constexpr std::uint64_t kBellArmed = std::uint64_t{1} << 63;    // set by the endpoint, cleared by a waker
+inline constexpr std::uint64_t kBellCounted = std::uint64_t{1} << 62;  // the arm added one to consumers_waiting
+inline constexpr std::uint64_t kBellIdMask = kBellCounted - 1;
 
 // Rings doorbell `id` (any process, any thread): one non-blocking datagram. Never throws and
 // never blocks: a doorbell that is gone is nobody's, one whose socket is full is readable already.
@@ -49,7 +51,7 @@ public:
 
     bool is_open() const noexcept { return epoll_ >= 0; }
     int fd() const noexcept { return epoll_; }            // the epoll set the user polls
-    std::uint64_t id() const noexcept { return id_; }     // never 0, below kBellArmed
+    std::uint64_t id() const noexcept { return id_; }     // never 0, within kBellIdMask
     void ring() noexcept { ring_doorbell(id_); }          // makes fd() readable (level: until drained)
 
     // Empties the socket and the fallback timer. Returns true when a watched peer exited.

@@ -20,8 +20,16 @@ namespace shmpipe::detail {
 
 enum class PeekResult { ok, timeout, end };
 
+// Queue::join() and its endpoint forms (J1, J2 in queue_layout.hpp).
+bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint64_t deadline_ns);
+// A moved-from Producer/Consumer was used: Error(errc::invalid_state).
+[[noreturn]] void throw_moved_from(const char* what);
+
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
+// M4 (queue_layout.hpp): an MPMC claim loop that re-reads its index this many times in a row
+// without seeing it move is looking at a corrupt cell sequence, not at a race.
+inline constexpr std::uint32_t kStuckIndexReads = 1024;
 
 class EndpointCore {
 public:
@@ -32,9 +40,16 @@ public:
     std::size_t max_message() const noexcept { return static_cast<std::size_t>(max_message_); }
     bool spsc() const noexcept { return spsc_; }
     bool has_fd() const noexcept { return bell_.is_open(); }
+    // Messages waiting now, and whether a max_message push would not fit now. Approximate:
+    // stale as soon as read (other endpoints move on). Any endpoint; no system call.
+    std::size_t size_approx() const noexcept;
+    bool full_approx() const noexcept;
+    // JoinableQueue: waits until every message pushed has been marked done (J1); false at
+    // deadline_ns (0 = none). Throws consumer_died, invalid_state.
+    bool join(std::uint64_t deadline_ns) const { return join_queue(segment_, geometry_, deadline_ns); }
 
 protected:
-    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag);
+    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options);
     ~EndpointCore() = default;
 
     bool broken() const noexcept {
@@ -42,6 +57,20 @@ protected:
     }
     void publish_stats() noexcept;  // copies local counters into our endpoint record
     [[noreturn]] void throw_state(std::string_view verb) const;  // broken / closed
+    // Marks the queue broken, wakes every sleeper, throws Error(corrupt) naming the queue.
+    [[noreturn]] void throw_corrupt(std::string_view verb, const std::string& why);
+    // M4: the claim loop at `pos` saw a cell sequence `seq` ahead of an index that never moves.
+    [[noreturn]] void throw_stuck_cell(std::string_view verb, std::uint64_t pos, std::uint64_t seq);
+    // M4: counts re-reads that found the index `again` still at `pos`; past kStuckIndexReads
+    // drops our intent (M3: nothing claimed) and throws corrupt.
+    void check_index_moved(std::uint64_t again, std::uint64_t pos, std::uint64_t seq, std::uint32_t& unchanged,
+                           std::string_view verb) {
+        unchanged = again == pos ? unchanged + 1 : 0;
+        if (unchanged > kStuckIndexReads) [[unlikely]] {
+            record_->intent.store(kNoIntent, std::memory_order_relaxed);
+            throw_stuck_cell(verb, pos, seq);
+        }
+    }
     // Sleeps on word (== expected) until woken, deadline_ns, or 100 ms; keeps the inspector's counts.
     void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept;
     // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
@@ -52,13 +81,15 @@ protected:
     bool owned_by_this_process() const noexcept;
     // Doorbells (D1-D6 in queue_layout.hpp). open_bell: the descriptor, made on first use
     // (throws Error naming the queue); sync_bell: drain, then watch the live endpoints of
-    // `peers`, true when one of them died; arm_bell: the fd sleeper's half of D3; drop_bell: on close.
+    // `peers`, true when one of them died; arm_bell: the fd sleeper's half of D3 (`counted`:
+    // `waiting` is a sleeper count, MPMC consumers; else a flag); drop_bell: on close.
     int open_bell(std::atomic<std::uint32_t>& bells, const char* verb);
     bool sync_bell(EndpointRole peers) noexcept;
-    void arm_bell(std::atomic<std::uint32_t>& waiting) noexcept;
-    void drop_bell(std::atomic<std::uint32_t>& bells) noexcept;
+    void arm_bell(std::atomic<std::uint32_t>& waiting, bool counted) noexcept;
+    void drop_bell(EndpointRole role) noexcept;
 
     Segment segment_;
+    QueueGeometry geometry_;  // validated copy: never re-read from shared memory
     QueueControl* ctl_ = nullptr;
     RingIndices* ring_ = nullptr;
     std::byte* data_ = nullptr;
@@ -78,7 +109,7 @@ protected:
 
 class ProducerCore : public EndpointCore {
 public:
-    ProducerCore(std::string_view name, std::uint64_t type_tag);
+    ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
     ~ProducerCore() { close(); }
 
     // Throws Error(message_too_large) naming the queue when n can never fit.
@@ -165,8 +196,9 @@ private:
         count(n);
         after_publish();
     }
-    std::byte* mpmc_try_reserve() noexcept {
+    std::byte* mpmc_try_reserve() {
         std::uint64_t pos = ring_->tail.load(std::memory_order_relaxed);  // M2: validated by the CAS
+        std::uint32_t unchanged = 0;  // M4: re-reads of tail that found it where it was
         for (;;) {
             Cell& c = cells_[pos & cell_mask_];
             const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP2: the consumer is done with it
@@ -186,7 +218,10 @@ private:
                 record_->intent.store(kNoIntent, std::memory_order_relaxed);
                 return nullptr;
             } else {
-                pos = ring_->tail.load(std::memory_order_relaxed);  // another producer moved on
+                // Another producer moved on (M4: then tail has moved, unless the cell is corrupt).
+                const std::uint64_t again = ring_->tail.load(std::memory_order_relaxed);
+                check_index_moved(again, pos, seq, unchanged, "push to");
+                pos = again;
             }
         }
     }
@@ -205,12 +240,14 @@ private:
     std::uint64_t ring_count_ = 0, ring_bytes_ = 0;  // SPSC: tail_count / tail_bytes we own
     std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
     std::uint64_t full_since_ns_ = 0;
+    std::uint64_t woke_at_head_ = ~std::uint64_t{0};  // MPMC: ring head at our last wake-up call
+    std::uint64_t woken_ = 0;                         // consumers we woke since head was there
     bool holding_ = false;           // a reservation is open
 };
 
 class ConsumerCore : public EndpointCore {
 public:
-    ConsumerCore(std::string_view name, std::uint64_t type_tag);
+    ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
     ~ConsumerCore() { close(); }
 
     // The next message in place, or false when none is waiting now. Throws Error(corrupt)
@@ -219,6 +256,10 @@ public:
     bool try_peek(std::span<const std::byte>& out) {
         if (holding_) throw_holding();
         holding_ = spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+        if (joinable_ && holding_) {
+            // J2: relaxed, a hint for join(), which acts only on a state that stays put.
+            record_->aux.store(messages_ + 1 - done_, std::memory_order_relaxed);
+        }
         return holding_;
     }
     // Blocking peek: ok, timeout (deadline_ns reached; 0 = none) or end of stream. Throws
@@ -236,6 +277,8 @@ public:
     }
     bool ended() const noexcept { return ended_; }
     void close() noexcept;
+    // JoinableQueue: one message taken by this consumer is done (J1, J2, JP1).
+    void task_done();
     // The readiness descriptor (Consumer::fd); made and armed on the first call.
     int fd();
     // try_peek for a consumer with a descriptor: when empty, arms the doorbell (D3) and
@@ -301,6 +344,7 @@ private:
     }
     bool mpmc_try_peek(std::span<const std::byte>& out) {
         std::uint64_t pos = ring_->head.load(std::memory_order_relaxed);  // M2: validated by the CAS
+        std::uint32_t unchanged = 0;  // M4
         for (;;) {
             Cell& c = cells_[pos & cell_mask_];
             const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // MP1: payload written
@@ -331,7 +375,10 @@ private:
                 record_->intent.store(kNoIntent, std::memory_order_relaxed);  // M3: nothing claimed
                 return false;  // empty, or the producer of pos is still writing
             } else {
-                pos = ring_->head.load(std::memory_order_relaxed);
+                // Another consumer took pos (M4: then head has moved, unless the cell is corrupt).
+                const std::uint64_t again = ring_->head.load(std::memory_order_relaxed);
+                check_index_moved(again, pos, seq, unchanged, "pop from");
+                pos = again;
             }
         }
     }
@@ -348,6 +395,8 @@ private:
     std::uint64_t ring_count_ = 0, ring_bytes_ = 0;
     std::uint64_t claimed_ = 0;      // MPMC
     std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
+    std::uint64_t done_ = 0;           // task_done() calls (J2)
+    bool joinable_ = false;            // kQueueFlagJoinable, read once at attach
     bool ended_ = false;
     bool holding_ = false;  // a peeked message is not released yet
 };

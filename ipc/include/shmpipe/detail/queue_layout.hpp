@@ -8,7 +8,12 @@
 //   MPMC: [cells_offset, + cell_count * sizeof(Cell))  per-cell sequence words
 //         [data_offset, + cell_count * cell_stride)    per-cell payload
 //
-// SPSC invariants and ordering pairs (see spsc_ring.hpp for the code that relies on them):
+// Geometry (capacity, offsets, cell count and stride, flags) is written by the creator before
+// publication and copied once by every opener into a process-local QueueGeometry, which is
+// validated and then the only copy used: a writer changing QueueControl later cannot steer
+// an attached process outside the body.
+//
+// SPSC invariants and ordering pairs (see queue_endpoint.hpp for the code that relies on them):
 //   S1  tail is written only by the producer, head only by the consumer; both are byte
 //       positions that only grow (64-bit, never wrap in practice).
 //   S2  0 <= tail - head <= capacity; bytes in [head, tail) are published records.
@@ -27,6 +32,12 @@
 //       before the CAS on tail/head and keeps it until the cell is committed/freed: a cell
 //       claimed but never finished whose position is no live endpoint's intent belongs to a
 //       dead process, and may be recovered by anyone (abandoned, or freed).
+//   M4  a cell sequence ahead of the index it is read for (producer: seq > tail, consumer:
+//       seq > head + 1) means another endpoint claimed that position, so the index has moved:
+//       the acquire load of seq synchronises with the claimant, whose CAS on the index
+//       happens-before, so the next load of the index sees it moved. An index that stays put
+//       over kStuckIndexReads re-reads means the cell was overwritten: the endpoint marks
+//       the queue broken and throws errc::corrupt instead of spinning.
 //   MP1 producer release-stores seq = p + 1 -> consumer acquire-loads seq: payload written.
 //   MP2 consumer release-stores seq = p + N -> producer acquire-loads seq: payload read.
 //   MP3 CAS on tail/head (acq_rel, all RMW: one release sequence) -> recoverer acquire-loads
@@ -40,23 +51,37 @@
 // descriptor is an "fd sleeper": it does not sleep in the kernel on *_seq, its user's event
 // loop sleeps on the descriptor. The futex protocol above is unchanged and stays the only
 // thing the hot path looks at; doorbells ride on its slow path.
-//   D1  EndpointRecord::doorbell is 0 (no descriptor) or id | kBellArmed-bit: id names the
-//       endpoint's socket. Only the endpoint writes the id and sets the armed bit; any waker
-//       clears the bit with fetch_and, and the one that cleared it rings once. Cleared to 0
-//       when the endpoint attaches and closes.
+//   D1  EndpointRecord::doorbell (the record's second cache line) is 0 (no descriptor) or
+//       id | kBellArmed | kBellCounted: id names the endpoint's socket. Only the endpoint
+//       writes the id and sets the bits; any waker clears both with one fetch_and, and the one
+//       that cleared the armed bit rings once and, if the counted bit was set, takes the
+//       arm's one off consumers_waiting. Exchanged to 0 (same accounting) when the endpoint
+//       attaches or closes, and by the reaper of a dead endpoint. The id is untrusted: a waker
+//       uses only its id bits and skips 0.
 //   D2  consumer_bells / producer_bells count the endpoints of that side holding a
 //       descriptor (never below the true count: incremented before the first arm, decremented
-//       on close; a dead holder leaves it high, which only costs wakers a table scan).
+//       by whoever exchanges a non-zero doorbell to 0: the closing endpoint or its reaper; a
+//       holder killed before storing its id leaves it high, which only costs wakers a scan).
 //       A waker scans the endpoint table for armed bells only when the count is non-zero.
-//   D3  arm: drain the socket; doorbell = id | armed; *_waiting = 1 (release); heavy_fence();
-//       re-check the ring and the end/broken state, and report what the re-check finds.
-//       Waker: publish; light_fence(); if *_waiting != 0: exchange it to 0, bump and futex-
-//       wake *_seq, then ring every armed bell of the side (D1). This is the futex sleeper's
-//       Dekker pair with the armed bit stored before the fence: either the re-check sees the
-//       publication, or the waker's loads after its fence see *_waiting = 1 and the armed bit.
-//       The drain comes before the arm, so a ring for a later publication is never drained.
+//   D3  arm: drain the socket; mark the sleep: a flag side (SPSC consumers, producers) stores
+//       doorbell = id | armed, then *_waiting = 1; an MPMC consumer whose bell is not armed
+//       yet adds one to the sleeper count consumers_waiting, then stores id | armed | counted
+//       (the count never trails the armed bells); heavy_fence(); re-check the ring and the
+//       end/broken state, and report what the re-check finds.
+//       Waker: publish; light_fence(); if *_waiting != 0, wake as the futex protocol says
+//       (flag: exchange it to 0; MPMC count: as many as there are messages, see
+//       ProducerCore::wake_consumers), then ring every armed bell of the side (D1). All armed
+//       bells ring, not a count of them: a dead, unreaped consumer's armed bell could use up
+//       a limit, and an fd sleeper has no bounded re-check. A publish that makes no wake-up
+//       call (MPMC: it woke enough consumers at this head already) rings nothing: an arm
+//       after that wake finds the unclaimed message at head in its re-check. This is the
+//       futex sleeper's Dekker pair with the armed bit stored before the fence: either the
+//       re-check sees the publication, or the waker's loads after its fence see the mark and
+//       the armed bit. The drain comes before the arm, so a ring for a later publication is
+//       never drained. A bell left armed by a re-check that found a message costs one
+//       spurious ring later (and, counted, sends publishes to the slow path until then).
 //   D4  state changes that wake unconditionally (a producer's close, a reaped death, broken,
-//       a consumer's close) ring every armed bell of the side too (wake_side in queue.cpp);
+//       a seal, a consumer's close) ring every armed bell of the side too (wake_side in queue.cpp);
 //       a producer that attaches rings the consumers' bells, so they start watching it (D5).
 //   D5  a dead peer: the descriptor is an epoll set of the socket and a pidfd per live
 //       endpoint of the other side (re-synced at every arm), so a death makes it readable at
@@ -78,6 +103,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::uint32_t kQueueFlagOneProducer = 1u << 0;
 inline constexpr std::uint32_t kQueueFlagOneConsumer = 1u << 1;
+inline constexpr std::uint32_t kQueueFlagJoinable = 1u << 2;     // QueueOptions::joinable (J1, J2)
 
 inline constexpr std::uint32_t kRecordPad = 1u << 0;  // SPSC padding record: skip to the ring start
 inline constexpr std::uint64_t kCellAbandoned = std::uint64_t{1} << 63;
@@ -109,16 +135,36 @@ struct alignas(kCacheLine) QueueControl {
     std::atomic<std::uint32_t> consumers_closed;
     std::atomic<std::uint32_t> consumers_dead;
     std::atomic<std::uint32_t> extra_expected;      // producers announced later (a restarted replica)
-    std::uint32_t reserved;
+    std::atomic<std::uint32_t> sealed;              // E2: Queue::seal() was called (0/1)
     // E1  A side made for one endpoint is held through its owner word: 0 (free) or
     //     pid << 32 | (start time & 0xffffffff) of the holder. It is claimed by CAS from 0 or
     //     from a word whose process is gone, and given back by CAS on close. The word names
     //     its holder, so a process killed anywhere in attach or close never blocks the side.
+    // E2 A producer counts itself attached (producers_attached, seq_cst) and then reads
+    //    `sealed` (seq_cst); seal() stores `sealed` (seq_cst). A producer that read 0 was
+    //    counted before the seal in the single total order, so a consumer that reads
+    //    `sealed` == 1 and then `producers_attached` sees it. One that read 1 counts itself
+    //    closed and fails: the end of stream never comes while a producer can still push.
     std::atomic<std::uint64_t> producer_owner;
     std::atomic<std::uint64_t> consumer_owner;
     std::atomic<std::uint64_t> type_hash;           // set by the first typed endpoint (0 = none yet)
     std::atomic<std::uint64_t> messages_abandoned;  // MPMC cells skipped after a producer died
     alignas(kCacheLine) std::atomic<std::uint64_t> messages_lost;  // MPMC cells freed after a consumer died
+    // JoinableQueue (kQueueFlagJoinable), off the push/pop path: only task_done() and join()
+    // touch this line.
+    // J1  tasks_done counts task_done() calls of every consumer; tasks_lost counts messages
+    //     join() wrote off because the consumer that took them died (moved by CAS from the
+    //     value the write-off was computed from, so two joiners never write off twice).
+    //     join() returns once tasks_done + tasks_lost >= messages pushed (not abandoned).
+    // J2  a consumer of a joinable queue keeps its EndpointRecord::aux = messages it took and
+    //     has not marked done, stored right after each claim and each task_done: the records
+    //     tell the work a live consumer still holds from the work a dead one took along.
+    // JP1 task_done: fetch_add tasks_done, light_fence, and if join_waiters != 0 bump done_seq
+    //     and wake; a joiner: join_waiters++, heavy_fence, re-check, futex-wait on done_seq.
+    std::atomic<std::uint64_t> tasks_done;
+    std::atomic<std::uint64_t> tasks_lost;
+    std::atomic<std::uint32_t> join_waiters;
+    std::atomic<std::uint32_t> done_seq;
 };
 
 struct RingIndices {
@@ -147,24 +193,28 @@ struct Cell {  // MPMC
 static_assert(sizeof(Cell) == 16);
 static_assert(sizeof(QueueControl) == 3 * kCacheLine);
 
-// Validated views of a queue body. `validate` returns nullptr on success, else the reason.
-const char* validate_queue_body(const SegmentHeader& header, const std::byte* body) noexcept;
+// A queue's geometry, copied from QueueControl once and validated (process-local);
+// the rules that validate it are in queue_state.hpp.
+struct QueueGeometry {
+    std::uint64_t capacity = 0, max_message = 0, ring_offset = 0, data_offset = 0;
+    std::uint64_t cells_offset = 0, cell_count = 0, cell_stride = 0;
+    std::uint32_t flags = 0;
+    bool spsc = false;
+};
 
 inline const QueueControl& queue_control(const std::byte* body) noexcept {
     return *reinterpret_cast<const QueueControl*>(body);
 }
 inline QueueControl& queue_control(std::byte* body) noexcept { return *reinterpret_cast<QueueControl*>(body); }
+inline RingIndices& ring_indices(std::byte* body, const QueueGeometry& g) noexcept {
+    return *reinterpret_cast<RingIndices*>(body + g.ring_offset);
+}
+// Re-reads ring_offset from shared memory: for tests and tools that made the segment
+// themselves. Library code uses the QueueGeometry overload.
 inline RingIndices& ring_indices(std::byte* body) noexcept {
     return *reinterpret_cast<RingIndices*>(body + queue_control(body).ring_offset);
 }
-inline const RingIndices& ring_indices(const std::byte* body) noexcept {
-    return *reinterpret_cast<const RingIndices*>(body + queue_control(body).ring_offset);
-}
 
-// Depth for the inspector: SPSC tail_count - head_count (messages) and tail - head (ring
-// bytes, including record headers); MPMC tail - head (messages). Message totals in/out:
-// SPSC tail_count/head_count, MPMC tail/head (positions), both exact. Byte totals: SPSC
-// tail_bytes/head_bytes (exact); MPMC the endpoint records' counters (published every
-// kStatsBatch messages and on close, so they trail by at most a batch per endpoint).
+// Depth and totals: queue_totals() in queue_state.hpp.
 
 }  // namespace shmpipe::detail

@@ -7,9 +7,14 @@
 //   [endpoint_offset, + endpoint_count * 64)  EndpointRecord table
 //   [body_offset, body_offset + body_size)    kind-specific body
 //
-// Creation: the creator makes the segment with O_EXCL, sizes it, fills it, and publishes
-// `magic` last with a release store; an opener that sees magic == 0 waits briefly (the
-// creator is still initialising) and then refuses the segment.
+// Creation: the creator makes the segment with O_EXCL, sizes it, reserves its memory
+// (posix_fallocate: a full /dev/shm fails here with errc::no_space, never later with SIGBUS),
+// fills it, and publishes `magic` last with a release store; an opener that sees magic == 0
+// waits briefly (the creator is still initialising) and then refuses the segment.
+// Opening: the header's geometry (kind, endpoint table, body) is copied once into the
+// handle, validated there and never read from shared memory again: a process that can write
+// the segment cannot steer an attached process outside its mapping. The segment must belong
+// to the calling user (st_uid == geteuid()) unless OpenOptions::allow_foreign_owner.
 // A peer that dies leaves the segment: the header names the creator (pid + start time) and
 // every endpoint record names its process, so liveness can be decided by anyone.
 // The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
@@ -30,7 +35,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x3145504950'4d4853ull;  // "SHMPIPE1" read as little-endian bytes
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: EndpointRecord::doorbell, RingIndices::*_bells
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: queue seal, JoinableQueue; 3: two-line EndpointRecord (doorbell)
 inline constexpr std::uint32_t kMaxEndpoints = 1024;
 
 enum class ObjectKind : std::uint32_t {
@@ -71,7 +76,11 @@ struct alignas(kCacheLine) EndpointRecord {
     std::atomic<std::uint64_t> attached_ns;  // CLOCK_REALTIME
     std::atomic<std::uint32_t> sleeping;     // 1 while blocked in a futex wait
     std::atomic<std::uint32_t> generation;   // bumped on every claim of this record
-    std::atomic<std::uint64_t> doorbell;     // queues: readiness doorbell id | armed bit (D1 in queue_layout.hpp)
+    std::atomic<std::uint64_t> aux;          // kind-specific (joinable queue: messages taken, not yet done)
+    // Second line: written by wakers too (they clear the armed bit), so kept off the line the
+    // owner writes on every message (intent, counters).
+    alignas(kCacheLine) std::atomic<std::uint64_t> doorbell;  // queues: readiness doorbell (D1 in queue_layout.hpp)
+    std::uint64_t reserved[7];               // zero; room for later fields without a new table size
 
     static std::uint64_t pack(std::uint32_t pid, EndpointRole role, EndpointState state) noexcept {
         return (std::uint64_t{pid} << 32) | (std::uint64_t{static_cast<std::uint32_t>(role)} << 8) |
@@ -81,7 +90,7 @@ struct alignas(kCacheLine) EndpointRecord {
     static EndpointRole role_of(std::uint64_t w) noexcept { return static_cast<EndpointRole>((w >> 8) & 0xff); }
     static EndpointState state_of(std::uint64_t w) noexcept { return static_cast<EndpointState>(w & 0xff); }
 };
-static_assert(sizeof(EndpointRecord) == kCacheLine);
+static_assert(sizeof(EndpointRecord) == 2 * kCacheLine && alignof(EndpointRecord) == kCacheLine);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
@@ -100,8 +109,8 @@ struct alignas(kCacheLine) SegmentHeader {
     std::uint32_t permissions;         // mode asked for at creation
     std::uint64_t creator_start_time;
     std::uint64_t created_ns;          // CLOCK_REALTIME
-    std::uint64_t type_hash;           // element type tag (0 = untyped bytes)
-    std::uint32_t type_size;           // element size for fixed-size types (0 = variable)
+    std::uint64_t type_hash;           // creation-time type tag (0 = none; queues keep theirs in QueueControl)
+    std::uint32_t type_size;           // element size for fixed-size types (0 = variable or untyped)
     std::uint32_t flags;               // kind-specific creation flags
     char name[208];                    // the user name, NUL-terminated (informational)
 
@@ -115,6 +124,25 @@ struct alignas(kCacheLine) SegmentHeader {
 static_assert(sizeof(SegmentHeader) % kCacheLine == 0);
 
 enum class Access { read_write, read_only };
+
+// The geometry of a segment, copied from its header once and validated (open), or written
+// by the creator (create). Process-local: never re-read from shared memory.
+struct SegmentGeometry {
+    ObjectKind kind = ObjectKind::spsc_queue;
+    std::uint32_t endpoint_count = 0;
+    std::uint64_t endpoint_offset = 0;
+    std::uint64_t body_offset = 0;
+    std::uint64_t body_size = 0;
+    std::uint32_t flags = 0;  // kind-specific creation flags
+};
+
+// Why an open was refused, as structure; callers compose the sentence (describe_problem),
+// the inspector shows `reason` alone. Never parse a message back.
+struct OpenProblem {
+    std::error_code code;
+    std::string reason;  // what is wrong, without the object's name: "bad magic number"
+    std::string hint;    // what to do about it (may be empty)
+};
 
 // A mapped segment. Move-only. The creating handle owns the name and unlinks it on
 // destruction (unless persist()), only in the creating process and only if the name still
@@ -151,26 +179,35 @@ public:
     }
 
     // Opens and validates an existing segment of `kind`. Throws Error: invalid_name,
-    // not_found ("is the creator running?"), permission_denied, corrupt, version_mismatch,
-    // wrong_kind.
+    // not_found ("is the creator running?"), permission_denied (mode, or another user owns
+    // it), corrupt, version_mismatch, wrong_kind.
     static Segment open(std::string_view name, std::string_view what, ObjectKind kind,
-                        Access access = Access::read_write);
-    // Opens any kind (the inspector); the same validation, ec instead of exceptions.
-    static Segment open_any(std::string_view name, Access access, std::error_code& ec,
-                            std::string* message = nullptr) noexcept;
+                        Access access = Access::read_write, const OpenOptions& options = {});
+    // Opens any kind (the inspector, the queue layer); the same validation, the reason as
+    // structure instead of an exception.
+    static Segment open_any(std::string_view name, Access access, OpenProblem& problem,
+                            const OpenOptions& options = {}) noexcept;
 
     explicit operator bool() const noexcept { return base_ != nullptr; }
+    // The header's live part (state, waiters, died_pid) and identity. Its geometry fields are
+    // untrusted: use geometry(), body(), endpoints() instead.
     SegmentHeader& header() const noexcept { return *static_cast<SegmentHeader*>(base_); }
     std::byte* base() const noexcept { return static_cast<std::byte*>(base_); }
-    std::byte* body() const noexcept { return base() + header().body_offset; }
-    std::uint64_t body_size() const noexcept { return header().body_size; }
+    const SegmentGeometry& geometry() const noexcept { return geo_; }
+    std::byte* body() const noexcept { return base() + geo_.body_offset; }
+    std::uint64_t body_size() const noexcept { return geo_.body_size; }
     EndpointRecord* endpoints() const noexcept {
-        return reinterpret_cast<EndpointRecord*>(base() + header().endpoint_offset);
+        return reinterpret_cast<EndpointRecord*>(base() + geo_.endpoint_offset);
     }
-    std::uint32_t endpoint_count() const noexcept { return header().endpoint_count; }
+    std::uint32_t endpoint_count() const noexcept { return geo_.endpoint_count; }
+    // Record `index`, or nullptr when the index is outside the validated table.
+    EndpointRecord* endpoint(std::uint32_t index) const noexcept {
+        return index < geo_.endpoint_count ? endpoints() + index : nullptr;
+    }
     std::size_t size() const noexcept { return size_; }
     const std::string& name() const noexcept { return name_; }
-    ObjectKind kind() const noexcept { return static_cast<ObjectKind>(header().kind); }
+    ObjectKind kind() const noexcept { return geo_.kind; }
+    std::uint32_t flags() const noexcept { return geo_.flags; }
     bool owns_name() const noexcept { return owner_pid_ != 0; }
 
     // Keep the segment after this handle is destroyed.
@@ -205,6 +242,7 @@ private:
 
     void* base_ = nullptr;
     std::size_t size_ = 0;
+    SegmentGeometry geo_{};
     std::string name_;
     std::uint32_t owner_pid_ = 0;  // the creating process while it owns the name
     dev_t dev_ = 0;
@@ -214,5 +252,12 @@ private:
 // Builds "<verb> <what> \"<name>\": <detail>" messages consistently.
 std::string describe(std::string_view verb, std::string_view what, std::string_view name,
                      std::string_view detail);
+// "<verb> <what> \"<name>\": shared memory \"shmpipe.<name>\" <reason> (<hint>)", with
+// "is corrupt: " before the reason of a corrupt segment.
+std::string describe_problem(std::string_view verb, std::string_view what, std::string_view name,
+                             const OpenProblem& problem);
+// Throws Error(problem.code) with describe_problem's sentence.
+[[noreturn]] void throw_problem(std::string_view verb, std::string_view what, std::string_view name,
+                                const OpenProblem& problem);
 
 }  // namespace shmpipe::detail

@@ -3,6 +3,7 @@
 // handle plumbing every named object shares (create/open/attach/detach). Not API.
 #pragma once
 
+#include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/detail/sync_layout.hpp>
 #include <shmpipe/error.hpp>
@@ -44,8 +45,6 @@ inline const ThreadIdentity& this_thread_identity() noexcept {
     return this_thread_identity_slow();
 }
 
-// Absolute CLOCK_MONOTONIC deadline for a relative timeout; negative timeouts mean "now".
-std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept;
 
 // --- robust lock (L1-L4) --------------------------------------------------------------------
 
@@ -115,7 +114,7 @@ public:
     }
     // Opens (kind checked by the segment layer), checks the body holds `min_body` bytes.
     static SyncHandle open(std::string_view name, std::string_view what, ObjectKind kind,
-                           std::uint64_t min_body);
+                           std::uint64_t min_body, const OpenOptions& options = {});
 
     Segment& segment() noexcept { return seg_; }
     const Segment& segment() const noexcept { return seg_; }

@@ -45,9 +45,10 @@
 //   S1  count is the number of free units, 0 <= count <= max_count.
 //   S2  acquire takes a unit only by CAS count -> count - 1 (never below 0).
 //   S3  with kSemaphoreRecoverHolders, a process's endpoint record intent holds the units
-//       it acquired and has not released (low 32 bits); the record's owner updates it right
-//       after the CAS of S2 (a holder killed between the two leaks that one unit: documented
-//       window of a few instructions). A process that finds the record dead moves it to
+//       it acquired and has not released (low 32 bits); the record's owner updates it in the
+//       instruction after the CAS of S2, and in release un-records before giving back (a
+//       holder killed between the two leaks that one unit, never returns it twice; the
+//       window is one atomic instruction, measured in tests/stress/semaphore_kills.cpp). A process that finds the record dead moves it to
 //       `dead` (one CAS winner, Segment::reap_if_dead) and only that winner adds the units
 //       back to count: they are returned exactly once.
 //   SP1 release fetch_add count (seq_cst) then loads waiters; a sleeper fetch_adds waiters
@@ -61,10 +62,18 @@
 //
 // Barrier:
 //   B1  state packs generation (bits 32-63), kBarrierBroken (bit 31) and the number of
-//       parties that arrived in this generation (bits 0-30), always < parties.
+//       parties that arrived in this generation (bits 0-30), < parties except while the
+//       last arrival runs its handle's action (count == parties: no one else is last).
 //   B2  state changes only by CAS: an arrival adds 1, the last arrival (count + 1 ==
-//       parties) moves to generation + 1 with count 0; breaking sets kBarrierBroken, which
-//       stays (a broken barrier is not reset: make a new one).
+//       parties; with an action, after adding 1 and running it) moves to generation + 1
+//       with count 0; breaking sets kBarrierBroken, which stays until reset() moves to
+//       generation + 1 with count 0 (a reset of a generation with arrivals breaks it first,
+//       so the releaser's CAS and the reset's cannot both end it).
+//   B4  reset_bits bit g % 32 says how generation g ended: set by the reset that ended it
+//       (after its break CAS, before the CAS to g + 1); cleared by whoever ends g - 1,
+//       before its CAS to g (the enders of g - 1 all write 0). A waiter of g that sees the
+//       generation change (acquire) reads the bit: clear = released, set = reset (broken).
+//       Wrong only for a waiter asleep through 32 generations, which it is a party of.
 //   B3  after every generation change or break, seq is incremented and all sleepers woken.
 //   BP1 releaser CASes state (acq_rel) then increments seq (release); a waiter loads seq
 //       (acquire) then state: if it saw the old state, its futex_wait on the old seq fails.
@@ -165,7 +174,9 @@ inline constexpr std::uint64_t kBarrierBroken = 1ull << 31;         // B1
 inline constexpr std::uint64_t kBarrierCountMask = (1ull << 31) - 1;
 inline constexpr std::uint32_t kMaxBarrierParties = 1u << 20;
 
-enum class BarrierBrokenReason : std::uint32_t { none = 0, timeout = 1, party_died = 2, abort = 3 };
+enum class BarrierBrokenReason : std::uint32_t {
+    none = 0, timeout = 1, party_died = 2, abort = 3, action_failed = 4, reset = 5
+};
 
 struct alignas(kCacheLine) BarrierBody {
     std::uint32_t parties;                     // fixed at creation, 1..kMaxBarrierParties
@@ -174,7 +185,7 @@ struct alignas(kCacheLine) BarrierBody {
     std::atomic<std::uint32_t> broken_reason;  // BarrierBrokenReason, written before the break CAS
     std::atomic<std::uint32_t> broken_pid;     // the party that died or timed out
     std::atomic<std::uint32_t> waiters;        // sleeping parties (inspector)
-    std::uint32_t reserved0;
+    std::atomic<std::uint32_t> reset_bits;     // B4: bit g % 32 set = generation g ended by reset()
     static constexpr std::uint64_t generation(std::uint64_t s) noexcept { return s >> 32; }
     static constexpr std::uint64_t count(std::uint64_t s) noexcept { return s & kBarrierCountMask; }
     static constexpr bool broken(std::uint64_t s) noexcept { return (s & kBarrierBroken) != 0; }

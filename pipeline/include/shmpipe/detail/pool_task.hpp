@@ -33,7 +33,7 @@ struct ResultHeader {
     std::uint32_t status;  // ResultStatus
     std::uint32_t reserved;
 };
-enum ResultStatus : std::uint32_t { kResultOk = 0, kResultException = 1, kResultTooLarge = 2 };
+enum ResultStatus : std::uint32_t { kResultOk = 0, kResultException = 1, kResultTooLarge = 2, kResultCancelled = 3 };
 static_assert(std::is_trivially_copyable_v<TaskHeader> && sizeof(TaskHeader) == 24);
 static_assert(std::is_trivially_copyable_v<ResultHeader> && sizeof(ResultHeader) == 16);
 
@@ -100,17 +100,23 @@ void call_one(std::uintptr_t fn, std::span<const std::byte> in, Bytes& out) {
     }
 }
 
-// A chunk of a map: a vector of the single argument in, a vector of results out.
+// A chunk of a map: a vector of the single argument in, a vector of results out (nothing
+// for a void task).
 template <class Fp>
 void call_chunk(std::uintptr_t fn, std::span<const std::byte> in, Bytes& out) {
     using T = FnTraits<Fp>;
     using A = std::tuple_element_t<0, typename T::args>;
     auto f = reinterpret_cast<typename T::pointer>(fn);
     auto xs = Codec<std::vector<A>>::decode(in);
-    std::vector<typename T::result> rs;
-    rs.reserve(xs.size());
-    for (auto& x : xs) rs.push_back(f(std::move(x)));
-    encode_into(rs, out);
+    if constexpr (std::is_void_v<typename T::result>) {
+        for (auto& x : xs) f(std::move(x));
+        out.clear();
+    } else {
+        std::vector<typename T::result> rs;
+        rs.reserve(xs.size());
+        for (auto& x : xs) rs.push_back(f(std::move(x)));
+        encode_into(rs, out);
+    }
 }
 
 // A chunk of a starmap: a vector of argument tuples in, a vector of results out.
@@ -119,10 +125,15 @@ void call_star_chunk(std::uintptr_t fn, std::span<const std::byte> in, Bytes& ou
     using T = FnTraits<Fp>;
     auto f = reinterpret_cast<typename T::pointer>(fn);
     auto xs = Codec<std::vector<typename T::args>>::decode(in);
-    std::vector<typename T::result> rs;
-    rs.reserve(xs.size());
-    for (auto& x : xs) rs.push_back(std::apply(f, std::move(x)));
-    encode_into(rs, out);
+    if constexpr (std::is_void_v<typename T::result>) {
+        for (auto& x : xs) std::apply(f, std::move(x));
+        out.clear();
+    } else {
+        std::vector<typename T::result> rs;
+        rs.reserve(xs.size());
+        for (auto& x : xs) rs.push_back(std::apply(f, std::move(x)));
+        encode_into(rs, out);
+    }
 }
 
 template <class Fp>

@@ -1,0 +1,422 @@
+"""shmpipe.Queue: multiprocessing.Queue over a shared-memory shmpipe queue."""
+import asyncio
+import collections
+import multiprocessing.util
+import pickle
+import struct
+import threading
+
+from . import _native
+from ._common import DEFAULT_PERMISSIONS, forget_at_fork, unique_name
+from ._errors import Empty, EndOfStream, Full
+
+DEFAULT_MAX_MESSAGE = (1 << 20) + (64 << 10)  # a 1 MiB array plus its pickle header
+DEFAULT_SLOTS = 1024  # messages a maxsize=0 queue holds before put() blocks (memory is
+# reserved, not touched: a slot's pages are used only when a message that large is written)
+
+# Python struct codes -> typeid(T).name() of the C++ type of the same size and kind (the
+# type tag a C++ Producer<T> / Consumer<T> checks). 'q'/'l' are std::int64_t (long).
+_CPP_NAME_OF_CODE = {
+    "b": "a", "B": "h", "h": "s", "H": "t", "i": "i", "I": "j",
+    "l": "l", "L": "m", "q": "l", "Q": "m", "f": "f", "d": "d", "?": "b",
+}
+_CPP_STRING = "NSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE"  # std::string
+
+
+def _mangle(cpp_type):
+    """The Itanium mangled name of a (possibly ::-qualified) C++ class name."""
+    parts = [p for p in cpp_type.split("::") if p]
+    if not parts or not all(p.isidentifier() for p in parts):
+        raise ValueError(f"cpp_type {cpp_type!r} is not a C++ class name like 'Point' or 'ns::Point'")
+    enc = "".join(f"{len(p)}{p}" for p in parts)
+    return enc if len(parts) == 1 else f"N{enc}E"
+
+
+_OUT_OF_BAND_MIN = 4096  # smaller buffers are cheaper to pickle in band than as frames
+
+
+def _in_band(buf):
+    """pickle's buffer_callback: True keeps a small buffer in band (and raises nothing for a
+    non-contiguous one, which put() then pickles in band)."""
+    try:
+        return buf.raw().nbytes < _OUT_OF_BAND_MIN
+    except BufferError:
+        return False
+
+
+class _Codec:
+    """How one queue turns objects into message bytes: pickle (default), raw bytes, str, or
+    a fixed struct layout."""
+
+    def __init__(self, dtype, cpp_type):
+        self.dtype, self.cpp_type = dtype, cpp_type
+        self.tag = 0
+        self.struct = None
+        self.np_dtype = None
+        if dtype is None:
+            self.kind = "pickle"
+        elif dtype is bytes:
+            self.kind = "bytes"
+        elif dtype is str:
+            self.kind = "str"
+            self.tag = _native.type_tag_of_name(_CPP_STRING)
+        elif isinstance(dtype, str):
+            self.kind = "struct"
+            self.struct = struct.Struct(dtype)
+            code = dtype.lstrip("<>=!@")
+            if cpp_type is None and dtype[:1] in "<=" and code in _CPP_NAME_OF_CODE:
+                self.tag = _native.type_tag_of_name(_CPP_NAME_OF_CODE[code])
+        else:
+            import numpy  # only needed for numpy dtypes
+
+            self.kind = "numpy"
+            self.np_dtype = numpy.dtype(dtype)
+        if cpp_type is not None:
+            self.tag = _native.type_tag_of_name(_mangle(cpp_type))
+
+    def put(self, tx, obj, block, timeout):
+        kind = self.kind
+        if kind == "pickle":
+            if type(obj) is bytes:
+                return tx.put_tagged(_native.TAG_BYTES, obj, block, timeout)
+            buffers = []
+            data = pickle.dumps(obj, protocol=5, buffer_callback=lambda b: _in_band(b) or buffers.append(b))
+            if not buffers:
+                return tx.put_tagged(_native.TAG_PICKLE, data, block, timeout)
+            try:
+                frames = [data] + [b.raw() for b in buffers]
+            except BufferError:  # a non-contiguous buffer: pickle it in band
+                return tx.put_tagged(_native.TAG_PICKLE, pickle.dumps(obj, protocol=5), block, timeout)
+            return tx.put_frames(frames, block, timeout)
+        if kind == "bytes":
+            return tx.put(obj, block, timeout)
+        if kind == "str":
+            return tx.put(obj.encode(), block, timeout)
+        if kind == "struct":
+            data = self.struct.pack(*obj) if isinstance(obj, tuple) else self.struct.pack(obj)
+            return tx.put(data, block, timeout)
+        import numpy
+
+        data = numpy.asarray(obj, dtype=self.np_dtype).tobytes()
+        if len(data) != self.np_dtype.itemsize:
+            raise ValueError(f"put: expected one {self.np_dtype} record, got {len(data)} bytes")
+        return tx.put(data, block, timeout)
+
+    def get(self, rx, block, timeout):
+        """The next object, or _NONE when none came (timeout or end: rx.ended tells)."""
+        if self.kind == "pickle":
+            r = rx.get_tagged(block, timeout)
+            if r is None:
+                return _NONE
+            tag, payload, frames = r
+            if tag == _native.TAG_PICKLE:
+                return pickle.loads(payload)
+            if tag == _native.TAG_BYTES:
+                return payload
+            view = memoryview(payload)
+            (o, n), *rest = frames
+            return pickle.loads(view[o:o + n], buffers=[view[o:o + n] for o, n in rest])
+        data = rx.get(block, timeout)
+        if data is None:
+            return _NONE
+        return self.decode(data)
+
+    def decode(self, data):
+        kind = self.kind
+        if kind == "bytes":
+            return data
+        if kind == "str":
+            return data.decode()
+        if kind == "struct":
+            v = self.struct.unpack(data)
+            return v[0] if len(v) == 1 else v
+        import numpy
+
+        return numpy.frombuffer(data, dtype=self.np_dtype)[0]
+
+
+_NONE = object()
+
+
+class _Endpoints:
+    """This process's producer and consumer of one queue, attached on first use."""
+
+    __slots__ = ("tx", "rx", "finalizer", "__weakref__")
+
+    def __init__(self):
+        self.tx = self.rx = self.finalizer = None
+
+    def close(self):
+        tx, rx, self.tx, self.rx = self.tx, self.rx, None, None
+        if tx is not None:
+            tx.close()
+        if rx is not None:
+            rx.close()
+
+
+class _Peek:
+    """``with q.peek() as view``: the message in place, released at the end of the block."""
+
+    def __init__(self, slot):
+        self._slot = slot
+        self._view = memoryview(slot)
+
+    def __enter__(self):
+        return self._view
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def release(self):
+        if self._slot is None:
+            return
+        slot, self._slot = self._slot, None
+        try:
+            self._view.release()  # later use of the view raises ValueError
+        finally:
+            slot.release()  # a view derived from it keeps the mapping (never a crash)
+
+
+class Queue:
+    """A process-shared FIFO queue with multiprocessing.Queue's interface.
+
+    ``Queue(maxsize=0, *, name=None, ...)`` creates the queue (this object owns the name and
+    removes it when garbage collected); ``Queue.open(name)`` attaches to an existing one
+    (made by Python or C++). Objects are pickled by default (protocol 5, large buffers out
+    of band); ``dtype`` selects raw ``bytes``, ``str`` (std::string) or a struct format /
+    numpy dtype shared with a C++ ``Producer<T>`` / ``Consumer<T>``.
+    """
+
+    def __init__(self, maxsize=0, *, name=None, max_message=DEFAULT_MAX_MESSAGE, producers="many",
+                 consumers="many", dtype=None, cpp_type=None, expected_producers=0, capacity=None,
+                 permissions=DEFAULT_PERMISSIONS):
+        for side, v in (("producers", producers), ("consumers", consumers)):
+            if v not in ("one", "many"):
+                raise ValueError(f"{side} must be 'one' or 'many', not {v!r}")
+        if maxsize < 0:
+            maxsize = 0
+        # The ring holds at least maxsize messages of max_message bytes (DEFAULT_SLOTS when
+        # maxsize is 0), unless an explicit capacity in bytes sizes it.
+        max_messages = 0 if capacity is not None else (maxsize or DEFAULT_SLOTS)
+        name = name if name is not None else unique_name("queue")
+        handle = _native.QueueHandle.create(name, capacity or 0, max_messages, max_message,
+                                            producers == "one", consumers == "one",
+                                            expected_producers, permissions)
+        self._setup(name, handle, maxsize, _Codec(dtype, cpp_type))
+
+    @classmethod
+    def open(cls, name, *, dtype=None, cpp_type=None, maxsize=0):
+        """Attaches to the existing queue `name` (NotFound if nobody created it)."""
+        q = cls.__new__(cls)
+        q._setup(name, _native.QueueHandle.open(name), maxsize, _Codec(dtype, cpp_type))
+        return q
+
+    def _setup(self, name, handle, maxsize, codec):
+        self._name = name
+        self._handle = handle  # the creator's handle owns the name
+        self._maxsize = maxsize
+        self._codec = codec
+        self._ep = _Endpoints()
+        self._pending = collections.deque()  # messages a cancelled get_async took
+        self._closed = False
+        forget_at_fork(self)
+
+    def _forget_endpoints(self):
+        self._ep = _Endpoints()
+
+    def __reduce__(self):
+        c = self._codec
+        return (_reopen, (self._name, c.dtype, c.cpp_type, self._maxsize))
+
+    def __repr__(self):
+        return f"<shmpipe.Queue {self._name!r}>"
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def max_message(self):
+        return self._handle.max_message
+
+    def _tx(self):
+        return self._ep.tx or self._attach("tx", _native.Producer)
+
+    def _rx(self):
+        return self._ep.rx or self._attach("rx", _native.Consumer)
+
+    def _attach(self, side, endpoint_type):
+        if self._closed:
+            raise ValueError(f"Queue {self._name!r} is closed")
+        ep = self._ep
+        endpoint = endpoint_type(self._name, self._codec.tag)
+        setattr(ep, side, endpoint)
+        # Close this process's endpoints when the object dies or the process exits
+        # (multiprocessing children run these finalizers before os._exit). Registered at
+        # the first attach, in the attaching process: a forked child's registry starts empty.
+        if ep.finalizer is None:
+            ep.finalizer = multiprocessing.util.Finalize(self, ep.close, exitpriority=10)
+        return endpoint
+
+    # --- multiprocessing.Queue -------------------------------------------------------------
+
+    def put(self, obj, block=True, timeout=None):
+        """Puts obj; blocks while the queue is full (queue.Full after `timeout` seconds, or
+        at once with block=False)."""
+        tx = self._ep.tx or self._tx()
+        if not self._codec.put(tx, obj, block, timeout):
+            raise Full
+
+    def put_nowait(self, obj):
+        return self.put(obj, False)
+
+    def get(self, block=True, timeout=None):
+        """Removes and returns the next object. queue.Empty when none came in time;
+        EndOfStream (an EOFError) once the queue is drained and its stream ended (sealed and
+        every producer closed, expected_producers closed, or its one producer closed);
+        ProducerDied when a producer died without closing (after its messages)."""
+        if self._pending:
+            return self._pending.popleft()
+        rx = self._ep.rx or self._rx()
+        v = self._codec.get(rx, block, timeout)
+        if v is _NONE:
+            raise self._nothing(rx)
+        return v
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def _nothing(self, rx):
+        if rx.ended:
+            return EndOfStream(f'get from queue "{self._name}": end of stream (no producer can come any more)')
+        return Empty()
+
+    def put_many(self, objs, block=True, timeout=None):
+        """Puts every object in order (the timeout applies to each put)."""
+        for obj in objs:
+            self.put(obj, block, timeout)
+
+    def get_many(self, max_items, block=True, timeout=None):
+        """Up to max_items objects: waits (like get) for the first, then takes what is
+        already there. At the end of stream returns what it has, or raises EndOfStream."""
+        out = [self.get(block, timeout)]
+        while len(out) < max_items:
+            try:
+                out.append(self.get(False))
+            except (Empty, EndOfStream):
+                break
+        return out
+
+    def __iter__(self):
+        """Yields objects until the end of stream."""
+        while True:
+            try:
+                yield self.get()
+            except EndOfStream:
+                return
+
+    def peek(self, block=True, timeout=None):
+        """Zero copy: ``with q.peek() as view:`` gives the next message's bytes in place as a
+        read-only memoryview, consumed at the end of the block; the view is released then
+        (using it later raises ValueError). Raw messages: a pickled message's bytes include
+        its tag, so peek suits queues made with dtype=bytes or a struct format."""
+        rx = self._ep.rx or self._rx()
+        slot = rx.peek(block, timeout)
+        if slot is None:
+            raise self._nothing(rx)
+        return _Peek(slot)
+
+    def _stats(self):
+        return self._handle.stats()
+
+    def qsize(self):
+        """Messages waiting (approximate, as in multiprocessing)."""
+        return int(self._stats()["depth"])
+
+    def empty(self):
+        return self.qsize() == 0
+
+    def full(self):
+        s = self._stats()
+        if self._maxsize:
+            return s["depth"] >= self._maxsize
+        if s["spsc"]:
+            return s["capacity"] - s["bytes_used"] < 16
+        return s["bytes_used"] >= s["capacity"]
+
+    def close(self):
+        """This process puts and gets no more: closes its producer (counted towards the end
+        of stream; a "many" queue also needs seal() or expected_producers) and consumer.
+        Idempotent."""
+        self._closed = True
+        self._ep.close()
+
+    def join_thread(self):
+        """No-op: puts are written synchronously, there is no feeder thread."""
+
+    def cancel_join_thread(self):
+        """No-op: puts are written synchronously, there is no feeder thread."""
+
+    def seal(self):
+        """No new producer may attach (any process); once every attached producer has
+        closed, the stream ends. A queue made with producers="many" and no
+        expected_producers never ends otherwise: get() waits, as in multiprocessing."""
+        self._handle.seal()
+
+    def mark_broken(self):
+        """Every blocked and later put/get (any process) raises shmpipe.Broken."""
+        self._handle.mark_broken()
+
+    # --- asyncio -----------------------------------------------------------------------------
+    # Helper-thread fallback: the blocking call runs in the loop's default executor in short
+    # timed slices, so a cancelled await stops it; a message it had already taken is kept
+    # for the next get, never lost.
+
+    async def get_async(self, timeout=None):
+        if self._pending:
+            return self._pending.popleft()
+        return await self._in_thread(self._get_slices, timeout, keep=True)
+
+    async def put_async(self, obj, timeout=None):
+        await self._in_thread(lambda cancel, t: self._put_slices(obj, cancel, t), timeout, keep=False)
+
+    async def _in_thread(self, fn, timeout, keep):
+        cancel = threading.Event()
+        fut = asyncio.get_running_loop().run_in_executor(None, fn, cancel, timeout)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait([fut])
+            if keep and not fut.cancelled() and fut.exception() is None and fut.result() is not _NONE:
+                self._pending.append(fut.result())
+            raise
+
+    def _get_slices(self, cancel, timeout):
+        import time
+        end = None if timeout is None else time.monotonic() + timeout
+        while not cancel.is_set():
+            left = 0.05 if end is None else min(0.05, max(0.0, end - time.monotonic()))
+            try:
+                return self.get(True, left)
+            except Empty:
+                if end is not None and time.monotonic() >= end:
+                    raise
+        return _NONE
+
+    def _put_slices(self, obj, cancel, timeout):
+        import time
+        end = None if timeout is None else time.monotonic() + timeout
+        while not cancel.is_set():
+            left = 0.05 if end is None else min(0.05, max(0.0, end - time.monotonic()))
+            try:
+                return self.put(obj, True, left)
+            except Full:
+                if end is not None and time.monotonic() >= end:
+                    raise
+        return None
+
+
+def _reopen(name, dtype, cpp_type, maxsize):
+    return Queue.open(name, dtype=dtype, cpp_type=cpp_type, maxsize=maxsize)
