@@ -247,20 +247,22 @@ public:
         }
         encode_commit(v, c.reserve(n, 0), n);  // out of line: spins, sleeps, throws
     }
-    // Never blocks: false when the queue is full.
+    // Never blocks: false when the queue is full (with fd(): then wait on it).
     bool try_push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
         detail::ProducerCore& c = core();
         c.check_size(n);
         if (c.spsc() && !c.holding()) {  // one decision per message; a failed encode stages nothing
-            std::byte* p = c.stage_reserve(n);
-            if (p == nullptr) return false;
-            Codec<T>::encode(v, std::span<std::byte>(p, n));
-            c.stage(n);
-            c.publish();
-            return true;
+            if (std::byte* p = c.stage_reserve(n)) [[likely]] {
+                Codec<T>::encode(v, std::span<std::byte>(p, n));
+                c.stage(n);
+                c.publish();
+                return true;
+            }
+            if (!c.has_fd()) return false;
         }
         std::byte* p = c.try_reserve(n);
+        if (p == nullptr && c.has_fd()) p = c.poll_reserve(n);
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -291,22 +293,11 @@ public:
             return done;
         }
         c.check_open();
-        std::size_t done = 0;
-        try {
-            for (; done < items.size(); ++done) {
-                const std::size_t n = Codec<T>::size(items[done]);
-                c.check_size(n);
-                std::byte* p = c.stage_reserve(n);
-                if (p == nullptr) break;
-                Codec<T>::encode(items[done], std::span<std::byte>(p, n));
-                c.stage(n);
-            }
-        } catch (...) {
-            if (done != 0) c.publish();  // what was staged before the failure goes out
-            throw;
+        if (c.has_fd()) {  // arms the descriptor when full, as try_push
+            if (items.empty() || !try_push(items[0])) return 0;
+            return 1 + stage_n(items.subspan(1));
         }
-        if (done != 0) c.publish();
-        return done;
+        return stage_n(items);
     }
     void push_n(std::span<const T> items) {
         core().check_open();
@@ -342,6 +333,7 @@ public:
     bool try_push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
         core().check_size(bytes.size());
         std::byte* p = core().try_reserve(bytes.size());
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(bytes.size());
         if (p == nullptr) return false;
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
         core().commit(bytes.size());
@@ -353,6 +345,7 @@ public:
     std::optional<WriteSlot> try_reserve(std::size_t n) {
         core().check_size(n);
         std::byte* p = core().try_reserve(n);
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(n);
         if (p == nullptr) return std::nullopt;
         return WriteSlot(&core(), p, n);
     }
@@ -382,6 +375,14 @@ public:
     }
 
     // Ends this producer's stream (idempotent). Later pushes throw Error(errc::closed).
+    // A descriptor for event loops (poll, epoll, Boost.Asio), readable when there may be
+    // room, when a consumer closed or died, or when the queue broke. Level-style: it starts
+    // readable; try_push until it returns false, then wait on fd() again; no wake-up is lost
+    // in between (try_push arms it before its last look). Made on the first call and owned
+    // by this producer (valid until close or destruction; a move keeps it). A queue whose
+    // consumers are all gone stays full: push_for reports that (closed / consumer_died).
+    // Throws Error naming the queue when no descriptor can be made, closed after close().
+    int fd() { return core().fd(); }
     void close() noexcept {
         if (core_) core_->close();
     }
@@ -389,6 +390,26 @@ public:
     std::size_t max_message() const { return core().max_message(); }
 
 private:
+    // SPSC batch: stages what fits now and publishes it with one tail store.
+    std::size_t stage_n(std::span<const T> items) {
+        detail::ProducerCore& c = core();
+        std::size_t done = 0;
+        try {
+            for (; done < items.size(); ++done) {
+                const std::size_t n = Codec<T>::size(items[done]);
+                c.check_size(n);
+                std::byte* p = c.stage_reserve(n);
+                if (p == nullptr) break;
+                Codec<T>::encode(items[done], std::span<std::byte>(p, n));
+                c.stage(n);
+            }
+        } catch (...) {
+            if (done != 0) c.publish();  // what was staged before the failure goes out
+            throw;
+        }
+        if (done != 0) c.publish();
+        return done;
+    }
     void encode_commit(const T& v, std::byte* p, std::size_t n) {
         try {
             Codec<T>::encode(v, std::span<std::byte>(p, n));
@@ -435,19 +456,23 @@ public:
         if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // slow path
         return decode_release(m);
     }
-    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()).
+    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
+    // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
+    // and a dead producer (throws producer_died) as pop() does.
     std::optional<T> try_pop() {
         std::span<const std::byte> m;
         detail::ConsumerCore& c = core();
         if (c.batchable() && !c.holding()) {  // one decision per message
-            if (!c.spsc_try_pop(m)) return std::nullopt;
-            struct Done {
-                detail::ConsumerCore& c;
-                ~Done() { c.spsc_pop_done(); }
-            } done{c};
-            return decode(m);
+            if (c.spsc_try_pop(m)) [[likely]] {
+                struct Done {
+                    detail::ConsumerCore& c;
+                    ~Done() { c.spsc_pop_done(); }
+                } done{c};
+                return decode(m);
+            }
+            if (!c.has_fd()) return std::nullopt;
         }
-        if (!c.try_peek(m)) return std::nullopt;
+        if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return std::nullopt;
         return decode_release(m);
     }
     // nullopt on timeout or at the end of stream; ended() tells which.
@@ -492,39 +517,21 @@ public:
     //   pop_n_for  as pop_n, 0 on timeout or at the end (ended() tells which).
     // Throw like pop(); a message that fails to decode is consumed, and the ones before it
     // are in out[0..k) (k is lost with the exception: use pop_into to tell them apart).
-    std::size_t try_pop_n(std::span<T> out) {
-        detail::ConsumerCore& c = core();
-        std::size_t done = 0;
-        if (!c.batchable()) {
-            while (done < out.size() && try_pop_into(out[done])) ++done;
-            return done;
-        }
-        std::span<const std::byte> m;
-        struct End {  // one publication for the batch, also when a decode throws
-            detail::ConsumerCore& c;
-            bool any = false;
-            ~End() {
-                if (any) c.batch_end();
-            }
-        } end{c};
-        while (done < out.size() && c.batch_next(m)) {
-            c.batch_take();  // consumed even if it fails to decode (as pop)
-            end.any = true;
-            decode_into(m, out[done]);
-            ++done;
-        }
-        return done;
+    std::size_t try_pop_n(std::span<T> out) {  // with fd(): arms it when empty, as try_pop
+        if (!core().has_fd()) return take_n(out);
+        if (out.empty() || !try_pop_into(out[0])) return 0;
+        return 1 + take_n(out.subspan(1));
     }
     std::size_t pop_n(std::span<T> out) {
         if (out.empty()) return 0;
         if (!pop_into(out[0])) return 0;
-        return 1 + try_pop_n(out.subspan(1));
+        return 1 + take_n(out.subspan(1));
     }
     template <class Rep, class Period>
     std::size_t pop_n_for(std::span<T> out, std::chrono::duration<Rep, Period> timeout) {
         if (out.empty()) return 0;
         if (!pop_into_for(out[0], timeout)) return 0;
-        return 1 + try_pop_n(out.subspan(1));
+        return 1 + take_n(out.subspan(1));
     }
 
     // Zero copy: the next message in place (blocks); nullopt at the end of stream. The
@@ -532,7 +539,9 @@ public:
     std::optional<ReadSlot> peek() { return peek_until(0); }
     std::optional<ReadSlot> try_peek() {
         std::span<const std::byte> m;
-        if (!core().try_peek(m)) return std::nullopt;
+        if (!core().try_peek(m) && !(core().has_fd() && core().poll_peek(m) == detail::PeekResult::ok)) {
+            return std::nullopt;
+        }
         return ReadSlot(&core(), m);
     }
     template <class Rep, class Period>
@@ -552,12 +561,48 @@ public:
 
     // True once the end of stream was seen by this consumer.
     bool ended() const { return core().ended(); }
+
+    // A descriptor for event loops (poll, epoll, Boost.Asio, Python's loop.add_reader),
+    // readable when a message, the end of stream, a dead producer or a broken queue awaits.
+    // Level-style: it starts readable; drain with try_pop until it returns nullopt, then
+    // check ended() and wait on fd() again. No wake-up is lost in between: the empty
+    // try_pop arms the descriptor before its last look. A producer that dies makes it
+    // readable at once (a pidfd per producer; 100 ms without pidfd). Spurious readiness is
+    // possible (try_pop then just returns nullopt). Made on the first call and owned by this
+    // consumer (valid until close or destruction; a move keeps it); the fast path is
+    // unchanged, a producer pays one datagram only when it wakes an armed consumer. Throws
+    // Error naming the queue when no descriptor can be made, closed after close().
+    int fd() { return core().fd(); }
     void close() noexcept {
         if (core_) core_->close();
     }
     const std::string& name() const { return core().name(); }
 
 private:
+    // The batch calls' work: the messages waiting now, without arming a descriptor.
+    std::size_t take_n(std::span<T> out) {
+        detail::ConsumerCore& c = core();
+        std::size_t done = 0;
+        std::span<const std::byte> m;
+        if (!c.batchable()) {
+            while (done < out.size() && c.try_peek(m)) decode_release_into(m, out[done++]);
+            return done;
+        }
+        struct End {  // one publication for the batch, also when a decode throws
+            detail::ConsumerCore& c;
+            bool any = false;
+            ~End() {
+                if (any) c.batch_end();
+            }
+        } end{c};
+        while (done < out.size() && c.batch_next(m)) {
+            c.batch_take();  // consumed even if it fails to decode (as pop)
+            end.any = true;
+            decode_into(m, out[done]);
+            ++done;
+        }
+        return done;
+    }
     std::optional<T> take(std::uint64_t deadline_ns) {
         std::span<const std::byte> m;
         if (core().peek(m, deadline_ns) != detail::PeekResult::ok) return std::nullopt;
