@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <numeric>
+#include <poll.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -242,6 +243,33 @@ TEST_CASE("A producer polling a full SPSC ring finds the space a paused consumer
         }
         CHECK(tries < 64);
         for (std::uint64_t i = 2; i <= n; ++i) REQUIRE(rx.try_pop() == i);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("try_pop_n and try_pop_into arm a consumer's descriptor when they find nothing", "[unit]") {
+    const auto kind = GENERATE(Endpoints::one, Endpoints::many);
+    INFO(test::kind_label(kind));
+    const std::string name = test::unique_name("batchfd");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create(name, test::queue_options(kind, 4096, 64));
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        pollfd p{rx.fd(), POLLIN, 0};
+        std::array<std::uint64_t, 8> buf{};
+        CHECK(rx.try_pop_n(buf) == 0);  // drains the first readiness and arms (D3)
+        CHECK(::poll(&p, 1, 0) == 0);
+        tx.push_n(iota_values(3));
+        REQUIRE(::poll(&p, 1, 5000) == 1);  // the batch rang the armed descriptor
+        CHECK(rx.try_pop_n(buf) == 3);
+        std::uint64_t one = 0;
+        CHECK_FALSE(rx.try_pop_into(one));  // arms again
+        CHECK(::poll(&p, 1, 0) == 0);
+        tx.push(7);
+        REQUIRE(::poll(&p, 1, 5000) == 1);
+        REQUIRE(rx.try_pop_into(one));
+        CHECK(one == 7u);
     }
     test::require_gone(name);
 }

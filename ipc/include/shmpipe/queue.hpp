@@ -494,9 +494,10 @@ public:
         decode_release_into(m, out);
         return true;
     }
-    bool try_pop_into(T& out) {
+    bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
         std::span<const std::byte> m;
-        if (!core().try_peek(m)) return false;
+        detail::ConsumerCore& c = core();
+        if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return false;
         decode_release_into(m, out);
         return true;
     }
