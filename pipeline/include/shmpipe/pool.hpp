@@ -99,12 +99,6 @@ namespace detail {
 
 class PoolCore;
 
-// Submits one encoded task; returns its state. Defined in pool.cpp.
-std::shared_ptr<TaskState> pool_submit(PoolCore& core, Trampoline t, std::uint64_t fn,
-                                       std::span<const std::byte> args, const char* kind);
-std::size_t pool_max_payload(const PoolCore& core) noexcept;
-unsigned pool_size(const PoolCore& core) noexcept;
-
 template <class R>
 void append_chunk(std::vector<R>& out, const std::shared_ptr<TaskState>& s) {
     s->wait();
@@ -178,7 +172,10 @@ private:
             }
             const std::size_t slot = next_slot_++;
             in_flight_.emplace_back(slot, s);
-            if (!ordered_) s->add_listener([q = done_queue_, slot] { q->push(slot); });
+            if (!ordered_) {
+                done_queue_->drive_with(*s);
+                s->add_listener([q = done_queue_, slot] { q->push(slot); });
+            }
         }
     }
     std::optional<R> next_until(std::chrono::steady_clock::time_point deadline) {
@@ -406,7 +403,7 @@ protected:
         typename T::args packed{std::forward<A>(args)...};
         Bytes& buf = scratch();
         encode_args(packed, buf);
-        return pool_submit(*core_, &call_one<Fp>, fn_bits(+f), buf, kind);
+        return submit_task(&call_one<Fp>, fn_bits(+f), buf, kind);
     }
 
     template <bool Star, class F, class Range>
@@ -422,9 +419,9 @@ protected:
             const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(std::to_address(first)),
                                                    count * sizeof(Elem));
             if constexpr (Star) {
-                return pool_submit(*core_, &call_star_chunk<Fp>, fn_bits(+f), bytes, "starmap");
+                return submit_task(&call_star_chunk<Fp>, fn_bits(+f), bytes, "starmap");
             } else {
-                return pool_submit(*core_, &call_chunk<Fp>, fn_bits(+f), bytes, "map");
+                return submit_task(&call_chunk<Fp>, fn_bits(+f), bytes, "map");
             }
         }
         std::vector<Elem> part;
@@ -433,9 +430,9 @@ protected:
         Bytes& buf = scratch();
         encode_into(part, buf);
         if constexpr (Star) {
-            return pool_submit(*core_, &call_star_chunk<Fp>, fn_bits(+f), buf, "starmap");
+            return submit_task(&call_star_chunk<Fp>, fn_bits(+f), buf, "starmap");
         } else {
-            return pool_submit(*core_, &call_chunk<Fp>, fn_bits(+f), buf, "map");
+            return submit_task(&call_chunk<Fp>, fn_bits(+f), buf, "map");
         }
     }
 
@@ -446,14 +443,14 @@ protected:
         using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
         const auto n = static_cast<std::size_t>(std::size(xs));
         if (chunksize != 0 || n == 0) return std::max<std::size_t>(chunksize, 1);
-        const std::size_t workers = pool_size(*core_);
+        const std::size_t workers = pool_size();
         std::size_t c = (n + 4 * workers - 1) / (4 * workers);
         // Keep a chunk (and its results) inside one message, judging by the first element.
         const Elem first(*std::begin(xs));
         std::size_t per = Codec<Elem>::size(first) + (std::is_trivially_copyable_v<Elem> ? 0 : 4);
         if constexpr (!std::is_void_v<R> && std::is_trivially_copyable_v<R>) per = std::max(per, sizeof(R));
         per = std::max<std::size_t>(per * 2, 1);  // headroom for elements larger than the first
-        const std::size_t cap = std::max<std::size_t>(pool_max_payload(*core_) / per, 1);
+        const std::size_t cap = std::max<std::size_t>(max_payload() / per, 1);
         return std::clamp<std::size_t>(c, 1, cap);
     }
 
@@ -502,6 +499,7 @@ protected:
         auto chunks = submit_chunks<Star>(f, xs, chunksize);
         auto out = std::make_shared<TaskState>();
         out->id = chunks.empty() ? 0 : chunks.front()->id;
+        if (!chunks.empty()) out->driver = chunks.front()->driver;  // waiting for it drains the pool's results
         out->what = std::string(Star ? "starmap_async" : "map_async") + " of " + std::to_string(std::size(xs)) +
                     " elements in " + std::to_string(chunks.size()) + " chunks";
         out->is_running = [chunks](std::uint64_t) {
@@ -562,7 +560,7 @@ protected:
             it = stop;
             return s;
         };
-        return IMapResult<R>(std::move(submit_next), lookahead != 0 ? lookahead : 2 * pool_size(*core_), ordered);
+        return IMapResult<R>(std::move(submit_next), lookahead != 0 ? lookahead : 2 * pool_size(), ordered);
     }
 
     void close_engine();
@@ -574,6 +572,13 @@ protected:
     static Bytes& scratch();
 
     std::shared_ptr<PoolCore> core_;
+
+private:
+    // Submits one encoded task; returns its state.
+    std::shared_ptr<TaskState> submit_task(Trampoline t, std::uint64_t fn, std::span<const std::byte> args,
+                                           const char* kind);
+    std::size_t max_payload() const noexcept;
+    unsigned pool_size() const noexcept;
 };
 
 // apply_async's trailing callback(...) / error_callback(...) tags (Pool and ThreadPool): they
