@@ -41,11 +41,15 @@ bool PoolCore::draining_here() const noexcept {
 bool PoolCore::drive_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) {
     using clock = std::chrono::steady_clock;
     if (tl_leading == this) {
-        // A callback on the draining thread waits for another task: drain on (L1).
+        // A callback on the draining thread waits for another task: drain on (L1). A task
+        // it submitted may sit in the backlog, and on the collector no one else pushes it.
         while (!done()) {
             const auto now = clock::now();
             if (now >= deadline) return false;
-            if (!drain_one(std::min<clock::duration>(deadline - now, kSupervisePeriod))) return done();
+            const bool backlog = backlog_nonempty_.load();
+            if (backlog) flush_backlog();
+            const clock::duration slice = backlog ? clock::duration(kBacklogPeriod) : clock::duration(kSupervisePeriod);
+            if (!drain_one(std::min<clock::duration>(deadline - now, slice))) return done();
         }
         return true;
     }
