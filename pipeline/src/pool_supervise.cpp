@@ -60,8 +60,15 @@ void PoolCore::start_worker(unsigned index) {
     po.close_fds = true;
     po.keep_fds = opt.keep_fds;
     auto p = std::make_unique<Process>([this, index] { worker_main(index); }, po);
-    p->start();
+    // Counted before the fork: a caller that drains results itself may see the new worker's
+    // first result before this thread returns from start().
     ++started_count;
+    try {
+        p->start();
+    } catch (...) {
+        --started_count;
+        throw;
+    }
     std::lock_guard lock(workers_m_);
     workers_[index] = std::move(p);
 }
