@@ -50,11 +50,12 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rx_.emplace(results_name);
     max_message_ = tx_->max_message();
 
-    slots_bytes_ = sizeof(WorkerSlot) * n + sizeof(CancelRing);
+    slots_bytes_ = sizeof(WorkerSlot) * n + sizeof(CancelRing) + sizeof(TaskDoor);
     void* mem = ::mmap(nullptr, slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw Error::from_errno(errno, "Pool: map the worker slots");
     slots_ = new (mem) WorkerSlot[n];
     cancelled_ = new (static_cast<std::byte*>(mem) + sizeof(WorkerSlot) * n) CancelRing;
+    door_ = new (static_cast<std::byte*>(mem) + sizeof(WorkerSlot) * n + sizeof(CancelRing)) TaskDoor;
     workers_.resize(n);
     seen_busy_.assign(n, {0, {}});
 

@@ -73,6 +73,17 @@ struct CancelRing {
     std::atomic<std::uint64_t> ids[kCancelRing] = {};
 };
 
+// Which worker waits on the task queue: one at a time (the door's leader), the other idle
+// workers sleep on `seq` (followers). So one idle worker spins in the queue while the
+// caller waits for its result, instead of every idle worker spinning and taking CPU time
+// from the thread being waited for (see pool_worker.cpp, D1-D3). In the same mapping.
+struct TaskDoor {
+    alignas(64) std::atomic<std::uint32_t> leader{0};  // 1 + index of the worker at the door; 0: none
+    std::atomic<std::uint32_t> seq{0};                 // futex word, bumped for each wake-up
+    std::atomic<std::uint32_t> sleepers{0};            // followers between counting and leaving a sleep
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
 class PoolCore final : public CompletionDriver, public std::enable_shared_from_this<PoolCore> {
 public:
     explicit PoolCore(PoolOptions o);
@@ -122,6 +133,10 @@ private:
     // pool_worker.cpp
     void worker_main(unsigned index);
     bool cancelled_while_queued(std::uint64_t id) const noexcept;
+    bool enter_door(unsigned index) noexcept;      // in a worker: false when the door was dropped
+    void leave_door(unsigned index, bool all, Consumer<>& in) noexcept;
+    void open_door_for_task() noexcept;            // in the parent, after publishing a task
+    void free_door_of(unsigned index) noexcept;    // in the parent, for a dead worker
     // pool_results.cpp
     void lead(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline);
     bool drain_one(std::chrono::steady_clock::duration wait);  // false: the queue failed (not ours to fix)
@@ -157,6 +172,7 @@ private:
     std::optional<Consumer<>> rx_;            // used by the leader only
     WorkerSlot* slots_ = nullptr;
     CancelRing* cancelled_ = nullptr;         // after the slots, in the same mapping
+    TaskDoor* door_ = nullptr;                // after the cancel ring, in the same mapping
     std::size_t slots_bytes_ = 0;
     std::size_t max_message_ = 0;
 

@@ -34,6 +34,7 @@ void PoolCore::publish(WriteSlot& w, std::uint64_t id, std::span<const std::byte
     std::memcpy(w.span().data(), header.data(), header.size());
     if (!args.empty()) std::memcpy(w.span().data() + header.size(), args.data(), args.size());
     w.commit();
+    open_door_for_task();  // D2 (pool_worker.cpp): no idle worker sleeps on the door past a task
 }
 
 std::shared_ptr<TaskState> PoolCore::submit(Trampoline t, std::uint64_t fn, std::span<const std::byte> args,
