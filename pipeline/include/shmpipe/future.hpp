@@ -281,7 +281,8 @@ public:
     }
     // Cancels a task no worker has taken yet; false when it runs or has finished.
     bool cancel() { return state_->cancel(); }
-    // cb(const Future<R>&) once finished: on the collector thread, or now when already done.
+    // cb(const Future<R>&) once finished: on the thread that completes the task (for a
+    // process pool, the thread that took its result), or now when already done.
     template <class F>
     void add_done_callback(F cb) {
         state_->add_listener([self = *this, cb = std::move(cb)]() mutable { cb(self); });

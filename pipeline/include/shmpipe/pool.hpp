@@ -22,9 +22,13 @@
 // function there; a typed trampoline decodes, calls and encodes.
 //
 // Queues: "shmpipe.pool-<pid>-<n>-tasks" (MPMC, parent -> workers) and "...-results"
-// (workers -> parent), created by the pool and removed when it ends. A background thread in
-// the parent (the collector) takes results, completes futures, runs callbacks, watches the
-// workers and replaces the ones that die.
+// (workers -> parent), created by the pool and removed when it ends. A thread that waits for
+// a result (get, result, wait, map, imap, as_completed, wait()) takes results from the
+// queue itself and completes the other callers' futures as it goes (one waiting thread at a
+// time; the others wait for it); when no thread waits, a background thread in the parent
+// (the collector) takes them. The collector also watches the workers and replaces the ones
+// that die. One idle worker at a time waits on the task queue; the others sleep until a
+// task is queued for them.
 //
 // Failure handling:
 //   - an exception in a task reaches the caller as shmpipe::RemoteError (type name, what());
@@ -41,7 +45,8 @@
 // Submitting blocks only while the task queue is full, and never blocks close(),
 // terminate() or other submitters meanwhile (a submit waiting for room when the pool is
 // closed or terminated throws invalid_state). A task submitted from a done-callback (on the
-// collector thread) never waits: it is queued in the parent until there is room.
+// thread that took the result, see future.hpp) never waits: it is queued in the parent
+// until there is room.
 //
 // Destroying a Pool that was not joined terminates it (like leaving `with Pool()` in
 // Python): unfinished tasks fail with errc::cancelled and nothing waits on a stuck task.
@@ -221,8 +226,9 @@ private:
 // cannot be taken for a task argument (a tuple argument stays an argument):
 //   pool.apply_async(square, 7, shmpipe::callback([](int r) { ... }),
 //                    shmpipe::error_callback([](std::exception_ptr e) { ... }));
-// Either, both or none, after the task's arguments. They run on the pool's collector
-// thread (see future.hpp): keep them short; an exception they throw is dropped.
+// Either, both or none, after the task's arguments. They run on the thread that takes the
+// result from the results queue: a thread waiting on the same pool (get, map, ...) or the
+// pool's collector thread (see future.hpp). Keep them short; an exception they throw is dropped.
 template <class F>
 struct Callback {
     F fn;
@@ -653,7 +659,8 @@ public:
     // f(args...) in a worker; the result later. Optional callbacks after the arguments:
     //   pool.apply_async(f, x, y, shmpipe::callback(on_result), shmpipe::error_callback(on_error));
     // on_result(R) (on_result() for a void task) on success, on_error(std::exception_ptr) on
-    // failure, both on the collector thread once the result is set (get() may return first).
+    // failure, both once the result is set (get() may return first), on the thread that took
+    // the result: a thread waiting on this pool, or the collector thread.
     template <class F, class... A>
     auto apply_async(F f, A&&... args) {
         constexpr std::size_t tags = (std::size_t{0} + ... + (detail::is_callback_tag_v<std::remove_cvref_t<A>> ? 1 : 0));
