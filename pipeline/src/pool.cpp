@@ -50,12 +50,14 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rx_.emplace(results_name);
     max_message_ = tx_->max_message();
 
-    slots_bytes_ = sizeof(WorkerSlot) * n + sizeof(CancelRing) + sizeof(TaskDoor);
+    const std::size_t ring_at = sizeof(WorkerSlot) * n;  // WorkerSlot is 64 bytes: the ring is aligned
+    const std::size_t door_at = (ring_at + sizeof(CancelRing) + alignof(TaskDoor) - 1) / alignof(TaskDoor) * alignof(TaskDoor);
+    slots_bytes_ = door_at + sizeof(TaskDoor);
     void* mem = ::mmap(nullptr, slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw Error::from_errno(errno, "Pool: map the worker slots");
     slots_ = new (mem) WorkerSlot[n];
-    cancelled_ = new (static_cast<std::byte*>(mem) + sizeof(WorkerSlot) * n) CancelRing;
-    door_ = new (static_cast<std::byte*>(mem) + sizeof(WorkerSlot) * n + sizeof(CancelRing)) TaskDoor;
+    cancelled_ = new (static_cast<std::byte*>(mem) + ring_at) CancelRing;
+    door_ = new (static_cast<std::byte*>(mem) + door_at) TaskDoor;
     workers_.resize(n);
     seen_busy_.assign(n, {0, {}});
 
