@@ -23,6 +23,8 @@
 namespace shmpipe::detail {
 
 namespace {
+constexpr int kDrainAfterDone = 64;  // results a leader takes, at most, once its own task is done
+
 thread_local const PoolCore* tl_leading = nullptr;  // L1: the pool whose results this thread drains now
 
 struct Leading {
@@ -95,6 +97,17 @@ void PoolCore::lead(const std::function<bool()>& done, std::chrono::steady_clock
         if (!drain_one(std::min<clock::duration>(deadline - now, kSupervisePeriod))) {
             std::this_thread::sleep_for(kBacklogPeriod);  // not ours to fix: do not spin on it
             return;
+        }
+    }
+    // Done: take what is already committed too (a map's next chunks), so the workers do not
+    // stall on a full results queue while this thread goes on; never waits.
+    for (int i = 0; i < kDrainAfterDone && !supervision_wants_.load(std::memory_order_acquire); ++i) {
+        try {
+            auto m = rx_->try_peek();
+            if (!m) return;
+            handle_message(std::move(*m));
+        } catch (const Error&) {
+            return;  // a notice (producer_died) or a broken queue: the next leader sees it
         }
     }
 }

@@ -86,7 +86,13 @@ std::shared_ptr<TaskState> PoolCore::submit(Trampoline t, std::uint64_t fn, std:
             if (closed_ || terminating_) throw Error(errc::invalid_state, closed_message(kind));
             std::optional<WriteSlot> w;
             try {
-                w = tx_->reserve_for(size, kSubmitSlice);
+                w = tx_->try_reserve(size);
+                if (!w) {
+                    // Full: the workers make room only as their results are taken. A thread
+                    // waiting for one takes them; if none does, the collector must, now (L4).
+                    if (waiting_.load(std::memory_order_seq_cst) == 0) kick_collector();
+                    w = tx_->reserve_for(size, kSubmitSlice);
+                }
             } catch (const Error& e) {
                 if (e.code() == errc::broken && terminating_) throw Error(errc::invalid_state, closed_message(kind));
                 throw;
