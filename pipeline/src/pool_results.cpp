@@ -236,7 +236,15 @@ void PoolCore::handle_message(ReadSlot m) {
         e = std::make_exception_ptr(Error(errc::cancelled, s->what + ": cancelled"));
     } else if (h.status == kResultOk) {
         status = TaskStatus::ok;
-        result.assign(payload.begin(), payload.end());
+        bool placed = false;
+        {
+            std::lock_guard lock(s->m);  // a waiting map set the sink; it clears it under m before leaving
+            if (s->sink != nullptr && payload.size() == s->sink_size) {
+                if (!payload.empty()) std::memcpy(s->sink, payload.data(), payload.size());
+                s->in_sink = placed = true;
+            }
+        }
+        if (!placed) result.assign(payload.begin(), payload.end());
     } else if (h.status == kResultException) {
         try {
             auto [type, what] = Codec<std::pair<std::string, std::string>>::decode(payload);

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -179,4 +180,30 @@ TEST_CASE("The result stream stays open while a recycled worker is replaced", "[
     REQUIRE(sut.workers_started() >= 36);
     sut.close();
     within(sut, "join() after close()", [&] { sut.join(); });
+}
+
+namespace {
+int fail_on_13(int x) {
+    if (x == 13) throw std::runtime_error("thirteen");
+    return x;
+}
+}  // namespace
+
+TEST_CASE("A map that fails or times out leaves no result to be written into its freed output", "[multiprocess]") {
+    // Flat results go straight into the map's output vector; these two ways out free it
+    // while other chunks are still running (ASan checks that nothing writes there after).
+    shmpipe::ProcessPoolExecutor sut(2);
+    std::vector<int> sleeps(8, 150);
+    REQUIRE_THROWS_MATCHES(sut.map(sleep_ms, sleeps, 10ms), shmpipe::Error,
+                           Catch::Predicate<shmpipe::Error>(
+                               [](const shmpipe::Error& e) { return e.code() == shmpipe::errc::timeout; },
+                               "errc::timeout"));
+    std::vector<int> xs(200);
+    std::iota(xs.begin(), xs.end(), 0);
+    REQUIRE_THROWS_AS(sut.map(fail_on_13, xs, std::nullopt, 10), shmpipe::RemoteError);
+    // The chunks still running finish and their results are taken (by the collector) meanwhile.
+    auto probe = sut.submit(sleep_ms, 400);
+    REQUIRE(probe.result_for(20s) == 400);
+    const auto ys = sut.map(fail_on_13, std::vector<int>{1, 2, 3}, std::nullopt, 1);
+    REQUIRE(ys == std::vector<int>{1, 2, 3});
 }

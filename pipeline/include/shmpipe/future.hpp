@@ -81,6 +81,12 @@ struct TaskState {
     // Set by a process pool before the state is shared: waiting drives it (never changed after).
     std::weak_ptr<CompletionDriver> driver;
     bool watched = false;  // a listener was added while pending (under m)
+    // Set by a process pool's map while it waits (under m): an ok result of exactly
+    // sink_size bytes (flat, trivially copyable elements) is copied straight there by the
+    // thread that takes it from the queue (in_sink), not into payload.
+    std::byte* sink = nullptr;
+    std::size_t sink_size = 0;
+    bool in_sink = false;
 
     bool finished() const {
         std::lock_guard lock(m);

@@ -476,10 +476,61 @@ protected:
     }
 
     // Every chunk's results in input order; waits for each chunk until `deadline` (then
-    // cancels what no worker took and throws Error(errc::timeout)).
+    // cancels what no worker took and throws Error(errc::timeout)). `per_chunk`: elements
+    // per chunk (the last may have fewer).
     template <class R>
     static auto collect_chunks(std::vector<std::shared_ptr<TaskState>>& chunks, std::size_t expected,
-                               std::chrono::steady_clock::time_point deadline, const char* what) {
+                               std::size_t per_chunk, std::chrono::steady_clock::time_point deadline,
+                               const char* what) {
+        if constexpr (!std::is_void_v<R> && std::is_trivially_copyable_v<R>) {
+            // Flat results: the thread that takes a chunk's result copies it straight into
+            // place (TaskState::sink); only a chunk finished before this is copied from its payload.
+            std::vector<R> out(expected);
+            struct Unsink {  // on every way out, before `out` goes: no one writes there after
+                std::vector<std::shared_ptr<TaskState>>& all;
+                ~Unsink() {
+                    for (auto& c : all) {
+                        std::lock_guard lock(c->m);
+                        c->sink = nullptr;
+                    }
+                }
+            } unsink{chunks};
+            for (std::size_t i = 0; i < chunks.size(); ++i) {
+                const std::size_t first = std::min(i * per_chunk, expected);
+                std::lock_guard lock(chunks[i]->m);
+                chunks[i]->sink = reinterpret_cast<std::byte*>(out.data() + first);
+                chunks[i]->sink_size = std::min(per_chunk, expected - first) * sizeof(R);
+            }
+            wait_chunks(chunks, deadline, what);
+            for (auto& c : chunks) {
+                {
+                    std::lock_guard lock(c->m);
+                    if (c->in_sink) continue;
+                    if (c->status == TaskStatus::ok && c->payload.size() == c->sink_size) {
+                        if (!c->payload.empty()) std::memcpy(c->sink, c->payload.data(), c->payload.size());
+                        continue;
+                    }
+                }
+                auto part = take_result<std::vector<R>>(*c);  // throws the chunk's failure
+                throw Error(errc::invalid_state, std::string(what) + ": a chunk returned " + std::to_string(part.size()) +
+                                                     " results for " + std::to_string(c->sink_size / sizeof(R)) +
+                                                     " elements");
+            }
+            return out;
+        } else {
+            wait_chunks(chunks, deadline, what);
+            if constexpr (std::is_void_v<R>) {
+                for (auto& s : chunks) take_result<void>(*s);
+            } else {
+                std::vector<R> out;
+                out.reserve(expected);
+                for (auto& s : chunks) append_chunk(out, s);
+                return out;
+            }
+        }
+    }
+    static void wait_chunks(std::vector<std::shared_ptr<TaskState>>& chunks,
+                            std::chrono::steady_clock::time_point deadline, const char* what) {
         for (auto& s : chunks) {
             if (deadline == std::chrono::steady_clock::time_point::max()) {
                 s->wait();
@@ -489,14 +540,6 @@ protected:
                 throw Error(errc::timeout, std::string(what) + ": results not ready in time (the cancellable "
                                                                "chunks were cancelled, the running ones go on)");
             }
-        }
-        if constexpr (std::is_void_v<R>) {
-            for (auto& s : chunks) take_result<void>(*s);
-        } else {
-            std::vector<R> out;
-            out.reserve(expected);
-            for (auto& s : chunks) append_chunk(out, s);
-            return out;
         }
     }
 
@@ -528,8 +571,9 @@ protected:
     auto map_until(F f, const Range& xs, std::size_t chunksize, std::chrono::steady_clock::time_point deadline,
                    const char* what) {
         if constexpr (check_map_task<Star, F, std::ranges::range_value_t<Range>>()) {
-            auto chunks = submit_chunks<Star>(f, xs, chunksize);
-            return collect_chunks<task_result_t<F>>(chunks, std::size(xs), deadline, what);
+            const std::size_t per_chunk = pick_chunksize<Star, F>(xs, chunksize);
+            auto chunks = submit_chunks<Star>(f, xs, per_chunk);
+            return collect_chunks<task_result_t<F>>(chunks, std::size(xs), per_chunk, deadline, what);
         } else {
             return InvalidTask{};
         }
