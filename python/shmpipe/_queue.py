@@ -32,31 +32,22 @@ def _mangle(cpp_type):
     return enc if len(parts) == 1 else f"N{enc}E"
 
 
-_OUT_OF_BAND_MIN = 4096  # smaller buffers are cheaper to pickle in band than as frames
-
-
-def _in_band(buf):
-    """pickle's buffer_callback: True keeps a small buffer in band (and raises nothing for a
-    non-contiguous one, which put() then pickles in band)."""
-    try:
-        return buf.raw().nbytes < _OUT_OF_BAND_MIN
-    except BufferError:
-        return False
-
-
 class _Codec:
-    """How one queue turns objects into message bytes: pickle (default), raw bytes, str, or
-    a fixed struct layout."""
+    """How one queue turns objects into message bytes: pickle (default) and raw bytes run in
+    C (_native.QueueCore); str, a struct format and a numpy dtype here."""
 
     def __init__(self, dtype, cpp_type):
         self.dtype, self.cpp_type = dtype, cpp_type
         self.tag = 0
+        self.native_kind = _KIND_TYPED
         self.struct = None
         self.np_dtype = None
         if dtype is None:
             self.kind = "pickle"
+            self.native_kind = _KIND_PICKLE
         elif dtype is bytes:
             self.kind = "bytes"
+            self.native_kind = _KIND_BYTES
         elif dtype is str:
             self.kind = "str"
             self.tag = _native.type_tag_of_name(_CPP_STRING)
@@ -76,20 +67,6 @@ class _Codec:
 
     def put(self, tx, obj, block, timeout):
         kind = self.kind
-        if kind == "pickle":
-            if type(obj) is bytes:
-                return tx.put_tagged(_native.TAG_BYTES, obj, block, timeout)
-            buffers = []
-            data = pickle.dumps(obj, protocol=5, buffer_callback=lambda b: _in_band(b) or buffers.append(b))
-            if not buffers:
-                return tx.put_tagged(_native.TAG_PICKLE, data, block, timeout)
-            try:
-                frames = [data] + [b.raw() for b in buffers]
-            except BufferError:  # a non-contiguous buffer: pickle it in band
-                return tx.put_tagged(_native.TAG_PICKLE, pickle.dumps(obj, protocol=5), block, timeout)
-            return tx.put_frames(frames, block, timeout)
-        if kind == "bytes":
-            return tx.put(obj, block, timeout)
         if kind == "str":
             return tx.put(obj.encode(), block, timeout)
         if kind == "struct":
@@ -103,28 +80,12 @@ class _Codec:
         return tx.put(data, block, timeout)
 
     def get(self, rx, block, timeout):
-        """The next object, or _NONE when none came (timeout or end: rx.ended tells)."""
-        if self.kind == "pickle":
-            r = rx.get_tagged(block, timeout)
-            if r is None:
-                return _NONE
-            tag, payload, frames = r
-            if tag == _native.TAG_PICKLE:
-                return pickle.loads(payload)
-            if tag == _native.TAG_BYTES:
-                return payload
-            view = memoryview(payload)
-            (o, n), *rest = frames
-            return pickle.loads(view[o:o + n], buffers=[view[o:o + n] for o, n in rest])
+        """The next object, or None when none came (timeout or end: rx.ended tells)."""
         data = rx.get(block, timeout)
-        if data is None:
-            return _NONE
-        return self.decode(data)
+        return None if data is None else self.decode(data)
 
     def decode(self, data):
         kind = self.kind
-        if kind == "bytes":
-            return data
         if kind == "str":
             return data.decode()
         if kind == "struct":
@@ -136,6 +97,18 @@ class _Codec:
 
 
 _NONE = object()
+_KIND_TYPED, _KIND_PICKLE, _KIND_BYTES = 0, 1, 2  # the codecs of _native.QueueCore
+
+
+def _loads_frames(payload, frames):
+    """A kTagFrames message (a bytearray copy): frame 0 the pickle stream, then its
+    out-of-band buffers, as (offset, length) inside it."""
+    view = memoryview(payload)
+    (o, n), *rest = frames
+    return pickle.loads(view[o:o + n], buffers=[view[o:o + n] for o, n in rest])
+
+
+_native.configure_queue_core(pickle.dumps, pickle.loads, _loads_frames, Full, Empty, EndOfStream)
 
 
 class _Endpoints:
@@ -178,7 +151,7 @@ class _Peek:
             slot.release()  # a view derived from it keeps the mapping (never a crash)
 
 
-class Queue:
+class Queue(_native.QueueCore):
     """A process-shared FIFO queue with multiprocessing.Queue's interface.
 
     ``Queue(maxsize=0, *, name=None, ...)`` creates the queue (this object owns the name and
@@ -186,6 +159,9 @@ class Queue:
     (made by Python or C++). Objects are pickled by default (protocol 5, large buffers out
     of band); ``dtype`` selects raw ``bytes``, ``str`` (std::string) or a struct format /
     numpy dtype shared with a C++ ``Producer<T>`` / ``Consumer<T>``.
+
+    put, get, put_nowait, get_nowait, put_many and get_many are the C methods of the base
+    class _native.QueueCore (one C call per put or get).
     """
 
     def __init__(self, maxsize=0, *, name=None, max_message=DEFAULT_MAX_MESSAGE, producers="many",
@@ -220,9 +196,12 @@ class Queue:
         self._ep = _Endpoints()
         self._pending = collections.deque()  # messages a cancelled get_async took
         self._closed = False
+        self._set_kind(codec.native_kind)
+        self._set_pending(self._pending)
         forget_at_fork(self)
 
     def _forget_endpoints(self):
+        self._drop_endpoints()
         self._ep = _Endpoints()
 
     def __reduce__(self):
@@ -260,53 +239,15 @@ class Queue:
         return endpoint
 
     # --- multiprocessing.Queue -------------------------------------------------------------
+    # put, get, put_nowait, get_nowait, put_many, get_many: _native.QueueCore.
 
-    def put(self, obj, block=True, timeout=None):
-        """Puts obj; blocks while the queue is full (queue.Full after `timeout` seconds, or
-        at once with block=False)."""
-        tx = self._ep.tx or self._tx()
-        if not self._codec.put(tx, obj, block, timeout):
-            raise Full
+    def _put_typed(self, obj, block, timeout):
+        """QueueCore.put of a typed queue: False when full."""
+        return self._codec.put(self._tx(), obj, block, timeout)
 
-    def put_nowait(self, obj):
-        return self.put(obj, False)
-
-    def get(self, block=True, timeout=None):
-        """Removes and returns the next object. queue.Empty when none came in time;
-        EndOfStream (an EOFError) once the queue is drained and its stream ended (sealed and
-        every producer closed, expected_producers closed, or its one producer closed);
-        ProducerDied when a producer died without closing (after its messages)."""
-        if self._pending:
-            return self._pending.popleft()
-        rx = self._ep.rx or self._rx()
-        v = self._codec.get(rx, block, timeout)
-        if v is _NONE:
-            raise self._nothing(rx)
-        return v
-
-    def get_nowait(self):
-        return self.get(False)
-
-    def _nothing(self, rx):
-        if rx.ended:
-            return EndOfStream(f'get from queue "{self._name}": end of stream (no producer can come any more)')
-        return Empty()
-
-    def put_many(self, objs, block=True, timeout=None):
-        """Puts every object in order (the timeout applies to each put)."""
-        for obj in objs:
-            self.put(obj, block, timeout)
-
-    def get_many(self, max_items, block=True, timeout=None):
-        """Up to max_items objects: waits (like get) for the first, then takes what is
-        already there. At the end of stream returns what it has, or raises EndOfStream."""
-        out = [self.get(block, timeout)]
-        while len(out) < max_items:
-            try:
-                out.append(self.get(False))
-            except (Empty, EndOfStream):
-                break
-        return out
+    def _get_typed(self, block, timeout):
+        """QueueCore.get of a typed queue: None when none came."""
+        return self._codec.get(self._rx(), block, timeout)
 
     def __iter__(self):
         """Yields objects until the end of stream."""
@@ -324,7 +265,7 @@ class Queue:
         rx = self._ep.rx or self._rx()
         slot = rx.peek(block, timeout)
         if slot is None:
-            raise self._nothing(rx)
+            self._nothing()
         return _Peek(slot)
 
     def _stats(self):
@@ -350,6 +291,7 @@ class Queue:
         of stream; a "many" queue also needs seal() or expected_producers) and consumer.
         Idempotent."""
         self._closed = True
+        self._drop_endpoints()
         self._ep.close()
 
     def join_thread(self):

@@ -287,3 +287,33 @@ def test_a_cancelled_get_async_loses_no_message(sut):
         return await asyncio.wait_for(sut.get_async(timeout=5), 10)
 
     assert asyncio.run(main()) == "kept"
+
+
+@pytest.mark.parametrize("arr", [
+    np.arange(5, dtype=np.uint8),
+    np.arange(12, dtype=">i4").reshape(3, 4),
+    np.array(2.5),
+    np.zeros((0, 3), dtype=np.float64),
+    np.array(["ab", "cde"]),
+    np.array(["2026-11-30T14:00"], dtype="datetime64[m]"),
+    np.arange(6, dtype=np.complex64).reshape(2, 3).T,                # not C-contiguous: pickled
+    np.zeros(2, dtype=[("x", "<i4"), ("y", "<f8")]),                  # fields: pickled
+    np.array([{"a": 1}, None], dtype=object),                        # objects: pickled
+])
+def test_numpy_arrays_arrive_with_their_dtype_shape_and_values(sut, arr):
+    sut.put(arr)
+    got = sut.get()
+    assert type(got) is np.ndarray and got.dtype == arr.dtype and got.shape == arr.shape
+    assert got.flags.writeable
+    assert (got == arr).all() if arr.dtype != object else list(got) == list(arr)
+
+
+def test_put_many_and_get_many_accept_keywords_and_mixed_objects(sut):
+    items = [b"raw", 7, np.arange(3), "text", bytearray(b"ba")]
+    sut.put_many(items, block=True, timeout=1)
+    got = sut.get_many(max_items=10, timeout=1)
+    assert got[0] == b"raw" and got[1] == 7 and (got[2] == np.arange(3)).all() and got[3:] == ["text", bytearray(b"ba")]
+    with pytest.raises(TypeError):
+        sut.put(1, True, None, "extra")
+    with pytest.raises(TypeError):
+        sut.get(blok=False)
