@@ -129,24 +129,34 @@ std::optional<double> timeout_of(PyObject* o) {
 
 // --- endpoints ----------------------------------------------------------------------------
 
-PyProducer& producer(Core* self) {
+// An endpoint and a reference that keeps it alive through one call: another thread may
+// close() the queue (dropping the core's reference) while this one waits without the GIL.
+template <class T>
+struct Held {
+    py::object ref;
+    T* ptr = nullptr;
+    T& operator*() const noexcept { return *ptr; }
+    T* operator->() const noexcept { return ptr; }
+};
+
+Held<PyProducer> producer(Core* self) {
     if (self->tx == nullptr) {
         py::object tx = steal_or_throw(PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), names.tx));
         auto* p = tx.cast<PyProducer*>();
         Py_XSETREF(self->tx_obj, tx.release().ptr());
         self->tx = p;
     }
-    return *self->tx;
+    return {py::reinterpret_borrow<py::object>(self->tx_obj), self->tx};
 }
 
-PyConsumer& consumer(Core* self) {
+Held<PyConsumer> consumer(Core* self) {
     if (self->rx == nullptr) {
         py::object rx = steal_or_throw(PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), names.rx));
         auto* c = rx.cast<PyConsumer*>();
         Py_XSETREF(self->rx_obj, rx.release().ptr());
         self->rx = c;
     }
-    return *self->rx;
+    return {py::reinterpret_borrow<py::object>(self->rx_obj), self->rx};
 }
 
 // --- put ----------------------------------------------------------------------------------
@@ -311,21 +321,21 @@ py::object array_of(const PyConsumer& rx, std::span<const std::byte> m) {
 bool put_one(Core* self, PyObject* obj, bool block, std::optional<double> timeout, PyObject* const* args) {
     switch (self->kind) {
     case kPickle: {
-        PyProducer& tx = producer(self);
+        const Held<PyProducer> tx = producer(self);
         if (PyBytes_CheckExact(obj)) {
-            return tx.put_tagged(kTagBytes, PyBytes_AS_STRING(obj), static_cast<std::size_t>(PyBytes_GET_SIZE(obj)), block,
+            return tx->put_tagged(kTagBytes, PyBytes_AS_STRING(obj), static_cast<std::size_t>(PyBytes_GET_SIZE(obj)), block,
                                  timeout);
         }
-        if (const std::optional<bool> done = put_array(tx, obj, block, timeout)) return *done;
-        return put_pickled(tx, obj, block, timeout);
+        if (const std::optional<bool> done = put_array(*tx, obj, block, timeout)) return *done;
+        return put_pickled(*tx, obj, block, timeout);
     }
     case kBytes:
         if (PyBytes_CheckExact(obj)) {
             const auto n = static_cast<std::size_t>(PyBytes_GET_SIZE(obj));
-            return producer(self).write(n, block, timeout,
+            return producer(self)->write(n, block, timeout,
                                         [&](std::byte* p) { copy_bytes(p, PyBytes_AS_STRING(obj), n); });
         }
-        return producer(self).put(obj, block, timeout);
+        return producer(self)->put(obj, block, timeout);
     default: {
         PyObject* argv[] = {reinterpret_cast<PyObject*>(self), obj, args[0], args[1]};
         const py::object r = steal_or_throw(PyObject_VectorcallMethod(names.put_typed, argv, 4, nullptr));
@@ -339,9 +349,9 @@ bool put_one(Core* self, PyObject* obj, bool block, std::optional<double> timeou
 // --- get ----------------------------------------------------------------------------------
 
 // Empty, or EndOfStream when the stream ended (the message the C++ consumer gives).
-[[noreturn]] void throw_nothing(Core* self) {
-    if (self->rx != nullptr && self->rx->ended()) {
-        const std::string msg = "get from queue \"" + self->rx->name() + "\": end of stream (no producer can come any more)";
+[[noreturn]] void throw_nothing(const PyConsumer& rx) {
+    if (rx.ended()) {
+        const std::string msg = "get from queue \"" + rx.name() + "\": end of stream (no producer can come any more)";
         const py::object e = steal_or_throw(PyObject_CallOneArg(api.end_of_stream, py::str(msg).ptr()));
         PyErr_SetObject(api.end_of_stream, e.ptr());
     } else {
@@ -352,8 +362,7 @@ bool put_one(Core* self, PyObject* obj, bool block, std::optional<double> timeou
 
 // The next object, or a null object when none came (see throw_nothing). `quick`: only a
 // message already waiting (PyConsumer::take).
-py::object get_one(Core* self, bool block, std::optional<double> timeout, bool quick) {
-    PyConsumer& rx = consumer(self);
+py::object get_one(Core* self, PyConsumer& rx, bool block, std::optional<double> timeout, bool quick) {
     py::object payload;
     unsigned tag = 0;
     std::vector<std::pair<std::size_t, std::size_t>> frames;
@@ -388,7 +397,6 @@ py::object get_one(Core* self, bool block, std::optional<double> timeout, bool q
 
 // A typed queue's next object (self._get_typed, Python), or a null object when none came.
 py::object get_typed(Core* self, PyObject* block, PyObject* timeout) {
-    consumer(self);  // attached here too: throw_nothing reads its end of stream
     PyObject* argv[] = {reinterpret_cast<PyObject*>(self), block, timeout};
     py::object v = steal_or_throw(PyObject_VectorcallMethod(names.get_typed, argv, 3, nullptr));
     return v.is_none() ? py::object() : v;
@@ -405,10 +413,11 @@ py::object pop_pending(Core* self) {
 
 py::object get_blocking(Core* self, PyObject* block_arg, PyObject* timeout_arg) {
     if (py::object p = pop_pending(self)) return p;
+    const Held<PyConsumer> rx = consumer(self);  // typed queues too: throw_nothing reads its end of stream
     py::object v = self->kind == kTyped ? get_typed(self, block_arg != nullptr ? block_arg : Py_True,
                                                     timeout_arg != nullptr ? timeout_arg : Py_None)
-                                        : get_one(self, block_of(block_arg), timeout_of(timeout_arg), false);
-    if (!v) throw_nothing(self);
+                                        : get_one(self, *rx, block_of(block_arg), timeout_of(timeout_arg), false);
+    if (!v) throw_nothing(*rx);
     return v;
 }
 
@@ -494,7 +503,11 @@ PyObject* core_get_many(PyObject* o, PyObject* const* args, Py_ssize_t nargs, Py
         out.append(get_blocking(self, a[1], a[2]));
         while (static_cast<Py_ssize_t>(out.size()) < max_items) {
             py::object v = pop_pending(self);
-            if (!v) v = self->kind == kTyped ? get_typed(self, Py_False, Py_None) : get_one(self, false, std::nullopt, true);
+            if (!v && self->kind == kTyped) {
+                v = get_typed(self, Py_False, Py_None);
+            } else if (!v) {
+                v = get_one(self, *consumer(self), false, std::nullopt, true);
+            }
             if (!v) break;
             out.append(v);
         }
@@ -504,9 +517,7 @@ PyObject* core_get_many(PyObject* o, PyObject* const* args, Py_ssize_t nargs, Py
 
 PyObject* core_nothing(PyObject* o, PyObject*) {
     return guarded([&]() -> PyObject* {
-        auto* self = reinterpret_cast<Core*>(o);
-        consumer(self);
-        throw_nothing(self);
+        throw_nothing(*consumer(reinterpret_cast<Core*>(o)));
     });
 }
 
