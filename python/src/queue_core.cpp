@@ -139,25 +139,20 @@ struct Held {
     T* operator->() const noexcept { return ptr; }
 };
 
-Held<PyProducer> producer(Core* self) {
-    if (self->tx == nullptr) {
-        py::object tx = steal_or_throw(PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), names.tx));
-        auto* p = tx.cast<PyProducer*>();
-        Py_XSETREF(self->tx_obj, tx.release().ptr());
-        self->tx = p;
+// The endpoint in (obj, ptr), attached first through the Python method `attach` (self._tx()
+// or self._rx(): they name a closed queue and register the finalizer).
+template <class T>
+Held<T> endpoint(Core* self, PyObject*& obj, T*& ptr, PyObject* attach) {
+    if (ptr == nullptr) {
+        py::object e = steal_or_throw(PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), attach));
+        T* p = e.cast<T*>();
+        Py_XSETREF(obj, e.release().ptr());
+        ptr = p;
     }
-    return {py::reinterpret_borrow<py::object>(self->tx_obj), self->tx};
+    return {py::reinterpret_borrow<py::object>(obj), ptr};
 }
-
-Held<PyConsumer> consumer(Core* self) {
-    if (self->rx == nullptr) {
-        py::object rx = steal_or_throw(PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), names.rx));
-        auto* c = rx.cast<PyConsumer*>();
-        Py_XSETREF(self->rx_obj, rx.release().ptr());
-        self->rx = c;
-    }
-    return {py::reinterpret_borrow<py::object>(self->rx_obj), self->rx};
-}
+Held<PyProducer> producer(Core* self) { return endpoint(self, self->tx_obj, self->tx, names.tx); }
+Held<PyConsumer> consumer(Core* self) { return endpoint(self, self->rx_obj, self->rx, names.rx); }
 
 // --- put ----------------------------------------------------------------------------------
 

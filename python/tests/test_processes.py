@@ -8,6 +8,7 @@ import time
 import pytest
 
 import shmpipe
+from conftest import wait_for
 
 
 def square_all(tasks, results):
@@ -45,14 +46,6 @@ except KeyboardInterrupt:
     sys.exit(0)
 sys.exit(3)
 """
-
-
-def wait_for(predicate, what, timeout=20):
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_ctrl_c_interrupts_a_blocked_get_quickly(unique_name, children):
