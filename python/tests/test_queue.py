@@ -3,6 +3,7 @@ zero-copy peek, threads and asyncio."""
 import asyncio
 import pickle
 import queue
+import struct
 import threading
 import time
 
@@ -317,3 +318,26 @@ def test_put_many_and_get_many_accept_keywords_and_mixed_objects(sut):
         sut.put(1, True, None, "extra")
     with pytest.raises(TypeError):
         sut.get(blok=False)
+
+
+def _array_message(ndim, dtype_text, dims, data):
+    head = struct.pack("<BBH12x", 4, ndim, len(dtype_text)) + b"".join(struct.pack("<Q", d) for d in dims) + dtype_text
+    return head + bytes(-len(head) % 16) + data
+
+
+@pytest.mark.parametrize("message", [
+    _array_message(1, b"<i4", [3], bytes(8)),          # the shape needs 12 bytes, 8 follow
+    _array_message(1, b"|u1", [1 << 62], bytes(16)),   # a shape that would overflow
+    _array_message(40, b"|u1", [1] * 40, bytes(1)),    # more dimensions than numpy has
+    _array_message(1, b"", [1], bytes(1)),             # no dtype
+    b"\x04\x01",                                       # shorter than the header
+    b"\x09payload",                                    # a tag no Python producer writes
+])
+def test_a_malformed_message_is_refused_naming_the_queue(unique_name, message):
+    raw = shmpipe.Queue(name=unique_name("raw"), dtype=bytes)
+    raw.put(message)
+    sut = shmpipe.Queue.open(raw.name)
+    with pytest.raises(shmpipe.TypeMismatch, match=f'get from queue "{raw.name}"'):
+        sut.get(timeout=5)
+    with pytest.raises(queue.Empty):
+        sut.get_nowait()  # the bad message was consumed
