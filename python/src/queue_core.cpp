@@ -5,8 +5,9 @@
 // Codecs in C: "pickle" (the default: `bytes` raw with kTagBytes; a C-contiguous
 // numpy.ndarray of a plain dtype as its dtype, shape and bytes with kTagArray; other objects
 // with pickle.dumps(protocol=5) and buffers of 4 KiB and more out of band as kTagFrames) and
-// "bytes" (dtype=bytes: any buffer, raw). Message formats: queue_endpoints.hpp. Typed queues (str, struct formats, numpy dtypes)
-// call back into Python: self._put_typed(obj, block, timeout) -> bool (False: full) and
+// "bytes" (dtype=bytes: any buffer, raw); message formats in queue_endpoints.hpp. Typed
+// queues (str, struct formats, numpy dtypes) call back into Python:
+// self._put_typed(obj, block, timeout) -> bool (False: full) and
 // self._get_typed(block, timeout) -> the object, or None when none came.
 //
 // Endpoints: this process's producer/consumer are attached by Python (self._tx() and
@@ -58,11 +59,10 @@ struct Api {
 };
 Api api;
 
+// A new reference to an interned method name, kept for the life of the process (as the type).
 PyObject* intern(const char* s) {
-    static std::vector<PyObject*> kept;  // immortal for the process, like the type
     PyObject* o = PyUnicode_InternFromString(s);
     if (o == nullptr) throw py::error_already_set();
-    kept.push_back(o);
     return o;
 }
 
