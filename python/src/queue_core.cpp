@@ -576,19 +576,19 @@ PyCFunction fastcall(F f) {
 
 PyMethodDef core_methods[] = {
     {"put", fastcall(core_put), kFastKw,
-     "put(obj, block=True, timeout=None)\n--\n\nPuts obj; blocks while the queue is full (queue.Full after `timeout` "
+     "put($self, obj, block=True, timeout=None)\n--\n\nPuts obj; blocks while the queue is full (queue.Full after `timeout` "
      "seconds, or at once with block=False)."},
     {"get", fastcall(core_get), kFastKw,
-     "get(block=True, timeout=None)\n--\n\nRemoves and returns the next object. queue.Empty when none came in time; "
+     "get($self, block=True, timeout=None)\n--\n\nRemoves and returns the next object. queue.Empty when none came in time; "
      "EndOfStream (an EOFError) once the queue is drained and its stream ended (sealed and every producer closed, "
      "expected_producers closed, or its one producer closed); ProducerDied when a producer died without closing "
      "(after its messages)."},
-    {"put_nowait", fastcall(core_put_nowait), METH_O, "put_nowait(obj)\n--\n\nput(obj, False)."},
-    {"get_nowait", fastcall(core_get_nowait), METH_NOARGS, "get_nowait()\n--\n\nget(False)."},
+    {"put_nowait", fastcall(core_put_nowait), METH_O, "put_nowait($self, obj, /)\n--\n\nput(obj, False)."},
+    {"get_nowait", fastcall(core_get_nowait), METH_NOARGS, "get_nowait($self, /)\n--\n\nget(False)."},
     {"put_many", fastcall(core_put_many), kFastKw,
-     "put_many(objs, block=True, timeout=None)\n--\n\nPuts every object in order (the timeout applies to each put)."},
+     "put_many($self, objs, block=True, timeout=None)\n--\n\nPuts every object in order (the timeout applies to each put)."},
     {"get_many", fastcall(core_get_many), kFastKw,
-     "get_many(max_items, block=True, timeout=None)\n--\n\nUp to max_items objects: waits (like get) for the first, "
+     "get_many($self, max_items, block=True, timeout=None)\n--\n\nUp to max_items objects: waits (like get) for the first, "
      "then takes what is already there. At the end of stream returns what it has, or raises EndOfStream."},
     {"_nothing", fastcall(core_nothing), METH_NOARGS,
      "Raises what a get that found nothing raises: EndOfStream once the stream ended, else queue.Empty."},
