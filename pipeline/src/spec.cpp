@@ -2,6 +2,7 @@
 #include <shmpipe/spec.hpp>
 
 #include <shmpipe/detail/exit_text.hpp>
+#include <shmpipe/detail/graph_adapter.hpp>
 #include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
@@ -829,7 +830,13 @@ std::string describe_spec(const PipelineSpec& spec) {
         }
         out << "  " << q.name << ": capacity " << q.capacity << " B, max_message " << q.max_message << " B, "
             << producers << " expected producer" << (producers == 1 ? "" : "s") << "; " << join(writers, ", ")
-            << " -> " << join(readers, ", ") << (q.declared ? "" : " (default geometry)") << "\n";
+            << " -> " << join(readers, ", ") << (q.declared ? "" : " (default geometry)");
+        if (detail::is_pipe_edge(spec, q)) {
+            out << " (pipe edge: no queue)";
+        } else if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+            out << " (lines batched, messages up to " << batch << " B)";
+        }
+        out << "\n";
     }
     out << "stages (started consumers first):\n";
     for (const auto& s : spec.stages) {

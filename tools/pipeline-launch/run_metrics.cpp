@@ -13,6 +13,7 @@
 #include "metrics_http.hpp"
 #include "metrics_text.hpp"
 
+#include <shmpipe/error.hpp>
 #include <shmpipe/inspect.hpp>
 
 #include <chrono>
@@ -87,7 +88,13 @@ std::string RunMetrics::render(const shmpipe::Graph& graph) {
     shmpipe::InspectOptions io;
     io.catch_sigbus = true;
     for (const auto& q : spec.queues) {
-        if (auto info = shmpipe::inspect_object(graph.queue_object(q.name), io)) infos.push_back(std::move(*info));
+        std::string object;
+        try {
+            object = graph.queue_object(q.name);
+        } catch (const shmpipe::Error&) {
+            continue;  // a pipe edge has no object; the run's summary counts its lines
+        }
+        if (auto info = shmpipe::inspect_object(object, io)) infos.push_back(std::move(*info));
     }
     metrics::write_objects(out, infos, std::vector<std::string>(infos.size(), spec.name));
     metrics::write_build_info(out, "pipeline-launch");
