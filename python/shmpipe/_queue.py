@@ -324,7 +324,8 @@ class Queue(_native.QueueCore):
             try:
                 return self.get_nowait()
             except Empty:
-                await ready.wait(deadline, Empty)
+                pass
+            await ready.wait(deadline, Empty)
 
     async def put_async(self, obj, timeout=None):
         """put() for asyncio: waits on the queue's readiness descriptor while it is full
@@ -335,7 +336,8 @@ class Queue(_native.QueueCore):
             try:
                 return self.put_nowait(obj)
             except Full:
-                await ready.wait(deadline, Full)
+                pass
+            await ready.wait(deadline, Full)
 
     def _readiness(self, side):
         loop = asyncio.get_running_loop()
