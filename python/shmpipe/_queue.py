@@ -1,10 +1,8 @@
 """shmpipe.Queue: multiprocessing.Queue over a shared-memory shmpipe queue."""
 import asyncio
-import collections
 import multiprocessing.util
 import pickle
 import struct
-import threading
 
 from . import _native
 from ._common import DEFAULT_PERMISSIONS, forget_at_fork, unique_name
@@ -96,7 +94,6 @@ class _Codec:
         return numpy.frombuffer(data, dtype=self.np_dtype)[0]
 
 
-_NONE = object()
 _KIND_TYPED, _KIND_PICKLE, _KIND_BYTES = 0, 1, 2  # the codecs of _native.QueueCore
 
 
@@ -194,15 +191,15 @@ class Queue(_native.QueueCore):
         self._maxsize = maxsize
         self._codec = codec
         self._ep = _Endpoints()
-        self._pending = collections.deque()  # messages a cancelled get_async took
+        self._ready = {}  # "rx"/"tx" -> _Readiness of the running loop (asyncio)
         self._closed = False
         self._set_kind(codec.native_kind)
-        self._set_pending(self._pending)
         forget_at_fork(self)
 
     def _forget_endpoints(self):
         self._drop_endpoints()
         self._ep = _Endpoints()
+        self._ready = {}
 
     def __reduce__(self):
         c = self._codec
@@ -292,6 +289,7 @@ class Queue(_native.QueueCore):
         Idempotent."""
         self._closed = True
         self._drop_endpoints()
+        self._ready = {}
         self._ep.close()
 
     def join_thread(self):
@@ -311,53 +309,78 @@ class Queue(_native.QueueCore):
         self._handle.mark_broken()
 
     # --- asyncio -----------------------------------------------------------------------------
-    # Helper-thread fallback: the blocking call runs in the loop's default executor in short
-    # timed slices, so a cancelled await stops it; a message it had already taken is kept
-    # for the next get, never lost.
+    # The readiness descriptors of this process's endpoints (Consumer::fd / Producer::fd in
+    # C++) in the running loop's selector: no thread. An empty get_nowait / a full put_nowait
+    # arms the descriptor before its last look, so no wake-up is lost between the try and
+    # the wait; the descriptor is level-style and may be ready spuriously (the retry then
+    # finds nothing and waits again). A cancelled await has taken nothing.
 
     async def get_async(self, timeout=None):
-        if self._pending:
-            return self._pending.popleft()
-        return await self._in_thread(self._get_slices, timeout, keep=True)
+        """get() for asyncio: waits on the queue's readiness descriptor (loop.add_reader).
+        queue.Empty after `timeout` seconds; EndOfStream, ProducerDied as get() raises them."""
+        ready = self._readiness("rx")
+        deadline = None if timeout is None else ready.loop.time() + timeout
+        while True:
+            try:
+                return self.get_nowait()
+            except Empty:
+                pass
+            await ready.wait(deadline, Empty)
 
     async def put_async(self, obj, timeout=None):
-        await self._in_thread(lambda cancel, t: self._put_slices(obj, cancel, t), timeout, keep=False)
-
-    async def _in_thread(self, fn, timeout, keep):
-        cancel = threading.Event()
-        fut = asyncio.get_running_loop().run_in_executor(None, fn, cancel, timeout)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            cancel.set()
-            await asyncio.wait([fut])
-            if keep and not fut.cancelled() and fut.exception() is None and fut.result() is not _NONE:
-                self._pending.append(fut.result())
-            raise
-
-    def _get_slices(self, cancel, timeout):
-        import time
-        end = None if timeout is None else time.monotonic() + timeout
-        while not cancel.is_set():
-            left = 0.05 if end is None else min(0.05, max(0.0, end - time.monotonic()))
+        """put() for asyncio: waits on the queue's readiness descriptor while it is full
+        (loop.add_reader). queue.Full after `timeout` seconds."""
+        ready = self._readiness("tx")
+        deadline = None if timeout is None else ready.loop.time() + timeout
+        while True:
             try:
-                return self.get(True, left)
-            except Empty:
-                if end is not None and time.monotonic() >= end:
-                    raise
-        return _NONE
-
-    def _put_slices(self, obj, cancel, timeout):
-        import time
-        end = None if timeout is None else time.monotonic() + timeout
-        while not cancel.is_set():
-            left = 0.05 if end is None else min(0.05, max(0.0, end - time.monotonic()))
-            try:
-                return self.put(obj, True, left)
+                return self.put_nowait(obj)
             except Full:
-                if end is not None and time.monotonic() >= end:
-                    raise
-        return None
+                pass
+            await ready.wait(deadline, Full)
+
+    def _readiness(self, side):
+        loop = asyncio.get_running_loop()
+        ready = self._ready.get(side)
+        if ready is None or ready.loop is not loop:
+            endpoint = self._tx() if side == "tx" else self._rx()
+            ready = self._ready[side] = _Readiness(loop, endpoint.fd())
+        return ready
+
+
+class _Readiness:
+    """The tasks of one event loop waiting on one readiness descriptor: one reader
+    (loop.add_reader) while any waits; when it fires it is removed and every waiter wakes
+    to retry."""
+
+    def __init__(self, loop, fd):
+        self.loop, self.fd, self.waiters = loop, fd, set()
+
+    async def wait(self, deadline, timed_out):
+        """Until the descriptor is readable; raises timed_out at the loop time `deadline`."""
+        left = None if deadline is None else deadline - self.loop.time()
+        if left is not None and left <= 0:
+            raise timed_out
+        fut = self.loop.create_future()
+        if not self.waiters:
+            self.loop.add_reader(self.fd, self._fire)
+        self.waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, left)
+        except asyncio.TimeoutError:
+            raise timed_out from None
+        finally:
+            if fut in self.waiters:  # timed out or cancelled: it did not fire for us
+                self.waiters.discard(fut)
+                if not self.waiters:
+                    self.loop.remove_reader(self.fd)
+
+    def _fire(self):
+        self.loop.remove_reader(self.fd)
+        waiters, self.waiters = self.waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
 
 def _reopen(name, dtype, cpp_type, maxsize):

@@ -110,6 +110,7 @@ void register_queue(py::module_& m) {
         .def(py::init<const std::string&, std::uint64_t>(), py::arg("name"), py::arg("type_tag") = 0)
         .def("put", &PyProducer::put, py::arg("data"), py::arg("block"), py::arg("timeout"))
         .def("close", &PyProducer::close)
+        .def("fd", &PyProducer::fd)
         .def_property_readonly("max_message", &PyProducer::max_message)
         .def_property_readonly("name", &PyProducer::name);
 
@@ -119,6 +120,7 @@ void register_queue(py::module_& m) {
         .def("peek", &PyConsumer::peek, py::arg("block"), py::arg("timeout"))
         .def_property_readonly("ended", &PyConsumer::ended)
         .def("close", &PyConsumer::close)
+        .def("fd", &PyConsumer::fd)
         .def_property_readonly("name", &PyConsumer::name);
 
     py::class_<PySlot>(m, "Slot", py::buffer_protocol())

@@ -41,7 +41,6 @@ struct Core {
     PyProducer* tx;    // ... its C++ object (alive while tx_obj is)
     PyObject* rx_obj;  // this process's _native.Consumer, or nullptr before the first get
     PyConsumer* rx;
-    PyObject* pending;  // deque of objects a cancelled get_async took (returned first), or nullptr
     int kind;
 };
 
@@ -397,17 +396,7 @@ py::object get_typed(Core* self, PyObject* block, PyObject* timeout) {
     return v.is_none() ? py::object() : v;
 }
 
-// A message a cancelled get_async took, or a null object.
-py::object pop_pending(Core* self) {
-    if (self->pending == nullptr) return {};
-    const Py_ssize_t n = PyObject_Size(self->pending);
-    if (n < 0) throw py::error_already_set();
-    if (n == 0) return {};
-    return steal_or_throw(PyObject_CallMethodNoArgs(self->pending, names.popleft));
-}
-
 py::object get_blocking(Core* self, PyObject* block_arg, PyObject* timeout_arg) {
-    if (py::object p = pop_pending(self)) return p;
     const Held<PyConsumer> rx = consumer(self);  // typed queues too: throw_nothing reads its end of stream
     py::object v = self->kind == kTyped ? get_typed(self, block_arg != nullptr ? block_arg : Py_True,
                                                     timeout_arg != nullptr ? timeout_arg : Py_None)
@@ -497,12 +486,8 @@ PyObject* core_get_many(PyObject* o, PyObject* const* args, Py_ssize_t nargs, Py
         py::list out;
         out.append(get_blocking(self, a[1], a[2]));
         while (static_cast<Py_ssize_t>(out.size()) < max_items) {
-            py::object v = pop_pending(self);
-            if (!v && self->kind == kTyped) {
-                v = get_typed(self, Py_False, Py_None);
-            } else if (!v) {
-                v = get_one(self, *consumer(self), false, std::nullopt, true);
-            }
+            py::object v = self->kind == kTyped ? get_typed(self, Py_False, Py_None)
+                                                : get_one(self, *consumer(self), false, std::nullopt, true);
             if (!v) break;
             out.append(v);
         }
@@ -527,13 +512,6 @@ PyObject* core_set_kind(PyObject* o, PyObject* kind) {
     Py_RETURN_NONE;
 }
 
-PyObject* core_set_pending(PyObject* o, PyObject* deque) {
-    auto* self = reinterpret_cast<Core*>(o);
-    Py_INCREF(deque);
-    Py_XSETREF(self->pending, deque);
-    Py_RETURN_NONE;
-}
-
 PyObject* core_drop_endpoints(PyObject* o, PyObject*) {
     auto* self = reinterpret_cast<Core*>(o);
     self->tx = nullptr;
@@ -547,7 +525,6 @@ int core_traverse(PyObject* o, visitproc visit, void* arg) {
     auto* self = reinterpret_cast<Core*>(o);
     Py_VISIT(self->tx_obj);
     Py_VISIT(self->rx_obj);
-    Py_VISIT(self->pending);
     return 0;
 }
 
@@ -557,7 +534,6 @@ int core_clear(PyObject* o) {
     self->rx = nullptr;
     Py_CLEAR(self->tx_obj);
     Py_CLEAR(self->rx_obj);
-    Py_CLEAR(self->pending);
     return 0;
 }
 
@@ -593,7 +569,6 @@ PyMethodDef core_methods[] = {
     {"_nothing", fastcall(core_nothing), METH_NOARGS,
      "Raises what a get that found nothing raises: EndOfStream once the stream ended, else queue.Empty."},
     {"_set_kind", fastcall(core_set_kind), METH_O, "The codec: 0 typed (Python), 1 pickle, 2 bytes."},
-    {"_set_pending", fastcall(core_set_pending), METH_O, "The deque get() returns from first."},
     {"_drop_endpoints", fastcall(core_drop_endpoints), METH_NOARGS,
      "Forgets this process's endpoints (close, fork): the next put/get attaches through _tx()/_rx()."},
     {nullptr, nullptr, 0, nullptr},

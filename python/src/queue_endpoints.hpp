@@ -142,6 +142,13 @@ public:
         Busy g = enter(busy_, 0, true);
         core_.close();
     }
+    // The readiness descriptor (Producer::fd), readable when there may be room; made on the
+    // first call, owned by this producer. Once it exists, a put that finds the queue full
+    // and must not block arms it before its last look (no wake-up is lost).
+    int fd() {
+        const Busy g = enter(busy_, 0, true);
+        return core_.fd();
+    }
     std::size_t max_message() const noexcept { return core_.max_message(); }
     const std::string& name() const noexcept { return core_.name(); }
 
@@ -152,8 +159,9 @@ private:
         g = enter(busy_, deadline, block);
         if (!g.owns_lock()) return nullptr;
         core_.check_size(n);
-        if (std::byte* p = core_.try_reserve(n); p != nullptr || !block) return p;  // no GIL release when there is room
-        std::byte* p = nullptr;
+        std::byte* p = core_.try_reserve(n);  // no GIL release when there is room
+        if (p == nullptr && !block && core_.has_fd()) p = core_.poll_reserve(n);
+        if (p != nullptr || !block) return p;
         blocking_call(deadline, [&](std::uint64_t slice) {
             p = core_.reserve(n, slice);
             return p != nullptr;
@@ -231,6 +239,14 @@ public:
         Busy g = enter(busy_, 0, true);
         core_.close();
     }
+    // The readiness descriptor (Consumer::fd), readable when a message, the end of stream,
+    // a dead producer or a broken queue awaits; made on the first call, owned by this
+    // consumer. Once it exists, a get that finds nothing and must not block arms it before
+    // its last look (no wake-up is lost) and reports the end and a dead producer.
+    int fd() {
+        const Busy g = enter(busy_, 0, true);
+        return core_.fd();
+    }
     const std::string& name() const noexcept { return core_.name(); }
 
     // A new bytes object holding m (the copy runs without the GIL when large).
@@ -252,8 +268,9 @@ private:
         g = enter(busy_, deadline, block);
         if (!g.owns_lock()) return false;
         if (core_.try_peek(m)) return true;  // no GIL release when a message is waiting
-        // Empty now: one immediate look tells the end of stream (or a dead producer) apart.
-        if (!block) return core_.peek(m, 1) == detail::PeekResult::ok;
+        // Empty now: one immediate look tells the end of stream (or a dead producer) apart;
+        // with a descriptor, poll_peek also arms it first.
+        if (!block) return (core_.has_fd() ? core_.poll_peek(m) : core_.peek(m, 1)) == detail::PeekResult::ok;
         detail::PeekResult r = detail::PeekResult::timeout;
         blocking_call(deadline, [&](std::uint64_t slice) {
             r = core_.peek(m, slice);

@@ -277,17 +277,46 @@ def test_get_async_and_put_async_work_in_an_event_loop(sut):
     assert asyncio.run(main()) == {"x": 1}
 
 
-def test_a_cancelled_get_async_loses_no_message(sut):
+def test_a_cancelled_get_async_takes_nothing_and_leaves_no_reader(sut):
     async def main():
         getter = asyncio.ensure_future(sut.get_async())
         await asyncio.sleep(0.05)
         getter.cancel()
-        sut.put("kept")  # may be taken by the cancelled getter's thread: it is kept
         with pytest.raises(asyncio.CancelledError):
             await getter
-        return await asyncio.wait_for(sut.get_async(timeout=5), 10)
+        sut.put("kept")
+        assert not asyncio.get_running_loop().remove_reader(sut._rx().fd())  # the reader went with it
+        return sut.get_nowait()  # the cancelled getter took nothing
 
     assert asyncio.run(main()) == "kept"
+
+
+def test_get_async_and_put_async_time_out_as_get_and_put_do(unique_name):
+    sut = shmpipe.Queue(1, name=unique_name("full"))
+
+    async def main():
+        with pytest.raises(queue.Empty):
+            await sut.get_async(timeout=0.05)
+        await sut.put_async(1)
+        with pytest.raises(queue.Full):
+            await sut.put_async(2, timeout=0.05)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_put_async_waits_for_room_that_a_getter_makes(unique_name):
+    sut = shmpipe.Queue(1, name=unique_name("full"))
+
+    async def main():
+        await sut.put_async("first")
+        putter = asyncio.ensure_future(sut.put_async("second"))
+        await asyncio.sleep(0.05)
+        assert not putter.done()  # full
+        assert await sut.get_async() == "first"
+        await asyncio.wait_for(putter, 10)
+        return await sut.get_async()
+
+    assert asyncio.run(main()) == "second"
 
 
 @pytest.mark.parametrize("arr", [
