@@ -66,7 +66,7 @@ PyObject* intern(const char* s) {
 }
 
 struct Names {
-    PyObject *tx, *rx, *put_typed, *get_typed, *popleft, *raw;
+    PyObject *tx, *rx, *put_typed, *get_typed, *raw;
 };
 Names names;
 
@@ -579,7 +579,7 @@ PyTypeObject core_type{};  // static type: filled in and readied by register_que
 }  // namespace
 
 void register_queue_core(py::module_& m) {
-    names = {intern("_tx"), intern("_rx"), intern("_put_typed"), intern("_get_typed"), intern("popleft"), intern("raw")};
+    names = {intern("_tx"), intern("_rx"), intern("_put_typed"), intern("_get_typed"), intern("raw")};
     Py_SET_REFCNT(reinterpret_cast<PyObject*>(&core_type), 1);  // what PyVarObject_HEAD_INIT does
     core_type.tp_name = "shmpipe._native.QueueCore";
     core_type.tp_doc = "The C fast paths of shmpipe.Queue (its base class)";

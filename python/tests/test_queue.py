@@ -280,7 +280,9 @@ def test_get_async_and_put_async_work_in_an_event_loop(sut):
 def test_a_cancelled_get_async_takes_nothing_and_leaves_no_reader(sut):
     async def main():
         getter = asyncio.ensure_future(sut.get_async())
-        await asyncio.sleep(0.05)
+        cpu = time.process_time()
+        await asyncio.sleep(0.3)
+        assert time.process_time() - cpu < 0.15  # it waits in the selector, it does not spin
         getter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await getter
@@ -292,31 +294,33 @@ def test_a_cancelled_get_async_takes_nothing_and_leaves_no_reader(sut):
 
 
 def test_get_async_and_put_async_time_out_as_get_and_put_do(unique_name):
-    sut = shmpipe.Queue(1, name=unique_name("full"))
+    sut = shmpipe.Queue(2, name=unique_name("full"))
 
     async def main():
         with pytest.raises(queue.Empty):
             await sut.get_async(timeout=0.05)
         await sut.put_async(1)
+        await sut.put_async(2)
         with pytest.raises(queue.Full):
-            await sut.put_async(2, timeout=0.05)
+            await sut.put_async(3, timeout=0.05)
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
 def test_put_async_waits_for_room_that_a_getter_makes(unique_name):
-    sut = shmpipe.Queue(1, name=unique_name("full"))
+    sut = shmpipe.Queue(2, name=unique_name("full"))
 
     async def main():
         await sut.put_async("first")
-        putter = asyncio.ensure_future(sut.put_async("second"))
+        await sut.put_async("second")
+        putter = asyncio.ensure_future(sut.put_async("third"))
         await asyncio.sleep(0.05)
         assert not putter.done()  # full
         assert await sut.get_async() == "first"
         await asyncio.wait_for(putter, 10)
-        return await sut.get_async()
+        return [await sut.get_async(), await sut.get_async()]
 
-    assert asyncio.run(main()) == "second"
+    assert asyncio.run(main()) == ["second", "third"]
 
 
 @pytest.mark.parametrize("arr", [
