@@ -83,9 +83,35 @@ inline Busy enter(std::timed_mutex& busy, std::uint64_t deadline_ns, bool block)
     return g;
 }
 
-class PyProducer {
+// What both endpoints share: the C++ core, the `busy` mutex, close() and the readiness
+// descriptor (Producer::fd / Consumer::fd: readable when there may be room / when a message,
+// the end of stream, a dead producer or a broken queue awaits; made on the first call, owned
+// by the endpoint). Once the descriptor exists, a put or get that must not block and finds
+// nothing arms it before its last look, so no wake-up is lost.
+template <class Core>
+class PyEndpoint {
 public:
-    PyProducer(const std::string& name, std::uint64_t type_tag) : core_(name, type_tag) {}
+    void close() {
+        const Busy g = enter(busy_, 0, true);
+        core_.close();
+    }
+    int fd() {
+        const Busy g = enter(busy_, 0, true);
+        return core_.fd();
+    }
+    const std::string& name() const noexcept { return core_.name(); }
+
+protected:
+    PyEndpoint(const std::string& name, std::uint64_t type_tag) : core_(name, type_tag) {}
+    ~PyEndpoint() = default;
+
+    std::timed_mutex busy_;
+    Core core_;
+};
+
+class PyProducer : public PyEndpoint<detail::ProducerCore> {
+public:
+    PyProducer(const std::string& name, std::uint64_t type_tag) : PyEndpoint(name, type_tag) {}
 
     // Writes one n-byte message: fill(p) writes it at p (it may throw: nothing is published).
     // Blocks (interruptibly) up to the timeout when `block`; false = full.
@@ -138,19 +164,7 @@ public:
             }
         });
     }
-    void close() {
-        Busy g = enter(busy_, 0, true);
-        core_.close();
-    }
-    // The readiness descriptor (Producer::fd), readable when there may be room; made on the
-    // first call, owned by this producer. Once it exists, a put that finds the queue full
-    // and must not block arms it before its last look (no wake-up is lost).
-    int fd() {
-        const Busy g = enter(busy_, 0, true);
-        return core_.fd();
-    }
     std::size_t max_message() const noexcept { return core_.max_message(); }
-    const std::string& name() const noexcept { return core_.name(); }
 
 private:
     // Reserves n bytes: nullptr = full (the guard is then released). `g` is held until commit.
@@ -168,9 +182,6 @@ private:
         });
         return p;
     }
-
-    std::timed_mutex busy_;
-    detail::ProducerCore core_;
 };
 
 class PyConsumer;
@@ -191,9 +202,9 @@ private:
     std::span<const std::byte> data_;
 };
 
-class PyConsumer : public std::enable_shared_from_this<PyConsumer> {
+class PyConsumer : public PyEndpoint<detail::ConsumerCore>, public std::enable_shared_from_this<PyConsumer> {
 public:
-    PyConsumer(const std::string& name, std::uint64_t type_tag) : core_(name, type_tag) {}
+    PyConsumer(const std::string& name, std::uint64_t type_tag) : PyEndpoint(name, type_tag) {}
 
     // Runs read(message) on the next message, then consumes it (also when read throws).
     // False when none came: in time (block) / now (not block), or the end of stream
@@ -235,19 +246,6 @@ public:
         return pybind11::cast(std::make_unique<PySlot>(shared_from_this(), m));
     }
     bool ended() const noexcept { return core_.ended(); }
-    void close() {
-        Busy g = enter(busy_, 0, true);
-        core_.close();
-    }
-    // The readiness descriptor (Consumer::fd), readable when a message, the end of stream,
-    // a dead producer or a broken queue awaits; made on the first call, owned by this
-    // consumer. Once it exists, a get that finds nothing and must not block arms it before
-    // its last look (no wake-up is lost) and reports the end and a dead producer.
-    int fd() {
-        const Busy g = enter(busy_, 0, true);
-        return core_.fd();
-    }
-    const std::string& name() const noexcept { return core_.name(); }
 
     // A new bytes object holding m (the copy runs without the GIL when large).
     static pybind11::object bytes_of(std::span<const std::byte> m) {
@@ -282,9 +280,6 @@ private:
         detail::ConsumerCore& c;
         ~Release() { c.release(); }  // a message that fails to decode is still consumed
     };
-
-    std::timed_mutex busy_;
-    detail::ConsumerCore core_;
 };
 
 // The frames of a kTagFrames message m: (offset, length) of each, checked to lie inside m.
