@@ -107,6 +107,12 @@ struct GraphOptions {
     std::string report_prefix = "graph";  // reports read "<prefix>: stage ..."
     SpecOptions spec_options;          // how programs are found
     std::chrono::milliseconds status_interval{500};
+    // Placement: the [[host]] whose part of the spec this process runs (required when the spec
+    // declares hosts, refused when it does not). Only that host's stages start; a queue with
+    // an end here is created here, and a bridged queue counts its bridge as that end (one
+    // consumer on the writing host, one producer per writing host on the reading host): the
+    // caller runs the shmpipe::net bridges on queue_object() (pipeline-launch does).
+    std::string host;
 };
 
 enum class GraphEnding {
@@ -140,6 +146,15 @@ struct QueueResult {
     bool broken = false;
 };
 
+// One bridged queue on this host (filled by whoever ran the bridge: pipeline-launch).
+struct BridgeResult {
+    std::string queue;                 // logical name
+    bool outgoing = false;             // true: sent from this host; false: received here
+    std::vector<std::string> peers;    // the hosts at the other end
+    std::uint64_t messages = 0, bytes = 0, resent = 0, lost = 0;
+    std::string error;                 // why it stopped early, empty when it completed
+};
+
 struct GraphResult {
     GraphEnding ending = GraphEnding::completed;
     // Every stage succeeded and nothing was lost (or the spec accepts loss: on_loss = "warn").
@@ -153,6 +168,8 @@ struct GraphResult {
     double seconds = 0;
     std::vector<ReplicaResult> replicas;
     std::vector<QueueResult> queues;
+    std::string host;                  // GraphOptions::host ("" on one machine)
+    std::vector<BridgeResult> bridges; // bridged edges of this host
     std::string to_json() const;
     std::string summary() const;       // human-readable table
 };
@@ -175,6 +192,8 @@ struct GraphStatus {
     double seconds = 0;
     std::vector<Queue> queues;
     std::vector<Stage> stages;
+    std::string failure;               // the first failure, as GraphResult::failure ("" none yet)
+    std::string failed_replica;        // its "stage.replica"
     std::string to_line(std::size_t width) const;
 };
 
