@@ -877,6 +877,7 @@ GraphStatus Graph::Impl::status() const {
     st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     st.failure = first_failure;
     st.failed_replica = first_failed_replica;
+    st.fail_fast = fail_fast_triggered;
     for (std::size_t i = 0; i < queues.size(); ++i) {
         GraphStatus::Queue q;
         q.name = queue_spec(i).name;

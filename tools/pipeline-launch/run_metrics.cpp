@@ -49,6 +49,12 @@ shmpipe::GraphResult RunMetrics::join(shmpipe::Graph& graph) {
     return graph.join();
 }
 
+void RunMetrics::serve(const shmpipe::Graph& graph) {
+    impl_->graph = &graph;
+    impl_->server->poll(std::chrono::milliseconds(0));
+    impl_->graph = nullptr;
+}
+
 std::string RunMetrics::render(const shmpipe::Graph& graph) {
     const auto& spec = graph.spec();
     const shmpipe::GraphStatus status = graph.status();

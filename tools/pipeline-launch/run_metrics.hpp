@@ -21,6 +21,8 @@ public:
 
     // Supervises `graph` (started) to its end, answering scrapes in between; returns join().
     shmpipe::GraphResult join(shmpipe::Graph& graph);
+    // Answers the scrapes waiting now, from `graph` (for callers with their own supervision loop).
+    void serve(const shmpipe::Graph& graph);
 
     // The metrics text of `graph` now (what a scrape returns).
     static std::string render(const shmpipe::Graph& graph);

@@ -194,6 +194,7 @@ struct GraphStatus {
     std::vector<Stage> stages;
     std::string failure;               // the first failure, as GraphResult::failure ("" none yet)
     std::string failed_replica;        // its "stage.replica"
+    bool fail_fast = false;            // that failure made fail-fast stop the graph
     std::string to_line(std::size_t width) const;
 };
 
