@@ -1056,6 +1056,9 @@ void Graph::start() {
     g.check_host();
     g.graph.emplace(g.spec);
     g.run = g.opt.run_id.empty() ? make_run_id() : g.opt.run_id;
+    // The launchers of one run share the run id; the host in it keeps their objects apart
+    // when two "hosts" share a machine (a loopback trial, network namespaces).
+    if (g.spec.multi_host()) g.run += "-" + g.opt.host;
     g.out = std::make_unique<detail::Output>(g.opt.out_fd, g.opt.err_fd, g.opt.status_line);
     g.started = true;
     g.t0 = Clock::now();

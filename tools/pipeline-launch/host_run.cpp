@@ -113,7 +113,9 @@ HostRun::HostRun(const shmpipe::PipelineSpec& spec, std::string host, std::strin
     const shmpipe::HostSpec* me = h.spec.find_host(h.host);
     if (me == nullptr) throw Error(errc::spec_error, "unknown host \"" + h.host + "\"");
     h.keys = own_keys(spec, h.host);
-    h.liveness = {spec.heartbeat, spec.dead_after};
+    // The bridges give up a little after the link: a dead host is reported once, by the link,
+    // naming the host, and the bridges are stopped then (what they had in flight counted lost).
+    h.liveness = {spec.heartbeat, spec.dead_after + 2 * spec.heartbeat};
     if (!h.keys) {
         for (const auto& other : spec.hosts) {
             if (!loopback(other.address)) {
@@ -134,7 +136,7 @@ HostRun::HostRun(const shmpipe::PipelineSpec& spec, std::string host, std::strin
         const auto key = spec.curve_public_keys.find(other.name);
         lo.peers.push_back({other.name, other.address, key == spec.curve_public_keys.end() ? std::string() : key->second});
     }
-    lo.liveness = h.liveness;
+    lo.liveness = {spec.heartbeat, spec.dead_after};
     lo.connect_timeout = spec.connect_timeout;
     lo.curve = h.keys;
     lo.log = log_line;
@@ -307,6 +309,14 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
     }
     // The last status frames leave with the Link's linger when it is destroyed.
     h.join_bridges();
+    // A dead host explains what failed here after it (a broken queue, a bridge that gave up,
+    // whichever noticed first): it is the reason the run reports.
+    for (const auto& p : link.peers()) {
+        if (p.dead) {
+            run_failure = "host \"" + p.host + "\" is dead: " + p.dead_reason + " (its stages: " + stages_on(h.spec, p.host) + ")";
+            break;
+        }
+    }
 
     shmpipe::GraphResult res = std::move(*result);
     std::uint64_t bridge_lost = 0;
@@ -317,7 +327,6 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
         br.bytes = c.bytes;
         br.resent = c.resent;
         br.lost = c.lost;
-        if (b->sender && !b->error.empty()) br.lost += c.in_flight;  // stopped before they were acknowledged
         br.error = b->error;
         bridge_lost += br.lost;
         res.bridges.push_back(std::move(br));

@@ -99,7 +99,7 @@ struct StageContext {
 using StageFunction = std::function<int(const StageContext&)>;
 
 struct GraphOptions {
-    std::string run_id;                // empty: "<pid>-<random>"
+    std::string run_id;                // empty: "<pid>-<random>"; with a host, "-<host>" is appended
     std::string log_dir;               // non-empty: also write <stage>.<replica>.log there
     int out_fd = 1;                    // prefixed stdout lines of the stages
     int err_fd = 2;                    // prefixed stderr lines, reports, status line

@@ -1,0 +1,414 @@
+// pipeline-launch --host: the fan-out example split across two "hosts" (two launchers on
+// loopback, or in two network namespaces the test makes), run as one run: the same output as
+// on one host; a stage failing on one host, a Ctrl-C on one launcher, a killed launcher and a
+// link set down each end the run on every host, naming the stage or host, with nothing left.
+#include "launch_testing.hpp"
+#include "netns_testing.hpp"
+#include "test_support.hpp"
+
+#include <shmpipe/queue.hpp>
+
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <chrono>
+#include <csignal>
+#include <dirent.h>
+#include <fstream>
+#include <netinet/in.h>
+#include <random>
+#include <string>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace shmpipe;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Three consecutive free TCP ports on 127.0.0.1 (a host's link port and its two bridged edges).
+unsigned free_port_block() {
+    std::mt19937 rng(std::random_device{}());
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        const auto base = static_cast<unsigned>(20000 + rng() % 30000);
+        bool all_free = true;
+        for (unsigned p = base; p < base + 3 && all_free; ++p) {
+            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(static_cast<std::uint16_t>(p));
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            all_free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+            ::close(fd);
+        }
+        if (all_free) return base;
+    }
+    FAIL("no three free consecutive ports on 127.0.0.1");
+    return 0;
+}
+
+// The fan-out example placed on two hosts: source and collector on a, the workers on b, so the
+// tasks cross a -> b and the results b -> a. `count` 0: the source runs until stopped.
+std::string split_spec(const test::TempDir& dir, const std::string& address_a, const std::string& address_b,
+                       unsigned long long count, const std::string& worker_cmd = {}, unsigned replicas = 4) {
+    const std::string worker = worker_cmd.empty()
+                                   ? "[\"" + test::bin_path("worker") + "\", \"{queue.tasks}\", \"{queue.results}\"]"
+                                   : worker_cmd;
+    return dir.write("split.toml", R"([pipeline]
+name = "fanout"
+stop_timeout = "2s"
+heartbeat = "200ms"
+dead_after = "1500ms"
+connect_timeout = "20s"
+[[host]]
+name = "a"
+address = ")" + address_a + R"("
+[[host]]
+name = "b"
+address = ")" + address_b + R"("
+[[queue]]
+name = "tasks"
+capacity = "1MiB"
+max_message = 64
+[[queue]]
+name = "results"
+capacity = "1MiB"
+max_message = 64
+[[stage]]
+name = "source"
+host = "a"
+cmd = [")" + test::bin_path("source") + R"(", ")" + std::to_string(count) + R"("]
+outputs = ["tasks"]
+[[stage]]
+name = "worker"
+host = "b"
+cmd = )" + worker + R"(
+inputs = ["tasks"]
+outputs = ["results"]
+replicas = )" + std::to_string(replicas) + R"(
+[[stage]]
+name = "collector"
+host = "a"
+cmd = [")" + test::bin_path("collector") + R"("]
+inputs = ["results"]
+)");
+}
+
+// One host's launcher, its stdout and stderr in `dir`/<host>.out, its summary in <host>.json;
+// inside network namespace `netns` when given.
+test::Peer start_host(const test::TempDir& dir, const std::string& spec, const std::string& name, const std::string& host,
+                      const std::string& netns = {}) {
+    std::vector<std::string> args = {"-c", "out=$1; shift; exec \"$@\" > \"$out\" 2>&1", "sh", dir.file(host + ".out")};
+    if (!netns.empty()) args.insert(args.end(), {"/bin/ip", "netns", "exec", netns});
+    args.insert(args.end(), {test::launcher(), "--name", name, "--run-id", "r1", "--no-status", "--host", host,
+                             "--summary-json", dir.file(host + ".json"), spec});
+    return test::Peer("/bin/sh", args);
+}
+
+// The collector's result line ("collected N results, sum S") in a launcher's output.
+std::string collector_line(const std::string& output) {
+    const auto at = output.find("collected ");
+    if (at == std::string::npos) return {};
+    return output.substr(at, output.find('\n', at) - at);
+}
+
+// Processes of pipeline `name` still alive (their environment names it): orphans, if any.
+std::vector<int> processes_of(const std::string& name) {
+    std::vector<int> out;
+    DIR* d = ::opendir("/proc");
+    if (d == nullptr) return out;
+    const std::string want = "SHMPIPE_PIPELINE=" + name;
+    while (const dirent* e = ::readdir(d)) {
+        const int pid = std::atoi(e->d_name);
+        if (pid <= 0) continue;
+        std::ifstream env("/proc/" + std::string(e->d_name) + "/environ");
+        std::string var;
+        while (std::getline(env, var, '\0')) {
+            if (var == want) {
+                out.push_back(pid);
+                break;
+            }
+        }
+    }
+    ::closedir(d);
+    return out;
+}
+
+void require_nothing_left(const std::string& name) {
+    INFO("processes and objects of run " << name);
+    CHECK(test::wait_until([&] { return processes_of(name).empty(); }, 10s));
+    CHECK(test::wait_until([&] { return test::shm_objects_with_prefix(name).empty(); }, 10s));
+}
+
+// The one-host run of the same fan-out, for comparison.
+std::string one_host_line(const test::TempDir& dir, unsigned long long count) {
+    const auto spec = test::native_pool_spec(
+        dir, "one.toml", "[pipeline]\nname = \"fanout\"\n", count,
+        "[\"" + test::bin_path("worker") + "\", \"{queue.tasks}\", \"{queue.results}\"]", 4);
+    const auto r = test::launch(spec, test::unique_name("one"));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return collector_line(r.out);
+}
+
+boost::json::object summary_of(const std::string& path) {
+    return boost::json::parse(test::read_file(path)).as_object();
+}
+
+const boost::json::object* find_named(const boost::json::object& summary, const char* list, const char* key,
+                                      const std::string& value) {
+    for (const auto& v : summary.at(list).as_array()) {
+        if (v.as_object().at(key).as_string() == value) return &v.as_object();
+    }
+    return nullptr;
+}
+
+// Waits until a's bridge has sent `n` tasks (its local tasks queue gave them to the bridge).
+void await_tasks_sent(const std::string& name, std::uint64_t n) {
+    const std::string object = name + ".r1-a.tasks";
+    INFO("awaiting " << n << " tasks popped from " << object << " by the bridge");
+    REQUIRE(test::wait_until(
+        [&] {
+            try {
+                return Queue::open(object).stats().messages_out >= n;
+            } catch (const Error&) {
+                return false;
+            }
+        },
+        30s));
+}
+
+}  // namespace
+
+TEST_CASE("Two launchers on loopback run the fan-out split across two hosts with the one-host output",
+          "[tools][net]") {
+    test::TempDir dir;
+    const unsigned long long n = 200000;
+    const std::string expected = one_host_line(dir, n);
+    REQUIRE(!expected.empty());
+    const auto pa = free_port_block(), pb = free_port_block();
+    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), n);
+    const std::string name = test::unique_name("split");
+
+    auto b = start_host(dir, spec, name, "b");
+    auto a = start_host(dir, spec, name, "a");
+    const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
+    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    INFO("a:\n" << out_a << "\nb:\n" << out_b);
+    CHECK(ra == 0);
+    CHECK(rb == 0);
+    CHECK(collector_line(out_a) == expected);
+    // Both summaries carry the bridged edges, and the counts agree end to end.
+    for (const char* host : {"a", "b"}) {
+        const auto s = summary_of(dir.file(std::string(host) + ".json"));
+        CHECK(s.at("host").as_string() == host);
+        const auto* tasks = find_named(s, "bridges", "queue", "tasks");
+        const auto* results = find_named(s, "bridges", "queue", "results");
+        REQUIRE(tasks != nullptr);
+        REQUIRE(results != nullptr);
+        CHECK(tasks->at("lost").to_number<std::uint64_t>() == 0);
+        CHECK(results->at("lost").to_number<std::uint64_t>() == 0);
+        CHECK(tasks->at("messages").to_number<std::uint64_t>() == n);
+        CHECK(results->at("messages").to_number<std::uint64_t>() == n);
+    }
+    require_nothing_left(name);
+}
+
+TEST_CASE("A stage failing on one host stops the run on every host, each launcher naming stage.replica@host",
+          "[tools][net]") {
+    test::TempDir dir;
+    const auto pa = free_port_block(), pb = free_port_block();
+    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb),
+                                 0, R"(["/bin/sh", "-c", "sleep 0.5; exit 3"])", 1);
+    const std::string name = test::unique_name("splitfail");
+    auto b = start_host(dir, spec, name, "b");
+    auto a = start_host(dir, spec, name, "a");
+    const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
+    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    INFO("a:\n" << out_a << "\nb:\n" << out_b);
+    CHECK(ra == 1);
+    CHECK(rb == 1);
+    CHECK(out_a.find("error: run stopped: worker.0@b: ") != std::string::npos);
+    CHECK(out_b.find("error: run stopped: worker.0@b: ") != std::string::npos);
+    CHECK(out_a.find("exited with code 3") != std::string::npos);
+    require_nothing_left(name);
+}
+
+TEST_CASE("Ctrl-C on one launcher drains the whole run; the other host drains too and neither exits 0",
+          "[tools][net]") {
+    test::TempDir dir;
+    const auto pa = free_port_block(), pb = free_port_block();
+    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), 0);
+    const std::string name = test::unique_name("splitint");
+    auto b = start_host(dir, spec, name, "b");
+    auto a = start_host(dir, spec, name, "a");
+    await_tasks_sent(name, 5000);
+    b.signal(SIGINT);  // on the host without the source: the drain must reach host a
+    const int ra = a.wait_or_throw(60s, "launcher of host a to drain"), rb = b.wait_or_throw(60s, "launcher of host b");
+    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    INFO("a:\n" << out_a << "\nb:\n" << out_b);
+    CHECK(rb == 128 + SIGINT);
+    CHECK(ra == 1);
+    CHECK(out_a.find("drained from another host") != std::string::npos);
+    // A drain lets end of stream flow: every task the source made was worked and collected.
+    const auto s = summary_of(dir.file("a.json"));
+    CHECK(s.at("ending").as_string() == "drained");
+    const auto* tasks = find_named(s, "queues", "name", "tasks");
+    const auto* results = find_named(s, "queues", "name", "results");
+    REQUIRE(tasks != nullptr);
+    REQUIRE(results != nullptr);
+    CHECK(tasks->at("messages_in").to_number<std::uint64_t>() == results->at("messages_out").to_number<std::uint64_t>());
+    CHECK(collector_line(out_a).find("collected " + std::to_string(tasks->at("messages_in").to_number<std::uint64_t>()) + " results") == 0);
+    require_nothing_left(name);
+}
+
+TEST_CASE("Random bytes and truncated frames sent to a launcher's ports do not disturb the run", "[tools][net]") {
+    test::TempDir dir;
+    const auto pa = free_port_block(), pb = free_port_block();
+    const unsigned long long n = 300000;
+    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), n);
+    const std::string name = test::unique_name("splitbad");
+    auto b = start_host(dir, spec, name, "b");
+    auto a = start_host(dir, spec, name, "a");
+    await_tasks_sent(name, 1000);
+    // A bad peer: connects to every port of both launchers (link, bridged edges) and sends
+    // random bytes, a ZMTP greeting cut short, and a greeting followed by garbage.
+    std::mt19937 rng(12345);
+    const std::string greeting_start("\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03\x00NULL", 16);
+    for (int round = 0; round < 20; ++round) {
+        for (unsigned base : {pa, pb}) {
+            for (unsigned port = base; port < base + 3; ++port) {
+                const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                sockaddr_in addr{};
+                addr.sin_family = AF_INET;
+                addr.sin_port = htons(static_cast<std::uint16_t>(port));
+                addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+                    std::string junk;
+                    if (round % 3 == 0) junk = greeting_start.substr(0, 1 + rng() % greeting_start.size());
+                    if (round % 3 == 1) junk = greeting_start;
+                    const std::size_t extra = rng() % 512;
+                    for (std::size_t i = 0; i < extra; ++i) junk += static_cast<char>(rng());
+                    (void)!::write(fd, junk.data(), junk.size());
+                }
+                ::close(fd);
+            }
+        }
+    }
+    const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
+    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    INFO("a:\n" << out_a << "\nb:\n" << out_b);
+    CHECK(ra == 0);
+    CHECK(rb == 0);
+    CHECK(collector_line(out_a).find("collected " + std::to_string(n) + " results") == 0);
+    require_nothing_left(name);
+}
+
+TEST_CASE("Check mode validates the placement and prints the edges that cross hosts; bad placements are named",
+          "[tools][net]") {
+    test::TempDir dir;
+    const auto spec = split_spec(dir, "tcp://127.0.0.1:7400", "tcp://127.0.0.1:7410", 10);
+    SECTION("--check lists the crossing edges and where they are received") {
+        const auto r = test::run_program(test::launcher(), {"--check", spec}, 30s);
+        INFO(r.err);
+        CHECK(r.exit_code == 0);
+        CHECK(r.out.find("tasks: a -> b (received at b tcp://127.0.0.1:7411)") != std::string::npos);
+        CHECK(r.out.find("results: b -> a (received at a tcp://127.0.0.1:7402)") != std::string::npos);
+    }
+    SECTION("a run without --host names the hosts to choose from") {
+        const auto r = test::run_program(test::launcher(), {spec}, 30s);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("places stages on hosts a, b: say which one this is with --host NAME") != std::string::npos);
+    }
+    SECTION("an unknown --host is refused") {
+        const auto r = test::run_program(test::launcher(), {"--host", "c", spec}, 30s);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("unknown host \"c\" (") != std::string::npos);
+    }
+    SECTION("a stage on an undeclared host is a spec error on its line") {
+        std::string text = test::read_file(spec);
+        text.replace(text.find("host = \"b\""), 10, "host = \"z\"");
+        const auto bad = dir.write("bad.toml", text);
+        const auto r = test::run_program(test::launcher(), {"--check", bad}, 30s);
+        CHECK(r.exit_code == 1);
+        CHECK(r.err.find("stage \"worker\": unknown host \"z\" (declared: a, b)") != std::string::npos);
+    }
+}
+
+TEST_CASE("Across two network namespaces: the split run, a killed launcher, a link set down", "[tools][net][netns]") {
+    if (const auto why = test::netns_unavailable(); !why.empty()) {
+        WARN("SKIPPED: network namespace test needs root and iproute2: " << why);
+        return;
+    }
+    test::NetnsPair ns;
+    INFO(ns.error);
+    REQUIRE(ns.ok());
+    test::TempDir dir;
+    const std::string address_a = "tcp://198.18.0.1:7400", address_b = "tcp://198.18.0.2:7400";
+
+    SECTION("the whole run gives the one-host output") {
+        const unsigned long long n = 200000;
+        const std::string expected = one_host_line(dir, n);
+        const auto spec = split_spec(dir, address_a, address_b, n);
+        const std::string name = test::unique_name("nssplit");
+        auto b = start_host(dir, spec, name, "b", ns.b());
+        auto a = start_host(dir, spec, name, "a", ns.a());
+        const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
+        const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+        INFO("a:\n" << out_a << "\nb:\n" << out_b);
+        CHECK(ra == 0);
+        CHECK(rb == 0);
+        CHECK(collector_line(out_a) == expected);
+        require_nothing_left(name);
+    }
+
+    // Host b (the receiving end of tasks) dies or becomes unreachable with tasks in flight:
+    // a stops within the liveness bound, names b, and its counts add up (every task a's bridge
+    // took is acknowledged by b or counted lost).
+    auto check_host_b_gone = [&](test::Peer& a) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const int ra = a.wait_or_throw(30s, "launcher of host a to notice host b is gone");
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const std::string out_a = test::read_file(dir.file("a.out"));
+        INFO("a (exited after " << seconds << " s):\n" << out_a);
+        CHECK(ra == 1);
+        CHECK(out_a.find("error: run stopped: host \"b\" is dead") != std::string::npos);
+        const auto s = summary_of(dir.file("a.json"));
+        const auto* bridge = find_named(s, "bridges", "queue", "tasks");
+        const auto* queue = find_named(s, "queues", "name", "tasks");
+        REQUIRE(bridge != nullptr);
+        REQUIRE(queue != nullptr);
+        CHECK(bridge->at("messages").to_number<std::uint64_t>() + bridge->at("lost").to_number<std::uint64_t>() == queue->at("messages_out").to_number<std::uint64_t>());
+        CHECK(bridge->at("lost").to_number<std::uint64_t>() > 0);
+    };
+
+    SECTION("kill -9 of host b's launcher mid-run") {
+        const auto spec = split_spec(dir, address_a, address_b, 0);
+        const std::string name = test::unique_name("nskill");
+        auto b = start_host(dir, spec, name, "b", ns.b());
+        auto a = start_host(dir, spec, name, "a", ns.a());
+        await_tasks_sent(name, 20000);
+        b.signal(SIGKILL);
+        CHECK(b.wait_or_throw(10s, "killed launcher of host b") == -SIGKILL);
+        check_host_b_gone(a);
+        require_nothing_left(name);  // b's stages died with it, its guardian removed its queues
+    }
+
+    SECTION("the link set down mid-run") {
+        const auto spec = split_spec(dir, address_a, address_b, 0);
+        const std::string name = test::unique_name("nsdown");
+        auto b = start_host(dir, spec, name, "b", ns.b());
+        auto a = start_host(dir, spec, name, "a", ns.a());
+        await_tasks_sent(name, 20000);
+        REQUIRE(ns.link_down());
+        check_host_b_gone(a);
+        const int rb = b.wait_or_throw(30s, "launcher of host b to notice host a is gone");
+        const std::string out_b = test::read_file(dir.file("b.out"));
+        INFO("b:\n" << out_b);
+        CHECK(rb == 1);
+        CHECK(out_b.find("error: run stopped: host \"a\" is dead") != std::string::npos);
+        require_nothing_left(name);
+    }
+}
