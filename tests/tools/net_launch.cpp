@@ -6,6 +6,7 @@
 #include "netns_testing.hpp"
 #include "test_support.hpp"
 
+#include <shmpipe/net/bridge.hpp>
 #include <shmpipe/queue.hpp>
 
 #include <boost/json.hpp>
@@ -24,6 +25,7 @@
 #include <vector>
 
 using namespace shmpipe;
+namespace net = shmpipe::net;
 using namespace std::chrono_literals;
 
 namespace {
@@ -52,7 +54,8 @@ unsigned free_port_block() {
 // The fan-out example placed on two hosts: source and collector on a, the workers on b, so the
 // tasks cross a -> b and the results b -> a. `count` 0: the source runs until stopped.
 std::string split_spec(const test::TempDir& dir, const std::string& address_a, const std::string& address_b,
-                       unsigned long long count, const std::string& worker_cmd = {}, unsigned replicas = 4) {
+                       unsigned long long count, const std::string& worker_cmd = {}, unsigned replicas = 4,
+                       const std::string& pipeline_extra = "connect_timeout = \"20s\"\n") {
     const std::string worker = worker_cmd.empty()
                                    ? "[\"" + test::bin_path("worker") + "\", \"{queue.tasks}\", \"{queue.results}\"]"
                                    : worker_cmd;
@@ -61,8 +64,7 @@ name = "fanout"
 stop_timeout = "2s"
 heartbeat = "200ms"
 dead_after = "1500ms"
-connect_timeout = "20s"
-[[host]]
+)" + pipeline_extra + R"([[host]]
 name = "a"
 address = ")" + address_a + R"("
 [[host]]
@@ -304,6 +306,52 @@ TEST_CASE("Random bytes and truncated frames sent to a launcher's ports do not d
     CHECK(rb == 0);
     CHECK(collector_line(out_a).find("collected " + std::to_string(n) + " results") == 0);
     require_nothing_left(name);
+}
+
+TEST_CASE("With Curve keys in the spec the run is encrypted end to end; a host with the wrong key is refused",
+          "[tools][net]") {
+    if (!net::curve_available()) {
+        WARN("SKIPPED: this libzmq has no CurveZMQ");
+        return;
+    }
+    test::TempDir dir;
+    const auto ka = net::make_curve_keypair(), kb = net::make_curve_keypair(), other = net::make_curve_keypair();
+    dir.write("a.secret", ka.secret_key + "\n");
+    const auto pa = free_port_block(), pb = free_port_block();
+    const std::string keys = "curve_secret_file = \"{host}.secret\"\ncurve_public_keys = { a = \"" + ka.public_key +
+                             "\", b = \"" + kb.public_key + "\" }\n";
+    const std::string address_a = "tcp://127.0.0.1:" + std::to_string(pa), address_b = "tcp://127.0.0.1:" + std::to_string(pb);
+
+    SECTION("the right keys: the whole run") {
+        dir.write("b.secret", kb.secret_key + "\n");
+        const unsigned long long n = 50000;
+        const auto spec = split_spec(dir, address_a, address_b, n, {}, 4, "connect_timeout = \"20s\"\n" + keys);
+        const std::string name = test::unique_name("curve");
+        auto b = start_host(dir, spec, name, "b");
+        auto a = start_host(dir, spec, name, "a");
+        const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
+        const std::string out_a = test::read_file(dir.file("a.out"));
+        INFO("a:\n" << out_a << "\nb:\n" << test::read_file(dir.file("b.out")));
+        CHECK(ra == 0);
+        CHECK(rb == 0);
+        CHECK(collector_line(out_a).find("collected " + std::to_string(n) + " results") == 0);
+        CHECK(out_a.find("warning") == std::string::npos);  // loopback and keys: nothing to warn about
+        require_nothing_left(name);
+    }
+    SECTION("host b holds a key the spec does not list: nobody hears it, the run fails on both") {
+        dir.write("b.secret", other.secret_key + "\n");
+        const auto spec = split_spec(dir, address_a, address_b, 0, {}, 4, "connect_timeout = \"3s\"\n" + keys);
+        const std::string name = test::unique_name("curvebad");
+        auto b = start_host(dir, spec, name, "b");
+        auto a = start_host(dir, spec, name, "a");
+        const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
+        const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+        INFO("a:\n" << out_a << "\nb:\n" << out_b);
+        CHECK(ra == 1);
+        CHECK(rb == 1);
+        CHECK(out_a.find("run stopped: host \"b\" is dead: unreachable") != std::string::npos);
+        require_nothing_left(name);
+    }
 }
 
 TEST_CASE("Check mode validates the placement and prints the edges that cross hosts; bad placements are named",
