@@ -129,6 +129,10 @@ struct Link::Impl {
             if (p.status.dead) return;  // dead is final: the run is stopping already
             p.last_heard = detail::now_ns();
             const auto s = static_cast<RunState>(frame.state);
+            if (s == RunState::draining && !p.status.drained) {
+                p.status.drained = true;
+                p.status.drain_reason = std::string(frame.reason);
+            }
             if (!p.status.state || !is_finished(*p.status.state)) {  // finished is final
                 p.status.state = s;
                 p.status.reason = std::string(frame.reason);

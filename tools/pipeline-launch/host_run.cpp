@@ -219,6 +219,54 @@ void HostRun::start_bridges(const shmpipe::Graph& graph) {
     }
 }
 
+void HostRun::write_metrics(shmpipe::metrics::TextWriter& out) const {
+    const Impl& h = *impl_;
+    struct Row {
+        shmpipe::metrics::Labels labels;
+        net::PeerCounters peer;
+    };
+    std::vector<Row> rows;
+    for (const auto& b : h.bridges) {
+        const net::BridgeCounters c = b->done.load(std::memory_order_acquire) ? b->final_counters : b->counters();
+        for (const auto& p : c.peers) {
+            rows.push_back({{{"pipeline", h.spec.name},
+                             {"queue", b->result.queue},
+                             {"direction", b->result.outgoing ? "out" : "in"},
+                             {"peer", p.host}},
+                            p});
+        }
+    }
+    auto family = [&](const char* name, const char* type, const char* help, auto value) {
+        out.family(name, type, help);
+        for (const auto& r : rows) out.sample(name, r.labels, static_cast<double>(value(r.peer)));
+    };
+    using P = const net::PeerCounters&;
+    family("shmpipe_bridge_messages_total", "counter",
+           "Messages of a bridged queue: acknowledged by the peer (out) or pushed into the local queue (in).",
+           [](P p) { return p.messages; });
+    family("shmpipe_bridge_bytes_total", "counter", "Payload bytes of those messages.", [](P p) { return p.bytes; });
+    family("shmpipe_bridge_resent_total", "counter", "Messages re-sent to this peer after another receiving host died.",
+           [](P p) { return p.resent; });
+    family("shmpipe_bridge_lost_total", "counter", "Messages sent to this peer and never acknowledged (counted lost).",
+           [](P p) { return p.lost; });
+    family("shmpipe_bridge_credits", "gauge", "Messages the sender may still send to this peer (out) or was granted (in).",
+           [](P p) { return p.credits; });
+    family("shmpipe_bridge_in_flight", "gauge", "Messages sent and not yet acknowledged (in: received, not yet pushed).",
+           [](P p) { return p.in_flight; });
+    family("shmpipe_bridge_last_heard_seconds", "gauge", "Seconds since anything came from the peer on this bridge.",
+           [](P p) { return static_cast<double>(p.last_heard_ms) / 1000.0; });
+    family("shmpipe_bridge_peer_up", "gauge", "1 while the peer is connected and live on this bridge.",
+           [](P p) { return p.state == net::PeerState::live ? 1 : 0; });
+    const auto peers = h.link->peers();
+    out.family("shmpipe_host_up", "gauge", "1 while the launcher of another host of the run is heard from.");
+    for (const auto& p : peers) out.sample("shmpipe_host_up", {{"pipeline", h.spec.name}, {"host", p.host}}, p.state && !p.dead ? 1 : 0);
+    out.family("shmpipe_host_last_heard_seconds", "gauge", "Seconds since the launcher of another host was last heard.");
+    for (const auto& p : peers) {
+        out.sample("shmpipe_host_last_heard_seconds", {{"pipeline", h.spec.name}, {"host", p.host}},
+                   static_cast<double>(p.last_heard_ms) / 1000.0);
+    }
+}
+
 shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<void()>& between) {
     Impl& h = *impl_;
     net::Link& link = *h.link;
@@ -280,12 +328,15 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
             }
             if (!p.state || !net::is_finished(*p.state)) peers_finished = false;
             if (!p.state) continue;
+            if (p.drained && !drained_by_peer) {  // even when this part is over: the run was stopped
+                drained_by_peer = true;
+                if (!result) {
+                    log_line("host \"" + p.host + "\" drains the run (" + p.drain_reason + "); draining here");
+                    graph.drain();
+                }
+            }
             if (*p.state == net::RunState::stopping) {
                 stop(p.reason, true);
-            } else if (*p.state == net::RunState::draining && !drained_by_peer && !result) {
-                drained_by_peer = true;
-                log_line("host \"" + p.host + "\" drains the run (" + p.reason + "); draining here");
-                graph.drain();
             } else if (*p.state == net::RunState::finished_failed && run_failure.empty()) {
                 run_failure = p.reason;
             }

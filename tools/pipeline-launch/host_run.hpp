@@ -18,6 +18,8 @@
 //     elsewhere, a failure naming the host: the launcher exits non-zero.
 #pragma once
 
+#include "metrics_text.hpp"
+
 #include <shmpipe/graph.hpp>
 #include <shmpipe/spec.hpp>
 
@@ -41,6 +43,11 @@ public:
     void start_bridges(const shmpipe::Graph& graph);
     // Supervises until the run-wide end; `between` runs between supervision slices (metrics).
     shmpipe::GraphResult join(shmpipe::Graph& graph, const std::function<void()>& between);
+
+    // The bridges' and the other hosts' figures as metric families (pipeline-launch
+    // --metrics-listen): per bridged queue and peer host, messages, bytes, re-sent, lost,
+    // credits, in flight, seconds since last heard; per host, up and seconds since last heard.
+    void write_metrics(shmpipe::metrics::TextWriter& out) const;
 
     // From a signal handler (async-signal-safe): a Ctrl-C or terminate request here, so that
     // join() tells the other hosts. The graph itself is told by the caller.

@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
         shmpipe::GraphResult result;
         if (host_run) {
             host_run->start_bridges(graph);
+            if (metrics) metrics->set_extra([&](shmpipe::metrics::TextWriter& out) { host_run->write_metrics(out); });
             result = host_run->join(graph, [&] {
                 if (metrics) metrics->serve(graph);
             });

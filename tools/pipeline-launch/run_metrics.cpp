@@ -13,6 +13,7 @@
 #include "metrics_http.hpp"
 #include "metrics_text.hpp"
 
+#include <shmpipe/error.hpp>
 #include <shmpipe/inspect.hpp>
 
 #include <chrono>
@@ -25,12 +26,20 @@ namespace metrics = shmpipe::metrics;
 struct RunMetrics::Impl {
     std::unique_ptr<metrics::HttpServer> server;
     const shmpipe::Graph* graph = nullptr;  // set while join() runs
+    std::function<void(metrics::TextWriter&)> extra;
 };
 
 RunMetrics::RunMetrics(const std::string& listen) : impl_(std::make_unique<Impl>()) {
     const auto address = metrics::parse_listen_address(listen);
     impl_->server = std::make_unique<metrics::HttpServer>(address, [this] {
-        return impl_->graph != nullptr ? render(*impl_->graph) : std::string();
+        if (impl_->graph == nullptr) return std::string();
+        std::string text = render(*impl_->graph);
+        if (impl_->extra) {
+            metrics::TextWriter more;
+            impl_->extra(more);
+            text += more.text();
+        }
+        return text;
     });
     if (!address.loopback) {
         shmpipe::cli::print_warning("pipeline-launch", "serving metrics on " + listen +
@@ -40,6 +49,8 @@ RunMetrics::RunMetrics(const std::string& listen) : impl_(std::make_unique<Impl>
 }
 
 RunMetrics::~RunMetrics() = default;
+
+void RunMetrics::set_extra(std::function<void(metrics::TextWriter&)> extra) { impl_->extra = std::move(extra); }
 
 shmpipe::GraphResult RunMetrics::join(shmpipe::Graph& graph) {
     impl_->graph = &graph;
@@ -93,7 +104,13 @@ std::string RunMetrics::render(const shmpipe::Graph& graph) {
     shmpipe::InspectOptions io;
     io.catch_sigbus = true;
     for (const auto& q : spec.queues) {
-        if (auto info = shmpipe::inspect_object(graph.queue_object(q.name), io)) infos.push_back(std::move(*info));
+        std::string object;
+        try {
+            object = graph.queue_object(q.name);
+        } catch (const shmpipe::Error&) {
+            continue;  // placed on other hosts only: no object here
+        }
+        if (auto info = shmpipe::inspect_object(object, io)) infos.push_back(std::move(*info));
     }
     metrics::write_objects(out, infos, std::vector<std::string>(infos.size(), spec.name));
     metrics::write_build_info(out, "pipeline-launch");

@@ -64,7 +64,8 @@ struct LinkPeerStatus {
     std::string host;
     std::optional<RunState> state;    // nullopt: never heard from
     std::string reason;               // with its state
-    bool dead = false;
+    bool drained = false;             // it reported draining at some point (its state may have moved on)
+    std::string drain_reason;    bool dead = false;
     std::string dead_reason;          // "no heartbeat for 3.0 s", "unreachable: ..."
     std::uint64_t last_heard_ms = 0;  // ms since its last frame (0 when never heard)
 };
