@@ -1039,6 +1039,12 @@ Graph& Graph::stage(StageSpec s) {
     return *this;
 }
 
+Graph& Graph::host(HostSpec h) {
+    if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": host() after start()");
+    impl_->spec.hosts.push_back(std::move(h));
+    return *this;
+}
+
 Graph& Graph::stage(std::string name, StageFunction fn, StageSpec options) {
     if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": stage() after start()");
     options.name = std::move(name);

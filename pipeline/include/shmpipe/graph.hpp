@@ -211,6 +211,9 @@ public:
     Graph& queue(QueueSpec q);
     Graph& stage(StageSpec s);
     Graph& stage(std::string name, StageFunction fn, StageSpec options = {});
+    // Placement: a [[host]] of the graph; stages then name theirs (StageSpec::host), and
+    // GraphOptions::host says which part this process runs.
+    Graph& host(HostSpec h);
 
     // Validates, creates the queues, starts every stage. Throws Error(spec_error) for a bad
     // graph, Error from Queue::create, Error(spawn_failed) naming the stage; on a throw,
