@@ -384,7 +384,15 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
     auto b = start_host(dir, spec, name, "b");
     auto a = start_host(dir, spec, name, "a", {}, {"--metrics-listen", listen});
     await_tasks_sent(name, 5000);
-    const auto scrape = test::run_program("/usr/bin/curl", {"-sS", "--max-time", "10", "http://" + listen + "/metrics"}, 30s);
+    // Scrapes until host a has heard host b's launcher (its first status may wait for a reconnect).
+    const std::string host_up = "shmpipe_host_up{pipeline=\"" + name + "\",host=\"b\"} 1";
+    test::RunResult scrape;
+    const bool heard = test::wait_until(
+        [&] {
+            scrape = test::run_program("/usr/bin/curl", {"-sS", "--max-time", "10", "http://" + listen + "/metrics"}, 30s);
+            return scrape.out.find(host_up) != std::string::npos;
+        },
+        20s);
     a.signal(SIGINT);
     const int ra = a.wait_or_throw(60s, "launcher of host a to drain"), rb = b.wait_or_throw(60s, "launcher of host b");
     INFO("scrape:\n" << scrape.out << scrape.err << "\na:\n" << test::read_file(dir.file("a.out")));
@@ -397,7 +405,7 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
         CHECK(scrape.out.find(family + in_labels + " ") != std::string::npos);
     }
     CHECK(scrape.out.find("shmpipe_bridge_peer_up" + out_labels + " 1") != std::string::npos);
-    CHECK(scrape.out.find("shmpipe_host_up{pipeline=\"" + name + "\",host=\"b\"} 1") != std::string::npos);
+    CHECK(heard);
     CHECK(ra == 128 + SIGINT);
     CHECK(rb == 1);
     require_nothing_left(name);

@@ -275,6 +275,9 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
     int interrupts_seen = 0, terminates_seen = 0;
     std::optional<shmpipe::GraphResult> result;
     std::vector<bool> bridge_reported(h.bridges.size(), false);
+    auto dead_host = [&](const net::LinkPeerStatus& p) {
+        return "host \"" + p.host + "\" is dead: " + p.dead_reason + " (its stages: " + stages_on(h.spec, p.host) + ")";
+    };
 
     // Stops this host's part: the graph (unless it stops itself), the bridges, and tells the others.
     auto stop = [&](const std::string& why, bool terminate_graph) {
@@ -322,8 +325,7 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
         bool peers_finished = true;
         for (const auto& p : link.peers()) {
             if (p.dead) {
-                stop("host \"" + p.host + "\" is dead: " + p.dead_reason + " (its stages: " + stages_on(h.spec, p.host) + ")",
-                     true);
+                stop(dead_host(p), true);
                 continue;
             }
             if (!p.state || !net::is_finished(*p.state)) peers_finished = false;
@@ -364,7 +366,7 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
     // whichever noticed first): it is the reason the run reports.
     for (const auto& p : link.peers()) {
         if (p.dead) {
-            run_failure = "host \"" + p.host + "\" is dead: " + p.dead_reason + " (its stages: " + stages_on(h.spec, p.host) + ")";
+            run_failure = dead_host(p);
             break;
         }
     }
