@@ -16,6 +16,8 @@
 // it, then starts the stages consumers first (reverse topological order), each replica a
 // shmpipe::Process in its own process group with a parent-death signal. The guardian comes
 // first, so a launcher killed at any point of start() leaves nothing behind.
+// With [[host]] placement (GraphOptions::host) only that host's stages start and only the
+// queues with an end on it are created; see GraphOptions::host for bridged queues.
 //
 // Adapters (ordinary programs as stages) run as threads inside this process, with SIGPIPE
 // blocked (a program that stops reading is an EPIPE, never a signal to this process): a stage with
