@@ -1,7 +1,8 @@
 // pipeline-launch benchmark, two parts, each one run of real processes:
 //   1. Unix programs: `seq 1 N | grep 7$ | sort -n` as a shell pipeline and as a
-//      pipeline-launch spec (stdout/stdin adapters, grep with R replicas); prints both
-//      times and the throughput ratio (launcher / shell; > 1 means the launcher is faster).
+//      pipeline-launch spec (stdout/stdin adapters, grep with R replicas: line-batched
+//      queues; R = 1: both edges are pipe edges); prints both times and the throughput
+//      ratio (launcher / shell; > 1 means the launcher is faster).
 //   2. A native fan-out pool (source -> W workers -> collector, examples/*.cpp) moving M
 //      small messages (8 bytes) through two MPMC queues; prints messages per second,
 //      launcher start-up and teardown included.

@@ -18,7 +18,7 @@ int main() {
     for (int i = 0; i < 3; ++i) {
         parties.emplace_back([&, i] {
             arrived.fetch_add(1);
-            b.arrive_and_wait();
+            b.wait();
             std::printf("party %d passed with %d arrived\n", i, arrived.load());
         });
     }

@@ -63,6 +63,50 @@ void bump_and_wake(std::atomic<std::uint32_t>& seq) noexcept {
     futex_wake(seq, INT_MAX);
 }
 
+// D1: a cleared armed bell that was counted among the MPMC consumer sleepers leaves the count.
+void uncount_bell(RingIndices& r, std::uint64_t was) noexcept {
+    if ((was & kBellArmed) != 0 && (was & kBellCounted) != 0) r.consumers_waiting.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// D1, D2: rings up to `limit` armed doorbells of the endpoints in `role` (any state: a dead
+// or closed endpoint's armed bell is cleared here too); returns how many it rang. Slow path only.
+std::uint32_t ring_bells(const Segment& s, RingIndices& r, EndpointRole role,
+                         std::uint32_t limit = UINT32_MAX) noexcept {
+    // Relaxed: ordered by the caller's D3 fence (or by the RMW that made this a wake).
+    auto& holders = role == EndpointRole::consumer ? r.consumer_bells : r.producer_bells;
+    if (holders.load(std::memory_order_relaxed) == 0) return 0;  // D2: nobody has a descriptor
+    EndpointRecord* table = s.endpoints();
+    std::uint32_t rung = 0;
+    for (std::uint32_t i = 0, n = s.endpoint_count(); i < n && rung < limit; ++i) {
+        if (EndpointRecord::role_of(table[i].word.load(std::memory_order_relaxed)) != role) continue;
+        if ((table[i].doorbell.load(std::memory_order_relaxed) & kBellArmed) == 0) continue;
+        // D1: whoever clears the armed bit rings (and uncounts); a concurrent waker finds it clear.
+        const std::uint64_t was = table[i].doorbell.fetch_and(~(kBellArmed | kBellCounted), std::memory_order_acq_rel);
+        if ((was & kBellArmed) == 0) continue;
+        uncount_bell(r, was);
+        ring_doorbell(was);
+        ++rung;
+    }
+    return rung;
+}
+
+// D3, D4: wakes the futex sleepers of one side and rings all its armed doorbells.
+void wake_side(const Segment& s, RingIndices& r, EndpointRole sleepers) noexcept {
+    bump_and_wake(sleepers == EndpointRole::consumer ? r.data_seq : r.space_seq);
+    // D3's waker half for the wakes that do not come through after_publish (close, death,
+    // broken, seal): the state change is published; the bell loads go after a fence.
+    light_fence();
+    ring_bells(s, r, sleepers);
+}
+
+// D2: the descriptor of an endpoint that is gone (reaped): its bell is nobody's any more.
+void forget_bell(EndpointRecord& e, RingIndices& r, EndpointRole role) noexcept {
+    const std::uint64_t was = e.doorbell.exchange(0, std::memory_order_acq_rel);
+    if (was == 0) return;
+    uncount_bell(r, was);
+    (role == EndpointRole::consumer ? r.consumer_bells : r.producer_bells).fetch_sub(1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 [[noreturn]] void throw_decode_error(const char* type, const char* what, std::size_t have, std::size_t need) {
@@ -158,14 +202,22 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         throw;
     }
     record_ = segment_.endpoint(index_);  // attach_endpoint returns an index inside the table
+    // D1: no descriptor yet. A recycled record's bell is normally cleared already (drop_bell,
+    // forget_bell); one left armed and counted gives its count back here.
+    uncount_bell(*ring_, record_->doorbell.exchange(0, std::memory_order_acq_rel));
     owner_pid_ = current_pid();
     if (producer && ctl_->sealed.load(std::memory_order_seq_cst) != 0) {  // E2: counted, then refused
         closed_ = true;
         give_back_owner();
         if (segment_.close_endpoint(index_)) ctl_->producers_closed.fetch_add(1, std::memory_order_release);
-        bump_and_wake(ring_->data_seq);
+        wake_side(segment_, *ring_, EndpointRole::consumer);
         throw Error(errc::closed, describe(role_text, "queue", name,
                     "it was sealed (Queue::seal): no new producer may attach"));
+    }
+    // D4: consumers with a descriptor start watching this producer (D5) at their next arm.
+    if (producer) {
+        light_fence();  // our open record before the bell loads (D3's pair, as in wake_side)
+        ring_bells(segment_, *ring_, EndpointRole::consumer);
     }
 }
 
@@ -175,6 +227,52 @@ std::size_t EndpointCore::size_approx() const noexcept {
 
 bool EndpointCore::full_approx() const noexcept {
     return queue_full(geometry_, load_ring_counts(*ring_));
+}
+
+int EndpointCore::open_bell(std::atomic<std::uint32_t>& bells, const char* verb) {
+    if (closed_) throw_state(verb);
+    if (!bell_.is_open()) {
+        bell_ = Doorbell::open(verb, name());
+        bells.fetch_add(1, std::memory_order_seq_cst);  // D2: before the first arm
+        record_->doorbell.store(bell_.id(), std::memory_order_relaxed);  // D1: id, not armed yet
+    }
+    return bell_.fd();
+}
+
+void EndpointCore::drop_bell(EndpointRole role) noexcept {
+    if (!bell_.is_open()) return;
+    forget_bell(*record_, *ring_, role);  // D1, D2
+    bell_.reset();
+}
+
+bool EndpointCore::sync_bell(EndpointRole peers) noexcept {
+    bool gone = bell_.drain();
+    // D5: the live endpoints of the other side, as the records name them.
+    ProcessId live[64];
+    std::size_t n = 0;
+    const EndpointRecord* table = segment_.endpoints();
+    for (std::uint32_t i = 0, count = segment_.endpoint_count(); i < count && n < std::size(live); ++i) {
+        const std::uint64_t w = table[i].word.load(std::memory_order_acquire);
+        if (EndpointRecord::role_of(w) != peers || EndpointRecord::state_of(w) != EndpointState::open) continue;
+        live[n++] = ProcessId{EndpointRecord::pid_of(w), table[i].start_time.load(std::memory_order_relaxed)};
+    }
+    // More than 64 peers: the rest are left to the bounded re-checks of a blocking pop.
+    gone = bell_.watch(std::span<const ProcessId>(live, n)) || gone;
+    return gone;
+}
+
+void EndpointCore::arm_bell(std::atomic<std::uint32_t>& waiting, bool counted) noexcept {
+    // D3: the armed bit and the sleeper mark go before the fence; the caller re-checks after it.
+    if (!counted) {
+        record_->doorbell.store(bell_.id() | kBellArmed, std::memory_order_relaxed);
+        waiting.store(1, std::memory_order_relaxed);  // a flag (SPSC consumer, producers)
+    } else if ((record_->doorbell.load(std::memory_order_relaxed) & kBellArmed) == 0) {
+        // MPMC consumer: the armed bell is one of the counted sleepers until its bit is
+        // cleared (D1). Counted before the bit is set, so the count never trails the bells.
+        waiting.fetch_add(1, std::memory_order_relaxed);
+        record_->doorbell.store(bell_.id() | kBellArmed | kBellCounted, std::memory_order_relaxed);
+    }
+    heavy_fence();
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
@@ -197,8 +295,8 @@ void EndpointCore::throw_state(std::string_view verb) const {
 
 void EndpointCore::throw_corrupt(std::string_view verb, const std::string& why) {
     segment_.set_state(kStateBroken);
-    bump_and_wake(ring_->data_seq);
-    bump_and_wake(ring_->space_seq);
+    wake_side(segment_, *ring_, EndpointRole::consumer);
+    wake_side(segment_, *ring_, EndpointRole::producer);
     throw Error(errc::corrupt, describe(verb, "queue", name(),
                 why + " (the segment was overwritten; the queue is now marked broken)"));
 }
@@ -229,12 +327,13 @@ std::uint32_t EndpointCore::reap_dead(EndpointRole role) noexcept {
         if (EndpointRecord::role_of(w) != role || EndpointRecord::state_of(w) != EndpointState::open) continue;
         if (!segment_.reap_if_dead(i)) continue;  // CAS open -> dead: one winner counts it
         ++reaped;
+        forget_bell(table[i], *ring_, role);  // D2: a dead process's descriptor is gone
         (role == EndpointRole::producer ? ctl_->producers_dead : ctl_->consumers_dead)
             .fetch_add(1, std::memory_order_acq_rel);
     }
     if (reaped != 0) {
-        bump_and_wake(ring_->data_seq);
-        bump_and_wake(ring_->space_seq);
+        wake_side(segment_, *ring_, EndpointRole::consumer);
+        wake_side(segment_, *ring_, EndpointRole::producer);
     }
     return reaped;
 }
@@ -348,6 +447,33 @@ std::byte* ProducerCore::reserve(std::size_t n, std::uint64_t deadline_ns) {
     }
 }
 
+int ProducerCore::fd() {
+    const bool first = !bell_.is_open();
+    const int f = open_bell(ring_->producer_bells, "watch");
+    if (first) bell_.ring();  // starts readable: the first try_push that fails arms it (D3)
+    return f;
+}
+
+std::byte* ProducerCore::poll_reserve(std::size_t n) {
+    if (std::byte* p = try_reserve(n)) return p;
+    if (broken()) {
+        bell_.ring();  // D6: stays readable
+        throw_state("push to");
+    }
+    if (sync_bell(EndpointRole::consumer)) {  // D5: a consumer died; what it held may be freed
+        last_reap_ns_ = monotonic_ns();
+        reap_dead(EndpointRole::consumer);
+        if (!spsc_) recover_full();
+    }
+    arm_bell(ring_->producers_waiting, false);  // D3 (a flag)
+    if (std::byte* p = try_reserve(n)) return p;
+    if (broken()) {
+        bell_.ring();
+        throw_state("push to");
+    }
+    return nullptr;
+}
+
 void ProducerCore::abandon() noexcept {
     if (!holding_) return;
     holding_ = false;
@@ -370,10 +496,11 @@ void ProducerCore::close() noexcept {
     // Count the close only if we are the one who closed the record: Queue::close_endpoints_of
     // (the launcher) may have closed it on our behalf already.
     give_back_owner();
+    drop_bell(EndpointRole::producer);
     if (!segment_.close_endpoint(index_)) return;
     // Release: every record we published happens-before a consumer that sees the count.
     ctl_->producers_closed.fetch_add(1, std::memory_order_release);
-    bump_and_wake(ring_->data_seq);
+    wake_side(segment_, *ring_, EndpointRole::consumer);
 }
 
 // SPSC: consumers_waiting is a flag for the one consumer; the first publish clears it, so
@@ -397,7 +524,9 @@ void ProducerCore::close() noexcept {
 // moves (slower, never a lost wake-up).
 void ProducerCore::wake_consumers() noexcept {
     if (spsc_) {
-        if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->data_seq);
+        if (ring_->consumers_waiting.exchange(0, std::memory_order_acq_rel) != 0) {
+            wake_side(segment_, *ring_, EndpointRole::consumer);
+        }
         return;
     }
     // As many as there are messages waiting (at least one: this publish's), less those we
@@ -418,6 +547,10 @@ void ProducerCore::wake_consumers() noexcept {
     woken_ += wake;
     ring_->data_seq.fetch_add(1, std::memory_order_release);
     futex_wake(ring_->data_seq, static_cast<int>(wake));
+    // D3: armed doorbells are counted sleepers too; all of them ring. A limit could spend
+    // itself on the bell of a consumer that died unreaped, and an fd sleeper has no bounded
+    // re-check to fall back on; each rung consumer drains before it arms again.
+    ring_bells(segment_, *ring_, EndpointRole::consumer);
 }
 
 void ProducerCore::recover_full() noexcept {
@@ -470,7 +603,12 @@ ConsumerCore::Ending ConsumerCore::ending() noexcept {
     // The counters can trail the endpoint records when a process was killed between a
     // record change and its count (inside attach or close). The records are the truth: every
     // producer that was to come came, and none of their processes is left to publish.
-    if (scanned && producers_complete(p) && p.attached != 0 && !any_live(EndpointRole::producer)) return Ending::ended;
+    if (scanned && producers_complete(p) && p.attached != 0 && !any_live(EndpointRole::producer)) {
+        // A producer that died between the scan above and this look is a death, not an end.
+        reap_dead(EndpointRole::producer);
+        if (ctl_->producers_dead.load(std::memory_order_acquire) > dead_reported_) return Ending::died;
+        return Ending::ended;
+    }
     return Ending::none;
 }
 
@@ -482,23 +620,8 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         if (broken()) throw_state("pop from");
         if (spin.spin()) continue;
 
-        // Empty for ~20 µs. Counters first, then one more look: a producer publishes before
-        // it counts itself closed (release), so data seen as absent after that is absent.
-        publish_stats();
-        const Ending e = ending();
-        if (try_peek(out)) return PeekResult::ok;
-        if (e == Ending::died) {
-            dead_reported_ = ctl_->producers_dead.load(std::memory_order_acquire);
-            throw Error(errc::producer_died,
-                        describe("pop from", "queue", name(),
-                                 "producer " + pid_text(segment_.header().died_pid.load(std::memory_order_relaxed)) +
-                                     " died without closing (everything it committed was delivered)"));
-        }
-        if (e == Ending::ended) {
-            ended_ = true;
-            return PeekResult::end;
-        }
-        ended_ = false;
+        // Empty for ~20 µs: the end of stream, a dead producer, or keep waiting.
+        if (const PeekResult r = settle(out); r != PeekResult::timeout) return r;
         if (!spsc_ && recover_stuck_head()) {
             spin.reset();
             continue;
@@ -526,6 +649,55 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
     }
 }
 
+PeekResult ConsumerCore::settle(std::span<const std::byte>& out) {
+    // Counters first, then one more look: a producer publishes before it counts itself
+    // closed (release), so data seen as absent once the counts say "ended" is absent.
+    publish_stats();
+    const Ending e = ending();
+    if (try_peek(out)) return PeekResult::ok;
+    if (e == Ending::died) throw_producer_died();
+    ended_ = e == Ending::ended;
+    return ended_ ? PeekResult::end : PeekResult::timeout;
+}
+
+void ConsumerCore::throw_producer_died() {
+    dead_reported_ = ctl_->producers_dead.load(std::memory_order_acquire);
+    throw Error(errc::producer_died,
+                describe("pop from", "queue", name(),
+                         "producer " + pid_text(segment_.header().died_pid.load(std::memory_order_relaxed)) +
+                             " died without closing (everything it committed was delivered)"));
+}
+
+int ConsumerCore::fd() {
+    const bool first = !bell_.is_open();
+    const int f = open_bell(ring_->consumer_bells, "watch");
+    if (first) bell_.ring();  // starts readable: the first try_pop that finds nothing arms it (D3)
+    return f;
+}
+
+PeekResult ConsumerCore::poll_peek(std::span<const std::byte>& out) {
+    if (closed_) throw_state("pop from");
+    for (;;) {
+        if (try_peek(out)) return PeekResult::ok;
+        if (broken()) {
+            bell_.ring();  // D6
+            throw_state("pop from");
+        }
+        if (sync_bell(EndpointRole::producer)) last_reap_ns_ = 0;  // D5: ending() reaps now
+        arm_bell(ring_->consumers_waiting, !spsc_);               // D3 (MPMC: counted)
+        if (try_peek(out)) return PeekResult::ok;
+        if (broken()) {
+            bell_.ring();
+            throw_state("pop from");
+        }
+        const PeekResult r = settle(out);  // after the fence (D3)
+        if (r == PeekResult::end) bell_.ring();  // D6: the end stays visible
+        if (r != PeekResult::timeout) return r;
+        if (!spsc_ && recover_stuck_head()) continue;
+        return PeekResult::timeout;  // empty: wait on fd()
+    }
+}
+
 bool ConsumerCore::recover_stuck_head() noexcept {
     // M3: position `pos` was claimed by a producer (tail > pos) but never committed. If no
     // live producer has it as intent, its producer died: skip the cell.
@@ -548,9 +720,10 @@ void ConsumerCore::close() noexcept {
     release();
     publish_stats();
     give_back_owner();
+    drop_bell(EndpointRole::consumer);
     if (!segment_.close_endpoint(index_)) return;  // closed on our behalf already
     ctl_->consumers_closed.fetch_add(1, std::memory_order_release);
-    bump_and_wake(ring_->space_seq);
+    wake_side(segment_, *ring_, EndpointRole::producer);
 }
 
 void ConsumerCore::task_done() {
@@ -686,7 +859,7 @@ void ConsumerCore::wake_producers() noexcept {
         const std::uint64_t used = ring_->tail.load(std::memory_order_relaxed) - head_;
         if (used > capacity_ / 2) return;
     }
-    if (ring_->producers_waiting.exchange(0, std::memory_order_acq_rel) != 0) bump_and_wake(ring_->space_seq);
+    if (ring_->producers_waiting.exchange(0, std::memory_order_acq_rel) != 0) wake_side(segment_, *ring_, EndpointRole::producer);
 }
 
 }  // namespace detail
@@ -807,8 +980,8 @@ std::size_t Queue::max_message() const noexcept { return static_cast<std::size_t
 void Queue::mark_broken() noexcept {
     segment_.set_state(detail::kStateBroken);
     auto& r = detail::ring_indices(segment_.body(), geometry_);
-    detail::bump_and_wake(r.data_seq);
-    detail::bump_and_wake(r.space_seq);
+    detail::wake_side(segment_, r, detail::EndpointRole::consumer);
+    detail::wake_side(segment_, r, detail::EndpointRole::producer);
     detail::bump_and_wake(detail::queue_control(segment_.body()).done_seq);  // joiners
 }
 
@@ -843,8 +1016,8 @@ std::size_t Queue::close_endpoints_of(std::uint32_t pid) noexcept {
     }
     if (closed != 0) {
         auto& r = ring_indices(segment_.body(), geometry_);
-        bump_and_wake(r.data_seq);
-        bump_and_wake(r.space_seq);
+        wake_side(segment_, r, EndpointRole::consumer);
+        wake_side(segment_, r, EndpointRole::producer);
     }
     return closed;
 }
@@ -868,7 +1041,8 @@ std::optional<std::uint64_t> Queue::last_claim_of(std::uint32_t pid, bool consum
 void Queue::seal() noexcept {
     auto& c = detail::queue_control(segment_.body());
     c.sealed.store(1, std::memory_order_seq_cst);  // E2
-    detail::bump_and_wake(detail::ring_indices(segment_.body(), geometry_).data_seq);  // sleepers re-check the end
+    // Sleepers and armed descriptors re-check the end (D4).
+    detail::wake_side(segment_, detail::ring_indices(segment_.body(), geometry_), detail::EndpointRole::consumer);
 }
 
 bool Queue::sealed() const noexcept {

@@ -96,7 +96,8 @@ std::string GraphResult::to_json() const {
     for (const auto& q : queues) {
         json::object o;
         o["name"] = q.name;
-        o["object"] = q.object;
+        o["object"] = text_or_null(q.object);
+        o["pipe"] = q.pipe;
         o["messages_in"] = q.messages_in;
         o["messages_out"] = q.messages_out;
         o["bytes_in"] = q.bytes_in;
@@ -169,7 +170,9 @@ std::string GraphResult::summary() const {
         if (!r.error.empty()) o << "      " << r.error << "\n";
     }
     for (const auto& q : queues) {
-        std::snprintf(buf, sizeof buf, "  queue %-16s %12llu messages in %12llu out %14llu bytes", q.name.c_str(),
+        std::snprintf(buf, sizeof buf, q.pipe ? "  pipe  %-16s %12llu lines in    %12llu out %14llu bytes"
+                                              : "  queue %-16s %12llu messages in %12llu out %14llu bytes",
+                      q.name.c_str(),
                       static_cast<unsigned long long>(q.messages_in), static_cast<unsigned long long>(q.messages_out),
                       static_cast<unsigned long long>(q.bytes_out));
         o << buf;
@@ -197,7 +200,8 @@ std::string GraphStatus::to_line(std::size_t width) const {
     std::snprintf(buf, sizeof buf, "[%.1fs]", seconds);
     std::string s = buf;
     for (const auto& q : queues) {
-        s += " " + q.name + ":" + std::to_string(q.depth) + " " + human_rate(q.messages_per_second) + "/s";
+        s += " " + q.name + ":" + (q.pipe ? std::string("pipe") : std::to_string(q.depth)) + " " +
+             human_rate(q.messages_per_second) + "/s";
         if (q.broken) {
             s += " broken";
         } else if (q.ended) {
@@ -261,9 +265,26 @@ struct Graph::Impl {
     std::string run;
     bool started = false, joined = false;
     std::optional<SpecGraph> graph;                  // built once, after validation
-    std::vector<Queue> queues;                       // owner handles of the queues on this host
-    std::vector<std::size_t> queue_index;            // queues[i] is spec.queues[queue_index[i]]
+    // Owner handles, in spec.queues order; none for a pipe edge or a queue of other hosts only.
+    std::vector<std::optional<Queue>> queues;
     std::map<std::string, std::string> objects;      // logical -> object name
+    std::map<std::string, std::size_t> line_limits;  // line-batched queues -> their line limit (detail::line_batch_bytes)
+    // A pipe edge (detail::is_pipe_edge): the reader's stdin write end, kept from the
+    // reader's spawn until the writer's relay takes it. The relay counts as one of the
+    // reader's threads (from the reader's spawn on), so the reader is settled after it.
+    struct PipeEdge {
+        int reader_fd = -1;
+        std::shared_ptr<std::atomic<bool>> reader_stop;
+        std::shared_ptr<std::atomic<int>> reader_threads;  // decremented once, when the relay ends or never starts
+        std::shared_ptr<detail::PipeEdgeCounts> counts = std::make_shared<detail::PipeEdgeCounts>();
+    };
+    std::map<std::string, PipeEdge> pipe_edges;
+    // The writer of pipe edge `e` will never run a relay: the reader gets EOF.
+    static void give_up_pipe_edge(PipeEdge& e) noexcept {
+        if (e.reader_fd >= 0) ::close(e.reader_fd);
+        e.reader_fd = -1;
+        if (e.reader_threads) std::exchange(e.reader_threads, nullptr)->fetch_sub(1, std::memory_order_release);
+    }
     std::vector<std::unique_ptr<Replica>> replicas;  // in start order
     detail::Guardian guardian;
     std::unique_ptr<detail::Output> out;
@@ -298,12 +319,11 @@ struct Graph::Impl {
     }
 
     Queue* queue_handle(const std::string& logical) {
-        for (std::size_t i = 0; i < queues.size(); ++i) {
-            if (spec.queues[queue_index[i]].name == logical) return &queues[i];
+        for (std::size_t i = 0; i < spec.queues.size(); ++i) {
+            if (spec.queues[i].name == logical) return queues[i] ? &*queues[i] : nullptr;
         }
         return nullptr;
     }
-    const QueueSpec& queue_spec(std::size_t i) const { return spec.queues[queue_index[i]]; }
 
     // Placement: the stages of this host run here; without [[host]] every stage does.
     bool runs_here(const StageSpec& s) const { return !spec.multi_host() || s.host == opt.host; }
@@ -326,6 +346,7 @@ struct Graph::Impl {
     void cannot_start(Replica& r, const std::string& why);
     void settle_input(Replica& r, bool restarting);
     void count_lost(Replica& r, std::uint64_t n, const std::string& what);
+    void settle_pipe_edge(Replica& r, const PipeEdge& e);
     void on_exit(Replica& r, int code);
     void stop_leftovers(Replica& r, Clock::time_point now);
     void finish_instance(Replica& r);
@@ -400,16 +421,28 @@ QueueOptions Graph::Impl::queue_options(const QueueEnds& e) const {
     o.consumers = readers == 1 && !reader_native_restart ? Endpoints::one : Endpoints::many;
     o.expected_producers = writers;
     o.max_endpoints = std::min<std::uint32_t>(1024, 64 + writers + readers + restart_budget);
+    if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+        o.max_message = batch;  // messages of whole lines; each line keeps the spec's limit
+    }
     return o;
 }
 
 void Graph::Impl::create_queues() {
     for (const auto& e : graph->queues()) {
-        if (!queue_here(e)) continue;
         const QueueSpec& q = spec.queues[e.queue];
+        if (!queue_here(e)) {
+            queues.emplace_back(std::nullopt);
+            continue;
+        }
+        if (detail::is_pipe_edge(spec, q)) {
+            pipe_edges[q.name];
+            line_limits[q.name] = q.max_message;
+            queues.emplace_back(std::nullopt);
+            continue;
+        }
         std::string object = object_name(q);
         queues.push_back(Queue::create(object, queue_options(e)));
-        queue_index.push_back(e.queue);
+        if (detail::line_batch_bytes(spec, q) != 0) line_limits[q.name] = q.max_message;  // batches of lines
         objects[q.name] = object;
     }
 }
@@ -434,7 +467,9 @@ void Graph::Impl::make_replicas() {
             r->stage = si;
             r->index = i;
             r->threads_running = std::make_shared<std::atomic<int>>(0);
-            if (!s.stdin_queue.empty()) r->consumer = std::make_unique<Consumer<>>(objects.at(s.stdin_queue));
+            if (!s.stdin_queue.empty() && pipe_edges.count(s.stdin_queue) == 0) {
+                r->consumer = std::make_unique<Consumer<>>(objects.at(s.stdin_queue));
+            }
             if (!opt.log_dir.empty()) {
                 const std::string path = opt.log_dir + "/" + r->label(spec) + ".log";
                 r->log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -445,7 +480,7 @@ void Graph::Impl::make_replicas() {
     }
     for (auto& r : replicas) {
         const StageSpec& s = spec.stages[r->stage];
-        if (!s.stdout_queue.empty() && s.stdout_queue != kInheritStdout) {
+        if (!s.stdout_queue.empty() && s.stdout_queue != kInheritStdout && pipe_edges.count(s.stdout_queue) == 0) {
             r->producer = std::make_unique<Producer<>>(objects.at(s.stdout_queue));
         }
     }
@@ -573,29 +608,52 @@ void Graph::Impl::start_adapters(Replica& r, int stdin_write_fd) {
         launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
     }
     if (const int fd = r.proc->release_stdout(); fd >= 0) {
-        if (r.producer) {
+        if (const auto e = pipe_edges.find(s.stdout_queue); e != pipe_edges.end()) {
+            PipeEdge& edge = e->second;
+            detail::AdapterErrors* errs = &r.errors;
+            const std::size_t limit = line_limits.at(s.stdout_queue);
+            auto verdict = r.verdict;
+            auto dropped = r.dropped_bytes;
+            auto counts = edge.counts;
+            auto reader_stop = edge.reader_stop ? edge.reader_stop : std::make_shared<std::atomic<bool>>(true);
+            auto reader_threads = std::exchange(edge.reader_threads, nullptr);
+            const int out_fd = std::exchange(edge.reader_fd, -1);
+            launch([fd, out_fd, limit, errs, abandon, verdict, dropped, reader_stop, counts, reader_threads] {
+                detail::pump_pipe(fd, out_fd, limit, *errs, *abandon, *verdict, *dropped, *reader_stop, *counts);
+                if (reader_threads) reader_threads->fetch_sub(1, std::memory_order_release);  // pairs with tick()
+            });
+        } else if (r.producer) {
             Producer<>* tx = r.producer.get();
             detail::AdapterErrors* errs = &r.errors;
             const StreamFormat f = s.stdout_format;
+            const auto batched = line_limits.find(s.stdout_queue);
+            const std::size_t limit = batched == line_limits.end() ? 0 : batched->second;
             auto verdict = r.verdict;
             auto dropped = r.dropped_bytes;
-            launch([fd, tx, f, errs, abandon, verdict, dropped] {
-                detail::pump_stdout(fd, *tx, f, *errs, *abandon, *verdict, *dropped);
+            launch([fd, tx, f, limit, errs, abandon, verdict, dropped] {
+                detail::pump_stdout(fd, *tx, f, limit, *errs, *abandon, *verdict, *dropped);
             });
         } else {
             const int dest = o->out_fd();
             launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
         }
     }
-    if (const int fd = stdin_write_fd; fd >= 0) {
+    if (const auto e = pipe_edges.find(s.stdin_queue); e != pipe_edges.end() && stdin_write_fd >= 0) {
+        // A pipe edge: the writer's relay fills this pipe (spawned later: consumers first).
+        e->second.reader_fd = stdin_write_fd;
+        e->second.reader_stop = r.stop_stdin;
+        e->second.reader_threads = r.threads_running;
+        r.threads_running->fetch_add(1, std::memory_order_relaxed);
+    } else if (const int fd = stdin_write_fd; fd >= 0) {
         Consumer<>* rx = r.consumer.get();
         const StreamFormat f = s.stdin_format;
+        const bool batched = line_limits.count(s.stdin_queue) != 0;
         const std::atomic<bool>* stop = r.stop_stdin.get();
         auto keep = r.stop_stdin;
         r.ledger = std::make_unique<detail::StdinLedger>();
         detail::StdinLedger* ledger = r.ledger.get();  // read by us only after the thread is joined
-        launch([fd, rx, f, stop, keep, ledger, redeliver = std::exchange(r.redeliver, {})]() mutable {
-            detail::pump_stdin(fd, *rx, f, *stop, std::move(redeliver), *ledger);
+        launch([fd, rx, f, batched, stop, keep, ledger, redeliver = std::exchange(r.redeliver, {})]() mutable {
+            detail::pump_stdin(fd, *rx, f, batched, *stop, std::move(redeliver), *ledger);
         });
     }
 }
@@ -607,6 +665,7 @@ void Graph::Impl::cannot_start(Replica& r, const std::string& why) {
     r.phase = Replica::Phase::exited;
     r.threads_running = std::make_shared<std::atomic<int>>(0);
     r.error = why;
+    if (const auto e = pipe_edges.find(s.stdout_queue); e != pipe_edges.end()) give_up_pipe_edge(e->second);
     report("stage \"" + s.name + "\" replica " + std::to_string(r.index) + " could not start: " + why);
     on_exit(r, 127);
 }
@@ -657,7 +716,9 @@ void Graph::Impl::on_exit(Replica& r, int code) {
     // producer's endpoints count as done whether a consumer reaped them first or we close
     // them now; nothing the run reports depends on which came first.
     if (r.pid > 0) {
-        for (auto& q : queues) q.close_endpoints_of(static_cast<std::uint32_t>(r.pid));
+        for (auto& q : queues) {
+            if (q) q->close_endpoints_of(static_cast<std::uint32_t>(r.pid));
+        }
     }
     if (!r.instance_failed) return;
     const std::string what =
@@ -669,6 +730,24 @@ void Graph::Impl::on_exit(Replica& r, int code) {
         return;
     }
     record_failure(r, what + (s.restart == RestartPolicy::on_failure ? " (no restarts left)" : ""));
+}
+
+// The reader of a pipe edge is gone and the writer's relay has ended (it counts as one of the
+// reader's threads). Pipe edges have no restarts, so nothing is re-delivered: a failed reader
+// lost every line it was given (whether it finished them cannot be known), and lines the
+// relay read but could not deliver (the reader ended first) are lost whatever the reader's end.
+void Graph::Impl::settle_pipe_edge(Replica& r, const PipeEdge& e) {
+    const StageSpec& s = spec.stages[r.stage];
+    const std::uint64_t lines_in = e.counts->lines_in.load(std::memory_order_relaxed);
+    const std::uint64_t lines_out = e.counts->lines_out.load(std::memory_order_relaxed);
+    const std::string who = "stage \"" + s.name + "\" replica " + std::to_string(r.index);
+    if (r.instance_failed && lines_out != 0) {
+        count_lost(r, lines_out, who + " failed after reading from pipe edge \"" + s.stdin_queue +
+                               "\", and what it did with its input cannot be known");
+    }
+    if (lines_in > lines_out) {
+        count_lost(r, lines_in - lines_out, who + " ended before its input on pipe edge \"" + s.stdin_queue + "\" did");
+    }
 }
 
 void Graph::Impl::count_lost(Replica& r, std::uint64_t n, const std::string& what) {
@@ -760,6 +839,7 @@ void Graph::Impl::finish_instance(Replica& r) {
     }
     const bool restarting = r.restart_pending && (mode == Mode::running || mode == Mode::draining);
     settle_input(r, restarting);
+    if (const auto e = pipe_edges.find(s.stdin_queue); e != pipe_edges.end()) settle_pipe_edge(r, e->second);
     if (restarting) {
         ++r.restarts;
         r.proc.reset();
@@ -785,8 +865,9 @@ void Graph::Impl::finish_instance(Replica& r) {
 void Graph::Impl::skip(Replica& r) {
     r.phase = Replica::Phase::done;
     r.stopped_by_us = true;
-    if (mode != Mode::draining) return;
     const StageSpec& s = spec.stages[r.stage];
+    if (const auto e = pipe_edges.find(s.stdout_queue); e != pipe_edges.end()) give_up_pipe_edge(e->second);
+    if (mode != Mode::draining) return;
     if (r.producer) r.producer->close();
     for (const auto& w : s.outputs) {
         try {
@@ -813,7 +894,9 @@ bool Graph::Impl::supervise(std::optional<Clock::time_point> deadline) {
 }
 
 void Graph::Impl::mark_all_broken() {
-    for (auto& q : queues) q.mark_broken();
+    for (auto& q : queues) {
+        if (q) q->mark_broken();
+    }
 }
 
 void Graph::Impl::begin_drain() {
@@ -879,20 +962,27 @@ GraphStatus Graph::Impl::status() const {
     st.failed_replica = first_failed_replica;
     st.fail_fast = fail_fast_triggered;
     for (std::size_t i = 0; i < queues.size(); ++i) {
+        if (!queues[i] && pipe_edges.count(spec.queues[i].name) == 0) continue;  // of other hosts only
         GraphStatus::Queue q;
-        q.name = queue_spec(i).name;
-        try {
-            const QueueStats qs = queues[i].stats();
-            q.depth = qs.depth;
-            q.messages_out = qs.messages_out;
-            q.ended = qs.ended;
-            q.broken = qs.broken;
-        } catch (const Error&) {
+        q.name = spec.queues[i].name;
+        if (const auto e = pipe_edges.find(q.name); e != pipe_edges.end()) {
+            q.pipe = true;
+            q.messages_out = e->second.counts->lines_out.load(std::memory_order_relaxed);
+        } else {
+            try {
+                const QueueStats qs = queues[i]->stats();
+                q.depth = qs.depth;
+                q.messages_out = qs.messages_out;
+                q.ended = qs.ended;
+                q.broken = qs.broken;
+            } catch (const Error&) {
+            }
         }
         q.messages_per_second = i < rates.size() ? rates[i] : 0;
         st.queues.push_back(q);
     }
     for (std::size_t si = 0; si < spec.stages.size(); ++si) {
+        if (!runs_here(spec.stages[si])) continue;
         GraphStatus::Stage s;
         s.name = spec.stages[si].name;
         for (const auto& r : replicas) {
@@ -961,8 +1051,11 @@ void Graph::Impl::tick() {
         rates.resize(queues.size(), 0);
         last_out.resize(queues.size(), 0);
         for (std::size_t i = 0; i < queues.size(); ++i) {
+            const auto e = pipe_edges.find(spec.queues[i].name);
+            if (e == pipe_edges.end() && !queues[i]) continue;  // of other hosts only
             try {
-                const auto mo = queues[i].stats().messages_out;
+                const auto mo = e != pipe_edges.end() ? e->second.counts->lines_out.load(std::memory_order_relaxed)
+                                                      : queues[i]->stats().messages_out;
                 rates[i] = dt > 0 ? static_cast<double>(mo - last_out[i]) / dt : 0;
                 last_out[i] = mo;
             } catch (const Error&) {
@@ -973,7 +1066,9 @@ void Graph::Impl::tick() {
 }
 
 void Graph::Impl::stop_everything_now() noexcept {
-    for (auto& q : queues) q.mark_broken();
+    for (auto& q : queues) {
+        if (q) q->mark_broken();
+    }
     for (auto& rp : replicas) {
         Replica& r = *rp;
         if (r.stop_stdin) r.stop_stdin->store(true);
@@ -1001,6 +1096,7 @@ void Graph::Impl::cleanup() noexcept {
             rp->stdin_read_fd = -1;
         }
     }
+    for (auto& [name, edge] : pipe_edges) give_up_pipe_edge(edge);
     queues.clear();  // the owner handles unlink the objects
     guardian.release();
 }
@@ -1105,10 +1201,21 @@ GraphResult Graph::join() {
     res.seconds = std::chrono::duration<double>(Clock::now() - g.t0).count();
     for (std::size_t i = 0; i < g.queues.size(); ++i) {
         QueueResult q;
-        q.name = g.queue_spec(i).name;
-        q.object = g.queues[i].name();
+        if (!g.queues[i] && g.pipe_edges.count(g.spec.queues[i].name) == 0) continue;  // of other hosts only
+        q.name = g.spec.queues[i].name;
+        if (const auto e = g.pipe_edges.find(q.name); e != g.pipe_edges.end()) {
+            const detail::PipeEdgeCounts& c = *e->second.counts;  // exact: every relay is joined
+            q.pipe = true;
+            q.messages_in = c.lines_in.load(std::memory_order_relaxed);
+            q.messages_out = c.lines_out.load(std::memory_order_relaxed);
+            q.bytes_in = c.bytes_in.load(std::memory_order_relaxed);
+            q.bytes_out = c.bytes_out.load(std::memory_order_relaxed);
+            res.queues.push_back(q);
+            continue;
+        }
+        q.object = g.queues[i]->name();
         try {
-            const QueueStats st = g.queues[i].stats();
+            const QueueStats st = g.queues[i]->stats();
             q.messages_in = st.messages_in;
             q.messages_out = st.messages_out;
             q.bytes_in = st.bytes_in;

@@ -6,11 +6,14 @@
 #include <shmpipe/error.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <optional>
 #include <poll.h>
+#include <vector>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -19,20 +22,160 @@ namespace shmpipe::detail {
 namespace {
 
 constexpr int kPollMs = 100;  // how often a waiting adapter looks at its stop flag
+// The pipes of a line-batched edge hold a few batches (the default 64 KiB is one): a program
+// and its adapter then wake each other per few batches, not per batch. Best effort: a user
+// over the pipe-size limits keeps the default.
+constexpr int kBatchedPipeBytes = 256 * 1024;
+
+// Waits until fd has data (POLLIN) or EOF (POLLHUP alone: a pipe's writers are gone and
+// it is empty) and returns poll's revents; 0 when `abandon` is set while none comes, or
+// poll fails.
+short wait_readable(int fd, const std::atomic<bool>& abandon) noexcept {
+    while (true) {
+        pollfd p{fd, POLLIN, 0};
+        const int r = ::poll(&p, 1, kPollMs);
+        if (r < 0 && errno != EINTR) return 0;
+        if (r > 0) return p.revents;
+        if (abandon.load(std::memory_order_acquire)) return 0;
+    }
+}
 
 // read(2) that gives up when `abandon` is set while no data comes: -1 error, 0 EOF,
 // -2 abandoned, else the byte count.
 ssize_t read_or_abandon(int fd, char* buf, std::size_t n, const std::atomic<bool>& abandon) noexcept {
     while (true) {
-        pollfd p{fd, POLLIN, 0};
-        const int r = ::poll(&p, 1, kPollMs);
-        if (r < 0 && errno != EINTR) return -1;
-        if (r > 0) {
-            const ssize_t got = ::read(fd, buf, n);
-            if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-            return got;
+        if (wait_readable(fd, abandon) == 0) return abandon.load(std::memory_order_acquire) ? -2 : -1;
+        const ssize_t got = ::read(fd, buf, n);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        return got;
+    }
+}
+
+// Where the first line longer than `limit` starts in [p, p + n), whole lines each ending
+// with '\n'; npos when there is none. A line of at most `limit` bytes has its '\n' within
+// the limit + 1 bytes from its start, so one memrchr per window jumps over every short line
+// in it.
+std::size_t overlong_line_at(const char* p, std::size_t n, std::size_t limit) noexcept {
+    std::size_t pos = 0;
+    while (n - pos > limit) {
+        const void* nl = ::memrchr(p + pos, '\n', limit + 1);
+        if (nl == nullptr) return pos;
+        pos = static_cast<std::size_t>(static_cast<const char*>(nl) - p) + 1;
+    }
+    return std::string::npos;
+}
+
+// The stdout adapter for a line-batched queue (see line_batch_bytes). Once the pipe has
+// data, it reserves a message of the queue's max_message bytes, copies in the line the
+// previous read left unfinished, reads straight into the message and publishes its whole
+// lines. It reserves only when data is waiting, so a quiet program never holds a
+// reservation (an MPMC consumer waits for a reserved cell); the exception is a read that
+// brings no '\n' at all: the message is kept and filled by the next reads, since giving it
+// up would count as an abandoned message.
+void pump_stdout_batched(int fd, Producer<>& tx, std::size_t limit, AdapterErrors& errors,
+                         const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
+                         std::atomic<std::size_t>& dropped_bytes) {
+    const std::size_t cap = tx.max_message();  // >= limit + 1: a longest line and its '\n'
+    (void)::fcntl(fd, F_SETPIPE_SZ, kBatchedPipeBytes);
+    bool pushing = true;
+    auto fail = [&](const std::string& what) {
+        pushing = false;  // keep reading (and discarding) so the program is never stuck
+        errors.set("stdout adapter: " + what);
+    };
+    auto too_long = [&](std::size_t at_least, bool exact) {
+        fail("a line of " + std::string(exact ? "" : "more than ") + std::to_string(at_least) +
+             " bytes does not fit queue \"" + tx.name() + "\", whose lines may be " + std::to_string(limit) +
+             " bytes long (raise max_message in its [[queue]])");
+    };
+    std::string carry;              // the start of a line that the last read cut
+    std::optional<WriteSlot> slot;  // held only while it holds a line without its '\n'
+    std::size_t filled = 0;         // bytes of *slot in use
+    char discard[16384];
+    while (true) {
+        if (!pushing) {
+            const ssize_t n = read_or_abandon(fd, discard, sizeof discard, abandon);
+            if (n <= 0) break;
+            continue;
         }
-        if (abandon.load(std::memory_order_acquire)) return -2;
+        // Reserve only when the read will bring data: a message reserved for nothing would
+        // have to be given up, which MPMC counts as abandoned.
+        if ((wait_readable(fd, abandon) & POLLIN) == 0) break;  // EOF, abandoned or an error
+        if (!slot) {
+            try {
+                slot.emplace(tx.reserve(cap));
+            } catch (const Error& e) {
+                pushing = false;
+                if (e.code() != make_error_code(errc::broken) && e.code() != make_error_code(errc::closed) &&
+                    e.code() != make_error_code(errc::consumer_died)) {
+                    errors.set(std::string("stdout adapter: ") + e.what());
+                }
+                continue;
+            }
+            std::memcpy(slot->span().data(), carry.data(), carry.size());
+            filled = carry.size();
+            carry.clear();
+        }
+        char* base = reinterpret_cast<char*>(slot->span().data());
+        ssize_t n;
+        do {
+            n = ::read(fd, base + filled, cap - filled);
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) break;  // EOF (or a broken pipe): the line in `slot`, if any, is settled below
+        const std::size_t before = filled;
+        filled += static_cast<std::size_t>(n);
+        const void* last = ::memrchr(base + before, '\n', filled - before);
+        if (last == nullptr) {
+            if (filled > limit) {
+                too_long(limit, false);
+                slot.reset();
+            }
+            continue;  // keep the message: the line goes on in the next read
+        }
+        const std::size_t whole = static_cast<std::size_t>(static_cast<const char*>(last) - base) + 1;
+        if (const std::size_t bad = overlong_line_at(base, whole, limit); bad != std::string::npos) {
+            const void* end = std::memchr(base + bad, '\n', whole - bad);
+            const std::size_t len = static_cast<std::size_t>(static_cast<const char*>(end) - base) - bad;
+            if (bad != 0) slot->commit(bad);  // the lines before it go on, as one message each did
+            slot.reset();
+            too_long(len, true);
+            continue;
+        }
+        if (filled - whole > limit) {
+            slot->commit(whole);
+            slot.reset();
+            too_long(limit, false);
+            continue;
+        }
+        carry.assign(base + whole, filled - whole);  // before commit: the space is the queue's then
+        slot->commit(whole);
+        slot.reset();
+    }
+    const std::size_t len = slot ? filled : carry.size();
+    if (pushing && len != 0) {
+        // A last line without '\n': whole only if the program ended well.
+        int v = static_cast<int>(ExitVerdict::unknown);
+        while ((v = verdict.load(std::memory_order_acquire)) == static_cast<int>(ExitVerdict::unknown) &&
+               !abandon.load(std::memory_order_acquire)) {
+            ::poll(nullptr, 0, 10);
+        }
+        if (v != static_cast<int>(ExitVerdict::ended_well)) {
+            dropped_bytes.fetch_add(len, std::memory_order_relaxed);
+            return;  // a held message is given up: MPMC counts it abandoned, the cut line is
+                     // reported as dropped by the supervisor
+        }
+        try {
+            if (!slot) {
+                slot.emplace(tx.reserve(cap));
+                std::memcpy(slot->span().data(), carry.data(), carry.size());
+            }
+            slot->span()[len] = std::byte{'\n'};  // len <= limit < cap
+            slot->commit(len + 1);
+        } catch (const Error& e) {
+            if (e.code() != make_error_code(errc::broken) && e.code() != make_error_code(errc::closed) &&
+                e.code() != make_error_code(errc::consumer_died)) {
+                errors.set(std::string("stdout adapter: ") + e.what());
+            }
+        }
     }
 }
 
@@ -142,8 +285,141 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
     ::close(fd);
 }
 
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors, const std::atomic<bool>& abandon,
-                 const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes) noexcept {
+std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q) {
+    constexpr std::size_t kLineBatch = 64 * 1024;
+    unsigned writers = 0, readers = 0;
+    for (const auto& s : spec.stages) {
+        for (const auto& w : s.writes()) {
+            if (w != q.name) continue;
+            if (w != s.stdout_queue || s.stdout_format != StreamFormat::lines) return 0;
+            ++writers;
+        }
+        for (const auto& rd : s.reads()) {
+            if (rd != q.name) continue;
+            if (rd != s.stdin_queue || s.stdin_format != StreamFormat::lines) return 0;
+            ++readers;
+        }
+    }
+    if (writers == 0 || readers == 0) return 0;
+    const std::size_t batch = std::max(q.max_message + 1, std::min(kLineBatch, q.capacity / 8));
+    return batch <= q.capacity / 4 ? batch : 0;  // room for a few batches in either kind of ring
+}
+
+bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q) {
+    if (line_batch_bytes(spec, q) == 0) return false;
+    unsigned writers = 0, readers = 0;
+    std::string writer_host, reader_host;
+    for (const auto& s : spec.stages) {
+        const bool writes = s.stdout_queue == q.name, reads = s.stdin_queue == q.name;
+        if (!writes && !reads) continue;
+        if (writes && reads) return false;
+        if (s.is_function || s.replicas != 1 || s.restart != RestartPolicy::never) return false;
+        writers += writes ? 1 : 0;
+        readers += reads ? 1 : 0;
+        (writes ? writer_host : reader_host) = s.host;
+    }
+    // A pipe joins two processes of one host; a queue between hosts is bridged instead.
+    return writers == 1 && readers == 1 && writer_host == reader_host;
+}
+
+void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,
+               const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes,
+               const std::atomic<bool>& reader_stop, PipeEdgeCounts& counts) noexcept {
+    (void)::fcntl(in_fd, F_SETPIPE_SZ, kBatchedPipeBytes);
+    if (out_fd >= 0) {
+        (void)::fcntl(out_fd, F_SETPIPE_SZ, kBatchedPipeBytes);
+        if (const int fl = ::fcntl(out_fd, F_GETFL); fl >= 0) ::fcntl(out_fd, F_SETFL, fl | O_NONBLOCK);
+    }
+    bool delivering = out_fd >= 0;
+    // Writes whole lines [p, p + n) to the reader; false once it is gone.
+    auto deliver = [&](const char* p, std::size_t n) {
+        const std::size_t lines = count_lines(p, n);
+        counts.lines_in.fetch_add(lines, std::memory_order_relaxed);
+        counts.bytes_in.fetch_add(n, std::memory_order_relaxed);
+        if (!delivering) return false;
+        const std::size_t w = write_until_stopped(out_fd, p, n, reader_stop);
+        // A cut line has no '\n' written yet.
+        counts.lines_out.fetch_add(w == n ? lines : count_lines(p, w), std::memory_order_relaxed);
+        counts.bytes_out.fetch_add(w, std::memory_order_relaxed);
+        delivering = w == n;
+        return delivering;
+    };
+    try {
+        const std::size_t cap = std::max<std::size_t>(line_limit + 1, kBatchedPipeBytes);  // a pipe's worth per read
+        std::vector<char> buf(cap);
+        std::size_t have = 0;  // bytes in buf: at most one unfinished line
+        bool open = delivering;
+        while (open) {
+            const ssize_t n = read_or_abandon(in_fd, buf.data() + have, cap - have, abandon);
+            if (n <= 0) break;
+            const std::size_t before = have;
+            have += static_cast<std::size_t>(n);
+            const void* last = ::memrchr(buf.data() + before, '\n', have - before);
+            const std::size_t whole =
+                last == nullptr ? 0 : static_cast<std::size_t>(static_cast<const char*>(last) - buf.data()) + 1;
+            const std::size_t bad = overlong_line_at(buf.data(), whole, line_limit);
+            if (bad != std::string::npos || have - whole > line_limit) {
+                const std::size_t ok = bad != std::string::npos ? bad : whole;
+                if (ok != 0) deliver(buf.data(), ok);
+                errors.set("pipe edge: a line longer than " + std::to_string(line_limit) +
+                           " bytes (raise max_message in its [[queue]])");
+                open = false;
+                have = 0;
+                break;
+            }
+            if (whole != 0 && !deliver(buf.data(), whole)) open = false;  // the reader is gone
+            std::memmove(buf.data(), buf.data() + whole, have - whole);
+            have -= whole;
+        }
+        if (open && have != 0) {
+            // A last line without '\n': whole only if the program ended well.
+            int v = static_cast<int>(ExitVerdict::unknown);
+            while ((v = verdict.load(std::memory_order_acquire)) == static_cast<int>(ExitVerdict::unknown) &&
+                   !abandon.load(std::memory_order_acquire)) {
+                ::poll(nullptr, 0, 10);
+            }
+            if (v == static_cast<int>(ExitVerdict::ended_well)) {
+                buf[have] = '\n';  // have <= line_limit < cap
+                deliver(buf.data(), have + 1);
+            } else {
+                dropped_bytes.fetch_add(have, std::memory_order_relaxed);
+            }
+        }
+    } catch (const std::exception& e) {
+        errors.set(std::string("pipe edge: ") + e.what());
+    }
+    if (out_fd >= 0) ::close(out_fd);  // the reader's end of input
+    ::close(in_fd);                    // a writer still writing gets EPIPE
+}
+
+std::size_t count_lines(const char* p, std::size_t n) noexcept {
+    // Eight bytes at a time: a byte of w ^ "\n\n..." is zero exactly where w has a '\n'; the
+    // sum below sets bit 7 of every non-zero byte without carrying into the next byte.
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL, kLow7 = kOnes * 0x7f, kHigh = kOnes * 0x80;
+    std::size_t c = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        const std::uint64_t x = w ^ (kOnes * '\n');
+        const std::uint64_t nonzero = ((x & kLow7) + kLow7) | x;
+        c += static_cast<std::size_t>(std::popcount(~nonzero & kHigh));
+    }
+    for (; i < n; ++i) c += p[i] == '\n' ? 1 : 0;
+    return c;
+}
+
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, std::size_t line_limit, AdapterErrors& errors,
+                 const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
+                 std::atomic<std::size_t>& dropped_bytes) noexcept {
+    if (line_limit != 0) {
+        try {
+            pump_stdout_batched(fd, tx, line_limit, errors, abandon, verdict, dropped_bytes);
+        } catch (const std::exception& e) {
+            errors.set(std::string("stdout adapter: ") + e.what());
+        }
+        ::close(fd);
+        return;
+    }
     bool pushing = true;
     auto push = [&](const char* p, std::size_t n) {
         if (!pushing) return;
@@ -229,6 +505,24 @@ StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_
     for (const std::uint64_t st : ledger.starts) {
         if (st >= from && st < ledger.taken_bytes) cuts.push_back(st);
     }
+    if (ledger.batched) {
+        // Every message is whole lines, so the unread whole lines are those after the first
+        // '\n' of a partly read message, and every line of the messages after it.
+        std::size_t pos = 0;
+        if (const std::uint64_t first = cuts.empty() ? ledger.taken_bytes : cuts.front(); first > from) {
+            const std::size_t partial = static_cast<std::size_t>(first - from);
+            const std::size_t nl = suffix.find('\n');
+            pos = nl < partial ? nl + 1 : partial;
+        }
+        while (pos < suffix.size()) {
+            const std::size_t nl = suffix.find('\n', pos);
+            const std::size_t end = nl == std::string::npos ? suffix.size() : nl + 1;
+            out.unread.emplace_back(suffix, pos, end - pos);
+            pos = end;
+        }
+        out.read = ledger.taken - std::min<std::uint64_t>(ledger.taken, out.unread.size());
+        return out;
+    }
     cuts.push_back(ledger.taken_bytes);
     for (std::size_t i = 0; i + 1 < cuts.size(); ++i) {
         out.unread.emplace_back(suffix, static_cast<std::size_t>(cuts[i] - from), static_cast<std::size_t>(cuts[i + 1] - cuts[i]));
@@ -237,25 +531,38 @@ StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_
     return out;
 }
 
-void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop,
+void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, bool batched, const std::atomic<bool>& stop,
                 std::vector<std::string> redeliver, StdinLedger& ledger) noexcept {
     using namespace std::chrono_literals;
     // Messages are gathered into one buffer (up to kBatch bytes, or until the queue is
     // momentarily empty) and written with one system call: a write per line would cost more
-    // than the queue itself.
+    // than the queue itself. Batched, a message of at least kDirect bytes is written straight
+    // from the queue instead (the queue lends one message at a time, so that is one write
+    // per message, each already holding many lines).
     constexpr std::size_t kBatch = 64 * 1024;
+    constexpr std::size_t kDirect = 8 * 1024;
     std::string batch;
+    ledger.batched = batched;
     // The unread suffix is at most a pipe and a batch (which ends with at most one message
     // past kBatch): keep message starts that far back.
+    if (batched) (void)::fcntl(fd, F_SETPIPE_SZ, kBatchedPipeBytes);
     const int pipe_size = ::fcntl(fd, F_GETPIPE_SZ);
     const std::uint64_t base_window = static_cast<std::uint64_t>(pipe_size > 0 ? pipe_size : 1 << 20) + 2 * kBatch;
     ledger.window = base_window;
-    auto mark_start = [&] {
+    auto mark_start = [&](std::uint64_t lines) {
         ledger.starts.push_back(ledger.taken_bytes + batch.size());
-        ++ledger.taken;
+        ledger.taken += lines;
+    };
+    auto lines_in = [&](std::span<const std::byte> sp) -> std::uint64_t {
+        return batched ? count_lines(reinterpret_cast<const char*>(sp.data()), sp.size()) : 1;
     };
     auto append = [&](std::span<const std::byte> sp) {
-        mark_start();
+        mark_start(lines_in(sp));
+        if (batched) {
+            batch.append(reinterpret_cast<const char*>(sp.data()), sp.size());  // lines with their '\n'
+            ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size());
+            return;
+        }
         if (format == StreamFormat::records) {
             const auto len = static_cast<std::uint32_t>(sp.size());
             batch.append(reinterpret_cast<const char*>(&len), sizeof len);
@@ -264,25 +571,36 @@ void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<b
         if (format == StreamFormat::lines) batch += '\n';
         ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size() + 8);
     };
-    // Writes the batch; false when stopped first (what was not written is kept in the ledger).
-    auto flush = [&] {
-        const std::size_t written = write_until_stopped(fd, batch.data(), batch.size(), stop);
-        ledger.taken_bytes += batch.size();
+    // Writes [p, p + n): the batch, or one message straight from the queue; false when
+    // stopped first (what was not written is kept in the ledger).
+    auto write_out = [&](const char* p, std::size_t n) {
+        const std::size_t written = write_until_stopped(fd, p, n, stop);
+        ledger.taken_bytes += n;
         while (!ledger.starts.empty() && ledger.starts.front() + ledger.window < ledger.taken_bytes) {
             ledger.starts.pop_front();
         }
-        const bool all = written == batch.size();
-        if (!all) ledger.unwritten.assign(batch, written);
+        const bool all = written == n;
+        if (!all) ledger.unwritten.assign(p + written, n - written);
+        return all;
+    };
+    auto flush = [&] {
+        const bool all = write_out(batch.data(), batch.size());
         batch.clear();
         return all;
+    };
+    // A large batched message, written in place (the batch is empty).
+    auto write_direct = [&](std::span<const std::byte> sp) {
+        mark_start(lines_in(sp));
+        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size());
+        return write_out(reinterpret_cast<const char*>(sp.data()), sp.size());
     };
     // Non-blocking, so a write to a program that stopped reading (or to a pipe a leftover
     // child of the program still holds) gives way to `stop`.
     if (const int fl = ::fcntl(fd, F_GETFL); fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     try {
         batch.reserve(kBatch + 4096);
-        for (const auto& m : redeliver) {  // already framed; at most a pipe and a batch of them
-            mark_start();
+        for (const auto& m : redeliver) {  // already framed (batched: one line each); at most a pipe and a batch of them
+            mark_start(1);
             batch += m;
         }
         ledger.window = std::max<std::uint64_t>(ledger.window, base_window + batch.size());
@@ -294,11 +612,26 @@ void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<b
                     if (rx.ended()) break;  // end of stream: the program sees EOF
                     continue;
                 }
+                if (batched && slot->span().size() >= kDirect) {
+                    going = write_direct(slot->span());
+                    continue;
+                }
                 append(slot->span());
                 slot.reset();
                 while (batch.size() < kBatch) {
                     auto more = rx.try_peek();
                     if (!more) break;
+                    if (batched && more->span().size() >= kDirect) {
+                        if (flush()) {
+                            going = write_direct(more->span());
+                        } else {  // stopped: taken all the same (releasing it consumes it), never written
+                            going = false;
+                            mark_start(lines_in(more->span()));
+                            ledger.taken_bytes += more->span().size();
+                            ledger.unwritten.append(reinterpret_cast<const char*>(more->span().data()), more->span().size());
+                        }
+                        break;
+                    }
                     append(more->span());
                 }
             } catch (const Error& e) {

@@ -301,6 +301,8 @@ struct Process::Impl {
     std::optional<int> code;         // once reaped
     std::optional<int> exited_code;  // once seen exited (a zombie, not yet reaped)
     int in_fd = -1, out_fd = -1, err_fd = -1;  // parent's pipe ends
+    int sentinel_fd = -1;            // sentinel(): a pidfd, or the read end of the fallback pipe
+    std::thread sentinel_watch;      // fallback only: closes the pipe's write end at exit
 
     // Reaps without blocking; caller holds m. True when reaped (now or before).
     bool try_reap_locked() noexcept {
@@ -414,6 +416,9 @@ struct Process::Impl {
     }
 
     void close_fds() noexcept {
+        // The fallback watcher returns once the child has exited (the callers stopped it).
+        if (sentinel_watch.joinable()) sentinel_watch.join();
+        close_pipe_end(sentinel_fd);
         close_pipe_end(in_fd);
         close_pipe_end(out_fd);
         close_pipe_end(err_fd);
@@ -826,6 +831,43 @@ std::optional<int> Process::stop(std::chrono::milliseconds grace) noexcept {
     }
     d.drop_target_if_reaped();
     return code;
+}
+
+int Process::sentinel() {
+    if (!impl_) moved_from("sentinel of");
+    auto& d = *impl_;
+    std::lock_guard lock(d.m);
+    if (d.pid <= 0) {
+        throw Error(errc::invalid_state, "sentinel of process \"" + d.name + "\": it was not started (call start() first)");
+    }
+    if (d.sentinel_fd >= 0) return d.sentinel_fd;
+    // Unreaped (we reap under m), so the pid is still this child's, a zombie at worst.
+    const char* force = std::getenv("SHMPIPE_SENTINEL_FALLBACK");  // tests exercise the fallback
+    if (!d.reaped && (force == nullptr || *force == '\0')) {
+        const int fd = static_cast<int>(::syscall(SYS_pidfd_open, d.pid, 0));  // close-on-exec
+        if (fd >= 0) return d.sentinel_fd = fd;
+    }
+    // No pidfd (Linux < 5.3): a pipe whose write end a watcher thread closes once the child
+    // has exited, so the read end reports end of file. It waits without reaping.
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) {
+        throw Error::from_errno(errno, "sentinel of process \"" + d.name + "\": cannot create a pipe");
+    }
+    if (d.reaped) {
+        ::close(p[1]);
+    } else {
+        try {
+            d.sentinel_watch = std::thread([&d, w = p[1]] {
+                d.wait_exited_until(std::nullopt);
+                ::close(w);
+            });
+        } catch (...) {
+            ::close(p[0]);
+            ::close(p[1]);
+            throw;
+        }
+    }
+    return d.sentinel_fd = p[0];
 }
 
 int Process::stdin_fd() const noexcept { return impl_ ? impl_->in_fd : -1; }

@@ -3,6 +3,7 @@
 #include <shmpipe/spec_graph.hpp>
 
 #include <shmpipe/detail/exit_text.hpp>
+#include <shmpipe/detail/graph_adapter.hpp>
 #include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
@@ -985,7 +986,13 @@ std::string describe_spec(const PipelineSpec& spec) {
         out << "  " << q.name << ": capacity " << q.capacity << " B, max_message " << q.max_message << " B, "
             << ends.producers << " expected producer" << (ends.producers == 1 ? "" : "s") << "; "
             << stage_list(spec, ends.writers, hosts) << " -> " << stage_list(spec, ends.readers, hosts)
-            << (q.declared ? "" : " (default geometry)") << "\n";
+            << (q.declared ? "" : " (default geometry)");
+        if (detail::is_pipe_edge(spec, q)) {
+            out << " (pipe edge: no queue)";
+        } else if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+            out << " (lines batched, messages up to " << batch << " B)";
+        }
+        out << "\n";
     }
     if (hosts) {
         out << "hosts (heartbeat " << spec.heartbeat.count() << " ms, dead after " << spec.dead_after.count()

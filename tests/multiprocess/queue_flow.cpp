@@ -27,12 +27,6 @@ namespace {
 
 using shmpipe::test::report_of;
 
-std::uint64_t expected_checksum(std::uint32_t producer, std::uint64_t count) {
-    std::uint64_t sum = 0;
-    for (std::uint64_t s = 0; s < count; ++s) sum += test::entry_hash(test::log_entry(producer, s));
-    return sum;
-}
-
 }  // namespace
 
 TEST_CASE("A writer process sends to a reader process in order with intact content", "[multiprocess]") {
@@ -60,7 +54,7 @@ TEST_CASE("A writer process sends to a reader process in order with intact conte
         const auto r = report_of(dir.file("report"));
         INFO("reader: " << r.error);
         CHECK(r.number("messages") == kCount);
-        CHECK(r.number("checksum") == expected_checksum(7, kCount));
+        CHECK(r.number("checksum") == test::expected_checksum(7, kCount));
         CHECK(r.number("ended") == 1);
         const auto log = test::SharedLog::open(dir.file("clog")).snapshot();
         REQUIRE(log.size() == kCount);
@@ -107,7 +101,7 @@ TEST_CASE("Fan-out: every message reaches exactly one of several consumer proces
         CHECK(d.total == kCount);
         CHECK(d.duplicates() == 0);
         CHECK(d.missing(1, kCount).empty());
-        CHECK(checksum == expected_checksum(1, kCount));
+        CHECK(checksum == test::expected_checksum(1, kCount));
     }
     test::require_gone(name);
 }
@@ -169,7 +163,7 @@ TEST_CASE("End of stream reaches every consumer process only after the expected 
         CHECK(r1.number("messages") + r2.number("messages") == 200);
         CHECK(r1.number("ended") == 1);
         CHECK(r2.number("ended") == 1);
-        CHECK(r1.number("checksum") + r2.number("checksum") == expected_checksum(1, 100) + expected_checksum(2, 100));
+        CHECK(r1.number("checksum") + r2.number("checksum") == test::expected_checksum(1, 100) + test::expected_checksum(2, 100));
     }
     test::require_gone(name);
 }

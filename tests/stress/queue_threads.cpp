@@ -27,12 +27,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint64_t stress_scale() {
-    const char* s = std::getenv("SHMPIPE_STRESS_SCALE");
-    const long v = s != nullptr ? std::atol(s) : 1;
-    return v > 0 ? static_cast<std::uint64_t>(v) : 1;
-}
-
 // What one consumer thread saw; checked on the main thread (Catch2 is not thread-safe).
 struct ConsumerResult {
     std::vector<std::uint64_t> log;
@@ -147,7 +141,7 @@ TEST_CASE("Threads hammering one queue deliver every message exactly once and in
                                 Shape{"MPMC, 4 -> 2, two cells", Endpoints::many, 4, 2, 2 * 64, 64, 15000},
                                 Shape{"MPMC, 1 -> 4", Endpoints::many, 1, 4, 8 * 64, 64, 80000});
     INFO(shape.label);
-    const std::uint64_t per_producer = shape.per_producer * stress_scale();
+    const std::uint64_t per_producer = shape.per_producer * test::stress_scale();
     const std::string name = test::unique_name("threads");
     test::ShmGuard guard{name};
     {
@@ -210,7 +204,7 @@ TEST_CASE("Threads hammering one queue deliver every message exactly once and in
 TEST_CASE("Threads that give up slots and time out never lose or duplicate committed messages", "[stress]") {
     const std::string name = test::unique_name("abandonthreads");
     test::ShmGuard guard{name};
-    const std::uint64_t per_producer = 30000 * stress_scale();
+    const std::uint64_t per_producer = 30000 * test::stress_scale();
     {
         QueueOptions o;
         o.capacity = 32 * 64;

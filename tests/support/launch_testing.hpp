@@ -6,6 +6,7 @@
 
 #include <shmpipe/detail/process_id.hpp>
 
+#include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -101,6 +102,23 @@ name = "collector"
 cmd = [")" + bin_path("collector") + R"("]
 inputs = ["results"]
 )");
+}
+
+// The launcher through `sh -c 'exec ... >out 2>err'` (same pid, outputs kept in dir's files
+// "out" and "err"), run id "r" (objects "<name>.r.<queue>"), summary JSON in "s.json".
+inline Peer start_launcher(const TempDir& dir, const std::string& name, const std::string& spec) {
+    return Peer("/bin/sh", {"-c", "exec \"$0\" \"$@\" >" + dir.file("out") + " 2>" + dir.file("err"), launcher(),
+                            "--name", name, "--run-id", "r", "--no-status", "--summary-json", dir.file("s.json"), spec});
+}
+
+// The summary JSON a start_launcher() run wrote.
+inline boost::json::object summary_of(const TempDir& dir) {
+    const std::string text = read_file(dir.file("s.json"));
+    INFO(text);
+    boost::system::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    REQUIRE_FALSE(ec);
+    return v.as_object();
 }
 
 inline void require_no_objects(const std::string& name) {

@@ -108,6 +108,20 @@ inline std::uint64_t entry_hash(std::uint64_t e) noexcept {
     return x ^ (x >> 31);
 }
 
+// The checksum a consumer reports after receiving messages 0..count-1 of `producer`.
+inline std::uint64_t expected_checksum(std::uint32_t producer, std::uint64_t count) noexcept {
+    std::uint64_t sum = 0;
+    for (std::uint64_t s = 0; s < count; ++s) sum += entry_hash(log_entry(producer, s));
+    return sum;
+}
+
+// SHMPIPE_STRESS_SCALE (default 1): how much longer the stress tests run (the soak label).
+inline std::uint64_t stress_scale() noexcept {
+    const char* s = std::getenv("SHMPIPE_STRESS_SCALE");
+    const long v = s != nullptr ? std::atol(s) : 1;
+    return v > 0 ? static_cast<std::uint64_t>(v) : 1;
+}
+
 // File-backed log: [count][entries...]. One writer appends; readers see a prefix. The
 // pages live in the page cache, so they survive the writer's SIGKILL.
 class SharedLog {

@@ -17,45 +17,35 @@
 
 namespace test = shmpipe::test;
 using namespace std::chrono_literals;
+using test::start_launcher;
+using test::summary_of;
 using test::TempDir;
 
 namespace {
 
 constexpr int kRuns = 5;
 
-// The launcher through `sh -c 'exec ... >out 2>err'`: same pid, outputs kept in files.
-test::Peer start_launcher(const TempDir& dir, const std::string& name, const std::string& spec) {
-    return test::Peer("/bin/sh", {"-c", "exec \"$0\" \"$@\" >" + dir.file("out") + " 2>" + dir.file("err"),
-                                  test::launcher(), "--name", name, "--run-id", "r", "--no-status", "--summary-json",
-                                  dir.file("s.json"), spec});
-}
-
-std::uint64_t messages_out(const std::string& object) {
+// What `object` has delivered so far: messages_out or bytes_out (0 before it exists).
+std::uint64_t delivered(const std::string& object, std::uint64_t shmpipe::QueueStats::*what) {
     try {
-        return shmpipe::Queue::open(object).stats().messages_out;
+        return shmpipe::Queue::open(object).stats().*what;
     } catch (const shmpipe::Error&) {
         return 0;
     }
 }
 
-// Waits until `object` has delivered `n` messages and `pidfile` names `replicas` processes,
-// then SIGKILLs the first; FAILs naming what it awaited.
+// Waits until `object` has delivered `n` messages (or bytes: a queue between line adapters
+// carries batches of lines) and `pidfile` names `replicas` processes, then SIGKILLs the
+// first; FAILs naming what it awaited.
 void kill_one_replica_mid_stream(const std::string& object, std::uint64_t n, const std::string& pidfile,
-                                 std::size_t replicas) {
+                                 std::size_t replicas,
+                                 std::uint64_t shmpipe::QueueStats::*what = &shmpipe::QueueStats::messages_out) {
     const bool flowing = test::wait_until(
-        [&] { return test::pids_in(pidfile).size() >= replicas && messages_out(object) >= n; }, 30s);
-    if (!flowing) FAIL("queue " << object << " did not deliver " << n << " messages to " << replicas << " replicas within 30 s");
+        [&] { return test::pids_in(pidfile).size() >= replicas && delivered(object, what) >= n; }, 30s);
+    const char* unit = what == &shmpipe::QueueStats::bytes_out ? " bytes" : " messages";
+    if (!flowing) FAIL("queue " << object << " did not deliver " << n << unit << " to " << replicas << " replicas within 30 s");
     const int victim = test::pids_in(pidfile).front();
     REQUIRE(::kill(victim, SIGKILL) == 0);
-}
-
-boost::json::object summary_of(const TempDir& dir) {
-    const std::string text = test::read_file(dir.file("s.json"));
-    INFO(text);
-    boost::system::error_code ec;
-    auto v = boost::json::parse(text, ec);
-    REQUIRE_FALSE(ec);
-    return v.as_object();
 }
 
 std::uint64_t restarts_of(const boost::json::object& summary, const std::string& stage) {
@@ -100,7 +90,7 @@ TEST_CASE("a killed grep replica: unread input goes to its replacement, what it 
         TempDir dir;
         const std::string spec = grep_spec(dir, kCount, "fail");
         test::Peer sut = start_launcher(dir, name, spec);
-        kill_one_replica_mid_stream(name + ".r.nums", 200'000, dir.file("pids"), 3);
+        kill_one_replica_mid_stream(name + ".r.nums", 1'400'000, dir.file("pids"), 3, &shmpipe::QueueStats::bytes_out);
         const int code = sut.wait_or_throw(120s, "pipeline-launch to finish after a grep replica was killed");
         const std::string err = test::read_file(dir.file("err"));
         INFO(err);
@@ -136,7 +126,7 @@ TEST_CASE("on_loss = \"warn\" reports the loss and exits 0", "[tools]") {
     const std::string name = test::unique_name("loss");
     TempDir dir;
     test::Peer sut = start_launcher(dir, name, grep_spec(dir, kCount, "warn"));
-    kill_one_replica_mid_stream(name + ".r.nums", 200'000, dir.file("pids"), 3);
+    kill_one_replica_mid_stream(name + ".r.nums", 1'400'000, dir.file("pids"), 3, &shmpipe::QueueStats::bytes_out);
     const int code = sut.wait_or_throw(120s, "pipeline-launch to finish after a grep replica was killed");
     const std::string err = test::read_file(dir.file("err"));
     INFO(err);

@@ -49,3 +49,40 @@ TEST_CASE("an empty pipe means every message was read", "[unit]") {
     CHECK(sut.unread.empty());
     CHECK(sut.read == 4);
 }
+
+namespace {
+
+// A batched ledger: messages "a\nbb\n" (offset 0) and "ccc\ndddd\n" (offset 5), 4 lines, 14 bytes.
+StdinLedger two_batches() {
+    StdinLedger sut;
+    sut.batched = true;
+    sut.taken = 4;
+    sut.taken_bytes = 14;
+    sut.starts = {0, 5};
+    sut.window = 1 << 20;
+    return sut;
+}
+
+}  // namespace
+
+TEST_CASE("batched: the whole lines after the point the program stopped are unread, one by one", "[unit]") {
+    const auto sut = settle_stdin(two_batches(), "ccc\ndddd\n");
+    CHECK(sut.unread == std::vector<std::string>{"ccc\n", "dddd\n"});
+    CHECK(sut.read == 2);
+}
+
+TEST_CASE("batched: inside a message, the cut line counts as read and the lines after it are unread", "[unit]") {
+    const auto sut = settle_stdin(two_batches(), "b\nccc\ndddd\n");
+    CHECK(sut.unread == std::vector<std::string>{"ccc\n", "dddd\n"});
+    CHECK(sut.read == 2);
+    const auto later = settle_stdin(two_batches(), "cc\ndddd\n");
+    CHECK(later.unread == std::vector<std::string>{"dddd\n"});
+    CHECK(later.read == 3);
+}
+
+TEST_CASE("batched: a line that starts exactly where the program stopped inside a message counts as read", "[unit]") {
+    // The byte before it is gone, so whether "bb" was whole cannot be told: read, never doubled.
+    const auto sut = settle_stdin(two_batches(), "bb\nccc\ndddd\n");
+    CHECK(sut.unread == std::vector<std::string>{"ccc\n", "dddd\n"});
+    CHECK(sut.read == 2);
+}

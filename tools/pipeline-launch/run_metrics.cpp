@@ -108,7 +108,7 @@ std::string RunMetrics::render(const shmpipe::Graph& graph) {
         try {
             object = graph.queue_object(q.name);
         } catch (const shmpipe::Error&) {
-            continue;  // placed on other hosts only: no object here
+            continue;  // a pipe edge, or a queue of other hosts only: no object here
         }
         if (auto info = shmpipe::inspect_object(object, io)) infos.push_back(std::move(*info));
     }

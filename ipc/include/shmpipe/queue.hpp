@@ -236,11 +236,12 @@ public:
         std::byte* p = core().reserve(n, 0);
         encode_commit(v, p, n);
     }
-    // Never blocks: false when the queue is full.
+    // Never blocks: false when the queue is full (with fd(): then wait on it).
     bool try_push(const T& v) {
         const std::size_t n = Codec<T>::size(v);
         core().check_size(n);
         std::byte* p = core().try_reserve(n);
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(n);
         if (p == nullptr) return false;
         encode_commit(v, p, n);
         return true;
@@ -264,6 +265,7 @@ public:
     bool try_push(std::span<const std::byte> bytes) requires std::is_same_v<T, Bytes> {
         core().check_size(bytes.size());
         std::byte* p = core().try_reserve(bytes.size());
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(bytes.size());
         if (p == nullptr) return false;
         if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
         core().commit(bytes.size());
@@ -275,6 +277,7 @@ public:
     std::optional<WriteSlot> try_reserve(std::size_t n) {
         core().check_size(n);
         std::byte* p = core().try_reserve(n);
+        if (p == nullptr && core().has_fd()) p = core().poll_reserve(n);
         if (p == nullptr) return std::nullopt;
         return WriteSlot(&core(), p, n);
     }
@@ -304,6 +307,14 @@ public:
     }
 
     // Ends this producer's stream (idempotent). Later pushes throw Error(errc::closed).
+    // A descriptor for event loops (poll, epoll, Boost.Asio), readable when there may be
+    // room, when a consumer closed or died, or when the queue broke. Level-style: it starts
+    // readable; try_push until it returns false, then wait on fd() again; no wake-up is lost
+    // in between (try_push arms it before its last look). Made on the first call and owned
+    // by this producer (valid until close or destruction; a move keeps it). A queue whose
+    // consumers are all gone stays full: push_for reports that (closed / consumer_died).
+    // Throws Error naming the queue when no descriptor can be made, closed after close().
+    int fd() { return core().fd(); }
     void close() noexcept {
         if (core_) core_->close();
     }
@@ -345,10 +356,14 @@ public:
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
     std::optional<T> pop() { return take(0); }
-    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()).
+    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
+    // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
+    // and a dead producer (throws producer_died) as pop() does.
     std::optional<T> try_pop() {
         std::span<const std::byte> m;
-        if (!core().try_peek(m)) return std::nullopt;
+        if (!core().try_peek(m) && !(core().has_fd() && core().poll_peek(m) == detail::PeekResult::ok)) {
+            return std::nullopt;
+        }
         return decode_release(m);
     }
     // nullopt on timeout or at the end of stream; ended() tells which.
@@ -362,7 +377,9 @@ public:
     std::optional<ReadSlot> peek() { return peek_until(0); }
     std::optional<ReadSlot> try_peek() {
         std::span<const std::byte> m;
-        if (!core().try_peek(m)) return std::nullopt;
+        if (!core().try_peek(m) && !(core().has_fd() && core().poll_peek(m) == detail::PeekResult::ok)) {
+            return std::nullopt;
+        }
         return ReadSlot(&core(), m);
     }
     template <class Rep, class Period>
@@ -382,6 +399,18 @@ public:
 
     // True once the end of stream was seen by this consumer.
     bool ended() const { return core().ended(); }
+
+    // A descriptor for event loops (poll, epoll, Boost.Asio, Python's loop.add_reader),
+    // readable when a message, the end of stream, a dead producer or a broken queue awaits.
+    // Level-style: it starts readable; drain with try_pop until it returns nullopt, then
+    // check ended() and wait on fd() again. No wake-up is lost in between: the empty
+    // try_pop arms the descriptor before its last look. A producer that dies makes it
+    // readable at once (a pidfd per producer; 100 ms without pidfd). Spurious readiness is
+    // possible (try_pop then just returns nullopt). Made on the first call and owned by this
+    // consumer (valid until close or destruction; a move keeps it); the fast path is
+    // unchanged, a producer pays one datagram only when it wakes an armed consumer. Throws
+    // Error naming the queue when no descriptor can be made, closed after close().
+    int fd() { return core().fd(); }
     void close() noexcept {
         if (core_) core_->close();
     }

@@ -24,7 +24,14 @@
 // `stdout_queue` gets a pipe whose lines (or length-prefixed records) a thread pushes as
 // messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
 // message, closed at end of stream (the launcher keeps a copy of that pipe's read end, to
-// see what a failed program left unread). The adapter's Producer/Consumer belong to the replica,
+// see what a failed program left unread). A queue that only line adapters use carries
+// batches of whole lines instead (detail::line_batch_bytes): the same bytes come out, and
+// loss and re-delivery below count lines. Between exactly one writer and one reader without
+// replicas or restarts, such a queue is a pipe edge (detail::is_pipe_edge): no queue, one
+// thread relays the writer's stdout pipe to the reader's stdin pipe and counts its lines
+// (QueueResult::pipe); a failed reader lost what it was given, and lines the relay read but
+// could not deliver once the reader ended are lost too, both counted; the writer then gets
+// EPIPE on its next write. The adapter's Producer/Consumer belong to the replica,
 // not to one process, so a restarted replica continues the same stream. Other stdout and
 // stderr lines are copied whole, prefixed "stage.replica | ", to GraphOptions::out_fd /
 // err_fd and to optional log files.
@@ -142,7 +149,8 @@ struct ReplicaResult {
 
 struct QueueResult {
     std::string name;                  // logical
-    std::string object;                // shared-memory name
+    std::string object;                // shared-memory name; empty for a pipe edge
+    bool pipe = false;                 // a pipe edge (detail::is_pipe_edge): no queue, messages are lines
     std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
     std::uint64_t lost = 0, abandoned = 0;
     bool broken = false;
@@ -184,6 +192,7 @@ struct GraphStatus {
         double messages_per_second = 0;
         std::uint64_t messages_out = 0;
         bool ended = false, broken = false;
+        bool pipe = false;             // a pipe edge: messages are lines relayed, depth 0
     };
     struct Stage {
         std::string name;

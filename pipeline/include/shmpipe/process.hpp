@@ -242,6 +242,13 @@ public:
     // code, it signals nothing. Never throws.
     std::optional<int> stop(std::chrono::milliseconds grace) noexcept;
 
+    // A descriptor that becomes readable when the child has exited (Python's
+    // Process.sentinel), for poll/epoll, shmpipe::wait and shmpipe::asio::async_wait. It
+    // never reaps: join() (or is_alive()) does. A pidfd where the kernel has pidfd_open,
+    // else a pipe a watcher thread closes at exit. Made on the first call, owned by the
+    // Process, valid until it is destroyed. Throws invalid_state before start().
+    int sentinel();
+
     // Parent's ends of Redirect::pipe() streams (-1 otherwise). Still owned by the Process.
     int stdin_fd() const noexcept;
     int stdout_fd() const noexcept;

@@ -47,7 +47,7 @@ enum class FailurePolicy { fail_fast, keep_going };
 enum class LossPolicy { fail, warn };
 // How an ordinary program's standard input/output maps to messages.
 enum class StreamFormat {
-    lines,    // one line (without its '\n') per message
+    lines,    // one line (without its '\n') per message; batched when only line adapters use the queue (graph_adapter.hpp)
     records,  // u32 little-endian length, then that many bytes, per message
 };
 

@@ -4,6 +4,7 @@
 // numbered in queue_layout.hpp (S*, SP*, M*, MP*); each atomic access names the one it uses.
 #pragma once
 
+#include <shmpipe/detail/doorbell.hpp>
 #include <shmpipe/detail/queue_layout.hpp>
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/detail/wait.hpp>
@@ -38,6 +39,7 @@ public:
     const std::string& name() const noexcept { return segment_.name(); }
     std::size_t max_message() const noexcept { return static_cast<std::size_t>(max_message_); }
     bool spsc() const noexcept { return spsc_; }
+    bool has_fd() const noexcept { return bell_.is_open(); }
     // Messages waiting now, and whether a max_message push would not fit now. Approximate:
     // stale as soon as read (other endpoints move on). Any endpoint; no system call.
     std::size_t size_approx() const noexcept;
@@ -77,6 +79,14 @@ protected:
     bool any_live(EndpointRole role) const noexcept;  // reads /proc: slow paths only
     void give_back_owner() noexcept;                  // E1
     bool owned_by_this_process() const noexcept;
+    // Doorbells (D1-D6 in queue_layout.hpp). open_bell: the descriptor, made on first use
+    // (throws Error naming the queue); sync_bell: drain, then watch the live endpoints of
+    // `peers`, true when one of them died; arm_bell: the fd sleeper's half of D3 (`counted`:
+    // `waiting` is a sleeper count, MPMC consumers; else a flag); drop_bell: on close.
+    int open_bell(std::atomic<std::uint32_t>& bells, const char* verb);
+    bool sync_bell(EndpointRole peers) noexcept;
+    void arm_bell(std::atomic<std::uint32_t>& waiting, bool counted) noexcept;
+    void drop_bell(EndpointRole role) noexcept;
 
     Segment segment_;
     QueueGeometry geometry_;  // validated copy: never re-read from shared memory
@@ -94,6 +104,7 @@ protected:
     std::uint64_t last_reap_ns_ = 0;  // dead-peer scans are rate-limited (they read /proc)
     std::atomic<std::uint64_t>* owner_ = nullptr;  // E1: the owner word we hold (one-endpoint side)
     std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
+    Doorbell bell_;  // open once fd() was asked for
 };
 
 class ProducerCore : public EndpointCore {
@@ -131,6 +142,11 @@ public:
     void abandon() noexcept;
     // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
     void close() noexcept;
+    // The readiness descriptor (Producer::fd); made and armed on the first call.
+    int fd();
+    // try_reserve for a producer with a descriptor: when full, arms the doorbell (D3) and
+    // looks once more; nullptr = still full, wait on fd(). Throws broken, closed.
+    std::byte* poll_reserve(std::size_t n);
 
 private:
     [[noreturn]] void throw_too_large(std::size_t n) const;
@@ -263,12 +279,22 @@ public:
     void close() noexcept;
     // JoinableQueue: one message taken by this consumer is done (J1, J2, JP1).
     void task_done();
+    // The readiness descriptor (Consumer::fd); made and armed on the first call.
+    int fd();
+    // try_peek for a consumer with a descriptor: when empty, arms the doorbell (D3) and
+    // settles what the re-check finds: ok, end (also rings the bell, D6) or timeout (empty:
+    // wait on fd()). Throws like peek: producer_died (once per dead producer), broken, corrupt.
+    PeekResult poll_peek(std::span<const std::byte>& out);
 
 private:
     enum class Ending { none, ended, died };
     [[noreturn]] void corrupt(const char* why);
     [[noreturn]] void throw_holding() const;
     Ending ending() noexcept;            // empty now: end of stream, a dead producer, or neither
+    [[noreturn]] void throw_producer_died();  // reports the newest dead producer (once)
+    // The queue looked empty: ok (a message came after all), end, or timeout (keep
+    // waiting). Sets ended(); throws producer_died.
+    PeekResult settle(std::span<const std::byte>& out);
     void wake_producers() noexcept;
     bool recover_stuck_head() noexcept;  // MPMC: skip a cell whose (dead) producer never committed
     void count(std::size_t n) noexcept {

@@ -46,6 +46,50 @@
 // Sleep/wake (both kinds): a sleeper announces itself in *_waiting, heavy_fence(), re-checks,
 // then futex-waits on the *_seq word; a waker publishes, light_fence(), and only if
 // *_waiting is non-zero bumps *_seq and calls futex_wake (see wait.hpp).
+//
+// Doorbells (Consumer::fd / Producer::fd; detail/doorbell.hpp). An endpoint that asked for a
+// descriptor is an "fd sleeper": it does not sleep in the kernel on *_seq, its user's event
+// loop sleeps on the descriptor. The futex protocol above is unchanged and stays the only
+// thing the hot path looks at; doorbells ride on its slow path.
+//   D1  EndpointRecord::doorbell (the record's second cache line) is 0 (no descriptor) or
+//       id | kBellArmed | kBellCounted: id names the endpoint's socket. Only the endpoint
+//       writes the id and sets the bits; any waker clears both with one fetch_and, and the one
+//       that cleared the armed bit rings once and, if the counted bit was set, takes the
+//       arm's one off consumers_waiting. Exchanged to 0 (same accounting) when the endpoint
+//       attaches or closes, and by the reaper of a dead endpoint. The id is untrusted: a waker
+//       uses only its id bits and skips 0.
+//   D2  consumer_bells / producer_bells count the endpoints of that side holding a
+//       descriptor (never below the true count: incremented before the first arm, decremented
+//       by whoever exchanges a non-zero doorbell to 0: the closing endpoint or its reaper; a
+//       holder killed before storing its id leaves it high, which only costs wakers a scan).
+//       A waker scans the endpoint table for armed bells only when the count is non-zero.
+//   D3  arm: drain the socket; mark the sleep: a flag side (SPSC consumers, producers) stores
+//       doorbell = id | armed, then *_waiting = 1; an MPMC consumer whose bell is not armed
+//       yet adds one to the sleeper count consumers_waiting, then stores id | armed | counted
+//       (the count never trails the armed bells); heavy_fence(); re-check the ring and the
+//       end/broken state, and report what the re-check finds.
+//       Waker: publish; light_fence(); if *_waiting != 0, wake as the futex protocol says
+//       (flag: exchange it to 0; MPMC count: as many as there are messages, see
+//       ProducerCore::wake_consumers), then ring every armed bell of the side (D1). All armed
+//       bells ring, not a count of them: a dead, unreaped consumer's armed bell could use up
+//       a limit, and an fd sleeper has no bounded re-check. A publish that makes no wake-up
+//       call (MPMC: it woke enough consumers at this head already) rings nothing: an arm
+//       after that wake finds the unclaimed message at head in its re-check. This is the
+//       futex sleeper's Dekker pair with the armed bit stored before the fence: either the
+//       re-check sees the publication, or the waker's loads after its fence see the mark and
+//       the armed bit. The drain comes before the arm, so a ring for a later publication is
+//       never drained. A bell left armed by a re-check that found a message costs one
+//       spurious ring later (and, counted, sends publishes to the slow path until then).
+//   D4  state changes that wake unconditionally (a producer's close, a reaped death, broken,
+//       a seal, a consumer's close) ring every armed bell of the side too (wake_side in queue.cpp);
+//       a producer that attaches rings the consumers' bells, so they start watching it (D5).
+//   D5  a dead peer: the descriptor is an epoll set of the socket and a pidfd per live
+//       endpoint of the other side (re-synced at every arm), so a death makes it readable at
+//       once; without pidfd, a one-shot 100 ms timer re-armed at every arm (the futex
+//       sleeper's re-check bound). The arm that follows reaps the dead peer (producer_died).
+//   D6  what the re-check finds is made visible again: at the end of stream or on a broken
+//       queue the endpoint rings its own bell, so the descriptor stays readable (level-style).
+//
 // The big picture (all layouts, the wake-up protocol, crash semantics): docs/architecture.md.
 #pragma once
 
@@ -134,7 +178,9 @@ struct RingIndices {
     std::atomic<std::uint32_t> data_seq;                               // futex: data or state changed
     alignas(kCacheLine) std::atomic<std::uint32_t> producers_waiting;  // sleepers on space_seq
     std::atomic<std::uint32_t> space_seq;                              // futex: space or state changed
-    std::uint8_t pad[kCacheLine - 8];
+    std::atomic<std::uint32_t> consumer_bells;  // D2: consumers holding a descriptor (slow path only)
+    std::atomic<std::uint32_t> producer_bells;  // D2: producers holding a descriptor
+    std::uint8_t pad[kCacheLine - 16];
 };
 static_assert(offsetof(RingIndices, head) - offsetof(RingIndices, tail) >= kCacheLine);
 static_assert(offsetof(RingIndices, consumers_waiting) - offsetof(RingIndices, head) >= kCacheLine);

@@ -35,7 +35,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x3145504950'4d4853ull;  // "SHMPIPE1" read as little-endian bytes
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: queue seal and JoinableQueue counters
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: queue seal, JoinableQueue; 3: two-line EndpointRecord (doorbell)
 inline constexpr std::uint32_t kMaxEndpoints = 1024;
 
 enum class ObjectKind : std::uint32_t {
@@ -77,6 +77,10 @@ struct alignas(kCacheLine) EndpointRecord {
     std::atomic<std::uint32_t> sleeping;     // 1 while blocked in a futex wait
     std::atomic<std::uint32_t> generation;   // bumped on every claim of this record
     std::atomic<std::uint64_t> aux;          // kind-specific (joinable queue: messages taken, not yet done)
+    // Second line: written by wakers too (they clear the armed bit), so kept off the line the
+    // owner writes on every message (intent, counters).
+    alignas(kCacheLine) std::atomic<std::uint64_t> doorbell;  // queues: readiness doorbell (D1 in queue_layout.hpp)
+    std::uint64_t reserved[7];               // zero; room for later fields without a new table size
 
     static std::uint64_t pack(std::uint32_t pid, EndpointRole role, EndpointState state) noexcept {
         return (std::uint64_t{pid} << 32) | (std::uint64_t{static_cast<std::uint32_t>(role)} << 8) |
@@ -86,7 +90,7 @@ struct alignas(kCacheLine) EndpointRecord {
     static EndpointRole role_of(std::uint64_t w) noexcept { return static_cast<EndpointRole>((w >> 8) & 0xff); }
     static EndpointState state_of(std::uint64_t w) noexcept { return static_cast<EndpointState>(w & 0xff); }
 };
-static_assert(sizeof(EndpointRecord) == kCacheLine);
+static_assert(sizeof(EndpointRecord) == 2 * kCacheLine && alignof(EndpointRecord) == kCacheLine);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 

@@ -69,6 +69,22 @@ void block_sigpipe_in_this_thread() noexcept;
 // file_fd (>= 0). Closes fd at EOF or when abandoned.
 void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
               const std::atomic<bool>& abandon) noexcept;
+// Line batching. A queue that only stdout line adapters write and only stdin line adapters
+// read carries whole lines, each with its '\n', as many as fit in one message, instead of
+// one line per message: the stdout adapter reads straight into a reserved message and the
+// stdin adapter writes messages straight from the queue to the program's pipe. Lines keep
+// their limit (the spec's max_message, without the '\n'); the queue's own max_message is
+// the batch size, which this returns (0: the queue carries one line or record per message:
+// some endpoint is native or uses records, or the queue is too small for batches).
+std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q);
+// Whether queue q may be a pipe edge instead: line-batchable, written by exactly one ordinary
+// program and read by exactly one on the same host, neither with replicas nor restarts (a restart would need
+// the queue to keep what the dead reader never read). The launcher then creates no queue and
+// relays the writer's stdout pipe to the reader's stdin pipe itself (pump_pipe).
+bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q);
+// The number of '\n' in [p, p + n).
+std::size_t count_lines(const char* p, std::size_t n) noexcept;
+
 // How the process behind a stdout adapter ended, set by the supervisor: a last line
 // without '\n' is a whole message only if the program ended well; a killed program's is a
 // fragment of a line (its output buffer cut anywhere) and is dropped.
@@ -76,15 +92,35 @@ enum class ExitVerdict : int { unknown = 0, ended_well = 1, failed = 2 };
 
 // Stage stdout -> messages. Closes fd at EOF or when abandoned; never closes the producer.
 // A last line without '\n' waits for `verdict` (or `abandon`), and counts its bytes in
-// `dropped_bytes` when it is dropped.
-void pump_stdout(int fd, Producer<>& tx, StreamFormat format, AdapterErrors& errors, const std::atomic<bool>& abandon,
-                 const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes) noexcept;
+// `dropped_bytes` when it is dropped; kept, it gets its '\n' downstream, as every line
+// does. `line_limit` > 0: lines batched (see line_batch_bytes), each at most that long.
+void pump_stdout(int fd, Producer<>& tx, StreamFormat format, std::size_t line_limit, AdapterErrors& errors,
+                 const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
+                 std::atomic<std::size_t>& dropped_bytes) noexcept;
+// What a pipe edge's relay moved: lines and bytes read from the writer, and written whole to
+// the reader. Written by the relay, read by the supervisor (relaxed counters, exact once the
+// relay thread is joined).
+struct PipeEdgeCounts {
+    std::atomic<std::uint64_t> lines_in{0}, bytes_in{0}, lines_out{0}, bytes_out{0};
+};
+
+// Writer's stdout (in_fd) -> reader's stdin (out_fd, -1: the reader never started): whole
+// lines, the same as a stdout adapter and a stdin adapter of a line-batched queue give (a
+// last line without '\n' per `verdict`, a line longer than `line_limit` stops the relay with an
+// error). Once `reader_stop` is set (the reader exited) or out_fd is -1, it stops and closes
+// in_fd, so the writer gets EPIPE as in a shell pipeline; lines read but not written are then
+// in_lines - out_lines. Closes both descriptors.
+void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,
+               const std::atomic<int>& verdict, std::atomic<std::size_t>& dropped_bytes,
+               const std::atomic<bool>& reader_stop, PipeEdgeCounts& counts) noexcept;
+
 // What the stdin adapter gave one process of a replica, so the supervisor can settle, once
 // the process is gone, which messages it never saw. Written by the adapter thread, read by
 // the supervisor after joining it. Offsets count bytes of the framed stream written to the
 // pipe (lines with their '\n', records with their length prefix).
 struct StdinLedger {
-    std::uint64_t taken = 0;           // messages given to this process (from the queue or re-delivered)
+    bool batched = false;              // messages are batches of whole lines: count and settle lines
+    std::uint64_t taken = 0;           // messages (batched: lines) given to this process (from the queue or re-delivered)
     std::uint64_t taken_bytes = 0;     // their framed bytes
     std::deque<std::uint64_t> starts;  // where the most recent messages start (the window that may be unread)
     std::uint64_t window = 0;          // how far back `starts` reaches: pipe size + a batch
@@ -93,7 +129,9 @@ struct StdinLedger {
 
 // The messages of a dead process's input, settled: `unread` (framed, whole) were never read
 // and may be given to a replacement; `read` messages (a partly read one included) were
-// read, and whether the program finished them cannot be known.
+// read, and whether the program finished them cannot be known. Batched, both count lines:
+// the whole lines after the point the program stopped reading are unread (the line it was
+// in counts as read, even when it stopped right at its start: the byte before is gone).
 struct StdinSettlement {
     std::vector<std::string> unread;
     std::uint64_t read = 0;
@@ -102,10 +140,11 @@ struct StdinSettlement {
 StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_bytes);
 
 // Messages -> stage stdin, until end of stream or `stop` (also while waiting for room in the
-// pipe). `redeliver` (framed messages a dead predecessor never read) goes first. The caller
+// pipe). `redeliver` (framed messages a dead predecessor never read) goes first. `batched`:
+// messages are batches of lines (see line_batch_bytes), written as they are. The caller
 // holds a copy of the pipe's read end, so a write never fails with EPIPE: the supervisor
 // sets `stop` once the program exited, and reads what it left in the pipe. Closes fd.
-void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, const std::atomic<bool>& stop,
+void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, bool batched, const std::atomic<bool>& stop,
                 std::vector<std::string> redeliver, StdinLedger& ledger) noexcept;
 
 }  // namespace shmpipe::detail
