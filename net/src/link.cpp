@@ -66,12 +66,7 @@ struct Link::Impl {
             zap = std::make_unique<detail::ZapHandler>(context, allowed, log, what);
             in.set(zmq::sockopt::zap_domain, "shmpipe");
         }
-        try {
-            in.bind(opt.bind);
-        } catch (const zmq::error_t& e) {
-            throw Error(errc::invalid_argument, what + ": cannot bind \"" + opt.bind + "\": " + e.what() +
-                                                    " (is the address local to this host and the port free?)");
-        }
+        detail::bind_or_throw(in, opt.bind, what);
         for (const auto& p : opt.peers) {
             Peer peer{{}, zmq::socket_t(context, zmq::socket_type::dealer), 0};
             peer.status.host = p.host;

@@ -111,6 +111,20 @@ test::Peer start_host(const test::TempDir& dir, const std::string& spec, const s
     return test::Peer("/bin/sh", args);
 }
 
+// How both launchers of a run ended: exit codes and their output.
+struct Ending {
+    int a = 0, b = 0;
+    std::string out_a, out_b;
+};
+Ending finish(const test::TempDir& dir, test::Peer& a, test::Peer& b, const std::string& what_a = "launcher of host a") {
+    Ending e;
+    e.a = a.wait_or_throw(60s, what_a);
+    e.b = b.wait_or_throw(60s, "launcher of host b");
+    e.out_a = test::read_file(dir.file("a.out"));
+    e.out_b = test::read_file(dir.file("b.out"));
+    return e;
+}
+
 // The collector's result line ("collected N results, sum S") in a launcher's output.
 std::string collector_line(const std::string& output) {
     const auto at = output.find("collected ");
@@ -205,8 +219,7 @@ TEST_CASE("Two launchers on loopback run the fan-out split across two hosts with
 
     auto b = start_host(dir, spec, name, "b");
     auto a = start_host(dir, spec, name, "a");
-    const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
-    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 0);
     CHECK(rb == 0);
@@ -236,8 +249,7 @@ TEST_CASE("A stage failing on one host stops the run on every host, each launche
     const std::string name = test::unique_name("splitfail");
     auto b = start_host(dir, spec, name, "b");
     auto a = start_host(dir, spec, name, "a");
-    const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
-    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 1);
     CHECK(rb == 1);
@@ -257,8 +269,7 @@ TEST_CASE("Ctrl-C on one launcher drains the whole run, the other host drains to
     auto a = start_host(dir, spec, name, "a");
     await_tasks_sent(name, 5000);
     b.signal(SIGINT);  // on the host without the source: the drain must reach host a
-    const int ra = a.wait_or_throw(60s, "launcher of host a to drain"), rb = b.wait_or_throw(60s, "launcher of host b");
-    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(rb == 128 + SIGINT);
     CHECK(ra == 1);
@@ -313,8 +324,7 @@ TEST_CASE("Random bytes and truncated frames sent to a launcher's ports do not d
     const auto sent = Queue::open(name + ".r1-a.tasks").stats().messages_out;
     await_tasks_sent(name, sent + 20000);
     a.signal(SIGINT);
-    const int ra = a.wait_or_throw(60s, "launcher of host a to drain"), rb = b.wait_or_throw(60s, "launcher of host b");
-    const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 128 + SIGINT);
     CHECK(rb == 1);
@@ -349,9 +359,8 @@ TEST_CASE("With Curve keys in the spec the run is encrypted end to end, a host w
         const std::string name = test::unique_name("curve");
         auto b = start_host(dir, spec, name, "b");
         auto a = start_host(dir, spec, name, "a");
-        const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
-        const std::string out_a = test::read_file(dir.file("a.out"));
-        INFO("a:\n" << out_a << "\nb:\n" << test::read_file(dir.file("b.out")));
+        const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
+        INFO("a:\n" << out_a << "\nb:\n" << out_b);
         CHECK(ra == 0);
         CHECK(rb == 0);
         CHECK(collector_line(out_a).find("collected " + std::to_string(n) + " results") == 0);
@@ -364,8 +373,7 @@ TEST_CASE("With Curve keys in the spec the run is encrypted end to end, a host w
         const std::string name = test::unique_name("curvebad");
         auto b = start_host(dir, spec, name, "b");
         auto a = start_host(dir, spec, name, "a");
-        const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
-        const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+        const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
         INFO("a:\n" << out_a << "\nb:\n" << out_b);
         CHECK(ra == 1);
         CHECK(rb == 1);
@@ -394,8 +402,8 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
         },
         20s);
     a.signal(SIGINT);
-    const int ra = a.wait_or_throw(60s, "launcher of host a to drain"), rb = b.wait_or_throw(60s, "launcher of host b");
-    INFO("scrape:\n" << scrape.out << scrape.err << "\na:\n" << test::read_file(dir.file("a.out")));
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
+    INFO("scrape:\n" << scrape.out << scrape.err << "\na:\n" << out_a);
     REQUIRE(scrape.exit_code == 0);
     const std::string out_labels = "{pipeline=\"" + name + "\",queue=\"tasks\",direction=\"out\",peer=\"b\"}";
     const std::string in_labels = "{pipeline=\"" + name + "\",queue=\"results\",direction=\"in\",peer=\"b\"}";
@@ -460,8 +468,7 @@ TEST_CASE("Across two network namespaces: the split run, a killed launcher, a li
         const std::string name = test::unique_name("nssplit");
         auto b = start_host(dir, spec, name, "b", ns.b());
         auto a = start_host(dir, spec, name, "a", ns.a());
-        const int ra = a.wait_or_throw(60s, "launcher of host a"), rb = b.wait_or_throw(60s, "launcher of host b");
-        const std::string out_a = test::read_file(dir.file("a.out")), out_b = test::read_file(dir.file("b.out"));
+        const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
         INFO("a:\n" << out_a << "\nb:\n" << out_b);
         CHECK(ra == 0);
         CHECK(rb == 0);
