@@ -51,6 +51,9 @@ unsigned free_port_block() {
     return 0;
 }
 
+// A loopback address for one host, with its two bridged-edge ports free after it.
+std::string loopback_host() { return "tcp://127.0.0.1:" + std::to_string(free_port_block()); }
+
 // The fan-out example placed on two hosts: source and collector on a, the workers on b, so the
 // tasks cross a -> b and the results b -> a. `count` 0: the source runs until stopped.
 std::string split_spec(const test::TempDir& dir, const std::string& address_a, const std::string& address_b,
@@ -213,8 +216,7 @@ TEST_CASE("Two launchers on loopback run the fan-out split across two hosts with
     const unsigned long long n = 200000;
     const std::string expected = one_host_line(dir, n);
     REQUIRE(!expected.empty());
-    const auto pa = free_port_block(), pb = free_port_block();
-    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), n);
+    const auto spec = split_spec(dir, loopback_host(), loopback_host(), n);
     const std::string name = test::unique_name("split");
 
     auto b = start_host(dir, spec, name, "b");
@@ -243,9 +245,7 @@ TEST_CASE("Two launchers on loopback run the fan-out split across two hosts with
 TEST_CASE("A stage failing on one host stops the run on every host, each launcher naming stage.replica@host",
           "[tools][net]") {
     test::TempDir dir;
-    const auto pa = free_port_block(), pb = free_port_block();
-    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb),
-                                 0, R"(["/bin/sh", "-c", "sleep 0.5; exit 3"])", 1);
+    const auto spec = split_spec(dir, loopback_host(), loopback_host(), 0, R"(["/bin/sh", "-c", "sleep 0.5; exit 3"])", 1);
     const std::string name = test::unique_name("splitfail");
     auto b = start_host(dir, spec, name, "b");
     auto a = start_host(dir, spec, name, "a");
@@ -262,8 +262,7 @@ TEST_CASE("A stage failing on one host stops the run on every host, each launche
 TEST_CASE("Ctrl-C on one launcher drains the whole run, the other host drains too and neither exits 0",
           "[tools][net]") {
     test::TempDir dir;
-    const auto pa = free_port_block(), pb = free_port_block();
-    const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), 0);
+    const auto spec = split_spec(dir, loopback_host(), loopback_host(), 0);
     const std::string name = test::unique_name("splitint");
     auto b = start_host(dir, spec, name, "b");
     auto a = start_host(dir, spec, name, "a");
