@@ -5,6 +5,7 @@
 #include <shmpipe/net/frame.hpp>
 #include <shmpipe/net/link.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -73,7 +74,8 @@ struct Link::Impl {
             peer.out.set(zmq::sockopt::linger, 1000);  // the last state still leaves after we are done
             peer.out.set(zmq::sockopt::sndhwm, 64);   // a dead peer holds a few heartbeats, not more
             peer.out.set(zmq::sockopt::reconnect_ivl, 100);
-            peer.out.set(zmq::sockopt::reconnect_ivl_max, 1000);
+            // A launcher started later is heard within about a heartbeat.
+            peer.out.set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(std::max<std::int64_t>(100, opt.liveness.heartbeat.count())));
             if (opt.curve) detail::apply_curve(peer.out, CurveOptions{*opt.curve, p.public_key, {}}, false, what);
             try {
                 peer.out.connect(p.address);

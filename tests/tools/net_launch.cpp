@@ -449,6 +449,72 @@ TEST_CASE("Check mode validates the placement and prints the edges that cross ho
     }
 }
 
+TEST_CASE("A receiving host killed with tasks in flight: every launcher stops naming it, and the counts add up",
+          "[tools][net]") {
+    // source@a -> tasks -> worker_b@b and worker_c@c -> results -> collector@a
+    test::TempDir dir;
+    std::string text = R"([pipeline]
+name = "fanout3"
+stop_timeout = "2s"
+heartbeat = "200ms"
+dead_after = "1500ms"
+connect_timeout = "20s"
+[[queue]]
+name = "tasks"
+capacity = "64KiB"
+max_message = 64
+[[queue]]
+name = "results"
+capacity = "64KiB"
+max_message = 64
+[[stage]]
+name = "source"
+host = "a"
+cmd = [")" + test::bin_path("source") + R"(", "0"]
+outputs = ["tasks"]
+[[stage]]
+name = "collector"
+host = "a"
+cmd = [")" + test::bin_path("collector") + R"("]
+inputs = ["results"]
+)";
+    for (const char* h : {"a", "b", "c"}) text += "[[host]]\nname = \"" + std::string(h) + "\"\naddress = \"" + loopback_host() + "\"\n";
+    for (const char* h : {"b", "c"}) {
+        text += "[[stage]]\nname = \"worker_" + std::string(h) + "\"\nhost = \"" + h + "\"\ncmd = [\"" + test::bin_path("worker") +
+                "\", \"{queue.tasks}\", \"{queue.results}\"]\ninputs = [\"tasks\"]\noutputs = [\"results\"]\nreplicas = 2\n";
+    }
+    const auto spec = dir.write("three.toml", text);
+    const std::string name = test::unique_name("three");
+    // a first: the others' status then reaches it at once, so c is known before it is killed.
+    auto a = start_host(dir, spec, name, "a");
+    auto b = start_host(dir, spec, name, "b");
+    auto c = start_host(dir, spec, name, "c");
+    await_tasks_sent(name, 20000);
+    c.signal(SIGKILL);
+    CHECK(c.wait_or_throw(10s, "killed launcher of host c") == -SIGKILL);
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to notice host c is gone");
+    INFO("a:\n" << out_a << "\nb:\n" << out_b);
+    CHECK(ra == 1);
+    CHECK(rb == 1);
+    CHECK(out_a.find("error: run stopped: host \"c\" is dead") != std::string::npos);
+    CHECK(out_b.find("error: run stopped: host \"c\" is dead") != std::string::npos);
+    // Every task a's bridge took is acknowledged by b or c, or counted lost; none vanished.
+    const auto s = summary_of(dir.file("a.json"));
+    const auto* bridge = find_named(s, "bridges", "queue", "tasks");
+    const auto* queue = find_named(s, "queues", "name", "tasks");
+    REQUIRE(bridge != nullptr);
+    REQUIRE(queue != nullptr);
+    CHECK(bridge->at("messages").to_number<std::uint64_t>() + bridge->at("lost").to_number<std::uint64_t>() ==
+          queue->at("messages_out").to_number<std::uint64_t>());
+    // What b's bridge pushed into its tasks queue is no more than what a's bridge saw acknowledged in all.
+    const auto sb = summary_of(dir.file("b.json"));
+    const auto* into_b = find_named(sb, "bridges", "queue", "tasks");
+    REQUIRE(into_b != nullptr);
+    CHECK(into_b->at("messages").to_number<std::uint64_t>() <= bridge->at("messages").to_number<std::uint64_t>() +
+                                                                  bridge->at("lost").to_number<std::uint64_t>());
+    require_nothing_left(name);
+}
+
 TEST_CASE("Across two network namespaces: the split run, a killed launcher, a link set down", "[tools][net][netns]") {
     if (const auto why = test::netns_unavailable(); !why.empty()) {
         WARN("SKIPPED: network namespace test needs root and iproute2: " << why);
