@@ -5,6 +5,12 @@ and multiprocessing.SimpleQueue, and a C++ producer (py_feed) feeding a Python c
 Each run sends N messages from one process to another and times the consumer from the
 first message to the last (throughput, messages/s and MB/s); the consumer checks the count
 and every message's length and sequence number, so a broken run cannot report a number.
+Messages are fresh objects starting with their sequence number; the producer makes them
+before its first put when they fit in 64 MiB together (8 B, 1 KiB), else one per put, so the
+small sizes time the queue rather than the making of bytes objects. The 1 MiB lines are put
+next to the machine's copy bandwidth measured in the same run (bytes(bytearray) of 1 MiB from
+64 MiB of sources, so memory rather than cache): a queue needs at least two copies, one into
+the ring and one out, and the producer here makes each message with a third.
 shmpipe queues hold 1024 messages up to 1 KiB and 64 above (mp.Queue is bounded at 1024).
 Runs are interleaved (every transport once per round) and each figure is the median of the
 rounds. Payloads: `bytes` and a numpy uint8 array of 8 B, 1 KiB, 64 KiB and 1 MiB.
@@ -29,19 +35,32 @@ COUNTS = {8: 50000, 1024: 50000, 64 << 10: 5000, 1 << 20: 500}
 MAX_MESSAGE = (1 << 20) + (64 << 10)
 
 
-def check(msg, seq, size):
-    mv = memoryview(msg).cast("B")
-    if len(mv) != size or struct.unpack_from("<Q", mv)[0] != seq:
+PREBUILT_MAX = 64 << 20  # bytes of messages the producer makes before its first put
+
+
+def check(msg, seq, size, unpack=struct.Struct("<Q").unpack_from):
+    if len(msg) != size or unpack(msg)[0] != seq:
         raise RuntimeError(f"message {seq}: wrong length or sequence number")
 
 
 def consumer(q, n, size, out):
-    first = q.get()
+    get = q.get
+    first = get()
     start = time.perf_counter()
     check(first, 0, size)
     for seq in range(1, n):
-        check(q.get(), seq, size)
+        check(get(), seq, size)
     out.send(time.perf_counter() - start)
+
+
+def produce(q, kind, size, n):
+    put = q.put
+    if n * size <= PREBUILT_MAX:
+        for msg in [make_payload(kind, size, seq) for seq in range(n)]:
+            put(msg)
+    else:
+        for seq in range(n):
+            put(make_payload(kind, size, seq))
 
 
 def run_python(transport, kind, size, n):
@@ -55,8 +74,7 @@ def run_python(transport, kind, size, n):
     rx, tx = ctx.Pipe(False)
     p = ctx.Process(target=consumer, args=(q, n, size, tx))
     p.start()
-    for seq in range(n):
-        q.put(make_payload(kind, size, seq))
+    produce(q, kind, size, n)
     if not rx.poll(300):
         p.kill()
         raise RuntimeError(f"{transport}: the consumer did not finish in 300 s")
@@ -84,16 +102,30 @@ def make_payload(kind, size, seq):
 def run_cpp_feed(bin_dir, size, n):
     q = shmpipe.Queue(1024 if size <= 1024 else 64, max_message=MAX_MESSAGE, dtype=bytes, producers="one", consumers="one")
     feed = subprocess.Popen([os.path.join(bin_dir, "py_feed"), q.name, str(size), str(n)])
-    first = q.get()
+    get = q.get
+    first = get()
     start = time.perf_counter()
     check(first, 0, size)
     for seq in range(1, n):
-        check(q.get(), seq, size)
+        check(get(), seq, size)
     seconds = time.perf_counter() - start
     if feed.wait(60) != 0:
         raise RuntimeError("py_feed failed")
     q.close()
     return (n - 1) / seconds
+
+
+def copy_bandwidth(size=1 << 20, buffers=64, n=512):
+    """MB/s of bytes(bytearray) copies of `size` bytes from `buffers` different sources in
+    turn (64 MiB, as the ring of a 1 MiB queue: memory, not cache), median of 5 runs."""
+    sources = [bytearray(size) for _ in range(buffers)]
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for i in range(n):
+            bytes(sources[i % buffers])
+        runs.append(n * size / (time.perf_counter() - start) / 1e6)
+    return statistics.median(runs)
 
 
 def human(size):
@@ -119,6 +151,7 @@ def main():
                   + f"  | shmpipe = {med['shmpipe'] / med['mp.Queue']:.1f}x mp.Queue, "
                   f"{med['shmpipe'] / med['mp.SimpleQueue']:.1f}x SimpleQueue"
                   + f"  ({med['shmpipe'] * size / 1e6:,.0f} MB/s)", flush=True)
+    print(f"copy bandwidth (bytes(bytearray) of 1 MiB from 64 MiB of sources): {copy_bandwidth():,.0f} MB/s", flush=True)
     if args.bin and os.path.exists(os.path.join(args.bin, "py_feed")):
         for size in SIZES:
             r = statistics.median(run_cpp_feed(args.bin, size, COUNTS[size]) for _ in range(args.rounds))

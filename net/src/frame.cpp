@@ -13,6 +13,7 @@ std::string_view to_string(FrameType t) noexcept {
     case FrameType::credit: return "credit";
     case FrameType::heartbeat: return "heartbeat";
     case FrameType::refuse: return "refuse";
+    case FrameType::status: return "status";
     }
     return "unknown";
 }
@@ -100,7 +101,7 @@ DecodeResult decode_frame(std::span<const std::byte> bytes, Frame& out, std::siz
     if (magic != kFrameMagic) return bad("bad magic " + std::to_string(magic) + " (not a shmpipe bridge peer?)");
     if (version != kProtocolVersion)
         return bad("protocol version " + std::to_string(version) + ", expected " + std::to_string(kProtocolVersion));
-    if (type < static_cast<std::uint8_t>(FrameType::hello) || type > static_cast<std::uint8_t>(FrameType::refuse))
+    if (type < static_cast<std::uint8_t>(FrameType::hello) || type > static_cast<std::uint8_t>(FrameType::status))
         return bad("unknown frame type " + std::to_string(type));
     out.type = static_cast<FrameType>(type);
     out.messages.clear();
@@ -146,6 +147,14 @@ DecodeResult decode_frame(std::span<const std::byte> bytes, Frame& out, std::siz
         break;
     case FrameType::heartbeat: break;
     case FrameType::refuse: out.reason = r.short_string(); break;
+    case FrameType::status:
+        out.host = r.short_string();
+        out.run = r.short_string();
+        out.state = r.get<std::uint8_t>();
+        out.reason = r.short_string();
+        if (r.ok() && (!printable_name(out.host) || !printable_name(out.run)))
+            return bad("status: host or run name empty, too long or not printable");
+        break;
     }
     if (!r.ok()) return bad(what + " frame truncated (" + std::to_string(bytes.size()) + " bytes)");
     if (r.left() != 0) return bad(what + " frame has " + std::to_string(r.left()) + " trailing bytes");
@@ -174,6 +183,15 @@ void encode_heartbeat(std::vector<std::byte>& out) { put_header(out, FrameType::
 
 void encode_refuse(std::vector<std::byte>& out, std::string_view reason) {
     put_header(out, FrameType::refuse);
+    put_short_string(out, reason);
+}
+
+void encode_status(std::vector<std::byte>& out, std::string_view host, std::string_view run, std::uint8_t state,
+                   std::string_view reason) {
+    put_header(out, FrameType::status);
+    put_short_string(out, host);
+    put_short_string(out, run);
+    put<std::uint8_t>(out, state);
     put_short_string(out, reason);
 }
 

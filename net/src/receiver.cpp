@@ -77,12 +77,7 @@ struct Receiver::Impl {
                 router.set(zmq::sockopt::zap_domain, "shmpipe");
             }
         }
-        try {
-            router.bind(opt.bind);
-        } catch (const zmq::error_t& e) {
-            throw Error(errc::invalid_argument, what + ": cannot bind \"" + opt.bind + "\": " + e.what() +
-                                                    " (is the address local to this host and the port free?)");
-        }
+        detail::bind_or_throw(router, opt.bind, what);
         endpoint = router.get(zmq::sockopt::last_endpoint);
     }
 

@@ -302,8 +302,19 @@ struct Sender::Impl {
 
     bool step(std::chrono::milliseconds max_wait) {
         if (finished) return true;
-        if (published.stop_requested())
-            throw Error(errc::cancelled, what + ": stopped with " + std::to_string(snapshot_in_flight()) + " messages in flight");
+        if (published.stop_requested()) {
+            // What was sent and not acknowledged, or waits to be re-sent, will not arrive through
+            // this bridge any more: counted lost, never dropped silently.
+            const std::uint64_t n = snapshot_in_flight() + resend.size();
+            for (auto& r : remotes) {
+                for (const auto& b : r.unacked) r.counters.lost += b.messages;
+                r.unacked.clear();
+            }
+            lost_total += n;
+            resend.clear();
+            publish(true);
+            throw Error(errc::cancelled, what + ": stopped with " + std::to_string(n) + " messages sent but not acknowledged (counted lost)");
+        }
         receive_all(std::chrono::milliseconds(0));
         heartbeats_and_deadlines();
         if (std::none_of(remotes.begin(), remotes.end(), [](const Remote& r) { return r.alive(); })) {

@@ -62,6 +62,15 @@ std::string decode_key(const std::string& z85, const std::string& what, const ch
 }
 }  // namespace
 
+void bind_or_throw(zmq::socket_t& socket, const std::string& address, const std::string& what) {
+    try {
+        socket.bind(address);
+    } catch (const zmq::error_t& e) {
+        throw Error(errc::invalid_argument, what + ": cannot bind \"" + address + "\": " + e.what() +
+                                                " (is the address local to this host and the port free?)");
+    }
+}
+
 void apply_curve(zmq::socket_t& socket, const CurveOptions& curve, bool server, const std::string& what) {
     if (!curve_available())
         throw Error(errc::invalid_argument, what + ": Curve keys given but this libzmq has no CurveZMQ");

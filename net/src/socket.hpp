@@ -22,6 +22,9 @@ inline std::uint64_t to_ns(std::chrono::milliseconds d) noexcept {
 // The logger to use: the given one, or one writing to stderr.
 Logger logger_or_default(Logger log);
 
+// Binds exactly `address`; throws Error(invalid_argument) naming `what` and a hint.
+void bind_or_throw(zmq::socket_t& socket, const std::string& address, const std::string& what);
+
 // Validates Curve options for one role and applies them to `socket` (server: receiver).
 void apply_curve(zmq::socket_t& socket, const CurveOptions& curve, bool server, const std::string& what);
 

@@ -10,6 +10,7 @@
 #include <shmpipe/object.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
+#include <shmpipe/spec_graph.hpp>
 
 #include <boost/json.hpp>
 
@@ -117,6 +118,23 @@ std::string GraphResult::to_json() const {
     top["seconds"] = seconds;
     top["stages"] = std::move(stages);
     top["queues"] = std::move(qs);
+    top["host"] = text_or_null(host);
+    json::array bs;
+    for (const auto& b : bridges) {
+        json::object o;
+        o["queue"] = b.queue;
+        o["direction"] = b.outgoing ? "out" : "in";
+        json::array peers;
+        for (const auto& p : b.peers) peers.push_back(json::value(p));
+        o["peers"] = std::move(peers);
+        o["messages"] = b.messages;
+        o["bytes"] = b.bytes;
+        o["resent"] = b.resent;
+        o["lost"] = b.lost;
+        o["error"] = text_or_null(b.error);
+        bs.push_back(std::move(o));
+    }
+    top["bridges"] = std::move(bs);
     return json::serialize(top) + "\n";
 }
 
@@ -162,6 +180,17 @@ std::string GraphResult::summary() const {
         if (q.abandoned != 0) o << "  abandoned " << q.abandoned;
         if (q.broken) o << "  (broken)";
         o << "\n";
+    }
+    for (const auto& b : bridges) {
+        std::string peers;
+        for (const auto& p : b.peers) peers += (peers.empty() ? "" : ",") + p;
+        const std::string edge = b.outgoing ? host + " -> " + peers : peers + " -> " + host;
+        std::snprintf(buf, sizeof buf, "  bridge %-15s %-20s %12llu messages %14llu bytes  re-sent %llu  lost %llu",
+                      b.queue.c_str(), edge.c_str(), static_cast<unsigned long long>(b.messages),
+                      static_cast<unsigned long long>(b.bytes), static_cast<unsigned long long>(b.resent),
+                      static_cast<unsigned long long>(b.lost));
+        o << buf << "\n";
+        if (!b.error.empty()) o << "      " << b.error << "\n";
     }
     return o.str();
 }
@@ -235,7 +264,9 @@ struct Graph::Impl {
     std::map<std::string, StageFunction> functions;
     std::string run;
     bool started = false, joined = false;
-    std::vector<std::optional<Queue>> queues;        // owner handles, in spec.queues order; none for a pipe edge
+    std::optional<SpecGraph> graph;                  // built once, after validation
+    // Owner handles, in spec.queues order; none for a pipe edge or a queue of other hosts only.
+    std::vector<std::optional<Queue>> queues;
     std::map<std::string, std::string> objects;      // logical -> object name
     std::map<std::string, std::size_t> line_limits;  // line-batched queues -> their line limit (detail::line_batch_bytes)
     // A pipe edge (detail::is_pipe_edge): the reader's stdin write end, kept from the
@@ -274,6 +305,7 @@ struct Graph::Impl {
     bool fail_fast_triggered = false;
     bool terminate_requested = false;
     std::string first_failure;
+    std::string first_failed_replica;  // "stage.replica"
     Clock::time_point t0{};
     std::optional<Clock::time_point> drain_deadline;
     Clock::time_point last_status{};
@@ -293,12 +325,24 @@ struct Graph::Impl {
         return nullptr;
     }
 
+    // Placement: the stages of this host run here; without [[host]] every stage does.
+    bool runs_here(const StageSpec& s) const { return !spec.multi_host() || s.host == opt.host; }
+    // A queue exists on this host when one of its ends is here.
+    bool queue_here(const QueueEnds& e) const {
+        return !spec.multi_host() || e.written_on(opt.host) || e.read_on(opt.host);
+    }
+    void check_host() const;
+
     // The run's shared-memory name of queue q; checked before anything is created.
     std::string object_name(const QueueSpec& q) const { return detail::run_object_name(spec.name, run, q.name); }
     void create_queues();
+    QueueOptions queue_options(const QueueEnds& e) const;
     void start_guardian();
-    std::vector<std::size_t> start_order() const;
+    void make_replicas();
     void spawn(Replica& r);
+    ProcessOptions process_options(Replica& r, int stdin_read_fd);
+    std::unique_ptr<Process> make_process(Replica& r, ProcessOptions po);
+    void start_adapters(Replica& r, int stdin_write_fd);
     void cannot_start(Replica& r, const std::string& why);
     void settle_input(Replica& r, bool restarting);
     void count_lost(Replica& r, std::uint64_t n, const std::string& what);
@@ -321,8 +365,75 @@ struct Graph::Impl {
     void cleanup() noexcept;
 };
 
+void Graph::Impl::check_host() const {
+    if (!spec.multi_host()) {
+        if (!opt.host.empty()) {
+            throw Error(errc::spec_error, spec.source + ": host " + opt.host +
+                                              " given, but the spec declares no [[host]] (run it without a host)");
+        }
+        return;
+    }
+    std::string names;
+    for (const auto& h : spec.hosts) names += (names.empty() ? "" : ", ") + h.name;
+    if (opt.host.empty()) {
+        throw Error(errc::spec_error, spec.source + ": the spec places stages on hosts " + names +
+                                          "; say which one this is (pipeline-launch --host NAME, GraphOptions::host)");
+    }
+    if (spec.find_host(opt.host) == nullptr) {
+        throw Error(errc::spec_error, spec.source + ": unknown host \"" + opt.host + "\" (the spec declares " + names + ")");
+    }
+}
+
+// The geometry and endpoint counts of queue e on this host. A bridged queue has the bridge as
+// its other end: on the writing host one consumer (the net::Sender), on the reading host one
+// producer per writing host (each net::Sender is a producer there, closed by its end frame).
+QueueOptions Graph::Impl::queue_options(const QueueEnds& e) const {
+    const QueueSpec& q = spec.queues[e.queue];
+    unsigned writers = 0, readers = 0;
+    bool writer_native_restart = false, reader_native_restart = false;
+    unsigned restart_budget = 0;
+    for (std::size_t si : e.writers) {
+        const StageSpec& s = spec.stages[si];
+        if (!runs_here(s)) continue;
+        writers += s.replicas;
+        if (s.restart == RestartPolicy::on_failure && q.name != s.stdout_queue) {
+            writer_native_restart = true;
+            restart_budget += s.replicas * s.max_restarts;
+        }
+    }
+    for (std::size_t si : e.readers) {
+        const StageSpec& s = spec.stages[si];
+        if (!runs_here(s)) continue;
+        readers += s.replicas;
+        if (s.restart == RestartPolicy::on_failure && q.name != s.stdin_queue) {
+            reader_native_restart = true;
+            restart_budget += s.replicas * s.max_restarts;
+        }
+    }
+    if (spec.multi_host() && e.crosses_hosts()) {
+        if (e.written_on(opt.host)) readers = 1;  // validation: a bridged queue is never both here
+        if (e.read_on(opt.host)) writers = static_cast<unsigned>(e.writer_hosts.size());
+    }
+    QueueOptions o;
+    o.capacity = q.capacity;
+    o.max_message = q.max_message;
+    o.producers = writers == 1 && !writer_native_restart ? Endpoints::one : Endpoints::many;
+    o.consumers = readers == 1 && !reader_native_restart ? Endpoints::one : Endpoints::many;
+    o.expected_producers = writers;
+    o.max_endpoints = std::min<std::uint32_t>(1024, 64 + writers + readers + restart_budget);
+    if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+        o.max_message = batch;  // messages of whole lines; each line keeps the spec's limit
+    }
+    return o;
+}
+
 void Graph::Impl::create_queues() {
-    for (const auto& q : spec.queues) {
+    for (const auto& e : graph->queues()) {
+        const QueueSpec& q = spec.queues[e.queue];
+        if (!queue_here(e)) {
+            queues.emplace_back(std::nullopt);
+            continue;
+        }
         if (detail::is_pipe_edge(spec, q)) {
             pipe_edges[q.name];
             line_limits[q.name] = q.max_message;
@@ -330,39 +441,8 @@ void Graph::Impl::create_queues() {
             continue;
         }
         std::string object = object_name(q);
-        unsigned writers = 0, readers = 0;
-        bool writer_native_restart = false, reader_native_restart = false;
-        unsigned restart_budget = 0;
-        for (const auto& s : spec.stages) {
-            for (const auto& w : s.writes()) {
-                if (w != q.name) continue;
-                writers += s.replicas;
-                if (s.restart == RestartPolicy::on_failure && w != s.stdout_queue) {
-                    writer_native_restart = true;
-                    restart_budget += s.replicas * s.max_restarts;
-                }
-            }
-            for (const auto& rd : s.reads()) {
-                if (rd != q.name) continue;
-                readers += s.replicas;
-                if (s.restart == RestartPolicy::on_failure && rd != s.stdin_queue) {
-                    reader_native_restart = true;
-                    restart_budget += s.replicas * s.max_restarts;
-                }
-            }
-        }
-        QueueOptions o;
-        o.capacity = q.capacity;
-        o.max_message = q.max_message;
-        o.producers = writers == 1 && !writer_native_restart ? Endpoints::one : Endpoints::many;
-        o.consumers = readers == 1 && !reader_native_restart ? Endpoints::one : Endpoints::many;
-        o.expected_producers = writers;
-        o.max_endpoints = std::min<std::uint32_t>(1024, 64 + writers + readers + restart_budget);
-        if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
-            o.max_message = batch;  // messages of whole lines; each line keeps the spec's limit
-            line_limits[q.name] = q.max_message;
-        }
-        queues.push_back(Queue::create(object, o));
+        queues.push_back(Queue::create(object, queue_options(e)));
+        if (detail::line_batch_bytes(spec, q) != 0) line_limits[q.name] = q.max_message;  // batches of lines
         objects[q.name] = object;
     }
 }
@@ -371,63 +451,49 @@ void Graph::Impl::create_queues() {
 // SIGBUS, ...). It starts before the first queue is created: the names are known already.
 void Graph::Impl::start_guardian() {
     std::vector<std::string> names;
-    for (const auto& q : spec.queues) names.push_back(object_name(q));
+    for (const auto& e : graph->queues()) {
+        if (queue_here(e)) names.push_back(object_name(spec.queues[e.queue]));
+    }
     guardian = detail::Guardian(spec.name + ".guardian", std::move(names));
 }
 
-// Reverse topological order: every consumer starts before its producers.
-std::vector<std::size_t> Graph::Impl::start_order() const {
-    const std::size_t n = spec.stages.size();
-    std::vector<unsigned> indegree(n, 0);
-    std::vector<std::vector<std::size_t>> next(n);
-    for (std::size_t a = 0; a < n; ++a) {
-        for (const auto& q : spec.stages[a].writes()) {
-            for (std::size_t b = 0; b < n; ++b) {
-                const auto r = spec.stages[b].reads();
-                if (std::find(r.begin(), r.end(), q) != r.end()) {
-                    next[a].push_back(b);
-                    ++indegree[b];
-                }
+// The replicas of this host's stages, consumers first, with their adapter endpoints and log files.
+void Graph::Impl::make_replicas() {
+    for (std::size_t si : graph->start_order()) {
+        const StageSpec& s = spec.stages[si];
+        if (!runs_here(s)) continue;
+        for (unsigned i = 0; i < s.replicas; ++i) {
+            auto r = std::make_unique<Replica>();
+            r->stage = si;
+            r->index = i;
+            r->threads_running = std::make_shared<std::atomic<int>>(0);
+            if (!s.stdin_queue.empty() && pipe_edges.count(s.stdin_queue) == 0) {
+                r->consumer = std::make_unique<Consumer<>>(objects.at(s.stdin_queue));
             }
+            if (!opt.log_dir.empty()) {
+                const std::string path = opt.log_dir + "/" + r->label(spec) + ".log";
+                r->log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                if (r->log_fd < 0) throw Error::from_errno(errno, "open log file \"" + path + "\"");
+            }
+            replicas.push_back(std::move(r));
         }
     }
-    std::vector<std::size_t> order, ready;
-    for (std::size_t a = 0; a < n; ++a) {
-        if (indegree[a] == 0) ready.push_back(a);
-    }
-    while (!ready.empty()) {
-        const std::size_t a = ready.front();
-        ready.erase(ready.begin());
-        order.push_back(a);
-        for (std::size_t b : next[a]) {
-            if (--indegree[b] == 0) ready.push_back(b);
+    for (auto& r : replicas) {
+        const StageSpec& s = spec.stages[r->stage];
+        if (!s.stdout_queue.empty() && s.stdout_queue != kInheritStdout && pipe_edges.count(s.stdout_queue) == 0) {
+            r->producer = std::make_unique<Producer<>>(objects.at(s.stdout_queue));
         }
     }
-    std::reverse(order.begin(), order.end());
-    return order;
 }
 
-void Graph::Impl::spawn(Replica& r) {
+// The options of replica r's next process: its pipes, environment and working directory.
+// `stdin_read_fd` is the read end of its stdin pipe (-1: /dev/null).
+ProcessOptions Graph::Impl::process_options(Replica& r, int stdin_read_fd) {
     const StageSpec& s = spec.stages[r.stage];
-    const std::string label = r.label(spec);
     ProcessOptions po;
-    po.name = label;
-    // stdin: a pipe we make, so we keep a copy of its read end (see pump_stdin).
-    po.in = Redirect::null();
-    int in_pipe[2] = {-1, -1};
-    if (!s.stdin_queue.empty()) {
-        if (::pipe2(in_pipe, O_CLOEXEC) != 0) {
-            const int e = errno;
-            cannot_start(r, Error::from_errno(e, "stage \"" + s.name + "\": stdin pipe").what());
-            return;
-        }
-        po.in = Redirect::fd(in_pipe[0]);
-    }
-    if (s.stdout_queue == kInheritStdout) {
-        po.out = Redirect::fd(out->out_fd());
-    } else {
-        po.out = Redirect::pipe();
-    }
+    po.name = r.label(spec);
+    po.in = stdin_read_fd >= 0 ? Redirect::fd(stdin_read_fd) : Redirect::null();
+    po.out = s.stdout_queue == kInheritStdout ? Redirect::fd(out->out_fd()) : Redirect::pipe();
     po.err = Redirect::pipe();
     po.parent_death_signal = SIGKILL;
     po.stop_grace = stop_timeout(s);
@@ -449,7 +515,12 @@ void Graph::Impl::spawn(Replica& r) {
     std::string cwd = expand_placeholders(s.cwd, s, r.index, objects, spec.name, run);
     if (!cwd.empty() && cwd.front() != '/' && !spec.base_dir.empty()) cwd = spec.base_dir + "/" + cwd;
     po.cwd = cwd;
+    return po;
+}
 
+// A forked function or a program, not started yet.
+std::unique_ptr<Process> Graph::Impl::make_process(Replica& r, ProcessOptions po) {
+    const StageSpec& s = spec.stages[r.stage];
     if (s.is_function) {
         StageContext ctx;
         ctx.pipeline = spec.name;
@@ -460,7 +531,7 @@ void Graph::Impl::spawn(Replica& r) {
         ctx.queues = objects;
         po.close_fds = true;
         StageFunction fn = functions.at(s.name);
-        r.proc = std::make_unique<Process>(
+        return std::make_unique<Process>(
             [fn, ctx] {
                 const int rc = fn(ctx);
                 if (rc != 0) {
@@ -469,16 +540,26 @@ void Graph::Impl::spawn(Replica& r) {
                 }
             },
             std::move(po));
-    } else {
-        Command c;
-        c.program = s.program;
-        for (std::size_t i = 1; i < s.cmd.size(); ++i) {
-            c.args.push_back(expand_placeholders(s.cmd[i], s, r.index, objects, spec.name, run));
-        }
-        c.cwd = cwd;
-        r.proc = std::make_unique<Process>(std::move(c), std::move(po));
     }
+    Command c;
+    c.program = s.program;
+    for (std::size_t i = 1; i < s.cmd.size(); ++i) {
+        c.args.push_back(expand_placeholders(s.cmd[i], s, r.index, objects, spec.name, run));
+    }
+    c.cwd = po.cwd;
+    return std::make_unique<Process>(std::move(c), std::move(po));
+}
 
+void Graph::Impl::spawn(Replica& r) {
+    const StageSpec& s = spec.stages[r.stage];
+    // stdin: a pipe we make, so we keep a copy of its read end (see pump_stdin).
+    int in_pipe[2] = {-1, -1};
+    if (!s.stdin_queue.empty() && ::pipe2(in_pipe, O_CLOEXEC) != 0) {
+        const int e = errno;
+        cannot_start(r, Error::from_errno(e, "stage \"" + s.name + "\": stdin pipe").what());
+        return;
+    }
+    r.proc = make_process(r, process_options(r, in_pipe[0]));
     r.exit_code.reset();
     r.stopped_by_us = false;
     r.restart_pending = false;
@@ -496,8 +577,13 @@ void Graph::Impl::spawn(Replica& r) {
     r.pid = r.proc->pid();
     r.phase = Replica::Phase::running;
     r.stdin_read_fd = in_pipe[0];
+    start_adapters(r, in_pipe[1]);
+}
 
-    // Threads: each owns one pipe end and counts itself out when done.
+// The threads of a started process: each owns one pipe end and counts itself out when done.
+void Graph::Impl::start_adapters(Replica& r, int stdin_write_fd) {
+    const StageSpec& s = spec.stages[r.stage];
+    const std::string label = r.label(spec);
     r.threads_running = std::make_shared<std::atomic<int>>(0);
     r.stop_stdin = std::make_shared<std::atomic<bool>>(false);
     r.abandon_pipes = std::make_shared<std::atomic<bool>>(false);
@@ -552,13 +638,13 @@ void Graph::Impl::spawn(Replica& r) {
             launch([fd, o, dest, prefix, log_fd, abandon] { detail::pump_log(fd, *o, dest, prefix, log_fd, *abandon); });
         }
     }
-    if (const auto e = pipe_edges.find(s.stdin_queue); e != pipe_edges.end() && in_pipe[1] >= 0) {
+    if (const auto e = pipe_edges.find(s.stdin_queue); e != pipe_edges.end() && stdin_write_fd >= 0) {
         // A pipe edge: the writer's relay fills this pipe (spawned later: consumers first).
-        e->second.reader_fd = in_pipe[1];
+        e->second.reader_fd = stdin_write_fd;
         e->second.reader_stop = r.stop_stdin;
         e->second.reader_threads = r.threads_running;
         r.threads_running->fetch_add(1, std::memory_order_relaxed);
-    } else if (const int fd = in_pipe[1]; fd >= 0) {
+    } else if (const int fd = stdin_write_fd; fd >= 0) {
         Consumer<>* rx = r.consumer.get();
         const StreamFormat f = s.stdin_format;
         const bool batched = line_limits.count(s.stdin_queue) != 0;
@@ -588,7 +674,10 @@ void Graph::Impl::record_failure(Replica& r, const std::string& what) {
     const StageSpec& s = spec.stages[r.stage];
     r.failed = true;
     report(what);
-    if (first_failure.empty()) first_failure = what;
+    if (first_failure.empty()) {
+        first_failure = what;
+        first_failed_replica = r.label(spec);
+    }
     if (s.critical && spec.failure == FailurePolicy::fail_fast && mode != Mode::terminating && mode != Mode::killing) {
         fail_fast_triggered = true;
         report("stopping the pipeline (fail-fast)");
@@ -758,9 +847,7 @@ void Graph::Impl::finish_instance(Replica& r) {
         // dead); the replacement will attach new ones, so the end of stream must wait for them.
         for (const auto& w : s.writes()) {
             if (w == s.stdout_queue) continue;  // the adapter's producer lives on across restarts
-            for (std::size_t i = 0; i < spec.queues.size(); ++i) {
-                if (spec.queues[i].name == w && queues[i]) queues[i]->expect_more_producers(1);
-            }
+            if (Queue* q = queue_handle(w)) q->expect_more_producers(1);
         }
         spawn(r);
         return;
@@ -871,7 +958,11 @@ void Graph::Impl::begin_kill() {
 GraphStatus Graph::Impl::status() const {
     GraphStatus st;
     st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    st.failure = first_failure;
+    st.failed_replica = first_failed_replica;
+    st.fail_fast = fail_fast_triggered;
     for (std::size_t i = 0; i < queues.size(); ++i) {
+        if (!queues[i] && pipe_edges.count(spec.queues[i].name) == 0) continue;  // of other hosts only
         GraphStatus::Queue q;
         q.name = spec.queues[i].name;
         if (const auto e = pipe_edges.find(q.name); e != pipe_edges.end()) {
@@ -891,6 +982,7 @@ GraphStatus Graph::Impl::status() const {
         st.queues.push_back(q);
     }
     for (std::size_t si = 0; si < spec.stages.size(); ++si) {
+        if (!runs_here(spec.stages[si])) continue;
         GraphStatus::Stage s;
         s.name = spec.stages[si].name;
         for (const auto& r : replicas) {
@@ -959,8 +1051,9 @@ void Graph::Impl::tick() {
         rates.resize(queues.size(), 0);
         last_out.resize(queues.size(), 0);
         for (std::size_t i = 0; i < queues.size(); ++i) {
+            const auto e = pipe_edges.find(spec.queues[i].name);
+            if (e == pipe_edges.end() && !queues[i]) continue;  // of other hosts only
             try {
-                const auto e = pipe_edges.find(spec.queues[i].name);
                 const auto mo = e != pipe_edges.end() ? e->second.counts->lines_out.load(std::memory_order_relaxed)
                                                       : queues[i]->stats().messages_out;
                 rates[i] = dt > 0 ? static_cast<double>(mo - last_out[i]) / dt : 0;
@@ -1042,6 +1135,12 @@ Graph& Graph::stage(StageSpec s) {
     return *this;
 }
 
+Graph& Graph::host(HostSpec h) {
+    if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": host() after start()");
+    impl_->spec.hosts.push_back(std::move(h));
+    return *this;
+}
+
 Graph& Graph::stage(std::string name, StageFunction fn, StageSpec options) {
     if (impl_->started) throw Error(errc::invalid_state, "graph \"" + impl_->spec.name + "\": stage() after start()");
     options.name = std::move(name);
@@ -1056,7 +1155,12 @@ void Graph::start() {
     Impl& g = *impl_;
     if (g.started) throw Error(errc::invalid_state, "graph \"" + g.spec.name + "\": start() called twice");
     validate_spec(g.spec, g.opt.spec_options);
+    g.check_host();
+    g.graph.emplace(g.spec);
     g.run = g.opt.run_id.empty() ? make_run_id() : g.opt.run_id;
+    // The launchers of one run share the run id; the host in it keeps their objects apart
+    // when two "hosts" share a machine (a loopback trial, network namespaces).
+    if (g.spec.multi_host()) g.run += "-" + g.opt.host;
     g.out = std::make_unique<detail::Output>(g.opt.out_fd, g.opt.err_fd, g.opt.status_line);
     g.started = true;
     g.t0 = Clock::now();
@@ -1065,32 +1169,7 @@ void Graph::start() {
         for (const auto& q : g.spec.queues) validate_name(g.object_name(q), "queue");
         g.start_guardian();  // first: a launcher killed from here on leaves nothing behind
         g.create_queues();
-        // Replicas, their adapter endpoints (consumers first), log files.
-        const auto order = g.start_order();
-        for (std::size_t si : order) {
-            const StageSpec& s = g.spec.stages[si];
-            for (unsigned i = 0; i < s.replicas; ++i) {
-                auto r = std::make_unique<Replica>();
-                r->stage = si;
-                r->index = i;
-                r->threads_running = std::make_shared<std::atomic<int>>(0);
-                if (!s.stdin_queue.empty() && g.pipe_edges.count(s.stdin_queue) == 0) {
-                    r->consumer = std::make_unique<Consumer<>>(g.objects.at(s.stdin_queue));
-                }
-                if (!g.opt.log_dir.empty()) {
-                    const std::string path = g.opt.log_dir + "/" + r->label(g.spec) + ".log";
-                    r->log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                    if (r->log_fd < 0) throw Error::from_errno(errno, "open log file \"" + path + "\"");
-                }
-                g.replicas.push_back(std::move(r));
-            }
-        }
-        for (auto& r : g.replicas) {
-            const StageSpec& s = g.spec.stages[r->stage];
-            if (!s.stdout_queue.empty() && s.stdout_queue != kInheritStdout && g.pipe_edges.count(s.stdout_queue) == 0) {
-                r->producer = std::make_unique<Producer<>>(g.objects.at(s.stdout_queue));
-            }
-        }
+        g.make_replicas();
         for (auto& r : g.replicas) {
             g.tick();  // a stage that fails at once stops the rest before they start
             // While draining (Ctrl-C during start) everything but the sources still starts:
@@ -1122,6 +1201,7 @@ GraphResult Graph::join() {
     res.seconds = std::chrono::duration<double>(Clock::now() - g.t0).count();
     for (std::size_t i = 0; i < g.queues.size(); ++i) {
         QueueResult q;
+        if (!g.queues[i] && g.pipe_edges.count(g.spec.queues[i].name) == 0) continue;  // of other hosts only
         q.name = g.spec.queues[i].name;
         if (const auto e = g.pipe_edges.find(q.name); e != g.pipe_edges.end()) {
             const detail::PipeEdgeCounts& c = *e->second.counts;  // exact: every relay is joined
@@ -1186,6 +1266,7 @@ GraphResult Graph::join() {
     res.stop_signal = g.stop_signal.load(std::memory_order_relaxed);
     res.stopped = g.stop_requested;
     res.failure = g.first_failure;
+    res.host = g.opt.host;
     const bool loss_fails = res.lost != 0 && g.spec.on_loss == LossPolicy::fail;
     res.success = !any_failed && !loss_fails && (res.ending == GraphEnding::completed || res.ending == GraphEnding::drained);
     if (res.failure.empty() && loss_fails) {

@@ -308,6 +308,7 @@ std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q) {
 bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q) {
     if (line_batch_bytes(spec, q) == 0) return false;
     unsigned writers = 0, readers = 0;
+    std::string writer_host, reader_host;
     for (const auto& s : spec.stages) {
         const bool writes = s.stdout_queue == q.name, reads = s.stdin_queue == q.name;
         if (!writes && !reads) continue;
@@ -315,8 +316,10 @@ bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q) {
         if (s.is_function || s.replicas != 1 || s.restart != RestartPolicy::never) return false;
         writers += writes ? 1 : 0;
         readers += reads ? 1 : 0;
+        (writes ? writer_host : reader_host) = s.host;
     }
-    return writers == 1 && readers == 1;
+    // A pipe joins two processes of one host; a queue between hosts is bridged instead.
+    return writers == 1 && readers == 1 && writer_host == reader_host;
 }
 
 void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,

@@ -1,5 +1,6 @@
 // Pipeline spec: TOML reading (toml++), validation and placeholder expansion.
 #include <shmpipe/spec.hpp>
+#include <shmpipe/spec_graph.hpp>
 
 #include <shmpipe/detail/exit_text.hpp>
 #include <shmpipe/detail/graph_adapter.hpp>
@@ -49,6 +50,13 @@ const QueueSpec* PipelineSpec::find_queue(std::string_view n) const {
 const StageSpec* PipelineSpec::find_stage(std::string_view n) const {
     for (const auto& s : stages) {
         if (s.name == n) return &s;
+    }
+    return nullptr;
+}
+
+const HostSpec* PipelineSpec::find_host(std::string_view n) const {
+    for (const auto& h : hosts) {
+        if (h.name == n) return &h;
     }
     return nullptr;
 }
@@ -475,156 +483,204 @@ std::string expand_placeholders(std::string_view text, const StageSpec& stage, u
     return out;
 }
 
+namespace {
+
+// parse_spec's steps: each reads one part of the TOML tree into `spec`.
+
+void read_pipeline_table(const toml::node& p, PipelineSpec& spec) {
+    if (!p.is_table()) fail(spec.source, line_of(p), "[pipeline] must be a table");
+    TableReader r(*p.as_table(), spec.source, "[pipeline]",
+                  {"name", "failure", "stop_signal", "stop_timeout", "drain_timeout", "on_loss", "heartbeat",
+                   "dead_after", "connect_timeout", "curve_secret_file", "curve_public_keys"});
+    spec.name = r.string("name", spec.name);
+    try {
+        check_name(spec.name, "pipeline");
+    } catch (const Error& e) {
+        fail(spec.source, r.line("name"), std::string("[pipeline]: name: ") + e.what());
+    }
+    const std::string failure = r.string("failure", "fail-fast");
+    if (failure == "fail-fast") {
+        spec.failure = FailurePolicy::fail_fast;
+    } else if (failure == "keep-going") {
+        spec.failure = FailurePolicy::keep_going;
+    } else {
+        fail(spec.source, r.line("failure"),
+             "[pipeline]: failure must be \"fail-fast\" or \"keep-going\", not " + quoted(failure));
+    }
+    if (const toml::node* sig = r.get("stop_signal")) {
+        if (sig->is_integer()) {
+            spec.stop_signal = static_cast<int>(r.integer("stop_signal", SIGTERM, 1, 64));
+        } else if (sig->is_string()) {
+            try {
+                spec.stop_signal = parse_signal(sig->as_string()->get());
+            } catch (const Error& e) {
+                fail(spec.source, line_of(*sig), std::string("[pipeline]: stop_signal: ") + e.what());
+            }
+        } else {
+            fail(spec.source, line_of(*sig), "[pipeline]: stop_signal must be a signal name like \"SIGTERM\" or a number like 15");
+        }
+    }
+    const std::string on_loss = r.string("on_loss", "fail");
+    if (on_loss == "fail") {
+        spec.on_loss = LossPolicy::fail;
+    } else if (on_loss == "warn") {
+        spec.on_loss = LossPolicy::warn;
+    } else {
+        fail(spec.source, r.line("on_loss"), "[pipeline]: on_loss must be \"fail\" or \"warn\", not " + quoted(on_loss));
+    }
+    spec.stop_timeout = r.duration("stop_timeout", spec.stop_timeout);
+    spec.drain_timeout = r.duration("drain_timeout", spec.drain_timeout);
+    spec.heartbeat = r.duration("heartbeat", spec.heartbeat);
+    spec.dead_after = r.duration("dead_after", spec.dead_after);
+    spec.connect_timeout = r.duration("connect_timeout", spec.connect_timeout);
+    spec.curve_secret_file = r.string("curve_secret_file");
+    if (const toml::node* k = r.get("curve_public_keys")) {
+        const toml::table* kt = k->as_table();
+        if (kt == nullptr) fail(spec.source, line_of(*k), "[pipeline]: curve_public_keys must be a table host = \"key\"");
+        for (auto&& [host, key] : *kt) {
+            if (!key.is_string()) {
+                fail(spec.source, line_of(key), "[pipeline]: curve_public_keys." + std::string(host.str()) +
+                                                    " must be a Z85 public key (a string of 40 characters)");
+            }
+            spec.curve_public_keys[std::string(host.str())] = std::string(key.as_string()->get());
+        }
+    }
+}
+
+// The [[key]] tables of the root, or a clear error when `key` is not an array of tables.
+std::vector<const toml::table*> array_of_tables(const toml::table& root, std::string_view key, const PipelineSpec& spec) {
+    std::vector<const toml::table*> out;
+    const toml::node* n = root.get(key);
+    if (n == nullptr) return out;
+    const toml::array* a = n->as_array();
+    if (a == nullptr || !a->is_array_of_tables()) {
+        fail(spec.source, line_of(*n), "use [[" + std::string(key) + "]] tables for " + std::string(key) + "s");
+    }
+    for (const toml::node& e : *a) out.push_back(e.as_table());
+    return out;
+}
+
+void read_queue_table(const toml::table& t, PipelineSpec& spec) {
+    TableReader r(t, spec.source, "[[queue]]", {"name", "capacity", "max_message"});
+    QueueSpec q;
+    q.line = r.line();
+    q.declared = true;
+    if (r.get("name") == nullptr) fail(spec.source, q.line, "[[queue]]: missing key \"name\"");
+    q.name = r.string("name");
+    q.line = r.line("name");
+    q.capacity = r.size("capacity", q.capacity);
+    q.max_message = r.size("max_message", q.max_message);
+    if (const QueueSpec* dup = spec.find_queue(q.name)) {
+        fail(spec.source, q.line, "duplicate queue name " + quoted(q.name) + " (first declared on line " +
+                                      std::to_string(dup->line) + ")");
+    }
+    spec.queues.push_back(std::move(q));
+}
+
+void read_host_table(const toml::table& t, PipelineSpec& spec) {
+    TableReader r(t, spec.source, "[[host]]", {"name", "address"});
+    HostSpec h;
+    h.line = r.line();
+    if (r.get("name") == nullptr) fail(spec.source, h.line, "[[host]]: missing key \"name\"");
+    if (r.get("address") == nullptr) {
+        fail(spec.source, h.line, "[[host]]: missing key \"address\" (where its launcher listens, e.g. \"tcp://10.0.0.1:7400\")");
+    }
+    h.name = r.string("name");
+    h.line = r.line("name");
+    h.address = r.string("address");
+    if (const HostSpec* dup = spec.find_host(h.name)) {
+        fail(spec.source, h.line, "duplicate host name " + quoted(h.name) + " (first declared on line " +
+                                      std::to_string(dup->line) + ")");
+    }
+    spec.hosts.push_back(std::move(h));
+}
+
+void read_stage_table(const toml::table& t, PipelineSpec& spec) {
+    StageSpec s;
+    s.line = line_of(t);
+    const toml::node* name_node = t.get("name");
+    if (name_node == nullptr || !name_node->is_string()) {
+        fail(spec.source, s.line, "[[stage]]: missing key \"name\" (a string)");
+    }
+    s.name = std::string(name_node->as_string()->get());
+    s.line = line_of(*name_node);
+    const std::string sw = "stage " + quoted(s.name);
+    TableReader rs(t, spec.source, sw, {"name", "cmd", "inputs", "outputs", "stdin", "stdout", "stdin_format",
+                                        "stdout_format", "replicas", "restart", "max_restarts", "env", "cwd",
+                                        "stop_timeout", "critical", "success_codes", "host"});
+    if (const StageSpec* dup = spec.find_stage(s.name)) {
+        fail(spec.source, s.line, "duplicate stage name " + quoted(s.name) + " (first declared on line " +
+                                      std::to_string(dup->line) + ")");
+    }
+    if (rs.get("cmd") == nullptr) fail(spec.source, s.line, sw + ": missing key \"cmd\" (an argv array)");
+    s.cmd = rs.strings("cmd");
+    if (s.cmd.empty() || s.cmd.front().empty()) fail(spec.source, rs.line("cmd"), sw + ": cmd must name a program");
+    s.inputs = rs.strings("inputs");
+    s.outputs = rs.strings("outputs");
+    s.stdin_queue = rs.string("stdin");
+    s.stdout_queue = rs.string("stdout");
+    s.stdin_format = parse_format(rs, "stdin_format", spec.source, sw);
+    s.stdout_format = parse_format(rs, "stdout_format", spec.source, sw);
+    s.replicas = static_cast<unsigned>(rs.integer("replicas", 1, 1, 1024));
+    const std::string restart = rs.string("restart", "never");
+    if (restart == "never") {
+        s.restart = RestartPolicy::never;
+    } else if (restart == "on-failure") {
+        s.restart = RestartPolicy::on_failure;
+    } else {
+        fail(spec.source, rs.line("restart"), sw + ": restart must be \"never\" or \"on-failure\", not " + quoted(restart));
+    }
+    s.max_restarts = static_cast<unsigned>(rs.integer("max_restarts", 3, 0, 1000000));
+    if (const toml::node* e = rs.get("env")) {
+        const toml::table* et = e->as_table();
+        if (et == nullptr) fail(spec.source, line_of(*e), sw + ": env must be a table of strings");
+        for (auto&& [k, v] : *et) {
+            if (!v.is_string()) fail(spec.source, line_of(v), sw + ": env." + std::string(k.str()) + " must be a string");
+            s.env[std::string(k.str())] = std::string(v.as_string()->get());
+        }
+    }
+    s.cwd = rs.string("cwd");
+    s.stop_timeout = rs.duration("stop_timeout", s.stop_timeout);
+    s.critical = rs.boolean("critical", true);
+    if (const toml::node* sc = rs.get("success_codes")) {
+        const toml::array* a = sc->as_array();
+        if (a == nullptr || a->empty()) fail(spec.source, line_of(*sc), sw + ": success_codes must be an array of exit codes");
+        s.success_codes.clear();
+        for (const toml::node& e : *a) {
+            if (!e.is_integer() || e.as_integer()->get() < 0 || e.as_integer()->get() > 255) {
+                fail(spec.source, line_of(e), sw + ": success_codes must hold exit codes 0..255");
+            }
+            s.success_codes.push_back(static_cast<int>(e.as_integer()->get()));
+        }
+    }
+    s.host = rs.string("host");
+    spec.stages.push_back(std::move(s));
+}
+
+// The text, bounded and parsed by toml++; errors carry the file and line.
+toml::table parse_toml(std::string_view toml_text, const std::string& source) {
+    if (toml_text.size() > kMaxSpecBytes) {
+        fail(source, 0, "the spec is larger than the " + std::to_string(kMaxSpecBytes >> 20) + " MiB a spec may have");
+    }
+    check_key_parts(toml_text, source);
+    try {
+        return toml::parse(toml_text, source);
+    } catch (const toml::parse_error& e) {
+        fail(source, static_cast<int>(e.source().begin.line), std::string(e.description()));
+    }
+}
+
+}  // namespace
+
 PipelineSpec parse_spec(std::string_view toml_text, std::string_view source, const SpecOptions& options) {
     PipelineSpec spec;
     spec.source = source.empty() ? "<spec>" : std::string(source);
-    if (toml_text.size() > kMaxSpecBytes) {
-        fail(spec.source, 0, "the spec is larger than the " + std::to_string(kMaxSpecBytes >> 20) + " MiB a spec may have");
-    }
-    check_key_parts(toml_text, spec.source);
-    toml::table root;
-    try {
-        root = toml::parse(toml_text, spec.source);
-    } catch (const toml::parse_error& e) {
-        fail(spec.source, static_cast<int>(e.source().begin.line), std::string(e.description()));
-    }
-    TableReader top(root, spec.source, "spec", {"pipeline", "queue", "stage"});
-
-    if (const toml::node* p = root.get("pipeline")) {
-        if (!p->is_table()) fail(spec.source, line_of(*p), "[pipeline] must be a table");
-        TableReader r(*p->as_table(), spec.source, "[pipeline]",
-                      {"name", "failure", "stop_signal", "stop_timeout", "drain_timeout", "on_loss"});
-        spec.name = r.string("name", spec.name);
-        try {
-            check_name(spec.name, "pipeline");
-        } catch (const Error& e) {
-            fail(spec.source, r.line("name"), std::string("[pipeline]: name: ") + e.what());
-        }
-        const std::string failure = r.string("failure", "fail-fast");
-        if (failure == "fail-fast") {
-            spec.failure = FailurePolicy::fail_fast;
-        } else if (failure == "keep-going") {
-            spec.failure = FailurePolicy::keep_going;
-        } else {
-            fail(spec.source, r.line("failure"),
-                 "[pipeline]: failure must be \"fail-fast\" or \"keep-going\", not " + quoted(failure));
-        }
-        if (const toml::node* sig = r.get("stop_signal")) {
-            if (sig->is_integer()) {
-                spec.stop_signal = static_cast<int>(r.integer("stop_signal", SIGTERM, 1, 64));
-            } else if (sig->is_string()) {
-                try {
-                    spec.stop_signal = parse_signal(sig->as_string()->get());
-                } catch (const Error& e) {
-                    fail(spec.source, line_of(*sig), std::string("[pipeline]: stop_signal: ") + e.what());
-                }
-            } else {
-                fail(spec.source, line_of(*sig), "[pipeline]: stop_signal must be a signal name like \"SIGTERM\" or a number like 15");
-            }
-        }
-        const std::string on_loss = r.string("on_loss", "fail");
-        if (on_loss == "fail") {
-            spec.on_loss = LossPolicy::fail;
-        } else if (on_loss == "warn") {
-            spec.on_loss = LossPolicy::warn;
-        } else {
-            fail(spec.source, r.line("on_loss"), "[pipeline]: on_loss must be \"fail\" or \"warn\", not " + quoted(on_loss));
-        }
-        spec.stop_timeout = r.duration("stop_timeout", spec.stop_timeout);
-        spec.drain_timeout = r.duration("drain_timeout", spec.drain_timeout);
-    }
-
-    auto tables = [&](std::string_view key) {
-        std::vector<const toml::table*> out;
-        const toml::node* n = root.get(key);
-        if (n == nullptr) return out;
-        const toml::array* a = n->as_array();
-        if (a == nullptr || !a->is_array_of_tables()) {
-            fail(spec.source, line_of(*n), "use [[" + std::string(key) + "]] tables for " + std::string(key) + "s");
-        }
-        for (const toml::node& e : *a) out.push_back(e.as_table());
-        return out;
-    };
-
-    for (const toml::table* t : tables("queue")) {
-        TableReader r(*t, spec.source, "[[queue]]", {"name", "capacity", "max_message"});
-        QueueSpec q;
-        q.line = r.line();
-        q.declared = true;
-        if (r.get("name") == nullptr) fail(spec.source, q.line, "[[queue]]: missing key \"name\"");
-        q.name = r.string("name");
-        q.line = r.line("name");
-        q.capacity = r.size("capacity", q.capacity);
-        q.max_message = r.size("max_message", q.max_message);
-        if (const QueueSpec* dup = spec.find_queue(q.name)) {
-            fail(spec.source, q.line, "duplicate queue name " + quoted(q.name) + " (first declared on line " +
-                                          std::to_string(dup->line) + ")");
-        }
-        spec.queues.push_back(std::move(q));
-    }
-
-    for (const toml::table* t : tables("stage")) {
-        StageSpec s;
-        s.line = line_of(*t);
-        const toml::node* name_node = t->get("name");
-        if (name_node == nullptr || !name_node->is_string()) {
-            fail(spec.source, s.line, "[[stage]]: missing key \"name\" (a string)");
-        }
-        s.name = std::string(name_node->as_string()->get());
-        s.line = line_of(*name_node);
-        const std::string sw = "stage " + quoted(s.name);
-        TableReader rs(*t, spec.source, sw, {"name", "cmd", "inputs", "outputs", "stdin", "stdout", "stdin_format",
-                                             "stdout_format", "replicas", "restart", "max_restarts", "env", "cwd",
-                                             "stop_timeout", "critical", "success_codes"});
-        if (const StageSpec* dup = spec.find_stage(s.name)) {
-            fail(spec.source, s.line, "duplicate stage name " + quoted(s.name) + " (first declared on line " +
-                                          std::to_string(dup->line) + ")");
-        }
-        if (rs.get("cmd") == nullptr) fail(spec.source, s.line, sw + ": missing key \"cmd\" (an argv array)");
-        s.cmd = rs.strings("cmd");
-        if (s.cmd.empty() || s.cmd.front().empty()) fail(spec.source, rs.line("cmd"), sw + ": cmd must name a program");
-        s.inputs = rs.strings("inputs");
-        s.outputs = rs.strings("outputs");
-        s.stdin_queue = rs.string("stdin");
-        s.stdout_queue = rs.string("stdout");
-        s.stdin_format = parse_format(rs, "stdin_format", spec.source, sw);
-        s.stdout_format = parse_format(rs, "stdout_format", spec.source, sw);
-        s.replicas = static_cast<unsigned>(rs.integer("replicas", 1, 1, 1024));
-        const std::string restart = rs.string("restart", "never");
-        if (restart == "never") {
-            s.restart = RestartPolicy::never;
-        } else if (restart == "on-failure") {
-            s.restart = RestartPolicy::on_failure;
-        } else {
-            fail(spec.source, rs.line("restart"), sw + ": restart must be \"never\" or \"on-failure\", not " + quoted(restart));
-        }
-        s.max_restarts = static_cast<unsigned>(rs.integer("max_restarts", 3, 0, 1000000));
-        if (const toml::node* e = rs.get("env")) {
-            const toml::table* et = e->as_table();
-            if (et == nullptr) fail(spec.source, line_of(*e), sw + ": env must be a table of strings");
-            for (auto&& [k, v] : *et) {
-                if (!v.is_string()) fail(spec.source, line_of(v), sw + ": env." + std::string(k.str()) + " must be a string");
-                s.env[std::string(k.str())] = std::string(v.as_string()->get());
-            }
-        }
-        s.cwd = rs.string("cwd");
-        s.stop_timeout = rs.duration("stop_timeout", s.stop_timeout);
-        s.critical = rs.boolean("critical", true);
-        if (const toml::node* sc = rs.get("success_codes")) {
-            const toml::array* a = sc->as_array();
-            if (a == nullptr || a->empty()) fail(spec.source, line_of(*sc), sw + ": success_codes must be an array of exit codes");
-            s.success_codes.clear();
-            for (const toml::node& e : *a) {
-                if (!e.is_integer() || e.as_integer()->get() < 0 || e.as_integer()->get() > 255) {
-                    fail(spec.source, line_of(e), sw + ": success_codes must hold exit codes 0..255");
-                }
-                s.success_codes.push_back(static_cast<int>(e.as_integer()->get()));
-            }
-        }
-        // Line numbers for the checks below: point at the key that names the queue.
-        spec.stages.push_back(std::move(s));
-    }
-
+    const toml::table root = parse_toml(toml_text, spec.source);
+    TableReader top(root, spec.source, "spec", {"pipeline", "queue", "stage", "host"});
+    if (const toml::node* p = root.get("pipeline")) read_pipeline_table(*p, spec);
+    for (const toml::table* t : array_of_tables(root, "queue", spec)) read_queue_table(*t, spec);
+    for (const toml::table* t : array_of_tables(root, "host", spec)) read_host_table(*t, spec);
+    for (const toml::table* t : array_of_tables(root, "stage", spec)) read_stage_table(*t, spec);
     // Directory of the spec file, for relative programs and cwd.
     const auto slash = spec.source.rfind('/');
     spec.base_dir = slash == std::string::npos ? "." : spec.source.substr(0, slash == 0 ? 1 : slash);
@@ -668,7 +724,11 @@ PipelineSpec load_spec(const std::string& path, const SpecOptions& options) {
     return parse_spec(text, path, options);
 }
 
-void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
+namespace {
+
+// validate_spec's steps, in order.
+
+void check_names(const PipelineSpec& spec) {
     const std::string& src = spec.source;
     try {
         check_name(spec.name, "pipeline");
@@ -676,8 +736,7 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
         fail(src, 0, e.what());
     }
     if (spec.stages.empty()) fail(src, 0, "the pipeline has no [[stage]]");
-
-    // Names: valid object names, no duplicates (specs built in code skip the parser's check).
+    // Valid object names, no duplicates (specs built in code skip the parser's check).
     std::set<std::string> seen;
     for (const auto& q : spec.queues) {
         try {
@@ -696,15 +755,17 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
     }
     seen.clear();
     for (const auto& s : spec.stages) {
-        if (s.name.empty() || s.name.find_first_of(" \t\n|") != std::string::npos || s.name.size() > kMaxNameLength) {
+        if (s.name.empty() || s.name.find_first_of(" \t\n|@") != std::string::npos || s.name.size() > kMaxNameLength) {
             fail(src, s.line, "stage name " + quoted(s.name) + " must be 1-" + std::to_string(kMaxNameLength) +
-                                  " characters without spaces or '|'");
+                                  " characters without spaces, '|' or '@'");
         }
         if (!seen.insert(s.name).second) fail(src, s.line, "duplicate stage name " + quoted(s.name));
         if (s.replicas == 0) fail(src, s.line, "stage " + quoted(s.name) + ": replicas must be at least 1");
     }
+}
 
-    // Implicit queues: named by a stage, not declared.
+// Queues named by a stage but not declared get the default geometry.
+void add_implicit_queues(PipelineSpec& spec) {
     for (const auto& s : spec.stages) {
         std::vector<std::string> all = s.reads();
         for (const auto& w : s.writes()) all.push_back(w);
@@ -713,7 +774,7 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
             try {
                 check_name(n, "queue");
             } catch (const Error& e) {
-                fail(src, s.line, "stage " + quoted(s.name) + ": " + e.what());
+                fail(spec.source, s.line, "stage " + quoted(s.name) + ": " + e.what());
             }
             QueueSpec q;
             q.name = n;
@@ -721,74 +782,150 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
             spec.queues.push_back(std::move(q));
         }
     }
+}
 
-    // Each stage: no queue both read and written, no queue twice.
+// Each stage: no queue both read and written, no queue twice.
+void check_stage_queues(const PipelineSpec& spec) {
     for (const auto& s : spec.stages) {
         const auto r = s.reads();
         const auto w = s.writes();
         std::set<std::string> rs(r.begin(), r.end()), ws(w.begin(), w.end());
-        if (rs.size() != r.size()) fail(src, s.line, "stage " + quoted(s.name) + " reads a queue twice (inputs and stdin)");
-        if (ws.size() != w.size()) fail(src, s.line, "stage " + quoted(s.name) + " writes a queue twice (outputs and stdout)");
+        if (rs.size() != r.size()) fail(spec.source, s.line, "stage " + quoted(s.name) + " reads a queue twice (inputs and stdin)");
+        if (ws.size() != w.size()) fail(spec.source, s.line, "stage " + quoted(s.name) + " writes a queue twice (outputs and stdout)");
         for (const auto& q : r) {
             if (ws.count(q) != 0) {
-                fail(src, s.line, "stage " + quoted(s.name) + " reads queue " + quoted(q) +
-                                      " that it also writes (a stage cannot feed itself)");
+                fail(spec.source, s.line, "stage " + quoted(s.name) + " reads queue " + quoted(q) +
+                                              " that it also writes (a stage cannot feed itself)");
             }
         }
     }
+}
 
-    // Every queue has a writer and a reader.
-    for (const auto& q : spec.queues) {
-        bool written = false, read = false;
+// Every queue has a writer and a reader.
+void check_queue_ends(const SpecGraph& graph) {
+    const PipelineSpec& spec = graph.spec();
+    for (const auto& ends : graph.queues()) {
+        const QueueSpec& q = spec.queues[ends.queue];
+        if (ends.writers.empty()) {
+            fail(spec.source, q.line, "queue " + quoted(q.name) + " is read but nobody writes it" +
+                                          (ends.readers.empty() ? " (and nobody reads it)" : "") +
+                                          " (add it to a stage's outputs or stdout)");
+        }
+        if (ends.readers.empty()) {
+            fail(spec.source, q.line, "queue " + quoted(q.name) +
+                                          " is written but nobody reads it (add it to a stage's inputs or stdin)");
+        }
+    }
+}
+
+void check_cycles(const SpecGraph& graph) {
+    const auto cycle = graph.find_cycle();
+    if (cycle.empty()) return;
+    const PipelineSpec& spec = graph.spec();
+    std::string path;
+    for (std::size_t a : cycle) path += spec.stages[a].name + " -> ";
+    path += spec.stages[cycle.front()].name;
+    fail(spec.source, spec.stages[cycle.front()].line,
+         "the pipeline has a cycle: " + path + " (end of stream could never reach every stage)");
+}
+
+// "tcp://HOST:PORT" -> PORT, or 0 when the address has another form.
+unsigned address_port(std::string_view address) {
+    if (address.rfind("tcp://", 0) != 0) return 0;
+    const auto colon = address.rfind(':');
+    if (colon <= 6 || colon + 1 >= address.size()) return 0;
+    unsigned port = 0;
+    for (char c : address.substr(colon + 1)) {
+        if (!std::isdigit(static_cast<unsigned char>(c))) return 0;
+        port = port * 10 + static_cast<unsigned>(c - '0');
+        if (port > 65535) return 0;
+    }
+    return port;
+}
+
+std::string host_names(const PipelineSpec& spec) {
+    std::vector<std::string> names;
+    for (const auto& h : spec.hosts) names.push_back(h.name);
+    return join(names, ", ");
+}
+
+// Hosts: valid names and addresses, every stage on a known host, bridged queues not both
+// written and read on one host, room for one port per bridged edge after each address.
+void check_placement(const SpecGraph& graph) {
+    const PipelineSpec& spec = graph.spec();
+    const std::string& src = spec.source;
+    if (spec.hosts.empty()) {
         for (const auto& s : spec.stages) {
-            for (const auto& n : s.writes()) written = written || n == q.name;
-            for (const auto& n : s.reads()) read = read || n == q.name;
+            if (!s.host.empty()) {
+                fail(src, s.line, "stage " + quoted(s.name) + " names host " + quoted(s.host) +
+                                      " but the spec declares no [[host]] (add [[host]] tables with name and address)");
+            }
         }
-        if (!written) {
-            fail(src, q.line, "queue " + quoted(q.name) + " is read but nobody writes it" +
-                                  (read ? "" : " (and nobody reads it)") +
-                                  " (add it to a stage's outputs or stdout)");
+        return;
+    }
+    std::set<std::string> seen;
+    for (const auto& h : spec.hosts) {
+        if (h.name.empty() || h.name.size() > kEchoedNameMax ||
+            h.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos) {
+            fail(src, h.line, "host name " + quoted(h.name) + " must be 1-" + std::to_string(kEchoedNameMax) +
+                                  " characters of [A-Za-z0-9._-]");
         }
-        if (!read) {
-            fail(src, q.line, "queue " + quoted(q.name) + " is written but nobody reads it (add it to a stage's inputs or stdin)");
+        if (!seen.insert(h.name).second) fail(src, h.line, "duplicate host name " + quoted(h.name));
+        if (address_port(h.address) == 0) {
+            fail(src, h.line, "host " + quoted(h.name) + ": address " + quoted(h.address) +
+                                  " must be \"tcp://IP:PORT\" with a port 1-65535 (e.g. \"tcp://10.0.0.1:7400\")");
         }
     }
-
-    // Cycles: stage a -> stage b when a writes a queue b reads.
-    const std::size_t n = spec.stages.size();
-    std::vector<std::vector<std::size_t>> next(n);
-    for (std::size_t a = 0; a < n; ++a) {
-        for (const auto& q : spec.stages[a].writes()) {
-            for (std::size_t b = 0; b < n; ++b) {
-                const auto r = spec.stages[b].reads();
-                if (std::find(r.begin(), r.end(), q) != r.end()) next[a].push_back(b);
+    for (const auto& s : spec.stages) {
+        if (s.host.empty()) {
+            fail(src, s.line, "stage " + quoted(s.name) + " has no host (the spec declares hosts " + host_names(spec) +
+                                  "; add host = \"...\")");
+        }
+        if (spec.find_host(s.host) == nullptr) {
+            fail(src, s.line, "stage " + quoted(s.name) + ": unknown host " + quoted(s.host) + " (declared: " +
+                                  host_names(spec) + ")");
+        }
+    }
+    const auto crossing = graph.crossing();
+    for (const QueueEnds* q : crossing) {
+        for (const auto& h : q->writer_hosts) {
+            if (q->read_on(h)) {
+                fail(src, spec.queues[q->queue].line,
+                     "queue " + quoted(spec.queues[q->queue].name) + " crosses hosts but is both written and read on host " +
+                         quoted(h) + " (give the local readers their own queue)");
             }
         }
     }
-    std::vector<int> color(n, 0);  // 0 new, 1 on the stack, 2 done
-    std::vector<std::size_t> stack;
-    std::function<void(std::size_t)> visit = [&](std::size_t a) {
-        color[a] = 1;
-        stack.push_back(a);
-        for (std::size_t b : next[a]) {
-            if (color[b] == 1) {
-                std::string path;
-                auto it = std::find(stack.begin(), stack.end(), b);
-                for (; it != stack.end(); ++it) path += spec.stages[*it].name + " -> ";
-                path += spec.stages[b].name;
-                fail(src, spec.stages[b].line, "the pipeline has a cycle: " + path +
-                                                   " (end of stream could never reach every stage)");
-            }
-            if (color[b] == 0) visit(b);
+    for (const auto& h : spec.hosts) {
+        if (address_port(h.address) + crossing.size() > 65535) {
+            fail(src, h.line, "host " + quoted(h.name) + ": port " + std::to_string(address_port(h.address)) +
+                                  " leaves no room for the " + std::to_string(crossing.size()) +
+                                  " bridged edges on the ports after it");
         }
-        stack.pop_back();
-        color[a] = 2;
-    };
-    for (std::size_t a = 0; a < n; ++a) {
-        if (color[a] == 0) visit(a);
     }
+    for (const auto& [host, key] : spec.curve_public_keys) {
+        if (spec.find_host(host) == nullptr) {
+            fail(src, 0, "[pipeline]: curve_public_keys names unknown host " + quoted(host) + " (declared: " +
+                             host_names(spec) + ")");
+        }
+        if (key.size() != 40) fail(src, 0, "[pipeline]: curve_public_keys." + host + " must be 40 characters of Z85");
+    }
+    if (!spec.curve_secret_file.empty()) {
+        for (const auto& h : spec.hosts) {
+            if (spec.curve_public_keys.count(h.name) == 0) {
+                fail(src, h.line, "[pipeline]: curve_secret_file is set but curve_public_keys has no key for host " +
+                                      quoted(h.name));
+            }
+        }
+    }
+    if (spec.heartbeat.count() <= 0 || spec.dead_after <= spec.heartbeat) {
+        fail(src, 0, "[pipeline]: dead_after (" + std::to_string(spec.dead_after.count()) +
+                         " ms) must be longer than heartbeat (" + std::to_string(spec.heartbeat.count()) + " ms)");
+    }
+}
 
-    // Placeholders and programs.
+// Placeholders expand, programs exist (fills StageSpec::program).
+void check_commands(PipelineSpec& spec, const SpecOptions& options) {
     for (auto& s : spec.stages) {
         for (const auto& arg : s.cmd) check_placeholders(arg, s, spec, s.line);
         for (const auto& [k, v] : s.env) check_placeholders(v, s, spec, s.line);
@@ -800,12 +937,42 @@ void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
         std::string why;
         s.program = resolve_program(s.cmd.front(), spec, options, why);
         if (s.program.empty()) {
-            fail(src, s.line, "stage " + quoted(s.name) + ": program " + quoted(s.cmd.front()) + " " + why);
+            fail(spec.source, s.line, "stage " + quoted(s.name) + ": program " + quoted(s.cmd.front()) + " " + why);
         }
     }
 }
 
+std::string stage_list(const PipelineSpec& spec, const std::vector<std::size_t>& stages, bool with_host) {
+    std::vector<std::string> out;
+    for (std::size_t si : stages) {
+        const StageSpec& s = spec.stages[si];
+        out.push_back(s.name + " x" + std::to_string(s.replicas) + (with_host ? "@" + s.host : ""));
+    }
+    return join(out, ", ");
+}
+
+}  // namespace
+
+void validate_spec(PipelineSpec& spec, const SpecOptions& options) {
+    check_names(spec);
+    add_implicit_queues(spec);
+    check_stage_queues(spec);
+    const SpecGraph graph(spec);
+    check_queue_ends(graph);
+    check_cycles(graph);
+    check_placement(graph);
+    check_commands(spec, options);
+}
+
+std::string host_edge_address(const HostSpec& host, std::size_t edge) {
+    const unsigned port = address_port(host.address);
+    const auto colon = host.address.rfind(':');
+    return host.address.substr(0, colon + 1) + std::to_string(port + 1 + edge);
+}
+
 std::string describe_spec(const PipelineSpec& spec) {
+    const SpecGraph graph(spec);
+    const bool hosts = spec.multi_host();
     std::ostringstream out;
     out << "pipeline " << quoted(spec.name) << " (" << spec.source << "): " << spec.stages.size() << " stage"
         << (spec.stages.size() == 1 ? "" : "s") << ", " << spec.queues.size() << " queue"
@@ -814,23 +981,12 @@ std::string describe_spec(const PipelineSpec& spec) {
         << signal_name(spec.stop_signal) << " then SIGKILL after " << spec.stop_timeout.count() << " ms, on_loss "
         << (spec.on_loss == LossPolicy::fail ? "fail" : "warn") << "\n";
     out << "queues:\n";
-    for (const auto& q : spec.queues) {
-        std::vector<std::string> writers, readers;
-        unsigned producers = 0;
-        for (const auto& s : spec.stages) {
-            for (const auto& w : s.writes()) {
-                if (w == q.name) {
-                    writers.push_back(s.name + " x" + std::to_string(s.replicas));
-                    producers += s.replicas;
-                }
-            }
-            for (const auto& r : s.reads()) {
-                if (r == q.name) readers.push_back(s.name + " x" + std::to_string(s.replicas));
-            }
-        }
+    for (const auto& ends : graph.queues()) {
+        const QueueSpec& q = spec.queues[ends.queue];
         out << "  " << q.name << ": capacity " << q.capacity << " B, max_message " << q.max_message << " B, "
-            << producers << " expected producer" << (producers == 1 ? "" : "s") << "; " << join(writers, ", ")
-            << " -> " << join(readers, ", ") << (q.declared ? "" : " (default geometry)");
+            << ends.producers << " expected producer" << (ends.producers == 1 ? "" : "s") << "; "
+            << stage_list(spec, ends.writers, hosts) << " -> " << stage_list(spec, ends.readers, hosts)
+            << (q.declared ? "" : " (default geometry)");
         if (detail::is_pipe_edge(spec, q)) {
             out << " (pipe edge: no queue)";
         } else if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
@@ -838,9 +994,30 @@ std::string describe_spec(const PipelineSpec& spec) {
         }
         out << "\n";
     }
+    if (hosts) {
+        out << "hosts (heartbeat " << spec.heartbeat.count() << " ms, dead after " << spec.dead_after.count()
+            << " ms, " << (spec.curve_secret_file.empty() ? "no CurveZMQ" : "CurveZMQ") << "):\n";
+        for (const auto& h : spec.hosts) {
+            std::vector<std::string> stages;
+            for (const auto& s : spec.stages) {
+                if (s.host == h.name) stages.push_back(s.name);
+            }
+            out << "  " << h.name << " at " << h.address << ": " << (stages.empty() ? "(no stage)" : join(stages, ", "))
+                << "\n";
+        }
+        const auto crossing = graph.crossing();
+        out << "edges crossing hosts:" << (crossing.empty() ? " none" : "") << "\n";
+        for (std::size_t k = 0; k < crossing.size(); ++k) {
+            const QueueEnds& e = *crossing[k];
+            std::vector<std::string> binds;
+            for (const auto& h : e.reader_hosts) binds.push_back(h + " " + host_edge_address(*spec.find_host(h), k));
+            out << "  " << spec.queues[e.queue].name << ": " << join(e.writer_hosts, ", ") << " -> "
+                << join(e.reader_hosts, ", ") << " (received at " << join(binds, ", ") << ")\n";
+        }
+    }
     out << "stages (started consumers first):\n";
     for (const auto& s : spec.stages) {
-        out << "  " << s.name << " x" << s.replicas << ": " << join(s.cmd, " ") << "\n";
+        out << "  " << s.name << " x" << s.replicas << (hosts ? " on " + s.host : "") << ": " << join(s.cmd, " ") << "\n";
         out << "      program " << s.program;
         if (!s.inputs.empty()) out << ", inputs " << join(s.inputs, ",");
         if (!s.outputs.empty()) out << ", outputs " << join(s.outputs, ",");

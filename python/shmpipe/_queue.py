@@ -1,10 +1,8 @@
 """shmpipe.Queue: multiprocessing.Queue over a shared-memory shmpipe queue."""
 import asyncio
-import collections
 import multiprocessing.util
 import pickle
 import struct
-import threading
 
 from . import _native
 from ._common import DEFAULT_PERMISSIONS, forget_at_fork, unique_name
@@ -32,31 +30,22 @@ def _mangle(cpp_type):
     return enc if len(parts) == 1 else f"N{enc}E"
 
 
-_OUT_OF_BAND_MIN = 4096  # smaller buffers are cheaper to pickle in band than as frames
-
-
-def _in_band(buf):
-    """pickle's buffer_callback: True keeps a small buffer in band (and raises nothing for a
-    non-contiguous one, which put() then pickles in band)."""
-    try:
-        return buf.raw().nbytes < _OUT_OF_BAND_MIN
-    except BufferError:
-        return False
-
-
 class _Codec:
-    """How one queue turns objects into message bytes: pickle (default), raw bytes, str, or
-    a fixed struct layout."""
+    """How one queue turns objects into message bytes: pickle (default) and raw bytes run in
+    C (_native.QueueCore); str, a struct format and a numpy dtype here."""
 
     def __init__(self, dtype, cpp_type):
         self.dtype, self.cpp_type = dtype, cpp_type
         self.tag = 0
+        self.native_kind = _KIND_TYPED
         self.struct = None
         self.np_dtype = None
         if dtype is None:
             self.kind = "pickle"
+            self.native_kind = _KIND_PICKLE
         elif dtype is bytes:
             self.kind = "bytes"
+            self.native_kind = _KIND_BYTES
         elif dtype is str:
             self.kind = "str"
             self.tag = _native.type_tag_of_name(_CPP_STRING)
@@ -76,20 +65,6 @@ class _Codec:
 
     def put(self, tx, obj, block, timeout):
         kind = self.kind
-        if kind == "pickle":
-            if type(obj) is bytes:
-                return tx.put_tagged(_native.TAG_BYTES, obj, block, timeout)
-            buffers = []
-            data = pickle.dumps(obj, protocol=5, buffer_callback=lambda b: _in_band(b) or buffers.append(b))
-            if not buffers:
-                return tx.put_tagged(_native.TAG_PICKLE, data, block, timeout)
-            try:
-                frames = [data] + [b.raw() for b in buffers]
-            except BufferError:  # a non-contiguous buffer: pickle it in band
-                return tx.put_tagged(_native.TAG_PICKLE, pickle.dumps(obj, protocol=5), block, timeout)
-            return tx.put_frames(frames, block, timeout)
-        if kind == "bytes":
-            return tx.put(obj, block, timeout)
         if kind == "str":
             return tx.put(obj.encode(), block, timeout)
         if kind == "struct":
@@ -103,28 +78,12 @@ class _Codec:
         return tx.put(data, block, timeout)
 
     def get(self, rx, block, timeout):
-        """The next object, or _NONE when none came (timeout or end: rx.ended tells)."""
-        if self.kind == "pickle":
-            r = rx.get_tagged(block, timeout)
-            if r is None:
-                return _NONE
-            tag, payload, frames = r
-            if tag == _native.TAG_PICKLE:
-                return pickle.loads(payload)
-            if tag == _native.TAG_BYTES:
-                return payload
-            view = memoryview(payload)
-            (o, n), *rest = frames
-            return pickle.loads(view[o:o + n], buffers=[view[o:o + n] for o, n in rest])
+        """The next object, or None when none came (timeout or end: rx.ended tells)."""
         data = rx.get(block, timeout)
-        if data is None:
-            return _NONE
-        return self.decode(data)
+        return None if data is None else self.decode(data)
 
     def decode(self, data):
         kind = self.kind
-        if kind == "bytes":
-            return data
         if kind == "str":
             return data.decode()
         if kind == "struct":
@@ -135,7 +94,18 @@ class _Codec:
         return numpy.frombuffer(data, dtype=self.np_dtype)[0]
 
 
-_NONE = object()
+_KIND_TYPED, _KIND_PICKLE, _KIND_BYTES = 0, 1, 2  # the codecs of _native.QueueCore
+
+
+def _loads_frames(payload, frames):
+    """A kTagFrames message (a bytearray copy): frame 0 the pickle stream, then its
+    out-of-band buffers, as (offset, length) inside it."""
+    view = memoryview(payload)
+    (o, n), *rest = frames
+    return pickle.loads(view[o:o + n], buffers=[view[o:o + n] for o, n in rest])
+
+
+_native.configure_queue_core(pickle.dumps, pickle.loads, _loads_frames, Full, Empty, EndOfStream)
 
 
 class _Endpoints:
@@ -178,7 +148,7 @@ class _Peek:
             slot.release()  # a view derived from it keeps the mapping (never a crash)
 
 
-class Queue:
+class Queue(_native.QueueCore):
     """A process-shared FIFO queue with multiprocessing.Queue's interface.
 
     ``Queue(maxsize=0, *, name=None, ...)`` creates the queue (this object owns the name and
@@ -186,6 +156,9 @@ class Queue:
     (made by Python or C++). Objects are pickled by default (protocol 5, large buffers out
     of band); ``dtype`` selects raw ``bytes``, ``str`` (std::string) or a struct format /
     numpy dtype shared with a C++ ``Producer<T>`` / ``Consumer<T>``.
+
+    put, get, put_nowait, get_nowait, put_many and get_many are the C methods of the base
+    class _native.QueueCore (one C call per put or get).
     """
 
     def __init__(self, maxsize=0, *, name=None, max_message=DEFAULT_MAX_MESSAGE, producers="many",
@@ -218,12 +191,15 @@ class Queue:
         self._maxsize = maxsize
         self._codec = codec
         self._ep = _Endpoints()
-        self._pending = collections.deque()  # messages a cancelled get_async took
+        self._ready = {}  # "rx"/"tx" -> _Readiness of the running loop (asyncio)
         self._closed = False
+        self._set_kind(codec.native_kind)
         forget_at_fork(self)
 
     def _forget_endpoints(self):
+        self._drop_endpoints()
         self._ep = _Endpoints()
+        self._ready = {}
 
     def __reduce__(self):
         c = self._codec
@@ -260,53 +236,15 @@ class Queue:
         return endpoint
 
     # --- multiprocessing.Queue -------------------------------------------------------------
+    # put, get, put_nowait, get_nowait, put_many, get_many: _native.QueueCore.
 
-    def put(self, obj, block=True, timeout=None):
-        """Puts obj; blocks while the queue is full (queue.Full after `timeout` seconds, or
-        at once with block=False)."""
-        tx = self._ep.tx or self._tx()
-        if not self._codec.put(tx, obj, block, timeout):
-            raise Full
+    def _put_typed(self, obj, block, timeout):
+        """QueueCore.put of a typed queue: False when full."""
+        return self._codec.put(self._tx(), obj, block, timeout)
 
-    def put_nowait(self, obj):
-        return self.put(obj, False)
-
-    def get(self, block=True, timeout=None):
-        """Removes and returns the next object. queue.Empty when none came in time;
-        EndOfStream (an EOFError) once the queue is drained and its stream ended (sealed and
-        every producer closed, expected_producers closed, or its one producer closed);
-        ProducerDied when a producer died without closing (after its messages)."""
-        if self._pending:
-            return self._pending.popleft()
-        rx = self._ep.rx or self._rx()
-        v = self._codec.get(rx, block, timeout)
-        if v is _NONE:
-            raise self._nothing(rx)
-        return v
-
-    def get_nowait(self):
-        return self.get(False)
-
-    def _nothing(self, rx):
-        if rx.ended:
-            return EndOfStream(f'get from queue "{self._name}": end of stream (no producer can come any more)')
-        return Empty()
-
-    def put_many(self, objs, block=True, timeout=None):
-        """Puts every object in order (the timeout applies to each put)."""
-        for obj in objs:
-            self.put(obj, block, timeout)
-
-    def get_many(self, max_items, block=True, timeout=None):
-        """Up to max_items objects: waits (like get) for the first, then takes what is
-        already there. At the end of stream returns what it has, or raises EndOfStream."""
-        out = [self.get(block, timeout)]
-        while len(out) < max_items:
-            try:
-                out.append(self.get(False))
-            except (Empty, EndOfStream):
-                break
-        return out
+    def _get_typed(self, block, timeout):
+        """QueueCore.get of a typed queue: None when none came."""
+        return self._codec.get(self._rx(), block, timeout)
 
     def __iter__(self):
         """Yields objects until the end of stream."""
@@ -324,7 +262,7 @@ class Queue:
         rx = self._ep.rx or self._rx()
         slot = rx.peek(block, timeout)
         if slot is None:
-            raise self._nothing(rx)
+            self._nothing()
         return _Peek(slot)
 
     def _stats(self):
@@ -350,6 +288,8 @@ class Queue:
         of stream; a "many" queue also needs seal() or expected_producers) and consumer.
         Idempotent."""
         self._closed = True
+        self._drop_endpoints()
+        self._ready = {}
         self._ep.close()
 
     def join_thread(self):
@@ -369,53 +309,78 @@ class Queue:
         self._handle.mark_broken()
 
     # --- asyncio -----------------------------------------------------------------------------
-    # Helper-thread fallback: the blocking call runs in the loop's default executor in short
-    # timed slices, so a cancelled await stops it; a message it had already taken is kept
-    # for the next get, never lost.
+    # The readiness descriptors of this process's endpoints (Consumer::fd / Producer::fd in
+    # C++) in the running loop's selector: no thread. An empty get_nowait / a full put_nowait
+    # arms the descriptor before its last look, so no wake-up is lost between the try and
+    # the wait; the descriptor is level-style and may be ready spuriously (the retry then
+    # finds nothing and waits again). A cancelled await has taken nothing.
 
     async def get_async(self, timeout=None):
-        if self._pending:
-            return self._pending.popleft()
-        return await self._in_thread(self._get_slices, timeout, keep=True)
+        """get() for asyncio: waits on the queue's readiness descriptor (loop.add_reader).
+        queue.Empty after `timeout` seconds; EndOfStream, ProducerDied as get() raises them."""
+        ready = self._readiness("rx")
+        deadline = None if timeout is None else ready.loop.time() + timeout
+        while True:
+            try:
+                return self.get_nowait()
+            except Empty:
+                pass
+            await ready.wait(deadline, Empty)
 
     async def put_async(self, obj, timeout=None):
-        await self._in_thread(lambda cancel, t: self._put_slices(obj, cancel, t), timeout, keep=False)
-
-    async def _in_thread(self, fn, timeout, keep):
-        cancel = threading.Event()
-        fut = asyncio.get_running_loop().run_in_executor(None, fn, cancel, timeout)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            cancel.set()
-            await asyncio.wait([fut])
-            if keep and not fut.cancelled() and fut.exception() is None and fut.result() is not _NONE:
-                self._pending.append(fut.result())
-            raise
-
-    def _get_slices(self, cancel, timeout):
-        import time
-        end = None if timeout is None else time.monotonic() + timeout
-        while not cancel.is_set():
-            left = 0.05 if end is None else min(0.05, max(0.0, end - time.monotonic()))
+        """put() for asyncio: waits on the queue's readiness descriptor while it is full
+        (loop.add_reader). queue.Full after `timeout` seconds."""
+        ready = self._readiness("tx")
+        deadline = None if timeout is None else ready.loop.time() + timeout
+        while True:
             try:
-                return self.get(True, left)
-            except Empty:
-                if end is not None and time.monotonic() >= end:
-                    raise
-        return _NONE
-
-    def _put_slices(self, obj, cancel, timeout):
-        import time
-        end = None if timeout is None else time.monotonic() + timeout
-        while not cancel.is_set():
-            left = 0.05 if end is None else min(0.05, max(0.0, end - time.monotonic()))
-            try:
-                return self.put(obj, True, left)
+                return self.put_nowait(obj)
             except Full:
-                if end is not None and time.monotonic() >= end:
-                    raise
-        return None
+                pass
+            await ready.wait(deadline, Full)
+
+    def _readiness(self, side):
+        loop = asyncio.get_running_loop()
+        ready = self._ready.get(side)
+        if ready is None or ready.loop is not loop:
+            endpoint = self._tx() if side == "tx" else self._rx()
+            ready = self._ready[side] = _Readiness(loop, endpoint.fd())
+        return ready
+
+
+class _Readiness:
+    """The tasks of one event loop waiting on one readiness descriptor: one reader
+    (loop.add_reader) while any waits; when it fires it is removed and every waiter wakes
+    to retry."""
+
+    def __init__(self, loop, fd):
+        self.loop, self.fd, self.waiters = loop, fd, set()
+
+    async def wait(self, deadline, timed_out):
+        """Until the descriptor is readable; raises timed_out at the loop time `deadline`."""
+        left = None if deadline is None else deadline - self.loop.time()
+        if left is not None and left <= 0:
+            raise timed_out
+        fut = self.loop.create_future()
+        if not self.waiters:
+            self.loop.add_reader(self.fd, self._fire)
+        self.waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, left)
+        except asyncio.TimeoutError:
+            raise timed_out from None
+        finally:
+            if fut in self.waiters:  # timed out or cancelled: it did not fire for us
+                self.waiters.discard(fut)
+                if not self.waiters:
+                    self.loop.remove_reader(self.fd)
+
+    def _fire(self):
+        self.loop.remove_reader(self.fd)
+        waiters, self.waiters = self.waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
 
 def _reopen(name, dtype, cpp_type, maxsize):

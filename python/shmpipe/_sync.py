@@ -214,18 +214,28 @@ class Barrier(_Named):
         return index
 
     def abort(self):
+        """Breaks the barrier: parties waiting now and later (any process) raise Broken (a
+        threading.BrokenBarrierError) until reset()."""
         self._h.abort()
+
+    def reset(self):
+        """Back to the empty state: parties waiting now (any process) raise Broken; later
+        waits use the barrier normally, also after it broke (threading.Barrier.reset)."""
+        self._h.reset()
 
     @property
     def parties(self):
+        """The number of parties that must arrive."""
         return self._h.parties
 
     @property
     def n_waiting(self):
+        """Parties waiting now, in every process (stale as soon as read)."""
         return self._h.n_waiting
 
     @property
     def broken(self):
+        """True after abort() or a timed-out wait, until reset()."""
         return self._h.broken
 
 

@@ -5,6 +5,7 @@
 #include <shmpipe/error.hpp>
 
 #include <array>
+#include <new>
 #include <string_view>
 #include <utility>
 
@@ -58,6 +59,41 @@ std::string_view code_name(const std::error_code& ec) {
 
 }  // namespace
 
+void set_python_error(const Error& e) {
+    const py::object& f = error_factory();
+    if (!f) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+        return;
+    }
+    const int err = e.code().category() == std::generic_category() ? e.code().value() : 0;
+    py::object exc = f(py::str(std::string(code_name(e.code()))), err, py::str(e.what()));
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+}
+
+void set_python_error_from_current() noexcept {
+    try {
+        throw;
+    } catch (py::error_already_set& e) {
+        e.restore();
+    } catch (const py::builtin_exception& e) {
+        e.set_error();
+    } catch (const Error& e) {
+        try {
+            set_python_error(e);
+        } catch (py::error_already_set& f) {  // the factory itself failed
+            f.restore();
+        } catch (...) {
+            PyErr_SetString(PyExc_RuntimeError, e.what());
+        }
+    } catch (const std::bad_alloc&) {
+        PyErr_NoMemory();
+    } catch (const std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (...) {
+        PyErr_SetString(PyExc_RuntimeError, "unknown C++ exception");
+    }
+}
+
 void register_errors(py::module_& m) {
     m.def("set_error_factory", [](py::object f) { error_factory() = std::move(f); },
           "Called once by shmpipe._errors: factory(code_name, errno, message) -> exception");
@@ -65,14 +101,7 @@ void register_errors(py::module_& m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const Error& e) {
-            const py::object& f = error_factory();
-            if (!f) {
-                PyErr_SetString(PyExc_RuntimeError, e.what());
-                return;
-            }
-            const int err = e.code().category() == std::generic_category() ? e.code().value() : 0;
-            py::object exc = f(py::str(std::string(code_name(e.code()))), err, py::str(e.what()));
-            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+            set_python_error(e);
         }
     });
 }

@@ -207,6 +207,7 @@ void register_sync(py::module_& m) {
         .def_static("open", [](const std::string& n) { return Barrier::open(n); })
         .def("wait", &barrier_wait, py::arg("timeout"))
         .def("abort", &Barrier::abort)
+        .def("reset", &Barrier::reset)
         .def_property_readonly("broken", &Barrier::broken)
         .def_property_readonly("parties", &Barrier::parties)
         .def_property_readonly("n_waiting", &Barrier::n_waiting)

@@ -5,6 +5,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -69,6 +70,15 @@ def sync_peer():
 @pytest.fixture
 def bin_dir():
     return _env_path("SHMPIPE_BIN_DIR")
+
+
+def wait_for(predicate, what, timeout=20):
+    """Polls predicate() until true; fails the test naming `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
 
 
 class Children:

@@ -1,5 +1,6 @@
 """Queues across processes: pickled to multiprocessing children under every start method,
 Ctrl-C in a blocked get, and producers killed with SIGKILL on either language's side."""
+import asyncio
 import multiprocessing as mp
 import re
 import signal
@@ -8,6 +9,7 @@ import time
 import pytest
 
 import shmpipe
+from conftest import wait_for
 
 
 def square_all(tasks, results):
@@ -45,14 +47,6 @@ except KeyboardInterrupt:
     sys.exit(0)
 sys.exit(3)
 """
-
-
-def wait_for(predicate, what, timeout=20):
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_ctrl_c_interrupts_a_blocked_get_quickly(unique_name, children):
@@ -104,3 +98,56 @@ def test_a_killed_cpp_producer_is_producer_died_in_python(unique_name, py_peer, 
     assert re.search(rf"\b{producer.pid}\b", str(e.value)), str(e.value)
     assert sut.name in str(e.value)
     sut.close()
+
+
+ASYNC_PRODUCER = """
+import os, signal, sys, shmpipe
+q = shmpipe.Queue.open(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    q.put(i)
+if sys.argv[3] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+q.close()
+"""
+
+
+def gather_async(sut, getters):
+    """Runs `getters` get_async tasks on one loop until the stream ends; what each got."""
+    async def getter(out):
+        while True:
+            try:
+                out.append(await sut.get_async(timeout=60))
+            except shmpipe.EndOfStream:
+                return out
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(getter([]) for _ in range(getters))), 90)
+
+    return asyncio.run(main())
+
+
+def test_get_async_tasks_share_a_stream_from_another_process_until_its_end(unique_name, children):
+    n = 20000
+    sut = shmpipe.Queue(64, name=unique_name("async"), expected_producers=1)
+    producer = children.python(ASYNC_PRODUCER, sut.name, str(n), "close")
+    got = gather_async(sut, 3)  # three tasks wait on one descriptor: each wakes, none is lost
+    rc, out, err = children.finish(producer, "the async test's producer")
+    assert rc == 0, out + err
+    assert sorted(x for part in got for x in part) == list(range(n))
+    for part in got:
+        assert part == sorted(part)  # in order within each task
+
+
+def test_get_async_raises_producer_died_after_a_killed_producers_messages(unique_name, children):
+    sut = shmpipe.Queue(name=unique_name("async-died"))
+
+    async def main():
+        got = []
+        producer = children.python(ASYNC_PRODUCER, sut.name, "5", "die")
+        with pytest.raises(shmpipe.ProducerDied):
+            while True:
+                got.append(await sut.get_async(timeout=30))
+        producer.wait(30)
+        return got
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [0, 1, 2, 3, 4]

@@ -3,6 +3,7 @@ zero-copy peek, threads and asyncio."""
 import asyncio
 import pickle
 import queue
+import struct
 import threading
 import time
 
@@ -276,14 +277,100 @@ def test_get_async_and_put_async_work_in_an_event_loop(sut):
     assert asyncio.run(main()) == {"x": 1}
 
 
-def test_a_cancelled_get_async_loses_no_message(sut):
+def test_a_cancelled_get_async_takes_nothing_and_leaves_no_reader(sut):
     async def main():
         getter = asyncio.ensure_future(sut.get_async())
-        await asyncio.sleep(0.05)
+        cpu = time.process_time()
+        await asyncio.sleep(0.3)
+        assert time.process_time() - cpu < 0.15  # it waits in the selector, it does not spin
         getter.cancel()
-        sut.put("kept")  # may be taken by the cancelled getter's thread: it is kept
         with pytest.raises(asyncio.CancelledError):
             await getter
-        return await asyncio.wait_for(sut.get_async(timeout=5), 10)
+        sut.put("kept")
+        assert not asyncio.get_running_loop().remove_reader(sut._rx().fd())  # the reader went with it
+        return sut.get_nowait()  # the cancelled getter took nothing
 
     assert asyncio.run(main()) == "kept"
+
+
+def test_get_async_and_put_async_time_out_as_get_and_put_do(unique_name):
+    sut = shmpipe.Queue(2, name=unique_name("full"))
+
+    async def main():
+        with pytest.raises(queue.Empty):
+            await sut.get_async(timeout=0.05)
+        await sut.put_async(1)
+        await sut.put_async(2)
+        with pytest.raises(queue.Full):
+            await sut.put_async(3, timeout=0.05)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_put_async_waits_for_room_that_a_getter_makes(unique_name):
+    sut = shmpipe.Queue(2, name=unique_name("full"))
+
+    async def main():
+        await sut.put_async("first")
+        await sut.put_async("second")
+        putter = asyncio.ensure_future(sut.put_async("third"))
+        await asyncio.sleep(0.05)
+        assert not putter.done()  # full
+        assert await sut.get_async() == "first"
+        await asyncio.wait_for(putter, 10)
+        return [await sut.get_async(), await sut.get_async()]
+
+    assert asyncio.run(main()) == ["second", "third"]
+
+
+@pytest.mark.parametrize("arr", [
+    np.arange(5, dtype=np.uint8),
+    np.arange(12, dtype=">i4").reshape(3, 4),
+    np.array(2.5),
+    np.zeros((0, 3), dtype=np.float64),
+    np.array(["ab", "cde"]),
+    np.array(["2026-11-30T14:00"], dtype="datetime64[m]"),
+    np.arange(6, dtype=np.complex64).reshape(2, 3).T,                # not C-contiguous: pickled
+    np.zeros(2, dtype=[("x", "<i4"), ("y", "<f8")]),                  # fields: pickled
+    np.array([{"a": 1}, None], dtype=object),                        # objects: pickled
+])
+def test_numpy_arrays_arrive_with_their_dtype_shape_and_values(sut, arr):
+    sut.put(arr)
+    got = sut.get()
+    assert type(got) is np.ndarray and got.dtype == arr.dtype and got.shape == arr.shape
+    assert got.flags.writeable
+    assert (got == arr).all() if arr.dtype != object else list(got) == list(arr)
+
+
+def test_put_many_and_get_many_accept_keywords_and_mixed_objects(sut):
+    items = [b"raw", 7, np.arange(3), "text", bytearray(b"ba")]
+    sut.put_many(items, block=True, timeout=1)
+    got = sut.get_many(max_items=10, timeout=1)
+    assert got[0] == b"raw" and got[1] == 7 and (got[2] == np.arange(3)).all() and got[3:] == ["text", bytearray(b"ba")]
+    with pytest.raises(TypeError):
+        sut.put(1, True, None, "extra")
+    with pytest.raises(TypeError):
+        sut.get(blok=False)
+
+
+def _array_message(ndim, dtype_text, dims, data):
+    head = struct.pack("<BBH12x", 4, ndim, len(dtype_text)) + b"".join(struct.pack("<Q", d) for d in dims) + dtype_text
+    return head + bytes(-len(head) % 16) + data
+
+
+@pytest.mark.parametrize("message", [
+    _array_message(1, b"<i4", [3], bytes(8)),          # the shape needs 12 bytes, 8 follow
+    _array_message(1, b"|u1", [1 << 62], bytes(16)),   # a shape that would overflow
+    _array_message(40, b"|u1", [1] * 40, bytes(1)),    # more dimensions than numpy has
+    _array_message(1, b"", [1], bytes(1)),             # no dtype
+    b"\x04\x01",                                       # shorter than the header
+    b"\x09payload",                                    # a tag no Python producer writes
+])
+def test_a_malformed_message_is_refused_naming_the_queue(unique_name, message):
+    raw = shmpipe.Queue(name=unique_name("raw"), dtype=bytes)
+    raw.put(message)
+    sut = shmpipe.Queue.open(raw.name)
+    with pytest.raises(shmpipe.TypeMismatch, match=f'get from queue "{raw.name}"'):
+        sut.get(timeout=5)
+    with pytest.raises(queue.Empty):
+        sut.get_nowait()  # the bad message was consumed

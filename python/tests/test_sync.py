@@ -10,6 +10,7 @@ import time
 import pytest
 
 import shmpipe
+from conftest import wait_for
 
 
 def test_lock_excludes_and_works_as_a_context_manager(unique_name):
@@ -202,3 +203,57 @@ def test_ctrl_c_interrupts_a_blocked_acquire(unique_name, children):
         child.send_signal(signal.SIGINT)
         rc, out, err = children.finish(child, "the child to handle SIGINT")
     assert rc == 0 and out == "interrupted\n", out + err
+
+
+# A party in another process: waits at the barrier `rounds` times, printing each outcome.
+BARRIER_PARTY = """
+import sys, threading, shmpipe
+b = shmpipe.Barrier.open(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    try:
+        print("index", b.wait(20), flush=True)
+    except threading.BrokenBarrierError as e:
+        print("broken", type(e).__name__, flush=True)
+"""
+
+
+def test_barrier_parties_and_n_waiting_are_seen_across_processes(unique_name, children):
+    sut = shmpipe.Barrier(3, name=unique_name("barrier"))
+    party = children.python(BARRIER_PARTY, sut.name, "1")
+    wait_for(lambda: sut.n_waiting == 1, "the other process to wait at the barrier")
+    assert sut.parties == 3 and not sut.broken
+    helper = threading.Thread(target=sut.wait, args=(20,))
+    helper.start()
+    wait_for(lambda: sut.n_waiting == 2, "a second party to wait")
+    assert sut.wait(20) in (0, 1, 2)
+    helper.join(20)
+    rc, out, err = children.finish(party, "the barrier party to pass")
+    assert rc == 0 and out.startswith("index "), out + err
+    assert sut.n_waiting == 0
+
+
+def test_abort_breaks_a_wait_in_another_process_until_reset(unique_name, children):
+    sut = shmpipe.Barrier(2, name=unique_name("barrier"))
+    party = children.python(BARRIER_PARTY, sut.name, "1")
+    wait_for(lambda: sut.n_waiting == 1, "the other process to wait at the barrier")
+    sut.abort()
+    rc, out, err = children.finish(party, "the aborted party")
+    assert rc == 0 and out == "broken Broken\n", out + err
+    assert sut.broken
+    with pytest.raises(threading.BrokenBarrierError):
+        sut.wait(1)  # stays broken
+    sut.reset()
+    assert not sut.broken and sut.n_waiting == 0
+
+
+def test_reset_breaks_the_waiting_parties_and_the_barrier_is_usable_again(unique_name, children):
+    sut = shmpipe.Barrier(2, name=unique_name("barrier"))
+    party = children.python(BARRIER_PARTY, sut.name, "2")  # first wait is reset, the second meets us
+    wait_for(lambda: sut.n_waiting == 1, "the other process to wait at the barrier")
+    sut.reset()
+    assert party.stdout.readline() == "broken Broken\n"
+    assert not sut.broken
+    wait_for(lambda: sut.n_waiting == 1, "the other process to wait again after the reset")
+    index = sut.wait(20)
+    rc, out, err = children.finish(party, "the party's second wait")
+    assert rc == 0 and index in (0, 1) and out == f"index {1 - index}\n", out + err

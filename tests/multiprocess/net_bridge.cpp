@@ -5,6 +5,7 @@
 #include "queue_catch.hpp"
 #include "queue_testing.hpp"
 #include "test_catch.hpp"
+#include "netns_testing.hpp"
 #include "test_support.hpp"
 
 #include <shmpipe/queue.hpp>
@@ -292,64 +293,15 @@ TEST_CASE("A sender killed mid-run: the receiver reports producer_died naming it
     CHECK(t.error.find("broken") != std::string::npos);
 }
 
-namespace {
-
-// Two network namespaces joined by a veth pair, made by the test and removed by the
-// destructor (deleting a namespace deletes its end of the pair). Addresses 198.18.0.1 and
-// .2 (a benchmarking range) exist only inside them. Needs root and iproute2.
-class NetnsPair {
-public:
-    NetnsPair() {
-        const std::string tag = std::to_string(::getpid() % 100000);
-        a_ = "shmpipe-t-" + tag + "-a";
-        b_ = "shmpipe-t-" + tag + "-b";
-        veth_b_ = "shpb" + tag;
-        ok_ = ip({"netns", "add", a_}) && ip({"netns", "add", b_}) &&
-              ip({"link", "add", "shpa" + tag, "netns", a_, "type", "veth", "peer", "name", veth_b_, "netns", b_}) &&
-              ip({"-n", a_, "addr", "add", "198.18.0.1/24", "dev", "shpa" + tag}) &&
-              ip({"-n", b_, "addr", "add", "198.18.0.2/24", "dev", veth_b_}) &&
-              ip({"-n", a_, "link", "set", "shpa" + tag, "up"}) && ip({"-n", b_, "link", "set", veth_b_, "up"}) &&
-              ip({"-n", a_, "link", "set", "lo", "up"}) && ip({"-n", b_, "link", "set", "lo", "up"});
-    }
-    ~NetnsPair() {
-        ip({"netns", "del", a_});
-        ip({"netns", "del", b_});
-    }
-    NetnsPair(const NetnsPair&) = delete;
-    NetnsPair& operator=(const NetnsPair&) = delete;
-    bool ok() const noexcept { return ok_; }
-    const std::string& a() const noexcept { return a_; }
-    const std::string& b() const noexcept { return b_; }
-    bool link_down() { return ip({"-n", b_, "link", "set", veth_b_, "down"}); }
-    std::string error;
-
-private:
-    bool ip(const std::vector<std::string>& args) {
-        const auto r = test::run_program("/bin/ip", args, 10s);
-        if (r.exit_code != 0 && error.empty()) error = "ip " + args[0] + " ... failed: " + r.err;
-        return r.exit_code == 0;
-    }
-    std::string a_, b_, veth_b_;
-    bool ok_ = false;
-};
-
-// Why namespace tests cannot run here, or empty.
-std::string netns_unavailable() {
-    if (::geteuid() != 0) return "not root";
-    if (::access("/bin/ip", X_OK) != 0) return "no /bin/ip (iproute2)";
-    return {};
-}
-
-}  // namespace
 
 TEST_CASE("Across two network namespaces the bridge delivers everything, and a link set down mid-run is an error "
           "naming the host on both sides",
           "[multiprocess][net][netns]") {
-    if (const auto why = netns_unavailable(); !why.empty()) {
+    if (const auto why = test::netns_unavailable(); !why.empty()) {
         WARN("SKIPPED: network namespace test needs root and iproute2: " << why);
         return;
     }
-    NetnsPair ns;
+    test::NetnsPair ns;
     INFO(ns.error);
     REQUIRE(ns.ok());
     const std::string src = test::unique_name("nnsrc"), dst = test::unique_name("nndst");

@@ -4,7 +4,9 @@
 #     package, shmpipe.pc, both tools, their man pages and bash completions, the example spec;
 #   - a consumer project (tests/packaging/consumer) built with find_package(shmpipe 0.2),
 #     and the same program built with pkg-config, both run;
-#   - the installed tools: --version, and the example spec run by the installed launcher.
+#   - the installed tools: --version, and the example spec run by the installed launcher;
+#   - the Python package (when the build has the module): imported from the install folder
+#     by the system python3, with a queue round trip between two processes.
 # Usage: install_consumers.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1 source=$2
@@ -79,3 +81,16 @@ got=$(cd "$prefix/share/shmpipe/examples" && bash -c 'source "$1"; COMP_WORDS=(p
       _pipeline_launch; echo "${COMPREPLY[*]}"' _ "$prefix/share/bash-completion/completions/pipeline-launch")
 [ "$got" = "unix_pipeline.toml" ] || fail "pipeline-launch completion of 'unix' gave '$got'"
 echo "man pages and bash completions installed and working"
+
+# The Python package, in the lib/python3.X/dist-packages folder the system python3 searches
+# for /usr and /usr/local (here under the temporary prefix, so PYTHONPATH points at it).
+if ls "$build"/python/shmpipe/_native*.so >/dev/null 2>&1; then
+  site=$(cd "$prefix" && ls -d lib/python3*/dist-packages 2>/dev/null | head -1)
+  if [ -z "$site" ] || [ ! -s "$prefix/$site/shmpipe/__init__.py" ] || ! ls "$prefix/$site"/shmpipe/_native*.so >/dev/null; then
+    fail "the shmpipe Python package is not installed under $prefix/lib/python3*/dist-packages"
+  fi
+  python=/usr/bin/python3
+  [ -x "$python" ] || python=python3
+  (cd "$work" && PYTHONPATH="$prefix/$site" "$python" "$source/tests/packaging/python_round_trip.py" "$prefix/$site") \
+    || fail "the installed Python package failed its round trip"
+fi

@@ -41,6 +41,8 @@ std::vector<std::vector<std::byte>> valid_frames() {
     all.push_back(f);
     encode_refuse(f, "not this edge");
     all.push_back(f);
+    encode_status(f, "host-b", "run-7", 3, "worker.0@b: exited with code 3");
+    all.push_back(f);
     all.push_back(data_frame(3, {"a", "", "hello world", std::string(300, 'x')}));
     return all;
 }
@@ -50,6 +52,14 @@ std::vector<std::vector<std::byte>> valid_frames() {
 TEST_CASE("Every frame type decodes to what was encoded", "[unit][net]") {
     Frame sut;
     std::vector<std::byte> f;
+
+    encode_status(f, "host-b", "run-7", 3, "worker.0@b: exited with code 3");
+    REQUIRE(decode_frame(f, sut, 1024, 16).ok);
+    CHECK(sut.type == FrameType::status);
+    CHECK(sut.host == "host-b");
+    CHECK(sut.run == "run-7");
+    CHECK(sut.state == 3);
+    CHECK(sut.reason == "worker.0@b: exited with code 3");
 
     encode_hello(f, 42, "host-a", "edge.one");
     REQUIRE(decode_frame(f, sut, 1024, 16).ok);

@@ -1,6 +1,7 @@
 // pipeline-launch SPEC.toml: run a producer/consumer process graph from a TOML spec.
 // Parses arguments, calls shmpipe::Graph, turns the outcome into an exit code.
 #include "cli_util.hpp"
+#include "host_run.hpp"
 #include "run_metrics.hpp"
 
 #include <shmpipe/graph.hpp>
@@ -23,15 +24,20 @@ namespace {
 constexpr std::string_view kTool = "pipeline-launch";
 
 std::atomic<shmpipe::Graph*> g_graph{nullptr};
+std::atomic<pipeline_launch::HostRun*> g_host_run{nullptr};  // set only with --host
 static_assert(std::atomic<shmpipe::Graph*>::is_always_lock_free);
+static_assert(std::atomic<pipeline_launch::HostRun*>::is_always_lock_free);
 
 extern "C" void on_signal(int sig) {
     shmpipe::Graph* g = g_graph.load();
     if (g == nullptr) return;
+    pipeline_launch::HostRun* h = g_host_run.load();
     if (sig == SIGINT) {
         g->interrupt(sig);  // 1 drain, 2 terminate, 3 kill
+        if (h != nullptr) h->note_interrupt();
     } else {
         g->terminate(sig);
+        if (h != nullptr) h->note_terminate();
     }
 }
 
@@ -83,7 +89,15 @@ int main(int argc, char** argv) {
         ->group("Spec");
     app.add_option("--name", name, "Override [pipeline] name (the prefix of every object the run creates)")
         ->group("Spec");
-    app.add_option("--run-id", run_id, "Run id in object names (default: <pid>-<random>)")->group("Spec");
+    app.add_option("--run-id", run_id,
+                   "Run id in object names (default: <pid>-<random>); with hosts, every launcher of one run "
+                   "gives the same one")
+        ->group("Spec");
+    std::string host;
+    app.add_option("--host", host,
+                   "Run the part of a spec with [[host]] tables placed on host NAME (required then); the "
+                   "launchers of the other hosts run theirs")
+        ->group("Spec");
     app.add_option("--log-dir", log_dir, "Also write each stage's output to DIR/<stage>.<replica>.log")
         ->check(CLI::ExistingDirectory)
         ->group("Output");
@@ -108,9 +122,24 @@ int main(int argc, char** argv) {
             spec.name = name;
             shmpipe::validate_spec(spec, so);
         }
+        if (!host.empty() && !spec.multi_host()) {
+            throw shmpipe::cli::UsageError("--host " + host + " given, but " + spec_path +
+                                           " declares no [[host]] (run it without --host)");
+        }
+        if (!host.empty() && spec.find_host(host) == nullptr) {
+            std::string names;
+            for (const auto& h : spec.hosts) names += (names.empty() ? "" : ", ") + h.name;
+            throw shmpipe::cli::UsageError("unknown host \"" + host + "\" (" + spec_path + " declares " + names + ")");
+        }
         if (check) {
             std::cout << shmpipe::describe_spec(spec) << "spec OK" << std::endl;
             return shmpipe::cli::kExitOk;
+        }
+        if (spec.multi_host() && host.empty()) {
+            std::string names;
+            for (const auto& h : spec.hosts) names += (names.empty() ? "" : ", ") + h.name;
+            throw shmpipe::cli::UsageError(spec_path + " places stages on hosts " + names +
+                                           ": say which one this is with --host NAME");
         }
 
         shmpipe::GraphOptions go;
@@ -119,16 +148,35 @@ int main(int argc, char** argv) {
         go.status_line = !no_status && (force_status || ::isatty(2) == 1);
         go.report_prefix = std::string(kTool);
         go.spec_options = so;
+        go.host = host;
         std::optional<pipeline_launch::RunMetrics> metrics;  // bound before anything starts
         if (!metrics_listen.empty()) metrics.emplace(metrics_listen);
+        // With hosts: the link to the other launchers binds before anything starts, too.
+        std::optional<pipeline_launch::HostRun> host_run;
+        if (spec.multi_host()) host_run.emplace(spec, host, run_id.empty() ? spec.name : run_id);
         shmpipe::Graph graph(std::move(spec), go);
         struct Registered {
-            explicit Registered(shmpipe::Graph* g) { g_graph.store(g); }
-            ~Registered() { g_graph.store(nullptr); }
-        } registered(&graph);
+            Registered(shmpipe::Graph* g, pipeline_launch::HostRun* h) {
+                g_host_run.store(h);
+                g_graph.store(g);
+            }
+            ~Registered() {
+                g_graph.store(nullptr);
+                g_host_run.store(nullptr);
+            }
+        } registered(&graph, host_run ? &*host_run : nullptr);
         install_handlers();
         graph.start();
-        const shmpipe::GraphResult result = metrics ? metrics->join(graph) : graph.join();
+        shmpipe::GraphResult result;
+        if (host_run) {
+            host_run->start_bridges(graph);
+            if (metrics) metrics->set_extra([&](shmpipe::metrics::TextWriter& out) { host_run->write_metrics(out); });
+            result = host_run->join(graph, [&] {
+                if (metrics) metrics->serve(graph);
+            });
+        } else {
+            result = metrics ? metrics->join(graph) : graph.join();
+        }
 
         if (!quiet) std::cerr << kTool << ": " << result.summary() << std::flush;
         if (!summary_json.empty()) {

@@ -26,12 +26,20 @@ namespace metrics = shmpipe::metrics;
 struct RunMetrics::Impl {
     std::unique_ptr<metrics::HttpServer> server;
     const shmpipe::Graph* graph = nullptr;  // set while join() runs
+    std::function<void(metrics::TextWriter&)> extra;
 };
 
 RunMetrics::RunMetrics(const std::string& listen) : impl_(std::make_unique<Impl>()) {
     const auto address = metrics::parse_listen_address(listen);
     impl_->server = std::make_unique<metrics::HttpServer>(address, [this] {
-        return impl_->graph != nullptr ? render(*impl_->graph) : std::string();
+        if (impl_->graph == nullptr) return std::string();
+        std::string text = render(*impl_->graph);
+        if (impl_->extra) {
+            metrics::TextWriter more;
+            impl_->extra(more);
+            text += more.text();
+        }
+        return text;
     });
     if (!address.loopback) {
         shmpipe::cli::print_warning("pipeline-launch", "serving metrics on " + listen +
@@ -42,12 +50,20 @@ RunMetrics::RunMetrics(const std::string& listen) : impl_(std::make_unique<Impl>
 
 RunMetrics::~RunMetrics() = default;
 
+void RunMetrics::set_extra(std::function<void(metrics::TextWriter&)> extra) { impl_->extra = std::move(extra); }
+
 shmpipe::GraphResult RunMetrics::join(shmpipe::Graph& graph) {
     impl_->graph = &graph;
     // Supervision and scrapes take turns: a scrape waits at most one supervision slice.
     while (!graph.join_for(std::chrono::milliseconds(20))) impl_->server->poll(std::chrono::milliseconds(0));
     impl_->graph = nullptr;
     return graph.join();
+}
+
+void RunMetrics::serve(const shmpipe::Graph& graph) {
+    impl_->graph = &graph;
+    impl_->server->poll(std::chrono::milliseconds(0));
+    impl_->graph = nullptr;
 }
 
 std::string RunMetrics::render(const shmpipe::Graph& graph) {
@@ -92,7 +108,7 @@ std::string RunMetrics::render(const shmpipe::Graph& graph) {
         try {
             object = graph.queue_object(q.name);
         } catch (const shmpipe::Error&) {
-            continue;  // a pipe edge has no object; the run's summary counts its lines
+            continue;  // a pipe edge, or a queue of other hosts only: no object here
         }
         if (auto info = shmpipe::inspect_object(object, io)) infos.push_back(std::move(*info));
     }

@@ -3,8 +3,11 @@
 // the pipeline's name); per stage, replicas by state, restarts, failures and exit codes.
 #pragma once
 
+#include "metrics_text.hpp"
+
 #include <shmpipe/graph.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,9 +24,13 @@ public:
 
     // Supervises `graph` (started) to its end, answering scrapes in between; returns join().
     shmpipe::GraphResult join(shmpipe::Graph& graph);
+    // Answers the scrapes waiting now, from `graph` (for callers with their own supervision loop).
+    void serve(const shmpipe::Graph& graph);
 
-    // The metrics text of `graph` now (what a scrape returns).
+    // The metrics text of `graph` now (what a scrape returns, without the extra families).
     static std::string render(const shmpipe::Graph& graph);
+    // More families written into each scrape after the graph's (the bridges of a multi-host run).
+    void set_extra(std::function<void(shmpipe::metrics::TextWriter&)> extra);
 
 private:
     struct Impl;

@@ -7,10 +7,14 @@
 //
 // Both are cheap handles on one shared state; copies see the same result. Blocking calls
 // (get, result, wait) may be made from any thread; ready/successful/done never block.
-// Callbacks run on the pool's collector thread (or at once, in the registering thread,
-// when the task is already finished). They may submit new tasks (a submit there never
-// waits for room: the pool keeps the task until the queue has room), but must not block
-// on other results of the pool: results reach them through that same thread.
+// A process pool's results are taken from its results queue by the thread that waits for
+// one (get, result, wait, map, imap, as_completed and wait() over one pool's futures), which
+// completes the other callers' tasks as it goes (leader/follower); when no thread waits,
+// the pool's collector thread takes them. Callbacks run on whichever of these threads
+// completes the task (or at once, in the registering thread, when the task is already
+// finished). They may submit new tasks (a submit there never waits for room: the pool
+// keeps the task until the queue has room), and should not block for long: other callers'
+// results wait behind them.
 // A task that raised in a worker throws shmpipe::RemoteError from get()/result(); a task
 // whose worker died throws Error(errc::worker_died); a cancelled one Error(errc::cancelled).
 // The same types serve ThreadPool tasks and Promise (thread_pool.hpp, promise.hpp), whose
@@ -41,8 +45,25 @@ namespace detail {
 
 enum class TaskStatus { pending, ok, failed, cancelled };
 
-// The state one task's handles share. A process pool completes it from its collector thread
-// with an encoded payload; a thread pool or a Promise with the result object itself (value).
+// Where a process pool's task completions come from when a thread waits for one: the
+// waiting thread drains the pool's results queue itself (see pipeline/src/pool_core.hpp).
+class CompletionDriver {
+public:
+    // Until done() holds or the deadline passes (time_point::max(): none); returns done().
+    // done() only looks at the state it reads (it locks that state's own mutex, nothing else).
+    virtual bool drive_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) = 0;
+    // A listener was added to a pending task: its completion must come even if no thread waits.
+    virtual void watch() noexcept = 0;
+    // A task finished (its listeners ran); `watched`: watch() was called for it.
+    virtual void completed(bool watched) noexcept = 0;
+
+protected:
+    ~CompletionDriver() = default;
+};
+
+// The state one task's handles share. A process pool completes it with an encoded payload
+// (on the thread that drains its results); a thread pool or a Promise with the result
+// object itself (value).
 struct TaskState {
     std::uint64_t id = 0;
     std::string what;  // for messages: "task 12 (square)"
@@ -57,6 +78,15 @@ struct TaskState {
     std::function<bool(std::uint64_t)> may_cancel;
     // Set by the pool: true while a worker executes the task (taken, result not yet sent).
     std::function<bool(std::uint64_t)> is_running;
+    // Set by a process pool before the state is shared: waiting drives it (never changed after).
+    std::weak_ptr<CompletionDriver> driver;
+    bool watched = false;  // a listener was added while pending (under m)
+    // Set by a process pool's map while it waits (under m): an ok result of exactly
+    // sink_size bytes (flat, trivially copyable elements) is copied straight there by the
+    // thread that takes it from the queue (in_sink), not into payload.
+    std::byte* sink = nullptr;
+    std::size_t sink_size = 0;
+    bool in_sink = false;
 
     bool finished() const {
         std::lock_guard lock(m);
@@ -65,6 +95,7 @@ struct TaskState {
     // First completion wins; later ones are ignored. Returns whether this call completed it.
     bool complete(TaskStatus s, Bytes result, std::exception_ptr e, std::shared_ptr<void> v = nullptr) {
         std::vector<std::function<void()>> run;
+        bool was = false;
         {
             std::lock_guard lock(m);
             if (status != TaskStatus::pending) return false;
@@ -73,37 +104,52 @@ struct TaskState {
             value = std::move(v);
             error = std::move(e);
             run.swap(listeners);
+            was = watched;
         }
         cv.notify_all();
         for (auto& f : run) {
             try {
                 f();
-            } catch (...) {  // a callback's exception must not kill the collector
+            } catch (...) {  // a callback's exception must not kill the thread that completes
             }
         }
+        if (auto d = driver.lock()) d->completed(was);  // wakes the threads waiting on the driver
         return true;
     }
     void add_listener(std::function<void()> f) {
+        bool first = false;
+        bool queued = false;
         {
             std::lock_guard lock(m);
             if (status == TaskStatus::pending) {
                 listeners.push_back(std::move(f));
-                return;
+                queued = true;
+                first = !std::exchange(watched, true);
             }
+        }
+        if (queued) {  // the completing thread runs it
+            if (first) {
+                if (auto d = driver.lock()) d->watch();
+            }
+            return;
         }
         f();
     }
-    void wait() const {
-        std::unique_lock lock(m);
-        cv.wait(lock, [&] { return status != TaskStatus::pending; });
-    }
+    void wait() const { wait_until(std::chrono::steady_clock::time_point::max()); }
     bool wait_for(std::chrono::nanoseconds d) const {
+        // "forever": no deadline arithmetic
+        return wait_until(d == std::chrono::nanoseconds::max() ? std::chrono::steady_clock::time_point::max()
+                                                               : deadline_in(d));
+    }
+    bool wait_until(std::chrono::steady_clock::time_point deadline) const {
+        if (finished()) return true;
+        if (auto d = driver.lock()) return d->drive_until([this] { return finished(); }, deadline);
         std::unique_lock lock(m);
-        if (d == std::chrono::nanoseconds::max()) {  // "forever": no deadline arithmetic
+        if (deadline == std::chrono::steady_clock::time_point::max()) {
             cv.wait(lock, [&] { return status != TaskStatus::pending; });
             return true;
         }
-        return cv.wait_until(lock, deadline_in(d), [&] { return status != TaskStatus::pending; });
+        return cv.wait_until(lock, deadline, [&] { return status != TaskStatus::pending; });
     }
     // Neither finished nor queued: a worker executes it now.
     bool running() const {
@@ -241,7 +287,8 @@ public:
     }
     // Cancels a task no worker has taken yet; false when it runs or has finished.
     bool cancel() { return state_->cancel(); }
-    // cb(const Future<R>&) once finished: on the collector thread, or now when already done.
+    // cb(const Future<R>&) once finished: on the thread that completes the task (for a
+    // process pool, the thread that took its result), or now when already done.
     template <class F>
     void add_done_callback(F cb) {
         state_->add_listener([self = *this, cb = std::move(cb)]() mutable { cb(self); });
@@ -260,7 +307,9 @@ private:
 
 namespace detail {
 
-// Collects completions of a set of tasks in the order they finish.
+// Collects completions of a set of tasks in the order they finish. With a driver (every
+// task from the same process pool), a thread waiting for the next one drains that pool's
+// results itself.
 class CompletionQueue {
 public:
     void push(std::size_t index) {
@@ -272,17 +321,39 @@ public:
     }
     // Next finished index; nullopt when none finished before the deadline.
     std::optional<std::size_t> pop_until(std::chrono::steady_clock::time_point deadline) {
+        if (auto d = driver_.lock()) {
+            d->drive_until([this] {
+                std::lock_guard lock(m_);
+                return !done_.empty();
+            }, deadline);
+        }
         std::unique_lock lock(m_);
         if (!cv_.wait_until(lock, deadline, [&] { return !done_.empty(); })) return std::nullopt;
         const std::size_t i = done_.front();
         done_.pop_front();
         return i;
     }
+    // Call for every task before adding its listener: when all share one driver, waiting
+    // drives it; a task without one (a thread pool's) or from another pool turns that off.
+    void drive_with(const TaskState& s) {
+        if (mixed_) return;
+        auto d = s.driver.lock();
+        if (d && (!seen_ || d == driver_.lock())) {
+            driver_ = d;
+        } else {
+            mixed_ = true;
+            driver_.reset();
+        }
+        seen_ = true;
+    }
 
 private:
     std::mutex m_;
     std::condition_variable cv_;
     std::deque<std::size_t> done_;
+    std::weak_ptr<CompletionDriver> driver_;  // set before the queue is shared
+    bool seen_ = false;
+    bool mixed_ = false;
 };
 
 }  // namespace detail
@@ -296,6 +367,7 @@ public:
     AsCompleted(std::vector<Future<R>> futures, std::optional<std::chrono::nanoseconds> timeout)
         : futures_(std::move(futures)), queue_(std::make_shared<detail::CompletionQueue>()) {
         deadline_ = timeout ? detail::deadline_in(*timeout) : std::chrono::steady_clock::time_point::max();
+        for (const auto& f : futures_) queue_->drive_with(*f.state());
         for (std::size_t i = 0; i < futures_.size(); ++i) {
             futures_[i].state()->add_listener([q = queue_, i] { q->push(i); });
         }
@@ -370,6 +442,7 @@ template <class R>
 DoneAndNotDone<R> wait(const std::vector<Future<R>>& futures, ReturnWhen when = ReturnWhen::all_completed,
                        std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
     auto queue = std::make_shared<detail::CompletionQueue>();
+    for (const auto& f : futures) queue->drive_with(*f.state());
     for (std::size_t i = 0; i < futures.size(); ++i) futures[i].state()->add_listener([queue, i] { queue->push(i); });
     const auto deadline = timeout ? detail::deadline_in(*timeout) : std::chrono::steady_clock::time_point::max();
     std::vector<bool> finished(futures.size(), false);

@@ -16,6 +16,8 @@
 // it, then starts the stages consumers first (reverse topological order), each replica a
 // shmpipe::Process in its own process group with a parent-death signal. The guardian comes
 // first, so a launcher killed at any point of start() leaves nothing behind.
+// With [[host]] placement (GraphOptions::host) only that host's stages start and only the
+// queues with an end on it are created; see GraphOptions::host for bridged queues.
 //
 // Adapters (ordinary programs as stages) run as threads inside this process, with SIGPIPE
 // blocked (a program that stops reading is an EPIPE, never a signal to this process): a stage with
@@ -106,7 +108,7 @@ struct StageContext {
 using StageFunction = std::function<int(const StageContext&)>;
 
 struct GraphOptions {
-    std::string run_id;                // empty: "<pid>-<random>"
+    std::string run_id;                // empty: "<pid>-<random>"; with a host, "-<host>" is appended
     std::string log_dir;               // non-empty: also write <stage>.<replica>.log there
     int out_fd = 1;                    // prefixed stdout lines of the stages
     int err_fd = 2;                    // prefixed stderr lines, reports, status line
@@ -114,6 +116,12 @@ struct GraphOptions {
     std::string report_prefix = "graph";  // reports read "<prefix>: stage ..."
     SpecOptions spec_options;          // how programs are found
     std::chrono::milliseconds status_interval{500};
+    // Placement: the [[host]] whose part of the spec this process runs (required when the spec
+    // declares hosts, refused when it does not). Only that host's stages start; a queue with
+    // an end here is created here, and a bridged queue counts its bridge as that end (one
+    // consumer on the writing host, one producer per writing host on the reading host): the
+    // caller runs the shmpipe::net bridges on queue_object() (pipeline-launch does).
+    std::string host;
 };
 
 enum class GraphEnding {
@@ -148,6 +156,15 @@ struct QueueResult {
     bool broken = false;
 };
 
+// One bridged queue on this host (filled by whoever ran the bridge: pipeline-launch).
+struct BridgeResult {
+    std::string queue;                 // logical name
+    bool outgoing = false;             // true: sent from this host; false: received here
+    std::vector<std::string> peers;    // the hosts at the other end
+    std::uint64_t messages = 0, bytes = 0, resent = 0, lost = 0;
+    std::string error;                 // why it stopped early, empty when it completed
+};
+
 struct GraphResult {
     GraphEnding ending = GraphEnding::completed;
     // Every stage succeeded and nothing was lost (or the spec accepts loss: on_loss = "warn").
@@ -161,6 +178,8 @@ struct GraphResult {
     double seconds = 0;
     std::vector<ReplicaResult> replicas;
     std::vector<QueueResult> queues;
+    std::string host;                  // GraphOptions::host ("" on one machine)
+    std::vector<BridgeResult> bridges; // bridged edges of this host
     std::string to_json() const;
     std::string summary() const;       // human-readable table
 };
@@ -184,6 +203,9 @@ struct GraphStatus {
     double seconds = 0;
     std::vector<Queue> queues;
     std::vector<Stage> stages;
+    std::string failure;               // the first failure, as GraphResult::failure ("" none yet)
+    std::string failed_replica;        // its "stage.replica"
+    bool fail_fast = false;            // that failure made fail-fast stop the graph
     std::string to_line(std::size_t width) const;
 };
 
@@ -200,6 +222,9 @@ public:
     Graph& queue(QueueSpec q);
     Graph& stage(StageSpec s);
     Graph& stage(std::string name, StageFunction fn, StageSpec options = {});
+    // Placement: a [[host]] of the graph; stages then name theirs (StageSpec::host), and
+    // GraphOptions::host says which part this process runs.
+    Graph& host(HostSpec h);
 
     // Validates, creates the queues, starts every stage. Throws Error(spec_error) for a bad
     // graph, Error from Queue::create, Error(spawn_failed) naming the stage; on a throw,

@@ -22,9 +22,13 @@
 // function there; a typed trampoline decodes, calls and encodes.
 //
 // Queues: "shmpipe.pool-<pid>-<n>-tasks" (MPMC, parent -> workers) and "...-results"
-// (workers -> parent), created by the pool and removed when it ends. A background thread in
-// the parent (the collector) takes results, completes futures, runs callbacks, watches the
-// workers and replaces the ones that die.
+// (workers -> parent), created by the pool and removed when it ends. A thread that waits for
+// a result (get, result, wait, map, imap, as_completed, wait()) takes results from the
+// queue itself and completes the other callers' futures as it goes (one waiting thread at a
+// time; the others wait for it); when no thread waits, a background thread in the parent
+// (the collector) takes them. The collector also watches the workers and replaces the ones
+// that die. One idle worker at a time waits on the task queue; the others sleep until a
+// task is queued for them.
 //
 // Failure handling:
 //   - an exception in a task reaches the caller as shmpipe::RemoteError (type name, what());
@@ -41,7 +45,8 @@
 // Submitting blocks only while the task queue is full, and never blocks close(),
 // terminate() or other submitters meanwhile (a submit waiting for room when the pool is
 // closed or terminated throws invalid_state). A task submitted from a done-callback (on the
-// collector thread) never waits: it is queued in the parent until there is room.
+// thread that took the result, see future.hpp) never waits: it is queued in the parent
+// until there is room.
 //
 // Destroying a Pool that was not joined terminates it (like leaving `with Pool()` in
 // Python): unfinished tasks fail with errc::cancelled and nothing waits on a stuck task.
@@ -98,12 +103,6 @@ class Pool;
 namespace detail {
 
 class PoolCore;
-
-// Submits one encoded task; returns its state. Defined in pool.cpp.
-std::shared_ptr<TaskState> pool_submit(PoolCore& core, Trampoline t, std::uint64_t fn,
-                                       std::span<const std::byte> args, const char* kind);
-std::size_t pool_max_payload(const PoolCore& core) noexcept;
-unsigned pool_size(const PoolCore& core) noexcept;
 
 template <class R>
 void append_chunk(std::vector<R>& out, const std::shared_ptr<TaskState>& s) {
@@ -178,7 +177,10 @@ private:
             }
             const std::size_t slot = next_slot_++;
             in_flight_.emplace_back(slot, s);
-            if (!ordered_) s->add_listener([q = done_queue_, slot] { q->push(slot); });
+            if (!ordered_) {
+                done_queue_->drive_with(*s);
+                s->add_listener([q = done_queue_, slot] { q->push(slot); });
+            }
         }
     }
     std::optional<R> next_until(std::chrono::steady_clock::time_point deadline) {
@@ -224,8 +226,9 @@ private:
 // cannot be taken for a task argument (a tuple argument stays an argument):
 //   pool.apply_async(square, 7, shmpipe::callback([](int r) { ... }),
 //                    shmpipe::error_callback([](std::exception_ptr e) { ... }));
-// Either, both or none, after the task's arguments. They run on the pool's collector
-// thread (see future.hpp): keep them short; an exception they throw is dropped.
+// Either, both or none, after the task's arguments. They run on the thread that takes the
+// result from the results queue: a thread waiting on the same pool (get, map, ...) or the
+// pool's collector thread (see future.hpp). Keep them short; an exception they throw is dropped.
 template <class F>
 struct Callback {
     F fn;
@@ -406,7 +409,7 @@ protected:
         typename T::args packed{std::forward<A>(args)...};
         Bytes& buf = scratch();
         encode_args(packed, buf);
-        return pool_submit(*core_, &call_one<Fp>, fn_bits(+f), buf, kind);
+        return submit_task(&call_one<Fp>, fn_bits(+f), buf, kind);
     }
 
     template <bool Star, class F, class Range>
@@ -422,9 +425,9 @@ protected:
             const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(std::to_address(first)),
                                                    count * sizeof(Elem));
             if constexpr (Star) {
-                return pool_submit(*core_, &call_star_chunk<Fp>, fn_bits(+f), bytes, "starmap");
+                return submit_task(&call_star_chunk<Fp>, fn_bits(+f), bytes, "starmap");
             } else {
-                return pool_submit(*core_, &call_chunk<Fp>, fn_bits(+f), bytes, "map");
+                return submit_task(&call_chunk<Fp>, fn_bits(+f), bytes, "map");
             }
         }
         std::vector<Elem> part;
@@ -433,9 +436,9 @@ protected:
         Bytes& buf = scratch();
         encode_into(part, buf);
         if constexpr (Star) {
-            return pool_submit(*core_, &call_star_chunk<Fp>, fn_bits(+f), buf, "starmap");
+            return submit_task(&call_star_chunk<Fp>, fn_bits(+f), buf, "starmap");
         } else {
-            return pool_submit(*core_, &call_chunk<Fp>, fn_bits(+f), buf, "map");
+            return submit_task(&call_chunk<Fp>, fn_bits(+f), buf, "map");
         }
     }
 
@@ -446,14 +449,14 @@ protected:
         using Elem = std::conditional_t<Star, typename T::args, std::tuple_element_t<0, typename T::args>>;
         const auto n = static_cast<std::size_t>(std::size(xs));
         if (chunksize != 0 || n == 0) return std::max<std::size_t>(chunksize, 1);
-        const std::size_t workers = pool_size(*core_);
+        const std::size_t workers = pool_size();
         std::size_t c = (n + 4 * workers - 1) / (4 * workers);
         // Keep a chunk (and its results) inside one message, judging by the first element.
         const Elem first(*std::begin(xs));
         std::size_t per = Codec<Elem>::size(first) + (std::is_trivially_copyable_v<Elem> ? 0 : 4);
         if constexpr (!std::is_void_v<R> && std::is_trivially_copyable_v<R>) per = std::max(per, sizeof(R));
         per = std::max<std::size_t>(per * 2, 1);  // headroom for elements larger than the first
-        const std::size_t cap = std::max<std::size_t>(pool_max_payload(*core_) / per, 1);
+        const std::size_t cap = std::max<std::size_t>(max_payload() / per, 1);
         return std::clamp<std::size_t>(c, 1, cap);
     }
 
@@ -473,10 +476,61 @@ protected:
     }
 
     // Every chunk's results in input order; waits for each chunk until `deadline` (then
-    // cancels what no worker took and throws Error(errc::timeout)).
+    // cancels what no worker took and throws Error(errc::timeout)). `per_chunk`: elements
+    // per chunk (the last may have fewer).
     template <class R>
     static auto collect_chunks(std::vector<std::shared_ptr<TaskState>>& chunks, std::size_t expected,
-                               std::chrono::steady_clock::time_point deadline, const char* what) {
+                               std::size_t per_chunk, std::chrono::steady_clock::time_point deadline,
+                               const char* what) {
+        if constexpr (!std::is_void_v<R> && std::is_trivially_copyable_v<R>) {
+            // Flat results: the thread that takes a chunk's result copies it straight into
+            // place (TaskState::sink); only a chunk finished before this is copied from its payload.
+            std::vector<R> out(expected);
+            struct Unsink {  // on every way out, before `out` goes: no one writes there after
+                std::vector<std::shared_ptr<TaskState>>& all;
+                ~Unsink() {
+                    for (auto& c : all) {
+                        std::lock_guard lock(c->m);
+                        c->sink = nullptr;
+                    }
+                }
+            } unsink{chunks};
+            for (std::size_t i = 0; i < chunks.size(); ++i) {
+                const std::size_t first = std::min(i * per_chunk, expected);
+                std::lock_guard lock(chunks[i]->m);
+                chunks[i]->sink = reinterpret_cast<std::byte*>(out.data() + first);
+                chunks[i]->sink_size = std::min(per_chunk, expected - first) * sizeof(R);
+            }
+            wait_chunks(chunks, deadline, what);
+            for (auto& c : chunks) {
+                {
+                    std::lock_guard lock(c->m);
+                    if (c->in_sink) continue;
+                    if (c->status == TaskStatus::ok && c->payload.size() == c->sink_size) {
+                        if (!c->payload.empty()) std::memcpy(c->sink, c->payload.data(), c->payload.size());
+                        continue;
+                    }
+                }
+                auto part = take_result<std::vector<R>>(*c);  // throws the chunk's failure
+                throw Error(errc::invalid_state, std::string(what) + ": a chunk returned " + std::to_string(part.size()) +
+                                                     " results for " + std::to_string(c->sink_size / sizeof(R)) +
+                                                     " elements");
+            }
+            return out;
+        } else {
+            wait_chunks(chunks, deadline, what);
+            if constexpr (std::is_void_v<R>) {
+                for (auto& s : chunks) take_result<void>(*s);
+            } else {
+                std::vector<R> out;
+                out.reserve(expected);
+                for (auto& s : chunks) append_chunk(out, s);
+                return out;
+            }
+        }
+    }
+    static void wait_chunks(std::vector<std::shared_ptr<TaskState>>& chunks,
+                            std::chrono::steady_clock::time_point deadline, const char* what) {
         for (auto& s : chunks) {
             if (deadline == std::chrono::steady_clock::time_point::max()) {
                 s->wait();
@@ -487,14 +541,6 @@ protected:
                                                                "chunks were cancelled, the running ones go on)");
             }
         }
-        if constexpr (std::is_void_v<R>) {
-            for (auto& s : chunks) take_result<void>(*s);
-        } else {
-            std::vector<R> out;
-            out.reserve(expected);
-            for (auto& s : chunks) append_chunk(out, s);
-            return out;
-        }
     }
 
     template <bool Star, class F, class Range>
@@ -502,6 +548,7 @@ protected:
         auto chunks = submit_chunks<Star>(f, xs, chunksize);
         auto out = std::make_shared<TaskState>();
         out->id = chunks.empty() ? 0 : chunks.front()->id;
+        if (!chunks.empty()) out->driver = chunks.front()->driver;  // waiting for it drains the pool's results
         out->what = std::string(Star ? "starmap_async" : "map_async") + " of " + std::to_string(std::size(xs)) +
                     " elements in " + std::to_string(chunks.size()) + " chunks";
         out->is_running = [chunks](std::uint64_t) {
@@ -524,8 +571,9 @@ protected:
     auto map_until(F f, const Range& xs, std::size_t chunksize, std::chrono::steady_clock::time_point deadline,
                    const char* what) {
         if constexpr (check_map_task<Star, F, std::ranges::range_value_t<Range>>()) {
-            auto chunks = submit_chunks<Star>(f, xs, chunksize);
-            return collect_chunks<task_result_t<F>>(chunks, std::size(xs), deadline, what);
+            const std::size_t per_chunk = pick_chunksize<Star, F>(xs, chunksize);
+            auto chunks = submit_chunks<Star>(f, xs, per_chunk);
+            return collect_chunks<task_result_t<F>>(chunks, std::size(xs), per_chunk, deadline, what);
         } else {
             return InvalidTask{};
         }
@@ -562,7 +610,7 @@ protected:
             it = stop;
             return s;
         };
-        return IMapResult<R>(std::move(submit_next), lookahead != 0 ? lookahead : 2 * pool_size(*core_), ordered);
+        return IMapResult<R>(std::move(submit_next), lookahead != 0 ? lookahead : 2 * pool_size(), ordered);
     }
 
     void close_engine();
@@ -574,6 +622,13 @@ protected:
     static Bytes& scratch();
 
     std::shared_ptr<PoolCore> core_;
+
+private:
+    // Submits one encoded task; returns its state.
+    std::shared_ptr<TaskState> submit_task(Trampoline t, std::uint64_t fn, std::span<const std::byte> args,
+                                           const char* kind);
+    std::size_t max_payload() const noexcept;
+    unsigned pool_size() const noexcept;
 };
 
 // apply_async's trailing callback(...) / error_callback(...) tags (Pool and ThreadPool): they
@@ -648,7 +703,8 @@ public:
     // f(args...) in a worker; the result later. Optional callbacks after the arguments:
     //   pool.apply_async(f, x, y, shmpipe::callback(on_result), shmpipe::error_callback(on_error));
     // on_result(R) (on_result() for a void task) on success, on_error(std::exception_ptr) on
-    // failure, both on the collector thread once the result is set (get() may return first).
+    // failure, both once the result is set (get() may return first), on the thread that took
+    // the result: a thread waiting on this pool, or the collector thread.
     template <class F, class... A>
     auto apply_async(F f, A&&... args) {
         constexpr std::size_t tags = (std::size_t{0} + ... + (detail::is_callback_tag_v<std::remove_cvref_t<A>> ? 1 : 0));

@@ -8,7 +8,16 @@
 //               stdin = "queue", stdout = "queue" | "inherit", stdin_format / stdout_format =
 //               "lines" | "records", replicas = 1, restart = "never" | "on-failure",
 //               max_restarts = 3, env = { K = "v" }, cwd = "dir", stop_timeout = "5s",
-//               critical = true, success_codes = [0]
+//               critical = true, success_codes = [0], host = "a"
+//   [[host]]    name, address = "tcp://10.0.0.1:7400" (where that host's launcher listens)
+//   [pipeline]  with hosts: heartbeat = "500ms", dead_after = "3s", connect_timeout = "30s",
+//               curve_secret_file = "keys/{host}.secret", curve_public_keys = { a = "...", ... }
+//
+// Placement: without [[host]] everything runs on this machine. With [[host]] tables every stage
+// names its host; a queue written on one host and read on another is bridged (SpecGraph::
+// crossing()): a local queue on each side joined by shmpipe::net. A bridged queue may not be
+// both written and read on one host. A host's launcher listens on its address (heartbeats
+// between launchers) and on the next ports, one per bridged edge (host_edge_address).
 //
 // A queue a stage names but no [[queue]] table declares gets the default geometry.
 // Placeholders in cmd, env and cwd: {queue.<name>} (the run's shared-memory name of that
@@ -73,6 +82,7 @@ struct StageSpec {
     std::vector<int> success_codes = {0};  // exit codes that count as success (grep: [0, 1])
     std::string program = {};                   // cmd[0] resolved to a path by validate_spec
     bool is_function = false;              // a Graph function stage: no program to find
+    std::string host = {};                 // where it runs: a [[host]] name ("" without hosts)
     int line = 0;
 
     // Every queue this stage reads (inputs + stdin) / writes (outputs + stdout).
@@ -80,6 +90,12 @@ struct StageSpec {
     std::vector<std::string> writes() const;
     // A source reads no queue: a drain (first Ctrl-C) stops it.
     bool is_source() const { return reads().empty(); }
+};
+
+struct HostSpec {
+    std::string name = {};
+    std::string address = {};  // "tcp://IP:PORT": its launcher binds exactly this
+    int line = 0;
 };
 
 struct PipelineSpec {
@@ -91,11 +107,19 @@ struct PipelineSpec {
     LossPolicy on_loss = LossPolicy::fail;
     std::vector<QueueSpec> queues = {};                  // declared first, then implicit ones
     std::vector<StageSpec> stages = {};
+    std::vector<HostSpec> hosts = {};                    // empty: one machine
+    std::chrono::milliseconds heartbeat{500};            // between launchers and bridge ends
+    std::chrono::milliseconds dead_after{3000};          // a host silent this long is dead
+    std::chrono::milliseconds connect_timeout{30000};    // a host never heard from this long is unreachable
+    std::string curve_secret_file = {};                  // "{host}" is this host's name; empty: no Curve
+    std::map<std::string, std::string> curve_public_keys = {};  // host -> Z85 public key
     std::string source = {};                             // file name for messages ("<spec>" if none)
     std::string base_dir = {};                           // relative paths resolve against it
 
     const QueueSpec* find_queue(std::string_view name) const;
     const StageSpec* find_stage(std::string_view name) const;
+    const HostSpec* find_host(std::string_view name) const;
+    bool multi_host() const noexcept { return !hosts.empty(); }
 };
 
 struct SpecOptions {
@@ -117,6 +141,10 @@ PipelineSpec load_spec(const std::string& path, const SpecOptions& options = {})
 // The checks parse_spec runs after reading: names, queues written and read, self-loops,
 // cycles, programs. Exposed for specs built in code (Graph). Fills StageSpec::program.
 void validate_spec(PipelineSpec& spec, const SpecOptions& options = {});
+
+// The address the launcher of `host` listens on for bridged edge `edge` (0-based, the order of
+// SpecGraph::crossing()): the host's address with its port + 1 + edge.
+std::string host_edge_address(const HostSpec& host, std::size_t edge);
 
 // Human-readable description of the graph (what `pipeline-launch --check` prints).
 std::string describe_spec(const PipelineSpec& spec);

@@ -123,7 +123,8 @@ public:
     // Runs until the local stream ended and every live receiver acknowledged all of it and
     // the end. Throws Error(consumer_died) naming the host(s) when no receiver is left
     // alive while messages remain (those in flight are counted lost), Error(cancelled)
-    // after request_stop(), and what the local queue throws (producer_died, broken).
+    // after request_stop() (the messages not acknowledged then are counted lost), and what
+    // the local queue throws (producer_died, broken).
     BridgeCounters run();
     // One bounded step of run() for callers with their own loop; true when finished.
     bool step(std::chrono::milliseconds max_wait);

@@ -10,6 +10,8 @@
 //   credit     receiver -> sender   u64 acked_seq | u64 credit_limit
 //   heartbeat  both ways            (no body)
 //   refuse     receiver -> sender   u8 n + reason
+//   status     launcher -> launcher u8 n + host | u8 n + run | u8 state | u8 n + reason
+//              (Link, link.hpp: liveness and the run-wide state, sent with every heartbeat)
 // Network input is untrusted: decode_frame() checks every length against what is left and
 // the whole frame is consumed exactly; anything else is a malformed frame with a reason.
 #pragma once
@@ -28,7 +30,7 @@ inline constexpr std::uint8_t kProtocolVersion = 1;
 inline constexpr std::size_t kFrameHeader = 4;
 inline constexpr std::size_t kMaxNameLength = 200;  // host and queue names
 
-enum class FrameType : std::uint8_t { hello = 1, data, end, credit, heartbeat, refuse };
+enum class FrameType : std::uint8_t { hello = 1, data, end, credit, heartbeat, refuse, status };
 std::string_view to_string(FrameType t) noexcept;
 
 // A decoded frame. Views point into the buffer given to decode_frame(); they live as long
@@ -36,7 +38,9 @@ std::string_view to_string(FrameType t) noexcept;
 struct Frame {
     FrameType type = FrameType::heartbeat;
     std::uint64_t sender_id = 0;            // hello
-    std::string_view host, queue, reason;   // hello (host, queue), refuse (reason)
+    std::string_view host, queue, reason;   // hello (host, queue), refuse (reason), status (host, reason)
+    std::string_view run;                   // status
+    std::uint8_t state = 0;                 // status: a RunState (link.hpp), checked by the Link
     std::uint64_t seq = 0;                  // data, end
     std::uint64_t acked_seq = 0, credit_limit = 0;        // credit
     std::vector<std::span<const std::byte>> messages;     // data
@@ -61,6 +65,8 @@ void encode_credit(std::vector<std::byte>& out, std::uint64_t acked_seq, std::ui
 void encode_end(std::vector<std::byte>& out, std::uint64_t seq);
 void encode_heartbeat(std::vector<std::byte>& out);
 void encode_refuse(std::vector<std::byte>& out, std::string_view reason);
+void encode_status(std::vector<std::byte>& out, std::string_view host, std::string_view run, std::uint8_t state,
+                   std::string_view reason);
 
 // A data frame built message by message: begin, add, finish (which patches the count).
 class DataFrameBuilder {

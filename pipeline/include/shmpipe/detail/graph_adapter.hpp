@@ -78,7 +78,7 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
 // some endpoint is native or uses records, or the queue is too small for batches).
 std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q);
 // Whether queue q may be a pipe edge instead: line-batchable, written by exactly one ordinary
-// program and read by exactly one, neither with replicas nor restarts (a restart would need
+// program and read by exactly one on the same host, neither with replicas nor restarts (a restart would need
 // the queue to keep what the dead reader never read). The launcher then creates no queue and
 // relays the writer's stdout pipe to the reader's stdin pipe itself (pump_pipe).
 bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q);
