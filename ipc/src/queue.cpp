@@ -176,8 +176,10 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         const std::uint64_t consumed = ring_->consumed.load(std::memory_order_acquire);  // S4
         const std::uint64_t head = ring_->head.load(std::memory_order_acquire);
         const std::uint64_t tail = ring_->tail.load(std::memory_order_acquire);
+        // The producer fills up to the consumer's exact position (S4), so the ring spans
+        // consumed..tail; the published head may trail consumed by up to a batch.
         if (head % 8 != 0 || tail % 8 != 0 || consumed % 8 != 0 || tail < consumed || consumed < head ||
-            tail - head > capacity_) {
+            tail - consumed > capacity_) {
             give_back_owner();
             throw Error(errc::corrupt, describe(role_text, "queue", name,
                         "its ring indices are inconsistent (head " + std::to_string(head) + ", consumed " +
@@ -521,9 +523,11 @@ void ProducerCore::close() noexcept {
 // in no futex queue). For two wake-ups to reach the same consumer it must have slept again
 // in between, after a look that found no message to claim. A publish makes no call when this
 // producer already woke as many consumers as there are messages waiting and head has not
-// moved since: none of them has claimed yet, so at least one is awake and will claim (the
-// cell at head is committed: a producer commits in order, and one that committed the cell
-// at head cannot have woken anyone at that head before). A consumer killed while counted
+// moved since, counting only the wake-ups it made while its own just-published message was
+// still unclaimed (head <= its position): none of the woken has claimed yet, so at least one
+// is awake and will find that message (or, if the cell at head belongs to another producer
+// still writing it, that producer's commit wakes it: it cannot have counted a wake-up at
+// that head, its earlier messages all lie below it). A consumer killed while counted
 // leaves the count above zero: publishes then make one futex_wake call each while head
 // moves (slower, never a lost wake-up).
 void ProducerCore::wake_consumers() noexcept {
@@ -542,13 +546,18 @@ void ProducerCore::wake_consumers() noexcept {
     const std::uint64_t waiting = tail > head ? tail - head : 1;
     const std::uint64_t sleepers = ring_->consumers_waiting.load(std::memory_order_relaxed);
     const std::uint64_t want = std::max<std::uint64_t>(1, std::min(waiting, sleepers));
-    if (head != woke_at_head_) {
+    // A wake-up counts only while the message we just published (at claimed_) is still
+    // unclaimed: a consumer woken after it was taken may find the cell at head not yet
+    // committed, sleep again without claiming, and head would not move for our next publish
+    // (it would skip, and that consumer would sleep with our next message in the ring).
+    const bool ours_waiting = head <= claimed_;
+    if (head != woke_at_head_ || !ours_waiting) {
         woke_at_head_ = head;
         woken_ = 0;
     }
     if (woken_ >= want) return;
     const std::uint64_t wake = std::min<std::uint64_t>(want - woken_, INT_MAX);
-    woken_ += wake;
+    if (ours_waiting) woken_ += wake;
     ring_->data_seq.fetch_add(1, std::memory_order_release);
     futex_wake(ring_->data_seq, static_cast<int>(wake));
     // D3: armed doorbells are counted sleepers too; all of them ring. A limit could spend

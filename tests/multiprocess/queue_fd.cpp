@@ -96,9 +96,10 @@ Received drain_by_fd(Consumer<>& rx, Loop loop, std::uint64_t expected) {
     std::uint64_t next = 0;
     for (;;) {
         if (!w.wait()) {
+            const auto waiting = shmpipe::Queue::open(rx.name()).stats().depth;
             FAIL("no readiness on the descriptor of " << rx.name() << " within " << kWaitMs << " ms after "
                                                         << r.messages << " of " << expected
-                                                        << " messages (a lost wake-up)");
+                                                        << " messages, " << waiting << " waiting in the queue (a lost wake-up)");
         }
         ++r.wakes;
         while (auto m = rx.try_pop()) {
