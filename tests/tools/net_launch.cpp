@@ -474,6 +474,10 @@ TEST_CASE("inspect-queues shows a bridged queue's remote side while the run is i
     const auto table = inspect({"list", name + "*"});
     INFO("list: " << table.out);
     CHECK_THAT(table.out, Catch::Contains("bridge out to b (up") && Catch::Contains("bridge in from b ("));
+    const auto watched = inspect({"watch", "--count", "1", tasks});
+    INFO("watch: " << watched.out);
+    CHECK(watched.exit_code == 0);
+    CHECK_THAT(watched.out, Catch::Contains("bridge out to b (up"));
 
     a.signal(SIGINT);
     const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
