@@ -105,7 +105,9 @@ void BridgeStatusWriter::update(const std::vector<PeerStatus>& peers) noexcept {
 std::optional<BridgeStatus> read(std::string_view queue_object) {
     const std::string name = object_name(queue_object);
     detail::OpenProblem problem;
-    detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, problem);
+    OpenOptions any_owner;  // read-only and validated, as the inspector reads every object
+    any_owner.allow_foreign_owner = true;
+    detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, problem, any_owner);
     if (!seg) {
         if (problem.code == errc::not_found) return std::nullopt;
         detail::throw_problem("read", "bridge status", name, problem);
