@@ -177,13 +177,14 @@ const char* kind_name(ObjectKind kind) noexcept {
         case ObjectKind::barrier: return "barrier";
         case ObjectKind::condition: return "condition";
         case ObjectKind::shared_array: return "shared-array";
+        case ObjectKind::bridge_status: return "bridge-status";
     }
     return "unknown";
 }
 
 bool kind_known(std::uint32_t kind) noexcept {
     return kind >= static_cast<std::uint32_t>(ObjectKind::spsc_queue) &&
-           kind <= static_cast<std::uint32_t>(ObjectKind::shared_array);
+           kind <= static_cast<std::uint32_t>(ObjectKind::bridge_status);
 }
 
 const char* role_name(EndpointRole role) noexcept {

@@ -4,6 +4,7 @@
 // Tests run in parallel with others: every assertion looks only at this test's own names.
 #include "test_support.hpp"
 
+#include <shmpipe/detail/segment.hpp>
 #include <shmpipe/object.hpp>
 #include <shmpipe/queue.hpp>
 
@@ -11,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <csignal>
 #include <fcntl.h>
 #include <functional>
@@ -343,6 +345,53 @@ TEST_CASE("corrupt and truncated segments are listed as corrupt and a segment no
     CHECK_THAT(cleaned.out, !Catch::Contains(truncated));
     CHECK(exists(truncated));
     CHECK(::access(foreign_file.path.c_str(), F_OK) == 0);  // not ours: never touched
+}
+
+TEST_CASE("A bridged queue's status record that fails validation is refused, naming the object", "[tools]") {
+    // pipeline-launch --host writes "<queue>.bridge" (tools/common/bridge_status); here a
+    // hostile or damaged one, made by hand: a wrong version, a body too small, a wrong record size.
+    struct Case {
+        const char* what;
+        std::uint64_t body_size;
+        std::uint32_t words[4];  // version, record size, direction, peer count
+        const char* reason;
+    };
+    const Case cases[] = {
+        {"a wrong version", 4096, {99, 0, 1, 1}, "record version 99"},
+        {"a body too small", 16, {1, 16, 1, 1}, "its body has 16 bytes"},
+        {"a wrong record size", 4096, {1, 0, 1, 1}, "record size 0"},
+    };
+    for (const auto& c : cases) {
+        INFO("status record with " << c.what);
+        test::ShmGuard guard;
+        const std::string queue = guard.add(test::unique_name("iq-bridged"));
+        const std::string status = guard.add(queue + ".bridge");
+        auto q = Queue::create(queue, spsc_options());
+        detail::Segment::CreateParams p;
+        p.name = status;
+        p.kind = detail::ObjectKind::bridge_status;
+        p.body_size = c.body_size;
+        auto seg = detail::Segment::create(p, [&](std::byte* body) { std::memcpy(body, c.words, std::min<std::size_t>(16, c.body_size)); });
+
+        const auto shown = inspect({"show", queue});
+        CHECK(shown.exit_code == 1);
+        CHECK_THAT(shown.out, Catch::Contains("remote side: refused"));
+        CHECK_THAT(shown.err, Catch::Contains("bridge status \"" + status + "\"") && Catch::Contains("is corrupt") &&
+                                  Catch::Contains(c.reason));
+        const auto json = inspect({"--json", "show", queue});
+        CHECK(json.exit_code == 1);
+        boost::system::error_code ec;
+        const auto v = boost::json::parse(json.out, ec);
+        REQUIRE_FALSE(ec);
+        const auto* remote = v.as_object().if_contains("remote");
+        REQUIRE(remote != nullptr);
+        CHECK_THAT(std::string(remote->as_object().at("error").as_string()), Catch::Contains(c.reason));
+        // list still lists everything, the queue's row saying its bridge status was refused.
+        const auto table = inspect({"list", queue + "*"});
+        CHECK(table.exit_code == 0);
+        CHECK(has_line(table.out, queue + " ", "bridge: refused"));
+        CHECK(has_line(table.out, status + " ", "bridge-status"));
+    }
 }
 
 TEST_CASE("watch prints plain periodic lines when stdout is not a terminal and stops after --count", "[tools]") {

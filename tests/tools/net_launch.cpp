@@ -418,6 +418,75 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
     require_nothing_left(name);
 }
 
+TEST_CASE("inspect-queues shows a bridged queue's remote side while the run is in flight, and nothing is left after",
+          "[tools][net]") {
+    test::TempDir dir;
+    const auto spec = split_spec(dir, loopback_host(), loopback_host(), 0);
+    const std::string name = test::unique_name("splitiq");
+    auto b = start_host(dir, spec, name, "b");
+    auto a = start_host(dir, spec, name, "a");
+    await_tasks_sent(name, 5000);
+    const std::string tasks = name + ".r1-a.tasks", results = name + ".r1-a.results";
+    auto inspect = [](const std::vector<std::string>& args) {
+        return test::run_program(test::bin_path("inspect-queues"), args, 30s);
+    };
+    // The remote side of host a's tasks queue (sent to b), once b is up and has acknowledged some.
+    boost::json::object remote, peer;
+    test::RunResult shown;
+    const bool seen = test::wait_until(
+        [&] {
+            shown = inspect({"--json", "show", tasks});
+            boost::system::error_code ec;
+            const auto v = boost::json::parse(shown.out, ec);
+            if (ec || shown.exit_code != 0 || !v.as_object().contains("remote")) return false;
+            remote = v.as_object().at("remote").as_object();
+            if (!remote.contains("peers") || remote.at("peers").as_array().empty()) return false;
+            peer = remote.at("peers").as_array().front().as_object();
+            return peer.at("up").as_bool() && peer.at("messages").to_number<std::uint64_t>() > 0;
+        },
+        20s);
+    INFO("show --json: " << shown.out << shown.err);
+    REQUIRE(seen);
+    CHECK(remote.at("object").as_string() == tasks + ".bridge");
+    CHECK(remote.at("direction").as_string() == "out");
+    CHECK(remote.at("peers_total").to_number<std::uint64_t>() == 1);
+    CHECK(peer.at("host").as_string() == "b");
+    CHECK(peer.at("bytes").to_number<std::uint64_t>() >= peer.at("messages").to_number<std::uint64_t>());
+    CHECK(peer.at("lost").to_number<std::uint64_t>() == 0);
+    CHECK(peer.at("in_flight").to_number<std::uint64_t>() <= 1u << 20);  // bounded by the credit window
+    CHECK(peer.at("last_heard_s").to_number<double>() < 10.0);            // heartbeats every 200 ms
+    CHECK(remote.at("updated_age_s").to_number<double>() < 10.0);          // rewritten every ~100 ms
+    // The messages acknowledged by b never exceed what left a's queue for the bridge.
+    const auto local = boost::json::parse(shown.out).as_object();
+    CHECK(peer.at("messages").to_number<std::uint64_t>() <= local.at("messages_out").to_number<std::uint64_t>());
+
+    // The other direction, on the queue a receives into; the text views show both.
+    const auto in = inspect({"--json", "list", results});
+    REQUIRE(in.exit_code == 0);
+    const auto in_arr = boost::json::parse(in.out).as_array();
+    REQUIRE(in_arr.size() == 1);
+    CHECK(in_arr[0].as_object().at("remote").as_object().at("direction").as_string() == "in");
+    const auto text = inspect({"show", tasks});
+    INFO("show: " << text.out);
+    CHECK(text.exit_code == 0);
+    CHECK_THAT(text.out, Catch::Contains("remote side (" + tasks + ".bridge") && Catch::Contains("sent to") &&
+                             Catch::Contains("CREDITS") && Catch::Contains("IN FLIGHT") && Catch::Contains("LAST HEARD"));
+    const auto table = inspect({"list", name + "*"});
+    INFO("list: " << table.out);
+    CHECK_THAT(table.out, Catch::Contains("bridge out to b (up") && Catch::Contains("bridge in from b ("));
+    const auto watched = inspect({"watch", "--count", "1", tasks});
+    INFO("watch: " << watched.out);
+    CHECK(watched.exit_code == 0);
+    CHECK_THAT(watched.out, Catch::Contains("bridge out to b (up"));
+
+    a.signal(SIGINT);
+    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
+    INFO("a:\n" << out_a << "\nb:\n" << out_b);
+    CHECK(ra == 128 + SIGINT);
+    CHECK(rb == 1);
+    require_nothing_left(name);  // the status objects with the queues
+}
+
 TEST_CASE("Check mode validates the placement and prints the edges that cross hosts, bad placements are named",
           "[tools][net]") {
     test::TempDir dir;

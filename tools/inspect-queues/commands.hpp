@@ -3,12 +3,14 @@
 // 0 ok, 1 runtime failure, 2 usage (UsageError).
 #pragma once
 
+#include "bridge_status.hpp"
 #include "cli_util.hpp"
 
 #include <shmpipe/inspect.hpp>
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -51,9 +53,19 @@ struct Rates {
     std::string mark;  // "FULL", "STALLED", "DEAD" or "" (several joined by ',')
 };
 
+// A bridged queue's remote side (pipeline-launch --host publishes it next to the queue): the
+// validated status, or why its record was refused.
+struct RemoteSide {
+    std::optional<shmpipe::bridge_status::BridgeStatus> status;
+    std::string error;  // the refusal, naming the status object ("" when status is set)
+};
+// nullopt: not a queue, or a queue that is not bridged (no status object).
+std::optional<RemoteSide> remote_side(const shmpipe::ObjectInfo& info);
+
 // --- formatting (format.cpp) -----------------------------------------------------------------
 
-// One object as JSON (single line, Boost.JSON); rates are added when given.
+// One object as JSON (single line, Boost.JSON); rates are added when given, and a bridged
+// queue's remote side as "remote" (looked up with remote_side).
 std::string to_json(const shmpipe::ObjectInfo& info, const Rates* rates = nullptr);
 std::string to_json_array(const std::vector<shmpipe::ObjectInfo>& infos);
 
@@ -62,6 +74,7 @@ std::string human_count(std::uint64_t n);       // "999", "12.3k", "4.5M"
 std::string human_age(std::uint64_t since_ns);  // "42s", "5m", "3h", "2d" ("-" when unknown)
 std::string percent(double fraction);           // "12.5%"
 std::string endpoints_summary(const shmpipe::ObjectInfo& info);  // "producer 12 (dead), consumer 13"
+std::string remote_summary(const RemoteSide& remote);  // "bridge out to b (up, 3 in flight)"
 
 // Aligned text table: first row is the header. `right[i]` right-aligns column i.
 void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows,

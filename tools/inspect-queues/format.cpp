@@ -2,6 +2,7 @@
 #include "commands.hpp"
 
 #include <shmpipe/detail/process_id.hpp>
+#include <shmpipe/error.hpp>
 
 #include <boost/json.hpp>
 
@@ -28,6 +29,32 @@ double rounded(double v, int decimals) {
 }
 
 }  // namespace
+
+std::optional<RemoteSide> remote_side(const shmpipe::ObjectInfo& o) {
+    using shmpipe::ObjectState;
+    if (!o.is_queue || o.state == ObjectState::corrupt || o.state == ObjectState::unreadable) return std::nullopt;
+    RemoteSide r;
+    try {
+        r.status = shmpipe::bridge_status::read(o.name);
+        if (!r.status) return std::nullopt;
+    } catch (const shmpipe::Error& e) {
+        r.error = e.what();
+    }
+    return r;
+}
+
+std::string remote_summary(const RemoteSide& r) {
+    if (!r.status) return "bridge: refused (`inspect-queues show` says why)";
+    const auto& s = *r.status;
+    std::string out = std::string("bridge ") + (s.outgoing ? "out to " : "in from ");
+    for (std::size_t i = 0; i < s.peers.size(); ++i) {
+        const auto& p = s.peers[i];
+        out += (i == 0 ? "" : ", ") + p.host + " (" + (p.up ? "up" : "down") + ", " + std::to_string(p.in_flight) +
+               " in flight)";
+    }
+    if (s.peers_total > s.peers.size()) out += " and " + std::to_string(s.peers_total - s.peers.size()) + " more";
+    return out;
+}
 
 std::string to_json(const shmpipe::ObjectInfo& o, const Rates* rates) {
     using shmpipe::ObjectState;
@@ -97,6 +124,34 @@ std::string to_json(const shmpipe::ObjectInfo& o, const Rates* rates) {
         js["broken"] = s.broken;
         for (const auto& [k, v] : s.details) js[k] = v;
         j["sync"] = std::move(js);
+    }
+    if (const auto remote = remote_side(o)) {
+        json::object jr;
+        if (remote->status) {
+            const auto& st = *remote->status;
+            jr["object"] = st.object;
+            jr["direction"] = st.outgoing ? "out" : "in";
+            const std::uint64_t now = shmpipe::detail::realtime_ns();
+            jr["updated_ns"] = st.updated_ns;
+            jr["updated_age_s"] = rounded(now > st.updated_ns ? static_cast<double>(now - st.updated_ns) / 1e9 : 0.0, 3);
+            jr["peers_total"] = st.peers_total;
+            json::array peers;
+            for (const auto& p : st.peers) {
+                peers.push_back(json::object{{"host", p.host},
+                                             {"credits", p.credits},
+                                             {"in_flight", p.in_flight},
+                                             {"messages", p.messages},
+                                             {"bytes", p.bytes},
+                                             {"resent", p.resent},
+                                             {"lost", p.lost},
+                                             {"last_heard_s", rounded(static_cast<double>(p.last_heard_ms) / 1000.0, 3)},
+                                             {"up", p.up}});
+            }
+            jr["peers"] = std::move(peers);
+        } else {
+            jr["error"] = remote->error;
+        }
+        j["remote"] = std::move(jr);
     }
     if (rates != nullptr) {
         j["msgs_in_per_s"] = rounded(rates->msgs_in_per_s, 1);
@@ -213,7 +268,9 @@ std::vector<std::string> list_row(const shmpipe::ObjectInfo& o) {
     const std::uint32_t sleep = o.sync ? std::max(o.sleepers, o.sync->waiters) : o.sleepers;
     row.push_back(valid ? std::to_string(sleep) : "-");
     row.push_back(human_age(o.created_ns != 0 ? o.created_ns : o.file_mtime_ns));
-    row.push_back(valid ? endpoints_summary(o) : o.problem);
+    std::string last = valid ? endpoints_summary(o) : o.problem;
+    if (const auto remote = remote_side(o)) last += "; " + remote_summary(*remote);
+    row.push_back(std::move(last));
     return row;
 }
 

@@ -5,6 +5,7 @@
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
 
+#include <cstdio>
 #include <ctime>
 #include <iostream>
 
@@ -45,9 +46,13 @@ int run_show(const ShowOptions& options) {
                                  "\" does not exist (`inspect-queues` lists what exists)");
     }
     const auto& o = *found;
+    // A bridged queue whose status record is refused: shown, and the exit code says so.
+    const auto remote = remote_side(o);
+    const int code = remote && !remote->status ? shmpipe::cli::kExitFailure : shmpipe::cli::kExitOk;
     if (options.json) {
         std::cout << to_json(o) << '\n';
-        return 0;
+        if (code != 0) shmpipe::cli::print_error("inspect-queues", remote->error);
+        return code;
     }
     using shmpipe::ObjectState;
     std::vector<std::vector<std::string>> kv;
@@ -116,7 +121,30 @@ int run_show(const ShowOptions& options) {
     } else if (valid) {
         std::cout << "\nendpoints: none attached\n";
     }
-    return 0;
+    if (remote) {
+        if (!remote->status) {
+            std::cout << "\nremote side: refused\n";
+            shmpipe::cli::print_error("inspect-queues", remote->error);
+        } else {
+            const auto& st = *remote->status;
+            std::cout << "\nremote side (" << st.object << ", updated " << human_age(st.updated_ns) << " ago), "
+                      << (st.outgoing ? "sent to:" : "received from:") << '\n';
+            std::vector<std::vector<std::string>> rows{{"  HOST", "UP", "CREDITS", "IN FLIGHT", "MESSAGES", "BYTES",
+                                                        "RESENT", "LOST", "LAST HEARD"}};
+            for (const auto& p : st.peers) {
+                char heard[32];
+                std::snprintf(heard, sizeof heard, "%.1fs ago", static_cast<double>(p.last_heard_ms) / 1000.0);
+                rows.push_back({"  " + p.host, p.up ? "yes" : "no", std::to_string(p.credits), std::to_string(p.in_flight),
+                                std::to_string(p.messages), std::to_string(p.bytes), std::to_string(p.resent),
+                                std::to_string(p.lost), heard});
+            }
+            print_table(std::cout, rows, {false, false, true, true, true, true, true, true, true});
+            if (st.peers_total > st.peers.size()) {
+                std::cout << "  and " << st.peers_total - st.peers.size() << " more peers (not recorded)\n";
+            }
+        }
+    }
+    return code;
 }
 
 }  // namespace inspect_queues

@@ -150,6 +150,7 @@ int run_watch(const WatchOptions& options) {
                     line += " problem=\"" + o.problem + "\"";
                 }
                 if (!r.mark.empty()) line += " [" + r.mark + "]";
+                if (const auto remote = remote_side(o)) line += " " + remote_summary(*remote);
                 std::cout << line << '\n';
             }
         }

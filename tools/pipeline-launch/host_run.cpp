@@ -1,13 +1,16 @@
 // HostRun: one host's part of a multi-host run (host_run.hpp): bridges, link, run-wide ending.
 #include "host_run.hpp"
 
+#include "bridge_status.hpp"
 #include "cli_util.hpp"
 
+#include <shmpipe/detail/guardian.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/net/bridge.hpp>
 #include <shmpipe/net/link.hpp>
 #include <shmpipe/spec_graph.hpp>
 
+#include <chrono>
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -73,6 +76,7 @@ struct Bridge {
     std::string error;
     bool cancelled = false;
     net::BridgeCounters final_counters;
+    std::unique_ptr<shmpipe::bridge_status::BridgeStatusWriter> status;  // what inspect-queues shows
 
     net::BridgeCounters counters() const { return sender ? sender->counters() : receiver->counters(); }
     void request_stop() noexcept {
@@ -89,6 +93,29 @@ struct HostRun::Impl {
     net::Liveness liveness;
     std::unique_ptr<net::Link> link;
     std::vector<std::unique_ptr<Bridge>> bridges;
+    // Removes the bridges' status objects if this launcher dies before it does so itself.
+    shmpipe::detail::Guardian status_guardian;
+    std::chrono::steady_clock::time_point status_published{};
+
+    // Each bridge's counters into its status object, at most every 100 ms unless `now`.
+    void publish_status(bool now) {
+        const auto t = std::chrono::steady_clock::now();
+        if (!now && t - status_published < std::chrono::milliseconds(100)) return;
+        status_published = t;
+        for (const auto& b : bridges) {
+            const net::BridgeCounters c = b->done.load(std::memory_order_acquire) ? b->final_counters : b->counters();
+            std::vector<shmpipe::bridge_status::PeerStatus> peers;
+            for (const auto& p : c.peers) {
+                peers.push_back({p.host, p.credits, p.in_flight, p.messages, p.bytes, p.resent, p.lost, p.last_heard_ms,
+                                 p.state == net::PeerState::live});
+            }
+            b->status->update(peers);
+        }
+    }
+    void remove_status() noexcept {
+        for (auto& b : bridges) b->status.reset();
+        status_guardian.release();
+    }
 
     void stop_bridges() {
         for (auto& b : bridges) b->request_stop();
@@ -108,7 +135,7 @@ struct HostRun::Impl {
 };
 
 HostRun::HostRun(const shmpipe::PipelineSpec& spec, std::string host, std::string run_token)
-    : impl_(std::make_unique<Impl>(Impl{spec, std::move(host), std::move(run_token), {}, {}, {}, {}})) {
+    : impl_(std::make_unique<Impl>(Impl{spec, std::move(host), std::move(run_token), {}, {}, {}, {}, {}, {}})) {
     Impl& h = *impl_;
     const shmpipe::HostSpec* me = h.spec.find_host(h.host);
     if (me == nullptr) throw Error(errc::spec_error, "unknown host \"" + h.host + "\"");
@@ -143,12 +170,23 @@ HostRun::HostRun(const shmpipe::PipelineSpec& spec, std::string host, std::strin
     h.link = std::make_unique<net::Link>(std::move(lo));
 }
 
-HostRun::~HostRun() { impl_->join_bridges(); }
+HostRun::~HostRun() {
+    impl_->join_bridges();
+    impl_->remove_status();
+}
 
 void HostRun::start_bridges(const shmpipe::Graph& graph) {
     Impl& h = *impl_;
     const shmpipe::SpecGraph g(h.spec);
     const auto crossing = g.crossing();
+    // The guardian first: it knows every status object before any exists.
+    std::vector<std::string> status_names;
+    for (const auto* e : crossing) {
+        if (e->written_on(h.host) || e->read_on(h.host)) {
+            status_names.push_back(shmpipe::bridge_status::object_name(graph.queue_object(h.spec.queues[e->queue].name)));
+        }
+    }
+    if (!status_names.empty()) h.status_guardian = shmpipe::detail::Guardian(h.spec.name + ".bridge-guardian", status_names);
     for (std::size_t k = 0; k < crossing.size(); ++k) {
         const shmpipe::QueueEnds& e = *crossing[k];
         const std::string& queue = h.spec.queues[e.queue].name;
@@ -195,6 +233,8 @@ void HostRun::start_bridges(const shmpipe::Graph& graph) {
         } else {
             continue;  // an edge between two other hosts
         }
+        b->status = std::make_unique<shmpipe::bridge_status::BridgeStatusWriter>(graph.queue_object(queue), b->result.outgoing,
+                                                                                  b->result.peers);
         Bridge* raw = b.get();
         h.bridges.push_back(std::move(b));
         raw->thread = std::thread([raw] {
@@ -291,6 +331,7 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
 
     while (true) {
         between();
+        h.publish_status(false);
         link.step(std::chrono::milliseconds(10));
         const bool graph_done = result.has_value() || graph.join_for(std::chrono::milliseconds(20));
 
@@ -362,6 +403,7 @@ shmpipe::GraphResult HostRun::join(shmpipe::Graph& graph, const std::function<vo
     }
     // The last status frames leave with the Link's linger when it is destroyed.
     h.join_bridges();
+    h.publish_status(true);  // the final figures, shown until the launcher exits
     // A dead host explains what failed here after it (a broken queue, a bridge that gave up,
     // whichever noticed first): it is the reason the run reports.
     for (const auto& p : link.peers()) {

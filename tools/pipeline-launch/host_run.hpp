@@ -16,6 +16,10 @@
 //     other host finished too (or died), so every launcher ends with the run-wide outcome;
 //   - the result carries the bridged edges (GraphResult::bridges) and, when the run failed
 //     elsewhere, a failure naming the host: the launcher exits non-zero.
+// Each bridged queue's remote side (per peer: credits, in flight, counts, last heard, up) is
+// published for inspect-queues in a status object `<queue object>.bridge` (bridge_status.hpp):
+// created by start_bridges() (a guardian removes them if the launcher is killed), rewritten by
+// join() at most every 100 ms, removed by the destructor.
 #pragma once
 
 #include "metrics_text.hpp"

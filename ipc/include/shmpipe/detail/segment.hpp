@@ -48,6 +48,7 @@ enum class ObjectKind : std::uint32_t {
     barrier = 7,
     condition = 8,
     shared_array = 9,
+    bridge_status = 10,  // a bridged queue's remote side, published by pipeline-launch --host
 };
 const char* kind_name(ObjectKind kind) noexcept;   // "spsc-queue", "semaphore", ...; "unknown"
 bool kind_known(std::uint32_t kind) noexcept;
