@@ -247,6 +247,50 @@ TEST_CASE("A producer polling a full SPSC ring finds the space a paused consumer
     test::require_gone(name);
 }
 
+TEST_CASE("A consumer that attaches after one left its head unpublished resumes at the exact position", "[unit]") {
+    // A consumer killed between head publications leaves head trailing consumed (S4), and
+    // the producer may have filled the ring up to consumed + capacity: tail - head then
+    // exceeds the capacity, which the attach check must accept (it bounds tail - consumed).
+    const std::string name = test::unique_name("trailhead");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create(name, test::queue_options(Endpoints::one, 4096, 64));
+        Producer<std::uint64_t> tx(name);
+        std::uint64_t n = 0;
+        std::uint64_t trailing_head = 0;
+        {
+            Consumer<std::uint64_t> rx(name);
+            for (; n < 5; ++n) tx.push(n);
+            REQUIRE(rx.try_pop() == 0u);
+            REQUIRE(rx.try_pop() == 1u);
+            detail::OpenProblem problem;
+            const detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_only, problem);
+            REQUIRE(seg);
+            trailing_head = detail::ring_indices(seg.body()).head.load();
+            REQUIRE(trailing_head < detail::ring_indices(seg.body()).consumed.load());
+            int tries = 0;  // fill up to the exact position (S4: read on the first of 64 failures)
+            while (tries < 256) {
+                if (tx.try_push(n)) {
+                    ++n;
+                    tries = 0;
+                } else {
+                    ++tries;
+                }
+            }
+        }  // closing publishes head; put back what a killed consumer would have left
+        detail::OpenProblem problem;
+        detail::Segment seg = detail::Segment::open_any(name, detail::Access::read_write, problem);
+        REQUIRE(seg);
+        auto& ring = detail::ring_indices(seg.body());
+        ring.head.store(trailing_head);
+        REQUIRE(ring.tail.load() - trailing_head > 4096);  // the case this test is about
+        Consumer<std::uint64_t> again(name);  // refused as corrupt before the check used consumed
+        for (std::uint64_t i = 2; i < n; ++i) REQUIRE(again.try_pop() == i);
+        CHECK_FALSE(again.try_pop().has_value());
+    }
+    test::require_gone(name);
+}
+
 TEST_CASE("try_pop_n and try_pop_into arm a consumer's descriptor when they find nothing", "[unit]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
     INFO(test::kind_label(kind));
