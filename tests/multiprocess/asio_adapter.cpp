@@ -111,6 +111,37 @@ TEST_CASE("A coroutine consumer receives every message of a producer process and
     CHECK(writer.wait_or_throw(30s, "the writer of " + name) == 0);
 }
 
+TEST_CASE("A coroutine draining a queue that never runs empty does not nest its completions",
+          "[multiprocess]") {
+    // Every async_pop here finds a message at once. Completed inside the initiating call,
+    // each would resume the coroutine one stack frame deeper, and 200 000 of them overflow
+    // the stack; completed through the executor, the depth stays flat.
+    const auto kind = GENERATE(Endpoints::one, Endpoints::many);
+    INFO(test::kind_label(kind));
+    const std::string name = test::unique_name("asiofull");
+    test::ShmGuard guard{name};
+    constexpr std::uint64_t kCount = 100'000;
+    auto q = Queue::create(name, test::queue_options(kind, 8u << 20, 16));
+    Consumer<std::uint64_t> sut(name);
+    {
+        Producer<std::uint64_t> tx(name);
+        for (std::uint64_t i = 0; i < kCount; ++i) REQUIRE(tx.try_push(i));
+        q.seal();
+    }
+    net::io_context io;
+    std::uint64_t next = 0;
+    run_coroutine(
+        io,
+        [&]() -> net::awaitable<void> {
+            while (auto m = co_await shmpipe::asio::async_pop(sut, net::use_awaitable)) {
+                if (*m != next) throw std::runtime_error("message " + std::to_string(next) + " is wrong");
+                ++next;
+            }
+        },
+        60s, "the coroutine to drain " + name + " to its end");
+    CHECK(next == kCount);
+}
+
 TEST_CASE("A producer that dies reaches the coroutine as producer_died after its messages", "[multiprocess]") {
     const std::string name = test::unique_name("asiodead");
     test::ShmGuard guard{name};

@@ -35,6 +35,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -72,9 +73,19 @@ template <class Step>
 struct ReadinessLoop {
     Step step;
     std::shared_ptr<net::posix::stream_descriptor> descriptor;
+    bool initiated = false;
 
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}) {
+        if (!initiated) {
+            // Never complete inside the initiating call: a loop whose every operation finds
+            // its message at once would resume its coroutine (or callback) one stack frame
+            // deeper each time. The first attempt runs from the executor instead.
+            initiated = true;
+            auto ex = self.get_io_executor();
+            net::post(ex, std::move(self));
+            return;
+        }
         std::exception_ptr error;
         bool done = false;
         if (ec) {
