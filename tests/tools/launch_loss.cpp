@@ -84,6 +84,7 @@ stdout = "inherit"
 TEST_CASE("a killed grep replica: unread input goes to its replacement, what it read counts as lost, exit 1",
           "[tools]") {
     constexpr unsigned kCount = 3'000'000;
+    int runs_with_loss = 0;
     for (int run = 0; run < kRuns; ++run) {
         INFO("run " << run);
         const std::string name = test::unique_name("loss");
@@ -110,15 +111,23 @@ TEST_CASE("a killed grep replica: unread input goes to its replacement, what it 
         CHECK(seen.size() == lines);
         const std::uint64_t missing = kCount / 10 - seen.size();
         const std::uint64_t lost = summary.at("lost").to_number<std::uint64_t>();
-        CHECK(lost > 0);
         CHECK(missing <= lost);
-        CHECK(code == 1);
-        CHECK(summary.at("success") == false);
         CHECK(err.find("was killed by signal 9 (SIGKILL); restarting (1 of 3)") != std::string::npos);
-        CHECK(err.find("counted as lost") != std::string::npos);
-        CHECK(err.find("messages were lost by replicas that failed") != std::string::npos);
+        if (lost > 0) {
+            ++runs_with_loss;
+            CHECK(code == 1);
+            CHECK(summary.at("success") == false);
+            CHECK(err.find("counted as lost") != std::string::npos);
+            CHECK(err.find("messages were lost by replicas that failed") != std::string::npos);
+        } else {
+            // Killed before it had read anything from its pipe (everything it was given went
+            // to its replacement): nothing is missing, and a run that lost nothing succeeds.
+            CHECK(missing == 0);
+            CHECK(code == 0);
+        }
         test::require_no_objects(name);
     }
+    CHECK(runs_with_loss > 0);  // the loss path itself was exercised
 }
 
 TEST_CASE("on_loss = \"warn\" reports the loss and exits 0", "[tools]") {
