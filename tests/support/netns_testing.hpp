@@ -4,8 +4,12 @@
 
 #include "test_support.hpp"
 
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <unistd.h>
 #include <vector>
 
@@ -17,6 +21,7 @@ namespace shmpipe::test {
 class NetnsPair {
 public:
     NetnsPair() {
+        remove_stale();
         const std::string tag = std::to_string(::getpid() % 100000);
         a_ = "shmpipe-t-" + tag + "-a";
         b_ = "shmpipe-t-" + tag + "-b";
@@ -41,6 +46,20 @@ public:
     std::string error;
 
 private:
+    // Namespaces of an earlier test run that was killed (a ctest timeout skips destructors):
+    // "shmpipe-t-<pid>-a|b" whose process is gone.
+    void remove_stale() {
+        std::error_code ec;
+        for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+            const std::string n = entry.path().filename().string();
+            const std::string prefix = "shmpipe-t-";
+            if (n.rfind(prefix, 0) != 0 || n.size() < prefix.size() + 3) continue;
+            const std::string pid = n.substr(prefix.size(), n.size() - prefix.size() - 2);
+            if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+            if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+            test::run_program("/bin/ip", {"netns", "del", n}, std::chrono::seconds(10));
+        }
+    }
     bool ip(const std::vector<std::string>& args) {
         const auto r = test::run_program("/bin/ip", args, std::chrono::seconds(10));
         if (r.exit_code != 0 && error.empty()) error = "ip " + args[0] + " ... failed: " + r.err;
