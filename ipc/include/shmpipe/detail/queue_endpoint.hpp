@@ -42,6 +42,7 @@ public:
     const std::string& name() const noexcept { return segment_.name(); }
     std::size_t max_message() const noexcept { return static_cast<std::size_t>(max_message_); }
     bool spsc() const noexcept { return spsc_; }
+    bool typed() const noexcept { return typed_; }  // typed SPSC: fixed slots (T1-T3 in queue_layout.hpp)
     bool has_fd() const noexcept { return bell_.is_open(); }
     // Messages waiting now, and whether a max_message push would not fit now. Approximate:
     // stale as soon as read (other endpoints move on). Any endpoint; no system call.
@@ -52,7 +53,10 @@ public:
     bool join(std::uint64_t deadline_ns) const { return join_queue(segment_, geometry_, deadline_ns); }
 
 protected:
-    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options);
+    // slot_size: sizeof(T) for an endpoint that can use a typed queue's slots (a trivially
+    // copyable T with the built-in codec), 0 otherwise (T3: refused on a typed queue).
+    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options,
+                 std::uint64_t slot_size);
     ~EndpointCore() = default;
 
     bool broken() const noexcept {
@@ -104,9 +108,12 @@ protected:
     RingIndices* ring_ = nullptr;
     std::byte* data_ = nullptr;
     Cell* cells_ = nullptr;
+    // SPSC: capacity_ is the ring size in positions (byte ring: bytes; typed: slots, T1), mask_
+    // = capacity_ - 1. Typed: cell_stride_ is the slot stride.
     std::uint64_t capacity_ = 0, mask_ = 0, max_message_ = 0;
     std::uint64_t cell_count_ = 0, cell_mask_ = 0, cell_stride_ = 0;
     bool spsc_ = false;
+    bool typed_ = false;  // typed SPSC (spsc_ is true too: every slow path is the SPSC one)
     bool closed_ = false;
     std::uint32_t index_ = 0;  // our endpoint record
     EndpointRecord* record_ = nullptr;
@@ -120,7 +127,8 @@ protected:
 
 class ProducerCore : public EndpointCore {
 public:
-    ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
+    ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {},
+                 std::uint64_t slot_size = 0);
     ~ProducerCore() { close(); }
 
     // Throws Error(message_too_large) naming the queue when n can never fit.
@@ -133,7 +141,7 @@ public:
     // Throws Error(invalid_state) while a reservation is still open (commit it first).
     std::byte* try_reserve(std::size_t n) {
         if (holding_) throw_holding();
-        std::byte* p = spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+        std::byte* p = typed_ ? typed_try_reserve() : spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
         holding_ = p != nullptr;
         return p;
     }
@@ -142,7 +150,7 @@ public:
     // Throws corrupt like try_reserve (MPMC, M4).
     std::byte* reserve_now(std::size_t n) {
         if (holding_ || closed_ || n > max_message_ || broken()) [[unlikely]] return nullptr;
-        std::byte* p = spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+        std::byte* p = typed_ ? typed_try_reserve() : spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
         holding_ = p != nullptr;
         return p;
     }
@@ -150,9 +158,13 @@ public:
     // closed, broken, consumer_died. Out of line: call reserve_now() first.
     std::byte* reserve(std::size_t n, std::uint64_t deadline_ns);
     // Publishes the reserved message with its first n bytes.
+    // Typed: the whole slot is the message (T1), n is ignored.
     void commit(std::size_t n) noexcept {
         holding_ = false;
-        if (spsc_) {
+        if (typed_) {
+            ++tail_;
+            typed_publish();
+        } else if (spsc_) {
             spsc_commit(n);
         } else {
             mpmc_commit(n);
@@ -179,6 +191,48 @@ public:
     }
     void stage(std::size_t n) noexcept { spsc_stage(n); }
     void publish() noexcept { spsc_publish(); }
+
+    // Typed SPSC (T1-T3), for Producer<T> of the queue's T (checked at attach, so the stride
+    // is a constant here). typed_push_now: the push fast path, false when full or when the
+    // slow path has to decide (closed, broken, a reservation open). typed_put: the same
+    // without those checks (try_push after typed_ready). typed_put_n: as many of `items` as
+    // fit now, published with one tail store (SP1); 0 when full.
+    bool typed_ready() const noexcept { return !(holding_ || closed_) && !broken(); }
+    template <class T>
+    bool typed_push_now(const T& v) noexcept {
+        if (!typed_ready()) [[unlikely]] return false;
+        return typed_put(v);
+    }
+    template <class T>
+    bool typed_put(const T& v) noexcept {
+        constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
+        if (tail_ - cached_head_ >= capacity_) [[unlikely]] {  // T1: full as we last saw it
+            if (!spsc_refresh_head(tail_ + 1)) return false;  // full is a result
+        }
+        std::memcpy(data_ + (tail_ & mask_) * stride, &v, sizeof(T));  // I: the slot is ours (T1)
+        ++tail_;
+        typed_publish();
+        return true;
+    }
+    template <class T>
+    std::size_t typed_put_n(const T* items, std::size_t n) noexcept {
+        constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
+        if (capacity_ - (tail_ - cached_head_) < n) spsc_refresh_head(tail_ + n);  // SP2: may free some
+        const std::uint64_t room = capacity_ - (tail_ - cached_head_);
+        const std::size_t k = n < room ? n : static_cast<std::size_t>(room);
+        if (k == 0) return 0;
+        const std::uint64_t first = tail_ & mask_;
+        if constexpr (stride == sizeof(T)) {  // dense slots: at most two copies (the wrap)
+            const std::uint64_t run = capacity_ - first < k ? capacity_ - first : k;
+            std::memcpy(data_ + first * stride, items, run * sizeof(T));
+            if (run < k) std::memcpy(data_, items + run, (k - run) * sizeof(T));
+        } else {
+            for (std::size_t i = 0; i < k; ++i) std::memcpy(data_ + ((tail_ + i) & mask_) * stride, items + i, sizeof(T));
+        }
+        tail_ += k;
+        typed_publish();
+        return k;
+    }
     // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
     void close() noexcept;
     // The readiness descriptor (Producer::fd); made and armed on the first call.
@@ -200,6 +254,20 @@ private:
     void after_publish() noexcept {
         light_fence();  // the waker's half of the Dekker pair (wait.hpp)
         if (ring_->consumers_waiting.load(std::memory_order_relaxed) != 0) wake_consumers();
+    }
+    // Typed: publishes every slot written up to tail_ with one tail store (SP1); the tail is
+    // the count (T2), so no statistics store.
+    void typed_publish() noexcept {
+        ring_->tail.store(tail_, std::memory_order_release);  // SP1: publish
+        messages_ = tail_ - base_count_;
+        bytes_ = messages_ * max_message_;
+        maybe_publish_stats();
+        after_publish();
+    }
+    // The generic reserve (push_for, WriteSlot, the slow paths) on a typed queue.
+    std::byte* typed_try_reserve() noexcept {
+        if (tail_ - cached_head_ >= capacity_ && !spsc_refresh_head(tail_ + 1)) return nullptr;  // T1
+        return data_ + (tail_ & mask_) * cell_stride_;
     }
 
     std::byte* spsc_try_reserve(std::size_t n) noexcept {
@@ -299,7 +367,7 @@ private:
     std::uint64_t tail_ = 0;         // SPSC: our tail (S1)
     std::uint64_t cached_head_ = 0;  // SPSC: last head we saw (SP2)
     std::uint64_t reserved_pos_ = 0;
-    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: tail_count / tail_bytes when we attached (S5)
+    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: tail_count / tail_bytes when we attached (S5; typed: tail, T2)
     std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
     std::uint64_t full_since_ns_ = 0;
     std::uint32_t full_tries_ = 0;  // SPSC: failed reservations in a row (spsc_refresh_head)
@@ -310,7 +378,8 @@ private:
 
 class ConsumerCore : public EndpointCore {
 public:
-    ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
+    ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {},
+                 std::uint64_t slot_size = 0);
     ~ConsumerCore() { close(); }
 
     // The next message in place, or false when none is waiting now. Throws Error(corrupt)
@@ -318,7 +387,7 @@ public:
     // Throws Error(invalid_state) while the previous message is still held (release it first).
     bool try_peek(std::span<const std::byte>& out) {
         if (holding_) throw_holding();
-        holding_ = spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+        holding_ = typed_ ? typed_try_peek(out) : spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
         if (joinable_ && holding_) {
             // J2: relaxed, a hint for join(), which acts only on a state that stays put.
             record_->aux.store(messages_ + 1 - done_, std::memory_order_relaxed);
@@ -334,7 +403,9 @@ public:
     void release() noexcept {
         if (!holding_) return;
         holding_ = false;
-        if (spsc_) {
+        if (typed_) {
+            typed_consume(1);
+        } else if (spsc_) {
             spsc_release();
         } else {
             mpmc_release();
@@ -370,6 +441,51 @@ public:
         publish_head();
         after_release();
     }
+    // Typed SPSC (T1-T3), for Consumer<T> of the queue's T. typed_front: the next message's
+    // slot, or nullptr when none is waiting now (or, with `checked`, when the slow path has
+    // to decide: closed, a ReadSlot held); typed_consume(k) consumes the k messages at head.
+    // typed_take_n: copies up to n waiting messages out and consumes them with one head
+    // store (S4). Throw corrupt when the published tail is impossible (T1: untrusted).
+    template <std::uint64_t Stride, bool checked>
+    const std::byte* typed_front() {
+        if constexpr (checked) {
+            if (closed_ || holding_) [[unlikely]] return nullptr;
+        }
+        if (head_ == cached_tail_ && !typed_refresh_tail()) return nullptr;
+        return data_ + (head_ & mask_) * Stride;
+    }
+    void typed_consume(std::uint64_t k) noexcept {
+        const bool near_full = cached_tail_ - head_ > near_full_;  // as spsc_release
+        head_ += k;
+        ring_->consumed.store(head_, std::memory_order_release);  // S4, T2: the exact count
+        messages_ = head_ - base_count_;
+        bytes_ = messages_ * max_message_;
+        maybe_publish_stats();
+        if (head_ - published_head_ >= head_batch_ || head_ == cached_tail_ || near_full) publish_head();
+        after_release();
+    }
+    template <class T>
+    std::size_t typed_take_n(T* out, std::size_t n) {
+        constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
+        if (holding_) [[unlikely]] throw_holding();
+        if (cached_tail_ - head_ < n && !typed_refresh_tail() && head_ == cached_tail_) return 0;
+        const std::uint64_t avail = cached_tail_ - head_;
+        const std::size_t k = n < avail ? n : static_cast<std::size_t>(avail);
+        if (k == 0) return 0;
+        const std::uint64_t first = head_ & mask_;
+        if constexpr (stride == sizeof(T)) {  // dense slots: at most two copies (the wrap)
+            const std::uint64_t run = capacity_ - first < k ? capacity_ - first : k;
+            std::memcpy(static_cast<void*>(out), data_ + first * stride, run * sizeof(T));
+            if (run < k) std::memcpy(static_cast<void*>(out + run), data_, (k - run) * sizeof(T));
+        } else {
+            for (std::size_t i = 0; i < k; ++i) {
+                std::memcpy(static_cast<void*>(out + i), data_ + ((head_ + i) & mask_) * stride, sizeof(T));
+            }
+        }
+        typed_consume(k);
+        return k;
+    }
+
     // JoinableQueue: one message taken by this consumer is done (J1, J2, JP1).
     void task_done();
     // The readiness descriptor (Consumer::fd); made and armed on the first call.
@@ -400,6 +516,19 @@ private:
         if (ring_->producers_waiting.load(std::memory_order_relaxed) != 0) wake_producers();
     }
 
+    // Typed: loads the published tail (SP1) and checks it (T1); false when nothing is waiting.
+    bool typed_refresh_tail() {
+        cached_tail_ = ring_->tail.load(std::memory_order_acquire);  // SP1
+        if (cached_tail_ - head_ > capacity_) corrupt("tail more than a ring ahead of head");  // T1: untrusted
+        if (cached_tail_ != head_) return true;
+        if (published_head_ != head_) publish_head();  // S4: empty
+        return false;
+    }
+    bool typed_try_peek(std::span<const std::byte>& out) {
+        if (head_ == cached_tail_ && !typed_refresh_tail()) return false;
+        out = {data_ + (head_ & mask_) * cell_stride_, max_message_};
+        return true;
+    }
     bool spsc_try_peek(std::span<const std::byte>& out) {
         for (;;) {
             const std::uint64_t pos = head_;  // S1: only we write head
@@ -506,7 +635,7 @@ private:
     std::uint64_t published_head_ = 0;  // SPSC: the head we last stored (S4)
     std::uint64_t head_batch_ = kHeadBatchBytes;
     std::uint64_t near_full_ = 0;  // SPSC: more bytes in use than this may leave a producer stuck (S3: 2 records)
-    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: head_count / head_bytes when we attached (S5)
+    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: head_count / head_bytes when we attached (S5; typed: consumed, T2)
     std::uint64_t claimed_ = 0;      // MPMC
     std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
     std::uint64_t done_ = 0;           // task_done() calls (J2)
