@@ -302,6 +302,10 @@ bool EndpointCore::owned_by_this_process() const noexcept {
 
 void EndpointCore::publish_stats() noexcept {
     if (record_ == nullptr || !owned_by_this_process()) return;
+    if (typed_pos_ != nullptr) {  // T2: derived from our position
+        messages_ = *typed_pos_ - typed_base_;
+        bytes_ = messages_ * max_message_;
+    }
     record_->messages.store(messages_, std::memory_order_relaxed);  // statistics only
     record_->bytes.store(bytes_, std::memory_order_relaxed);
 }
@@ -405,7 +409,10 @@ ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const 
         cached_head_ = ring_->head.load(std::memory_order_acquire);
         base_count_ = ring_->tail_count.load(std::memory_order_relaxed);  // S5: we continue the counts
         base_bytes_ = ring_->tail_bytes.load(std::memory_order_relaxed);
-        if (typed_) base_count_ = tail_;  // T2: our messages are the positions we publish
+        if (typed_) {  // T2: our messages are the positions we publish
+            typed_pos_ = &tail_;
+            typed_base_ = tail_;
+        }
     }
 }
 
@@ -621,7 +628,8 @@ ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const 
         if (typed_) {
             // T1, T2: slots, not bytes. A head store per kHeadBatchBytes worth of slots (at
             // most an eighth of the ring), and per message once at most one slot is free.
-            base_count_ = head_;
+            typed_pos_ = &head_;
+            typed_base_ = head_;
             head_batch_ = std::clamp<std::uint64_t>(kHeadBatchBytes / cell_stride_, 1, capacity_ / 8 ? capacity_ / 8 : 1);
             near_full_ = capacity_ - 2;
         }

@@ -267,12 +267,44 @@ public:
     void push(const T& v) {
         detail::ProducerCore& c = core();
         if constexpr (kTypable) {
-            if (c.typed()) {  // typed slots (fixed at attach): the one decision per message
+            // Typed slots (fixed at attach): the one decision per message. The rest is a call
+            // away, so this stays small enough to inline into the caller's loop.
+            if (c.typed()) {
                 if (c.typed_push_now(v)) [[likely]] return;
-                encode_commit(v, c.reserve(sizeof(T), 0), sizeof(T));  // out of line: spins, sleeps, throws
-                return;
+                return detail::out_of_line([&] { typed_push_slow(c, v); });
             }
         }
+        push_rest(c, v);
+    }
+    // Never blocks: false when the queue is full (with fd(): then wait on it).
+    bool try_push(const T& v) {
+        detail::ProducerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed()) {
+                if (c.typed_try_push_now(v)) [[likely]] return true;
+                return detail::out_of_line([&] { return typed_try_push_slow(c, v); });
+            }
+        }
+        return try_push_rest(c, v);
+    }
+
+private:
+    // Typed slots, when the fast path could not decide: full, closed, broken, a reservation open.
+    void typed_push_slow(detail::ProducerCore& c, const T& v) {
+        if (c.typed_push_now(v)) return;
+        encode_commit(v, c.reserve(sizeof(T), 0), sizeof(T));  // spins, sleeps, throws
+    }
+    bool typed_try_push_slow(detail::ProducerCore& c, const T& v) {
+        if (c.typed_try_push_now(v)) return true;
+        if (!c.typed_ready()) c.check_open();  // throws closed, broken, a reservation open
+        if (!c.has_fd()) return false;
+        std::byte* p = c.poll_reserve(sizeof(T));  // arms the descriptor when full
+        if (p == nullptr) return false;
+        encode_commit(v, p, sizeof(T));
+        return true;
+    }
+    // The byte ring and MPMC.
+    void push_rest(detail::ProducerCore& c, const T& v) {
         const std::size_t n = Codec<T>::size(v);
         if (c.spsc()) {  // one decision per message; a failed encode stages nothing
             if (std::byte* p = c.spsc_push_now(n)) [[likely]] {
@@ -287,20 +319,7 @@ public:
         }
         encode_commit(v, c.reserve(n, 0), n);  // out of line: spins, sleeps, throws
     }
-    // Never blocks: false when the queue is full (with fd(): then wait on it).
-    bool try_push(const T& v) {
-        detail::ProducerCore& c = core();
-        if constexpr (kTypable) {
-            if (c.typed()) {
-                if (c.typed_push_now(v)) [[likely]] return true;
-                if (!c.typed_ready()) c.check_open();  // throws closed, broken, a reservation open
-                if (!c.has_fd()) return false;
-                std::byte* p = c.poll_reserve(sizeof(T));  // arms the descriptor when full
-                if (p == nullptr) return false;
-                encode_commit(v, p, sizeof(T));
-                return true;
-            }
-        }
+    bool try_push_rest(detail::ProducerCore& c, const T& v) {
         const std::size_t n = Codec<T>::size(v);
         c.check_size(n);
         if (c.spsc() && !c.holding()) {  // one decision per message; a failed encode stages nothing
@@ -318,6 +337,8 @@ public:
         encode_commit(v, p, n);
         return true;
     }
+
+public:
     // Gives up after the timeout (monotonic clock): false.
     template <class Rep, class Period>
     bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
@@ -508,19 +529,56 @@ public:
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
     std::optional<T> pop() {
-        std::span<const std::byte> m;
         detail::ConsumerCore& c = core();
         if constexpr (kTypable) {
-            if (c.typed()) {  // typed slots (fixed at attach): the one decision per message
-                if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] {
-                    std::optional<T> v = decode({p, sizeof(T)});  // object bytes: cannot throw
-                    c.typed_consume(1);
-                    return v;
-                }
-                if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // slow path
-                return decode_release(m);
+            // Typed slots (fixed at attach): the one decision per message; the rest is a call away.
+            if (c.typed()) {
+                if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] return take_typed(c, p);
+                return detail::out_of_line([&] { return typed_pop_slow(c); });
             }
         }
+        return pop_rest(c);
+    }
+    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
+    // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
+    // and a dead producer (throws producer_died) as pop() does.
+    std::optional<T> try_pop() {
+        detail::ConsumerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed()) {
+                if (!c.holding()) {
+                    if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] return take_typed(c, p);
+                }
+                return detail::out_of_line([&] { return typed_try_pop_slow(c); });
+            }
+        }
+        return try_pop_rest(c);
+    }
+
+private:
+    static std::optional<T> take_typed(detail::ConsumerCore& c, const std::byte* p) {
+        std::optional<T> v = decode({p, sizeof(T)});  // object bytes: cannot throw
+        c.typed_consume(1);
+        return v;
+    }
+    // Typed slots, when the fast path could not decide: empty, closed, a ReadSlot held.
+    std::optional<T> typed_pop_slow(detail::ConsumerCore& c) {
+        std::span<const std::byte> m;
+        if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // spins, sleeps
+        return decode_release(m);
+    }
+    std::optional<T> typed_try_pop_slow(detail::ConsumerCore& c) {
+        std::span<const std::byte> m;
+        if (!c.holding()) {
+            if (const std::byte* p = c.typed_front<kStride, false>()) return take_typed(c, p);
+            if (!c.has_fd()) return std::nullopt;
+        }
+        if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return std::nullopt;
+        return decode_release(m);
+    }
+    // The byte ring and MPMC.
+    std::optional<T> pop_rest(detail::ConsumerCore& c) {
+        std::span<const std::byte> m;
         if (c.batchable() && c.spsc_pop_now(m)) [[likely]] {  // inline fast path, one decision
             struct Done {
                 detail::ConsumerCore& c;
@@ -531,22 +589,8 @@ public:
         if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // slow path
         return decode_release(m);
     }
-    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
-    // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
-    // and a dead producer (throws producer_died) as pop() does.
-    std::optional<T> try_pop() {
+    std::optional<T> try_pop_rest(detail::ConsumerCore& c) {
         std::span<const std::byte> m;
-        detail::ConsumerCore& c = core();
-        if constexpr (kTypable) {
-            if (c.typed() && !c.holding()) {
-                if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] {
-                    std::optional<T> v = decode({p, sizeof(T)});
-                    c.typed_consume(1);
-                    return v;
-                }
-                if (!c.has_fd()) return std::nullopt;
-            }
-        }
         if (c.batchable() && !c.holding()) {  // one decision per message
             if (c.spsc_try_pop(m)) [[likely]] {
                 struct Done {
@@ -560,6 +604,8 @@ public:
         if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return std::nullopt;
         return decode_release(m);
     }
+
+public:
     // nullopt on timeout or at the end of stream; ended() tells which.
     template <class Rep, class Period>
     std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
@@ -572,7 +618,6 @@ public:
     // nothing is waiting. pop_into_for: false on timeout or at the end (ended() tells).
     // Throw like pop(); on a type_mismatch `out` is unchanged.
     bool pop_into(T& out) {
-        std::span<const std::byte> m;
         if constexpr (kTypable) {
             detail::ConsumerCore& c = core();
             if (c.typed()) {
@@ -581,31 +626,66 @@ public:
                     c.typed_consume(1);
                     return true;
                 }
+                return detail::out_of_line([&] { return pop_into_slow(out); });
             }
         }
+        return pop_into_rest(out);
+    }
+    bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
+        if constexpr (kTypable) {
+            detail::ConsumerCore& c = core();
+            if (c.typed()) {
+                if (!c.holding()) {
+                    if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] {
+                        std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                        c.typed_consume(1);
+                        return true;
+                    }
+                }
+                return detail::out_of_line([&] { return try_pop_into_slow(out); });
+            }
+        }
+        return try_pop_into_rest(out);
+    }
+
+private:
+    // Typed slots, when the fast path could not decide (out of line).
+    bool pop_into_slow(T& out) {
+        std::span<const std::byte> m;
+        if (!core().peek_now(m) && core().peek(m, 0) != detail::PeekResult::ok) return false;  // spins, sleeps
+        decode_release_into(m, out);
+        return true;
+    }
+    bool try_pop_into_slow(T& out) {
+        detail::ConsumerCore& c = core();
+        if (!c.holding()) {
+            if (const std::byte* p = c.typed_front<kStride, false>()) {
+                std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                c.typed_consume(1);
+                return true;
+            }
+            if (!c.has_fd()) return false;
+        }
+        return try_pop_into_rest(out);
+    }
+    // The byte ring and MPMC (and the typed peek paths).
+    bool pop_into_rest(T& out) {
+        std::span<const std::byte> m;
         if (!core().peek_now(m)) [[unlikely]] {
             if (core().peek(m, 0) != detail::PeekResult::ok) return false;
         }
         decode_release_into(m, out);
         return true;
     }
-    bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
+    bool try_pop_into_rest(T& out) {
         std::span<const std::byte> m;
         detail::ConsumerCore& c = core();
-        if constexpr (kTypable) {
-            if (c.typed() && !c.holding()) {
-                if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] {
-                    std::memcpy(static_cast<void*>(&out), p, sizeof(T));
-                    c.typed_consume(1);
-                    return true;
-                }
-                if (!c.has_fd()) return false;
-            }
-        }
         if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return false;
         decode_release_into(m, out);
         return true;
     }
+
+public:
     template <class Rep, class Period>
     bool pop_into_for(T& out, std::chrono::duration<Rep, Period> timeout) {
         std::span<const std::byte> m;

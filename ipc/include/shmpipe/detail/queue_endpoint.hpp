@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace shmpipe::detail {
 
@@ -24,6 +25,13 @@ enum class PeekResult { ok, timeout, end };
 bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint64_t deadline_ns);
 // A moved-from Producer/Consumer was used: Error(errc::invalid_state).
 [[noreturn]] void throw_moved_from(const char* what);
+
+// Calls f out of line: keeps a fast path that handles the common case small enough for the
+// compiler to inline into the caller's loop, with everything else one call away.
+template <class F>
+[[gnu::noinline]] decltype(auto) out_of_line(F&& f) {
+    return std::forward<F>(f)();
+}
 
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
@@ -62,7 +70,7 @@ protected:
     bool broken() const noexcept {
         return (segment_.header().state.load(std::memory_order_acquire) & kStateBroken) != 0;
     }
-    void publish_stats() noexcept;  // copies local counters into our endpoint record
+    void publish_stats() noexcept;  // copies local counters into our endpoint record (typed: from typed_pos_)
     // Publishes the endpoint counters once kStatsBatch messages were counted since the last time.
     void maybe_publish_stats() noexcept {
         if (messages_ - stats_mark_ >= kStatsBatch) {
@@ -121,6 +129,10 @@ protected:
     std::uint64_t last_reap_ns_ = 0;  // dead-peer scans are rate-limited (they read /proc)
     std::atomic<std::uint64_t>* owner_ = nullptr;  // E1: the owner word we hold (one-endpoint side)
     std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
+    // Typed (T2): our position (the producer's tail_, the consumer's head_) and where it was
+    // at attach: messages_ and bytes_ are derived from them when published, not counted per message.
+    const std::uint64_t* typed_pos_ = nullptr;
+    std::uint64_t typed_base_ = 0;
     std::uint64_t stats_mark_ = 0;            // messages_ when the counters were last published
     Doorbell bell_;  // open once fd() was asked for
 };
@@ -204,6 +216,11 @@ public:
         return typed_put(v);
     }
     template <class T>
+    bool typed_try_push_now(const T& v) noexcept {  // try_push: broken is seen once full, as on the byte ring
+        if (holding_ || closed_) [[unlikely]] return false;
+        return typed_put(v);
+    }
+    template <class T>
     bool typed_put(const T& v) noexcept {
         constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
         if (tail_ - cached_head_ >= capacity_) [[unlikely]] {  // T1: full as we last saw it
@@ -231,6 +248,7 @@ public:
         }
         tail_ += k;
         typed_publish();
+        if (k > 1) publish_stats();  // the batch may have stepped over a multiple of 64
         return k;
     }
     // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
@@ -259,9 +277,7 @@ private:
     // the count (T2), so no statistics store.
     void typed_publish() noexcept {
         ring_->tail.store(tail_, std::memory_order_release);  // SP1: publish
-        messages_ = tail_ - base_count_;
-        bytes_ = messages_ * max_message_;
-        maybe_publish_stats();
+        if ((tail_ & (kStatsBatch - 1)) == 0) publish_stats();  // endpoint counters, every 64th position
         after_publish();
     }
     // The generic reserve (push_for, WriteSlot, the slow paths) on a typed queue.
@@ -454,21 +470,27 @@ public:
         if (head_ == cached_tail_ && !typed_refresh_tail()) return nullptr;
         return data_ + (head_ & mask_) * Stride;
     }
+    // Per message one store on our own line (consumed) and one compare; at publish_at_
+    // (S4: a batch of slots further, the tail we know, or at once when that tail showed the
+    // ring nearly full) the head, the endpoint counters, and the waker's check for a
+    // sleeping producer. A producer that sleeps re-checks consumed after announcing itself,
+    // and the ring it waits on is full, so publish_at_ comes within a batch.
     void typed_consume(std::uint64_t k) noexcept {
-        const bool near_full = cached_tail_ - head_ > near_full_;  // as spsc_release
         head_ += k;
         ring_->consumed.store(head_, std::memory_order_release);  // S4, T2: the exact count
-        messages_ = head_ - base_count_;
-        bytes_ = messages_ * max_message_;
-        maybe_publish_stats();
-        if (head_ - published_head_ >= head_batch_ || head_ == cached_tail_ || near_full) publish_head();
+        if (head_ >= publish_at_) typed_publish_head();
+    }
+    [[gnu::noinline]] void typed_publish_head() noexcept {
+        publish_head();
+        publish_at_ = head_ + head_batch_ < cached_tail_ ? head_ + head_batch_ : cached_tail_;
+        publish_stats();
         after_release();
     }
     template <class T>
     std::size_t typed_take_n(T* out, std::size_t n) {
         constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
         if (holding_) [[unlikely]] throw_holding();
-        if (cached_tail_ - head_ < n && !typed_refresh_tail() && head_ == cached_tail_) return 0;
+        if (cached_tail_ - head_ < n && !typed_refresh_tail()) return 0;
         const std::uint64_t avail = cached_tail_ - head_;
         const std::size_t k = n < avail ? n : static_cast<std::size_t>(avail);
         if (k == 0) return 0;
@@ -517,11 +539,19 @@ private:
     }
 
     // Typed: loads the published tail (SP1) and checks it (T1); false when nothing is waiting.
-    bool typed_refresh_tail() {
+    [[gnu::noinline]] bool typed_refresh_tail() {
         cached_tail_ = ring_->tail.load(std::memory_order_acquire);  // SP1
-        if (cached_tail_ - head_ > capacity_) corrupt("tail more than a ring ahead of head");  // T1: untrusted
-        if (cached_tail_ != head_) return true;
-        if (published_head_ != head_) publish_head();  // S4: empty
+        const std::uint64_t avail = cached_tail_ - head_;
+        if (avail > capacity_) corrupt("tail more than a ring ahead of head");  // T1: untrusted
+        if (avail != 0) {
+            // S4: publish once caught up with this tail, or after a batch; at once when the
+            // ring was nearly full (the producer may be stuck on it), as spsc_release.
+            publish_at_ = avail > near_full_ ? head_ + 1
+                          : published_head_ + head_batch_ < cached_tail_ ? published_head_ + head_batch_
+                                                                          : cached_tail_;
+            return true;
+        }
+        if (published_head_ != head_) typed_publish_head();  // S4: empty
         return false;
     }
     bool typed_try_peek(std::span<const std::byte>& out) {
@@ -633,6 +663,7 @@ private:
     std::uint64_t peek_end_ = 0;
     std::uint64_t peek_len_ = 0;
     std::uint64_t published_head_ = 0;  // SPSC: the head we last stored (S4)
+    std::uint64_t publish_at_ = 0;      // typed: the head_ at which to publish next (typed_consume)
     std::uint64_t head_batch_ = kHeadBatchBytes;
     std::uint64_t near_full_ = 0;  // SPSC: more bytes in use than this may leave a producer stuck (S3: 2 records)
     std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: head_count / head_bytes when we attached (S5; typed: consumed, T2)
