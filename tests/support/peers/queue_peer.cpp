@@ -156,15 +156,22 @@ int exit_code_for(const shmpipe::Error& e) {
     return 2;
 }
 
+// Attaches endpoint E (a Producer<T> or Consumer<T>) to the queue; false (reported) when refused.
+template <class E>
+bool attach_endpoint(const Args& a, std::optional<E>& out) {
+    try {
+        out.emplace(a.pos[1]);
+        return true;
+    } catch (const shmpipe::Error& e) {
+        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
+        return false;
+    }
+}
+
 // produce --typed: push (or reserve/commit) TypedMessage values.
 int produce_typed(const Args& a, std::uint32_t id, std::uint64_t count, SharedLog& log) {
     std::optional<shmpipe::Producer<shmpipe::test::TypedMessage>> tx;
-    try {
-        tx.emplace(a.pos[1]);
-    } catch (const shmpipe::Error& e) {
-        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
-        return 4;
-    }
+    if (!attach_endpoint(a, tx)) return 4;
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         const auto m = shmpipe::test::make_typed_message(id, seq);
         if (a.reserve) {
@@ -191,12 +198,7 @@ int produce(const Args& a, bool forever) {
     SharedLog log = open_log(a);
     if (a.typed) return produce_typed(a, id, count, log);
     std::optional<shmpipe::Producer<>> tx;
-    try {
-        tx.emplace(a.pos[1]);
-    } catch (const shmpipe::Error& e) {
-        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
-        return 4;
-    }
+    if (!attach_endpoint(a, tx)) return 4;
     std::vector<std::byte> buf;
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         const std::size_t n = shmpipe::test::message_size(id, seq, size.max, size.variable);
@@ -223,12 +225,7 @@ template <class T>
 int consume_as(const Args& a) {
     SharedLog log = open_log(a);
     std::optional<shmpipe::Consumer<T>> rx;
-    try {
-        rx.emplace(a.pos[1]);
-    } catch (const shmpipe::Error& e) {
-        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
-        return 4;
-    }
+    if (!attach_endpoint(a, rx)) return 4;
     std::map<std::uint32_t, std::uint64_t> next;  // per producer: smallest acceptable next sequence
     std::map<std::uint32_t, std::uint64_t> last;
     std::uint64_t messages = 0, checksum = 0, died = 0, died_ns = 0;

@@ -205,10 +205,11 @@ public:
     void publish() noexcept { spsc_publish(); }
 
     // Typed SPSC (T1-T3), for Producer<T> of the queue's T (checked at attach, so the stride
-    // is a constant here). typed_push_now: the push fast path, false when full or when the
-    // slow path has to decide (closed, broken, a reservation open). typed_put: the same
-    // without those checks (try_push after typed_ready). typed_put_n: as many of `items` as
-    // fit now, published with one tail store (SP1); 0 when full.
+    // is a constant here). typed_push_now: push's fast path, false when full or when the slow
+    // path has to decide (closed, broken, a reservation open); typed_try_push_now: try_push's,
+    // which sees a broken queue once it is full (as on the byte ring); typed_put: the copy and
+    // the publication (one tail store, SP1). typed_put_n: as many of `items` as fit now,
+    // published with one tail store; 0 when full.
     bool typed_ready() const noexcept { return !(holding_ || closed_) && !broken(); }
     template <class T>
     bool typed_push_now(const T& v) noexcept {
@@ -216,7 +217,7 @@ public:
         return typed_put(v);
     }
     template <class T>
-    bool typed_try_push_now(const T& v) noexcept {  // try_push: broken is seen once full, as on the byte ring
+    bool typed_try_push_now(const T& v) noexcept {
         if (holding_ || closed_) [[unlikely]] return false;
         return typed_put(v);
     }
@@ -226,7 +227,7 @@ public:
         if (tail_ - cached_head_ >= capacity_) [[unlikely]] {  // T1: full as we last saw it
             if (!spsc_refresh_head(tail_ + 1)) return false;  // full is a result
         }
-        std::memcpy(data_ + (tail_ & mask_) * stride, &v, sizeof(T));  // I: the slot is ours (T1)
+        std::memcpy(data_ + (tail_ & mask_) * stride, &v, sizeof(T));  // S2, T1: the slot is ours
         ++tail_;
         typed_publish();
         return true;
