@@ -9,10 +9,13 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <sys/uio.h>
 
 namespace shmpipe::detail {
 
@@ -60,6 +63,15 @@ private:
 // fails with EPIPE instead of raising SIGPIPE, which would kill a process that uses Graph as
 // a library (only pipeline-launch ignores SIGPIPE process-wide).
 void block_sigpipe_in_this_thread() noexcept;
+
+// Writes every byte of `iov` to a non-blocking fd with as few writev calls as it takes (at
+// most IOV_MAX buffers each; a partial write resumes inside the buffer it cut, so `iov` is
+// consumed as it goes), waiting for room in poll() slices of 100 ms. Returns the bytes
+// written: all of them, or fewer once `stop` is set while the fd has no room, or on an error
+// (EPIPE: the reader closed its end; the caller blocks SIGPIPE). `calls` (optional) counts
+// the writev calls made.
+std::size_t writev_until_stopped(int fd, std::span<iovec> iov, const std::atomic<bool>& stop,
+                                 std::uint64_t* calls = nullptr) noexcept;
 
 // The readers below wait in poll() slices of 100 ms: once `abandon` is set and no data is
 // waiting, they stop (a pipe that a stray process outside the stage's group holds open
@@ -125,6 +137,7 @@ struct StdinLedger {
     std::deque<std::uint64_t> starts;  // where the most recent messages start (the window that may be unread)
     std::uint64_t window = 0;          // how far back `starts` reaches: pipe size + a batch
     std::string unwritten;             // framed bytes taken but never written (stopped mid-batch)
+    std::uint64_t writes = 0;          // writev calls made: several messages go out per call
 };
 
 // The messages of a dead process's input, settled: `unread` (framed, whole) were never read
