@@ -67,7 +67,7 @@ std::size_t overlong_line_at(const char* p, std::size_t n, std::size_t limit) no
     return std::string::npos;
 }
 
-// The stdout adapter for a line-batched queue (see line_batch_bytes). Once the pipe has
+// The stdout adapter for a line-batched queue (see SpecGraph::line_batch_bytes). Once the pipe has
 // data, it reserves a message of the queue's max_message bytes, copies in the line the
 // previous read left unfinished, reads straight into the message and publishes its whole
 // lines. It reserves only when data is waiting, so a quiet program never holds a
@@ -304,43 +304,6 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
         // Out of memory copying logs: stop copying, the stage still runs.
     }
     ::close(fd);
-}
-
-std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q) {
-    constexpr std::size_t kLineBatch = 64 * 1024;
-    unsigned writers = 0, readers = 0;
-    for (const auto& s : spec.stages) {
-        for (const auto& w : s.writes()) {
-            if (w != q.name) continue;
-            if (w != s.stdout_queue || s.stdout_format != StreamFormat::lines) return 0;
-            ++writers;
-        }
-        for (const auto& rd : s.reads()) {
-            if (rd != q.name) continue;
-            if (rd != s.stdin_queue || s.stdin_format != StreamFormat::lines) return 0;
-            ++readers;
-        }
-    }
-    if (writers == 0 || readers == 0) return 0;
-    const std::size_t batch = std::max(q.max_message + 1, std::min(kLineBatch, q.capacity / 8));
-    return batch <= q.capacity / 4 ? batch : 0;  // room for a few batches in either kind of ring
-}
-
-bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q) {
-    if (line_batch_bytes(spec, q) == 0) return false;
-    unsigned writers = 0, readers = 0;
-    std::string writer_host, reader_host;
-    for (const auto& s : spec.stages) {
-        const bool writes = s.stdout_queue == q.name, reads = s.stdin_queue == q.name;
-        if (!writes && !reads) continue;
-        if (writes && reads) return false;
-        if (s.is_function || s.replicas != 1 || s.restart != RestartPolicy::never) return false;
-        writers += writes ? 1 : 0;
-        readers += reads ? 1 : 0;
-        (writes ? writer_host : reader_host) = s.host;
-    }
-    // A pipe joins two processes of one host; a queue between hosts is bridged instead.
-    return writers == 1 && readers == 1 && writer_host == reader_host;
 }
 
 void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,

@@ -81,19 +81,9 @@ std::size_t writev_until_stopped(int fd, std::span<iovec> iov, const std::atomic
 // file_fd (>= 0). Closes fd at EOF or when abandoned.
 void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
               const std::atomic<bool>& abandon) noexcept;
-// Line batching. A queue that only stdout line adapters write and only stdin line adapters
-// read carries whole lines, each with its '\n', as many as fit in one message, instead of
-// one line per message: the stdout adapter reads straight into a reserved message and the
-// stdin adapter writes messages straight from the queue to the program's pipe. Lines keep
-// their limit (the spec's max_message, without the '\n'); the queue's own max_message is
-// the batch size, which this returns (0: the queue carries one line or record per message:
-// some endpoint is native or uses records, or the queue is too small for batches).
-std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q);
-// Whether queue q may be a pipe edge instead: line-batchable, written by exactly one ordinary
-// program and read by exactly one on the same host, neither with replicas nor restarts (a restart would need
-// the queue to keep what the dead reader never read). The launcher then creates no queue and
-// relays the writer's stdout pipe to the reader's stdin pipe itself (pump_pipe).
-bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q);
+// Line batching (SpecGraph::line_batch_bytes): the stdout adapter reads straight into a
+// reserved message and the stdin adapter writes messages straight from the queue to the
+// program's pipe. A pipe edge (SpecGraph::is_pipe_edge) is relayed by pump_pipe.
 // The number of '\n' in [p, p + n).
 std::size_t count_lines(const char* p, std::size_t n) noexcept;
 
@@ -105,7 +95,7 @@ enum class ExitVerdict : int { unknown = 0, ended_well = 1, failed = 2 };
 // Stage stdout -> messages. Closes fd at EOF or when abandoned; never closes the producer.
 // A last line without '\n' waits for `verdict` (or `abandon`), and counts its bytes in
 // `dropped_bytes` when it is dropped; kept, it gets its '\n' downstream, as every line
-// does. `line_limit` > 0: lines batched (see line_batch_bytes), each at most that long.
+// does. `line_limit` > 0: lines batched (see SpecGraph::line_batch_bytes), each at most that long.
 void pump_stdout(int fd, Producer<>& tx, StreamFormat format, std::size_t line_limit, AdapterErrors& errors,
                  const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
                  std::atomic<std::size_t>& dropped_bytes) noexcept;
@@ -154,7 +144,7 @@ StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_
 
 // Messages -> stage stdin, until end of stream or `stop` (also while waiting for room in the
 // pipe). `redeliver` (framed messages a dead predecessor never read) goes first. `batched`:
-// messages are batches of lines (see line_batch_bytes), written as they are. The caller
+// messages are batches of lines (see SpecGraph::line_batch_bytes), written as they are. The caller
 // holds a copy of the pipe's read end, so a write never fails with EPIPE: the supervisor
 // sets `stop` once the program exited, and reads what it left in the pipe. Closes fd.
 void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, bool batched, const std::atomic<bool>& stop,
