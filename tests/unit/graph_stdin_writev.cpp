@@ -87,16 +87,25 @@ std::string joined(const std::vector<std::string>& bufs) {
     return s;
 }
 
-// A queue as the launcher makes one for a stdin adapter (consumers: many, as with replicas).
-Queue make_queue(const std::string& name, std::size_t max_message) {
-    QueueOptions o;
-    o.capacity = 8 << 20;  // room for every message of a test: they are pushed before the adapter starts
-    o.max_message = max_message;
-    o.producers = Endpoints::one;
-    o.consumers = Endpoints::many;
-    o.expected_producers = 1;
-    return Queue::create(name, o);
-}
+// A queue as the launcher makes one for a stdin adapter (consumers: many, as with replicas),
+// with its producer and the adapter's consumer.
+struct AdapterQueue {
+    test::ShmGuard guard;
+    std::string name = guard.add(test::unique_name("writev"));
+    Queue queue = Queue::create(name, options());
+    Producer<> tx{name};
+    Consumer<> rx{name};
+
+    static QueueOptions options() {
+        QueueOptions o;
+        o.capacity = 8 << 20;  // room for every message of a test: they are pushed before the adapter starts
+        o.max_message = 4096;
+        o.producers = Endpoints::one;
+        o.consumers = Endpoints::many;
+        o.expected_producers = 1;
+        return o;
+    }
+};
 
 }  // namespace
 
@@ -192,20 +201,16 @@ TEST_CASE("the stdin adapter writes the messages waiting in the queue many to a 
           "[unit]") {
     const Framing f = GENERATE(Framing{StreamFormat::lines, true}, Framing{StreamFormat::lines, false},
                                Framing{StreamFormat::records, false});
-    test::ShmGuard guard;
-    const std::string& name = guard.add(test::unique_name("writev"));
-    auto q = make_queue(name, 4096);
-    Producer<> tx(name);
-    Consumer<> rx(name);
+    AdapterQueue q;
     std::uint64_t lines = 0;
-    const std::string expected = push_messages(tx, f, 200, 600, lines);  // ~60-180 KiB: the pipe holds it all
+    const std::string expected = push_messages(q.tx, f, 200, 600, lines);  // ~60-180 KiB: the pipe holds it all
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     REQUIRE(::fcntl(fds[1], F_SETPIPE_SZ, 256 * 1024) >= 256 * 1024);
     std::atomic<bool> stop{false};
     detail::StdinLedger ledger;
 
-    detail::pump_stdin(fds[1], rx, f.format, f.batched, stop, {}, ledger);  // closes fds[1]; nobody read yet
+    detail::pump_stdin(fds[1], q.rx, f.format, f.batched, stop, {}, ledger);  // closes fds[1]; nobody read yet
 
     const std::string got = drain(fds[0]);
     ::close(fds[0]);
@@ -214,19 +219,15 @@ TEST_CASE("the stdin adapter writes the messages waiting in the queue many to a 
     CHECK(ledger.taken_bytes == expected.size());
     // A gather is at most 64 KiB and one message: every write took the messages waiting.
     CHECK(ledger.writes <= expected.size() / (64 * 1024) + 1);
-    CHECK(q.stats().messages_out == 200);
+    CHECK(q.queue.stats().messages_out == 200);
 }
 
 TEST_CASE("the stdin adapter's writes to a slowly reading program resume exactly after partial writes", "[unit]") {
     const Framing f = GENERATE(Framing{StreamFormat::lines, true}, Framing{StreamFormat::lines, false},
                                Framing{StreamFormat::records, false});
-    test::ShmGuard guard;
-    const std::string& name = guard.add(test::unique_name("writev"));
-    auto q = make_queue(name, 4096);
-    Producer<> tx(name);
-    Consumer<> rx(name);
+    AdapterQueue q;
     std::uint64_t lines = 0;
-    const std::string expected = push_messages(tx, f, 600, 1000, lines);  // ~0.3-1.5 MiB: far more than the pipe
+    const std::string expected = push_messages(q.tx, f, 600, 1000, lines);  // ~0.3-1.5 MiB: far more than the pipe
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     std::string got;
@@ -234,7 +235,7 @@ TEST_CASE("the stdin adapter's writes to a slowly reading program resume exactly
     std::atomic<bool> stop{false};
     detail::StdinLedger ledger;
 
-    detail::pump_stdin(fds[1], rx, f.format, f.batched, stop, {}, ledger);  // closes fds[1]
+    detail::pump_stdin(fds[1], q.rx, f.format, f.batched, stop, {}, ledger);  // closes fds[1]
     reader.join();
     ::close(fds[0]);
 
@@ -243,30 +244,26 @@ TEST_CASE("the stdin adapter's writes to a slowly reading program resume exactly
     CHECK(ledger.taken_bytes == expected.size());
     CHECK(ledger.unwritten.empty());
     CHECK(ledger.writes < 600);  // fewer calls than messages, cut writes included
-    CHECK(q.stats().messages_out == 600);
+    CHECK(q.queue.stats().messages_out == 600);
 }
 
 TEST_CASE("a stdin adapter stopped with the pipe full accounts every taken message: read, in the pipe or unwritten",
           "[unit]") {
-    test::ShmGuard guard;
-    const std::string& name = guard.add(test::unique_name("writev"));
-    auto q = make_queue(name, 4096);
-    Producer<> tx(name);
-    Consumer<> rx(name);
+    AdapterQueue q;
     std::string expected;             // framed, one line per message
     std::vector<std::size_t> starts;  // where each message starts in it
     for (unsigned i = 0; i < 300; ++i) {
         const std::string m = std::to_string(i) + std::string(1000 + i, 'z');
         starts.push_back(expected.size());
         expected += m + "\n";
-        tx.push(std::span<const std::byte>(reinterpret_cast<const std::byte*>(m.data()), m.size()));
+        q.tx.push(std::span<const std::byte>(reinterpret_cast<const std::byte*>(m.data()), m.size()));
     }
-    tx.close();
+    q.tx.close();
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     std::atomic<bool> stop{false};
     detail::StdinLedger ledger;
-    std::thread adapter([&] { detail::pump_stdin(fds[1], rx, StreamFormat::lines, false, stop, {}, ledger); });
+    std::thread adapter([&] { detail::pump_stdin(fds[1], q.rx, StreamFormat::lines, false, stop, {}, ledger); });
     // The program reads 10 000 bytes and stops reading; the adapter fills the pipe (its pages
     // partly: writes are cut anywhere) and waits for room, in the middle of a gather.
     std::string read_part;
