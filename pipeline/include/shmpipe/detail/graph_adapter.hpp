@@ -82,8 +82,9 @@ std::size_t writev_until_stopped(int fd, std::span<iovec> iov, const std::atomic
 void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
               const std::atomic<bool>& abandon) noexcept;
 // Line batching (SpecGraph::line_batch_bytes): the stdout adapter reads straight into a
-// reserved message and the stdin adapter writes messages straight from the queue to the
-// program's pipe. A pipe edge (SpecGraph::is_pipe_edge) is relayed by pump_pipe.
+// reserved message and the stdin adapter writes the waiting messages with one writev (see
+// pump_stdin). A pipe edge (SpecGraph::is_pipe_edge) is relayed by pump_pipe.
+
 // The number of '\n' in [p, p + n).
 std::size_t count_lines(const char* p, std::size_t n) noexcept;
 
@@ -143,7 +144,9 @@ struct StdinSettlement {
 StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_bytes);
 
 // Messages -> stage stdin, until end of stream or `stop` (also while waiting for room in the
-// pipe). `redeliver` (framed messages a dead predecessor never read) goes first. `batched`:
+// pipe). Each write is one writev of the messages waiting (up to about 64 KiB): the last one in
+// place from the queue, those before it copied, since a consumer holds one message at a time.
+// `redeliver` (framed messages a dead predecessor never read) goes first. `batched`:
 // messages are batches of lines (see SpecGraph::line_batch_bytes), written as they are. The caller
 // holds a copy of the pipe's read end, so a write never fails with EPIPE: the supervisor
 // sets `stop` once the program exited, and reads what it left in the pipe. Closes fd.
