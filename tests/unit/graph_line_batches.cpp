@@ -122,7 +122,12 @@ TEST_CASE("lines cut anywhere by the reads arrive whole, in order, many to a mes
     CHECK(sut.ledger.taken == 20000);  // counted in lines
     CHECK(sut.stats.bytes_out == input.size());
     CHECK(sut.stats.abandoned == 0);
-    if (piece > 1) CHECK(sut.stats.messages_out < 20000 / 4);  // batches, not one message per line
+    // Batches, not one message per line. Only pieces of a pipe's atomic write size make that
+    // certain whatever the scheduling: a read then finds a whole message's worth waiting (the
+    // messages here hold 512 bytes, so at least 411 of whole lines of at most 100), but for
+    // the last bytes of each 4096-byte write; whereas an adapter scheduled after every 7-byte
+    // write may publish a message per line or two (seen under load: 5 000-6 000 of them).
+    if (piece == 4096) CHECK(sut.stats.messages_out <= input.size() / (512 - 101) + input.size() / 4096 + 1);
 }
 
 TEST_CASE("a last line without a newline gets one when the program ended well", "[unit]") {
