@@ -1162,8 +1162,9 @@ struct Options {
                  "  --quick            bounded run (~60 s): 5 rounds of 0.04 s runs\n"
                  "  --one-core         pin every process to CPU 0; only transports that block\n"
                  "  --cpus A,B         producer and consumer CPUs (default 0,1)\n"
-                 "  --only LIST        transport ids (ref,ref-rt,spsc-spin,spsc-block,spsc-batch,spsc-zc,mpmc-spin,mpmc-block,\n"
-                 "                     mpmc-1to2,mpmc-2to1,pipe,socketpair,boost-mq,zmq,python-mp)\n"
+                 "  --only LIST        transport ids (ref,ref-rt,spsc-spin,spsc-block,spsc-batch,typed-spin,typed-block,\n"
+                 "                     typed-batch,spsc-zc,mpmc-spin,mpmc-block,mpmc-1to2,mpmc-2to1,pipe,socketpair,\n"
+                 "                     boost-mq,zmq,python-mp)\n"
                  "  --no-pingpong      throughput only\n"
                  "  --python PATH      interpreter for the multiprocessing peer (default /usr/bin/python3)\n"
                  "  --python-script P  the helper (default: bench/queue_bench_mp.py of the source tree)\n"
@@ -1378,6 +1379,12 @@ int main(int argc, char** argv) {
         targets.push_back({"spsc-spin", "ref", Test::throughput, true, 0.7, {65536}});
         targets.push_back({"spsc-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
         targets.push_back({"spsc-batch", "ref", Test::throughput, true, 3.0, {8}});
+        // The same targets for the typed fixed-slot mode (Queue::create<T>).
+        targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.8, {8, 64}});
+        targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.9, {1024}});
+        targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.7, {65536}});
+        targets.push_back({"typed-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
+        targets.push_back({"typed-batch", "ref", Test::throughput, true, 3.0, {8}});
     } else {
         targets.push_back({"spsc-block", "boost-mq", Test::throughput, true, 1.0, {8, 1024}});
         targets.push_back({"spsc-block", "pipe", Test::throughput, true, 1.5, {8, 1024}});
