@@ -5,6 +5,9 @@
 //                its payload is written and checked with the size known at compile time
 //   ref-rt       the same ring with a run-time-sized payload write and check loop (the reference
 //                of earlier runs: at 8 B those cost 15-20% of the ring's ceiling)
+//   ref-copy     the same ring whose consumer copies each message out of its slot, releases the
+//                slot, then checks the copy, as a pop does (ref reads it in place, as a peek does):
+//                the peer of the copying rows (spsc-spin, typed-spin) where the copy matters
 //   spsc-spin    shmpipe SPSC, try_push / try_pop loops with a pause
 //   spsc-block   shmpipe SPSC, push / pop (spin briefly, then futex)
 //   spsc-zc      shmpipe SPSC, try_reserve+commit / try_peek (zero copy, spinning); sizes >= 4 KiB
@@ -445,8 +448,11 @@ struct Buffer {  // an 8-aligned message buffer, prepared with the pattern once
 
 // The reference ring. N: the payload size, written and checked at compile time (ref); 0:
 // at run time, with a loop over the message's words (ref-rt, the reference of earlier runs).
-template <std::size_t N>
+// CopyOut: the consumer copies the message out and releases the slot before checking the
+// copy (ref-copy, the peer of a copying pop); else it checks the slot in place.
+template <std::size_t N, bool CopyOut = false>
 struct RefKind {
+    static_assert(!CopyOut || N != 0, "ref-copy has a compile-time size");
     struct Channel {
         NameGuard name;
     };
@@ -480,12 +486,21 @@ struct RefKind {
         void recv(F&& f) {
             const std::byte* s;
             while ((s = r.try_peek()) == nullptr) bench::cpu_relax();
-            f(s, N == 0 ? size : N);
-            r.release();
+            if constexpr (CopyOut) {
+                std::memcpy(copy.bytes, s, N);
+                r.release();
+                f(copy.bytes, N);
+            } else {
+                f(s, N == 0 ? size : N);
+                r.release();
+            }
         }
         bench::RefRingSegment seg;
         bench::RefRingConsumer r;
         std::size_t size;
+        struct alignas(8) Copy {
+            std::byte bytes[CopyOut ? N : 1];
+        } copy;
     };
 };
 
@@ -1085,6 +1100,7 @@ template <template <std::size_t> class K>
 Measurement run_sized(const Context& cx, Test t, const Geometry& g, int np = 1, int nc = 1) {
     return with_size(g.size, [&]<std::size_t N>() { return measure<K<N>>(t, g, cx.lim, cx.cpus, np, nc); });
 }
+template <std::size_t N> using RefCopy = RefKind<N, true>;
 template <std::size_t N> using SpscSpin = ShmKind<N, ShmMode::spin, false>;
 template <std::size_t N> using SpscBlock = ShmKind<N, ShmMode::block, false>;
 template <std::size_t N> using TypedSpin = ShmKind<N, ShmMode::spin, false, true>;
@@ -1099,6 +1115,8 @@ std::vector<Transport> all_transports() {
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<RefKind>(cx, ts, g); }});
     t.push_back({"ref-rt", "reference ring, run-time-sized payload loop", false, false, true, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return measure<RefKind<0>>(ts, g, cx.lim, cx.cpus, 1, 1); }});
+    t.push_back({"ref-copy", "reference ring, consumer copies out", false, false, true, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<RefCopy>(cx, ts, g); }});
     t.push_back({"spsc-spin", "shmpipe SPSC try_push/try_pop", true, false, true, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<SpscSpin>(cx, ts, g); }});
     t.push_back({"spsc-block", "shmpipe SPSC push/pop", true, true, true, 8,
@@ -1162,7 +1180,7 @@ struct Options {
                  "  --quick            bounded run (~60 s): 5 rounds of 0.04 s runs\n"
                  "  --one-core         pin every process to CPU 0; only transports that block\n"
                  "  --cpus A,B         producer and consumer CPUs (default 0,1)\n"
-                 "  --only LIST        transport ids (ref,ref-rt,spsc-spin,spsc-block,spsc-batch,typed-spin,typed-block,\n"
+                 "  --only LIST        transport ids (ref,ref-rt,ref-copy,spsc-spin,spsc-block,spsc-batch,typed-spin,typed-block,\n"
                  "                     typed-batch,spsc-zc,mpmc-spin,mpmc-block,mpmc-1to2,mpmc-2to1,pipe,socketpair,\n"
                  "                     boost-mq,zmq,python-mp)\n"
                  "  --no-pingpong      throughput only\n"
@@ -1385,6 +1403,9 @@ int main(int argc, char** argv) {
         targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.7, {65536}});
         targets.push_back({"typed-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
         targets.push_back({"typed-batch", "ref", Test::throughput, true, 3.0, {8}});
+        // The copying rows against a reference that copies too (ref reads in place).
+        targets.push_back({"typed-spin", "ref-copy", Test::throughput, true, 0.7, {65536}});
+        targets.push_back({"typed-spin", "ref-copy", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
     } else {
         targets.push_back({"spsc-block", "boost-mq", Test::throughput, true, 1.0, {8, 1024}});
         targets.push_back({"spsc-block", "pipe", Test::throughput, true, 1.5, {8, 1024}});
