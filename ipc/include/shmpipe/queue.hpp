@@ -548,6 +548,9 @@ public:
             if (c.typed()) {
                 if (!c.holding()) {
                     if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] return take_typed(c, p);
+                    // Empty: a polling loop pays one load of tail per try, as the reference
+                    // ring; only a descriptor has more to do (arm it, see the end of stream).
+                    if (!c.has_fd()) return std::nullopt;
                 }
                 return detail::out_of_line([&] { return typed_try_pop_slow(c); });
             }
@@ -641,6 +644,7 @@ public:
                         c.typed_consume(1);
                         return true;
                     }
+                    if (!c.has_fd()) return false;  // empty: one load of tail per try, as try_pop
                 }
                 return detail::out_of_line([&] { return try_pop_into_slow(out); });
             }
