@@ -35,6 +35,9 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     tq.capacity = opt.queue_capacity != 0 ? opt.queue_capacity
                                           : std::clamp<std::size_t>(std::size_t{4} * n, 16, 128) * opt.max_message;
     tq.max_message = opt.max_message;
+    // A worker sleeps in the task queue and the draining thread in the results queue about
+    // once per task when tasks come one at a time: no membarrier per sleep (wait.hpp).
+    tq.symmetric_fences = true;
     tq.producers = Endpoints::one;
     tq.consumers = Endpoints::many;
     // Generous: a dead worker's endpoint record keeps its last claim until it is recycled,

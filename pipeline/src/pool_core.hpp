@@ -28,6 +28,7 @@
 #pragma once
 
 #include <shmpipe/detail/guardian.hpp>
+#include <shmpipe/detail/wait.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
@@ -60,6 +61,7 @@ struct alignas(64) WorkerSlot {
     std::atomic<std::uint32_t> taking{0};    // 1 from asking for a task until `task` is recorded
     std::atomic<std::uint32_t> ended{0};     // 1: saw the end of the task stream (a clean exit)
     std::atomic<std::uint64_t> completed{0}; // tasks finished by this worker
+    std::atomic<std::uint32_t> awake{0};     // 1 while counted in TaskDoor::budget (SpinSeat)
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
 
@@ -81,6 +83,9 @@ struct TaskDoor {
     alignas(64) std::atomic<std::uint32_t> leader{0};  // 1 + index of the worker at the door; 0: none
     std::atomic<std::uint32_t> seq{0};                 // futex word, bumped for each wake-up
     std::atomic<std::uint32_t> sleepers{0};            // followers between counting and leaving a sleep
+    // The pool's spin budget (wait.hpp): workers, and the parent thread draining results,
+    // count themselves while not asleep, so none spins while they outnumber the CPUs.
+    alignas(64) SpinBudget budget;
 };
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 

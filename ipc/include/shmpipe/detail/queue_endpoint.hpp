@@ -107,6 +107,7 @@ protected:
     std::uint64_t capacity_ = 0, mask_ = 0, max_message_ = 0;
     std::uint64_t cell_count_ = 0, cell_mask_ = 0, cell_stride_ = 0;
     bool spsc_ = false;
+    bool symmetric_fences_ = false;  // kQueueFlagSymmetricFences, read once at attach (wait.hpp)
     bool closed_ = false;
     std::uint32_t index_ = 0;  // our endpoint record
     EndpointRecord* record_ = nullptr;
@@ -198,7 +199,7 @@ private:
         maybe_publish_stats();
     }
     void after_publish() noexcept {
-        light_fence();  // the waker's half of the Dekker pair (wait.hpp)
+        waker_fence(symmetric_fences_);  // the waker's half of the Dekker pair (wait.hpp)
         if (ring_->consumers_waiting.load(std::memory_order_relaxed) != 0) wake_consumers();
     }
 
@@ -396,7 +397,7 @@ private:
         maybe_publish_stats();
     }
     void after_release() noexcept {
-        light_fence();
+        waker_fence(symmetric_fences_);
         if (ring_->producers_waiting.load(std::memory_order_relaxed) != 0) wake_producers();
     }
 
