@@ -13,6 +13,7 @@
 #include <shmpipe/detail/queue_layout.hpp>
 #include <shmpipe/detail/queue_state.hpp>
 #include <shmpipe/detail/segment.hpp>
+#include <shmpipe/detail/sigbus_guard.hpp>
 #include <shmpipe/detail/sync_layout.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/inspect.hpp>
@@ -20,8 +21,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csetjmp>
-#include <csignal>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -270,37 +269,12 @@ bool copy_raw(const std::byte* base, std::uint64_t size, RawSnapshot& s) noexcep
     return true;
 }
 
-thread_local sigjmp_buf* t_sigbus_jump = nullptr;
-
-extern "C" void on_sigbus(int sig, siginfo_t*, void*) {
-    if (t_sigbus_jump != nullptr) siglongjmp(*t_sigbus_jump, 1);
-    // Not raised by our copy: fall back to the default action (the fault repeats on return).
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(sig, &dfl, nullptr);
-}
-
-// copy_raw() under a temporary SIGBUS handler. Not thread-safe against other threads
-// changing the SIGBUS disposition at the same time (the tool is single-threaded).
+// copy_raw() under the SIGBUS guard (sigbus_guard.hpp); copy_raw stores plain values only.
 bool guarded_copy(const std::byte* base, std::uint64_t size, RawSnapshot& s) noexcept {
-    struct sigaction act {};
-    struct sigaction old {};
-    act.sa_sigaction = on_sigbus;
-    sigemptyset(&act.sa_mask);
-    act.sa_flags = SA_SIGINFO;
-    if (::sigaction(SIGBUS, &act, &old) != 0) return copy_raw(base, size, s);
-    sigjmp_buf jump;
     bool ok = false;
-    if (sigsetjmp(jump, 1) == 0) {
-        t_sigbus_jump = &jump;
-        ok = copy_raw(base, size, s);
-    } else {
-        s.problem = "shrank while being read (SIGBUS)";
-        ok = false;
-    }
-    t_sigbus_jump = nullptr;
-    ::sigaction(SIGBUS, &old, nullptr);
-    return ok;
+    if (detail::sigbus_guarded([&]() noexcept { ok = copy_raw(base, size, s); })) return ok;
+    s.problem = "shrank while being read (SIGBUS)";
+    return false;
 }
 
 std::string shm_path(std::string_view name) { return "/dev/shm/" + std::string(kSegmentPrefix) + std::string(name); }

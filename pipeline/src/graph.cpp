@@ -268,8 +268,8 @@ struct Graph::Impl {
     // Owner handles, in spec.queues order; none for a pipe edge or a queue of other hosts only.
     std::vector<std::optional<Queue>> queues;
     std::map<std::string, std::string> objects;      // logical -> object name
-    std::map<std::string, std::size_t> line_limits;  // line-batched queues -> their line limit (detail::line_batch_bytes)
-    // A pipe edge (detail::is_pipe_edge): the reader's stdin write end, kept from the
+    std::map<std::string, std::size_t> line_limits;  // line-batched queues -> their line limit (SpecGraph::line_batch_bytes)
+    // A pipe edge (SpecGraph::is_pipe_edge): the reader's stdin write end, kept from the
     // reader's spawn until the writer's relay takes it. The relay counts as one of the
     // reader's threads (from the reader's spawn on), so the reader is settled after it.
     struct PipeEdge {
@@ -421,7 +421,7 @@ QueueOptions Graph::Impl::queue_options(const QueueEnds& e) const {
     o.consumers = readers == 1 && !reader_native_restart ? Endpoints::one : Endpoints::many;
     o.expected_producers = writers;
     o.max_endpoints = std::min<std::uint32_t>(1024, 64 + writers + readers + restart_budget);
-    if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+    if (const std::size_t batch = graph->line_batch_bytes(e); batch != 0) {
         o.max_message = batch;  // messages of whole lines; each line keeps the spec's limit
     }
     return o;
@@ -434,7 +434,7 @@ void Graph::Impl::create_queues() {
             queues.emplace_back(std::nullopt);
             continue;
         }
-        if (detail::is_pipe_edge(spec, q)) {
+        if (graph->is_pipe_edge(e)) {
             pipe_edges[q.name];
             line_limits[q.name] = q.max_message;
             queues.emplace_back(std::nullopt);
@@ -442,7 +442,7 @@ void Graph::Impl::create_queues() {
         }
         std::string object = object_name(q);
         queues.push_back(Queue::create(object, queue_options(e)));
-        if (detail::line_batch_bytes(spec, q) != 0) line_limits[q.name] = q.max_message;  // batches of lines
+        if (graph->line_batch_bytes(e) != 0) line_limits[q.name] = q.max_message;  // batches of lines
         objects[q.name] = object;
     }
 }

@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <optional>
 #include <poll.h>
+#include <sys/uio.h>
 #include <vector>
 #include <pthread.h>
 #include <unistd.h>
@@ -65,7 +67,7 @@ std::size_t overlong_line_at(const char* p, std::size_t n, std::size_t limit) no
     return std::string::npos;
 }
 
-// The stdout adapter for a line-batched queue (see line_batch_bytes). Once the pipe has
+// The stdout adapter for a line-batched queue (see SpecGraph::line_batch_bytes). Once the pipe has
 // data, it reserves a message of the queue's max_message bytes, copies in the line the
 // previous read left unfinished, reads straight into the message and publishes its whole
 // lines. It reserves only when data is waiting, so a quiet program never holds a
@@ -182,23 +184,42 @@ void pump_stdout_batched(int fd, Producer<>& tx, std::size_t limit, AdapterError
 // Writes everything to a non-blocking fd, waiting for room in slices so `stop` is seen.
 // Returns the bytes written: all of them, or fewer on `stop` or an error.
 std::size_t write_until_stopped(int fd, const char* p, std::size_t n, const std::atomic<bool>& stop) noexcept {
-    std::size_t done = 0;
-    while (done < n) {
-        const ssize_t w = ::write(fd, p + done, n - done);
+    iovec one{const_cast<char*>(p), n};
+    return writev_until_stopped(fd, std::span<iovec>(&one, 1), stop);
+}
+
+}  // namespace
+
+std::size_t writev_until_stopped(int fd, std::span<iovec> iov, const std::atomic<bool>& stop,
+                                 std::uint64_t* calls) noexcept {
+    std::size_t done = 0, first = 0;
+    while (first < iov.size()) {
+        if (iov[first].iov_len == 0) {
+            ++first;
+            continue;
+        }
+        const std::size_t count = std::min<std::size_t>(iov.size() - first, IOV_MAX);
+        const ssize_t w = ::writev(fd, iov.data() + first, static_cast<int>(count));
+        if (calls != nullptr) ++*calls;
         if (w < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN) return done;
+            if (errno != EAGAIN) return done;  // EPIPE (the reader closed its end) or another error
             if (stop.load(std::memory_order_acquire)) return done;
             pollfd pf{fd, POLLOUT, 0};
             ::poll(&pf, 1, kPollMs);
             continue;
         }
-        done += static_cast<std::size_t>(w);
+        // A partial write: skip the buffers written whole, resume the cut one where it stopped.
+        auto left = static_cast<std::size_t>(w);
+        done += left;
+        while (left != 0 && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+        if (left != 0) {
+            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+            iov[first].iov_len -= left;
+        }
     }
     return done;
 }
-
-}  // namespace
 
 void block_sigpipe_in_this_thread() noexcept {
     sigset_t set;
@@ -283,43 +304,6 @@ void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
         // Out of memory copying logs: stop copying, the stage still runs.
     }
     ::close(fd);
-}
-
-std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q) {
-    constexpr std::size_t kLineBatch = 64 * 1024;
-    unsigned writers = 0, readers = 0;
-    for (const auto& s : spec.stages) {
-        for (const auto& w : s.writes()) {
-            if (w != q.name) continue;
-            if (w != s.stdout_queue || s.stdout_format != StreamFormat::lines) return 0;
-            ++writers;
-        }
-        for (const auto& rd : s.reads()) {
-            if (rd != q.name) continue;
-            if (rd != s.stdin_queue || s.stdin_format != StreamFormat::lines) return 0;
-            ++readers;
-        }
-    }
-    if (writers == 0 || readers == 0) return 0;
-    const std::size_t batch = std::max(q.max_message + 1, std::min(kLineBatch, q.capacity / 8));
-    return batch <= q.capacity / 4 ? batch : 0;  // room for a few batches in either kind of ring
-}
-
-bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q) {
-    if (line_batch_bytes(spec, q) == 0) return false;
-    unsigned writers = 0, readers = 0;
-    std::string writer_host, reader_host;
-    for (const auto& s : spec.stages) {
-        const bool writes = s.stdout_queue == q.name, reads = s.stdin_queue == q.name;
-        if (!writes && !reads) continue;
-        if (writes && reads) return false;
-        if (s.is_function || s.replicas != 1 || s.restart != RestartPolicy::never) return false;
-        writers += writes ? 1 : 0;
-        readers += reads ? 1 : 0;
-        (writes ? writer_host : reader_host) = s.host;
-    }
-    // A pipe joins two processes of one host; a queue between hosts is bridged instead.
-    return writers == 1 && readers == 1 && writer_host == reader_host;
 }
 
 void pump_pipe(int in_fd, int out_fd, std::size_t line_limit, AdapterErrors& errors, const std::atomic<bool>& abandon,
@@ -534,112 +518,119 @@ StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_
 void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, bool batched, const std::atomic<bool>& stop,
                 std::vector<std::string> redeliver, StdinLedger& ledger) noexcept {
     using namespace std::chrono_literals;
-    // Messages are gathered into one buffer (up to kBatch bytes, or until the queue is
-    // momentarily empty) and written with one system call: a write per line would cost more
-    // than the queue itself. Batched, a message of at least kDirect bytes is written straight
-    // from the queue instead (the queue lends one message at a time, so that is one write
-    // per message, each already holding many lines).
+    // One writev per gather: the messages waiting now, up to about kBatch bytes (a write per
+    // line, or per message, would cost more than the queue itself). The queue lends one
+    // message at a time (an MPMC consumer's claim names one cell: M3 in queue_layout.hpp), so
+    // the messages of a gather but its last are copied into `gather` as they are released,
+    // and the last is written in place from the queue, its framing beside it. A message is
+    // copied only when another one is waiting behind it: a quiet queue's message, and every
+    // message that would overflow the gather, goes out without a copy.
     constexpr std::size_t kBatch = 64 * 1024;
-    constexpr std::size_t kDirect = 8 * 1024;
-    std::string batch;
+    std::string gather;                // framed copies of the gather's released messages
+    std::vector<iovec> iov, sent;      // the write being made, and its copy (writev consumes iov)
+    std::uint64_t queued = 0;          // framed bytes of the write being made
     ledger.batched = batched;
-    // The unread suffix is at most a pipe and a batch (which ends with at most one message
+    // The unread suffix is at most a pipe and a gather (which ends with at most one message
     // past kBatch): keep message starts that far back.
     if (batched) (void)::fcntl(fd, F_SETPIPE_SZ, kBatchedPipeBytes);
     const int pipe_size = ::fcntl(fd, F_GETPIPE_SZ);
     const std::uint64_t base_window = static_cast<std::uint64_t>(pipe_size > 0 ? pipe_size : 1 << 20) + 2 * kBatch;
     ledger.window = base_window;
-    auto mark_start = [&](std::uint64_t lines) {
-        ledger.starts.push_back(ledger.taken_bytes + batch.size());
+    const std::size_t framing = batched ? 0 : format == StreamFormat::records ? sizeof(std::uint32_t) : 1;
+    // A message of `framed` bytes and `lines` lines joins the write being made.
+    auto mark_start = [&](std::uint64_t lines, std::size_t framed) {
+        ledger.starts.push_back(ledger.taken_bytes + queued);
         ledger.taken += lines;
+        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + framed);
+        queued += framed;
     };
     auto lines_in = [&](std::span<const std::byte> sp) -> std::uint64_t {
         return batched ? count_lines(reinterpret_cast<const char*>(sp.data()), sp.size()) : 1;
     };
-    auto append = [&](std::span<const std::byte> sp) {
-        mark_start(lines_in(sp));
-        if (batched) {
-            batch.append(reinterpret_cast<const char*>(sp.data()), sp.size());  // lines with their '\n'
-            ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size());
-            return;
+    auto as_chars = [](std::span<const std::byte> sp) { return reinterpret_cast<const char*>(sp.data()); };
+    std::uint32_t length_prefix = 0;  // the in-place record's (little-endian on every Linux we build for)
+    static constexpr char kNewline = '\n';
+    auto add = [&](const void* p, std::size_t n) { iov.push_back(iovec{const_cast<void*>(p), n}); };
+    // Copies a message, framed (batched: lines with their '\n', as they are), into the gather.
+    auto copy = [&](std::span<const std::byte> sp) {
+        mark_start(lines_in(sp), sp.size() + framing);
+        if (!batched && format == StreamFormat::records) {
+            length_prefix = static_cast<std::uint32_t>(sp.size());
+            gather.append(reinterpret_cast<const char*>(&length_prefix), sizeof length_prefix);
         }
-        if (format == StreamFormat::records) {
-            const auto len = static_cast<std::uint32_t>(sp.size());
-            batch.append(reinterpret_cast<const char*>(&len), sizeof len);
-        }
-        batch.append(reinterpret_cast<const char*>(sp.data()), sp.size());
-        if (format == StreamFormat::lines) batch += '\n';
-        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size() + 8);
+        gather.append(as_chars(sp), sp.size());
+        if (!batched && format == StreamFormat::lines) gather += kNewline;
     };
-    // Writes [p, p + n): the batch, or one message straight from the queue; false when
-    // stopped first (what was not written is kept in the ledger).
-    auto write_out = [&](const char* p, std::size_t n) {
-        const std::size_t written = write_until_stopped(fd, p, n, stop);
-        ledger.taken_bytes += n;
+    // The message held in the queue, framed, last in the write.
+    auto in_place = [&](std::span<const std::byte> sp) {
+        mark_start(lines_in(sp), sp.size() + framing);
+        if (!batched && format == StreamFormat::records) {
+            length_prefix = static_cast<std::uint32_t>(sp.size());
+            add(&length_prefix, sizeof length_prefix);
+        }
+        add(sp.data(), sp.size());
+        if (!batched && format == StreamFormat::lines) add(&kNewline, 1);
+    };
+    // Makes the write; false when stopped first (what was not written is kept in the ledger).
+    auto write_out = [&] {
+        sent = iov;
+        const std::size_t written = writev_until_stopped(fd, iov, stop, &ledger.writes);
+        ledger.taken_bytes += queued;
         while (!ledger.starts.empty() && ledger.starts.front() + ledger.window < ledger.taken_bytes) {
             ledger.starts.pop_front();
         }
-        const bool all = written == n;
-        if (!all) ledger.unwritten.assign(p + written, n - written);
+        const bool all = written == queued;
+        std::size_t skip = written;
+        for (const iovec& v : sent) {
+            if (all) break;
+            if (skip >= v.iov_len) {
+                skip -= v.iov_len;
+                continue;
+            }
+            ledger.unwritten.append(static_cast<const char*>(v.iov_base) + skip, v.iov_len - skip);
+            skip = 0;
+        }
+        iov.clear();
+        gather.clear();
+        queued = 0;
         return all;
-    };
-    auto flush = [&] {
-        const bool all = write_out(batch.data(), batch.size());
-        batch.clear();
-        return all;
-    };
-    // A large batched message, written in place (the batch is empty).
-    auto write_direct = [&](std::span<const std::byte> sp) {
-        mark_start(lines_in(sp));
-        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + sp.size());
-        return write_out(reinterpret_cast<const char*>(sp.data()), sp.size());
     };
     // Non-blocking, so a write to a program that stopped reading (or to a pipe a leftover
     // child of the program still holds) gives way to `stop`.
     if (const int fl = ::fcntl(fd, F_GETFL); fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     try {
-        batch.reserve(kBatch + 4096);
-        for (const auto& m : redeliver) {  // already framed (batched: one line each); at most a pipe and a batch of them
-            mark_start(1);
-            batch += m;
+        gather.reserve(kBatch + 4096);
+        for (const auto& m : redeliver) {  // already framed (batched: one line each); at most a pipe and a gather of them
+            mark_start(1, m.size());
+            add(m.data(), m.size());
         }
-        ledger.window = std::max<std::uint64_t>(ledger.window, base_window + batch.size());
-        bool going = batch.empty() || flush();
+        bool going = redeliver.empty() || write_out();
         while (going && !stop.load(std::memory_order_acquire)) {  // set by the supervisor once the program exited
+            std::optional<ReadSlot> slot;
+            bool last = false;
             try {
-                auto slot = rx.peek_for(100ms);
+                slot = rx.peek_for(100ms);
                 if (!slot) {
                     if (rx.ended()) break;  // end of stream: the program sees EOF
                     continue;
                 }
-                if (batched && slot->span().size() >= kDirect) {
-                    going = write_direct(slot->span());
-                    continue;
-                }
-                append(slot->span());
-                slot.reset();
-                while (batch.size() < kBatch) {
-                    auto more = rx.try_peek();
-                    if (!more) break;
-                    if (batched && more->span().size() >= kDirect) {
-                        if (flush()) {
-                            going = write_direct(more->span());
-                        } else {  // stopped: taken all the same (releasing it consumes it), never written
-                            going = false;
-                            mark_start(lines_in(more->span()));
-                            ledger.taken_bytes += more->span().size();
-                            ledger.unwritten.append(reinterpret_cast<const char*>(more->span().data()), more->span().size());
-                        }
-                        break;
-                    }
-                    append(more->span());
+                while (gather.size() + slot->span().size() + framing <= kBatch && rx.qsize() != 0) {
+                    copy(slot->span());
+                    slot.reset();  // consumed: its copy is in the gather
+                    slot = rx.try_peek();
+                    if (!slot) break;
                 }
             } catch (const Error& e) {
                 // A producer's death is the supervisor's to report (it sees every replica
-                // end, whoever notices first): keep reading the others' messages.
-                if (e.code() != make_error_code(errc::producer_died)) break;  // broken (stopping) or corrupt
+                // end, whoever notices first): keep reading the others' messages. Otherwise
+                // (broken: stopping; or corrupt) write what was taken, then stop.
+                last = e.code() != make_error_code(errc::producer_died);
             }
-            if (!batch.empty()) going = flush();
+            if (!gather.empty()) add(gather.data(), gather.size());
+            if (slot) in_place(slot->span());
+            if (!iov.empty()) going = write_out();
+            slot.reset();  // consumed, written or (stopped) kept in ledger.unwritten
+            if (last) break;
         }
     } catch (...) {
         // Out of memory: end this program's input.

@@ -3,7 +3,6 @@
 #include <shmpipe/spec_graph.hpp>
 
 #include <shmpipe/detail/exit_text.hpp>
-#include <shmpipe/detail/graph_adapter.hpp>
 #include <shmpipe/detail/sys_util.hpp>
 #include <shmpipe/error.hpp>
 #include <shmpipe/object.hpp>
@@ -987,9 +986,9 @@ std::string describe_spec(const PipelineSpec& spec) {
             << ends.producers << " expected producer" << (ends.producers == 1 ? "" : "s") << "; "
             << stage_list(spec, ends.writers, hosts) << " -> " << stage_list(spec, ends.readers, hosts)
             << (q.declared ? "" : " (default geometry)");
-        if (detail::is_pipe_edge(spec, q)) {
+        if (graph.is_pipe_edge(ends)) {
             out << " (pipe edge: no queue)";
-        } else if (const std::size_t batch = detail::line_batch_bytes(spec, q); batch != 0) {
+        } else if (const std::size_t batch = graph.line_batch_bytes(ends); batch != 0) {
             out << " (lines batched, messages up to " << batch << " B)";
         }
         out << "\n";

@@ -130,4 +130,32 @@ std::vector<const QueueEnds*> SpecGraph::crossing() const {
 
 const std::string& SpecGraph::host_of(std::size_t stage) const { return spec_->stages[stage].host; }
 
+std::size_t SpecGraph::line_batch_bytes(const QueueEnds& q) const {
+    constexpr std::size_t kLineBatch = 64 * 1024;
+    if (q.writers.empty() || q.readers.empty()) return 0;
+    const QueueSpec& qs = spec_->queues[q.queue];
+    for (std::size_t si : q.writers) {
+        const StageSpec& s = spec_->stages[si];
+        if (s.stdout_queue != qs.name || s.stdout_format != StreamFormat::lines) return 0;
+    }
+    for (std::size_t si : q.readers) {
+        const StageSpec& s = spec_->stages[si];
+        if (s.stdin_queue != qs.name || s.stdin_format != StreamFormat::lines) return 0;
+    }
+    const std::size_t batch = std::max(qs.max_message + 1, std::min(kLineBatch, qs.capacity / 8));
+    return batch <= qs.capacity / 4 ? batch : 0;  // room for a few batches in either kind of ring
+}
+
+bool SpecGraph::is_pipe_edge(const QueueEnds& q) const {
+    if (line_batch_bytes(q) == 0) return false;
+    // Line-batched: every writer writes it as its stdout, every reader reads it as its stdin.
+    if (q.writers.size() != 1 || q.readers.size() != 1 || q.writers[0] == q.readers[0]) return false;
+    for (std::size_t si : {q.writers[0], q.readers[0]}) {
+        const StageSpec& s = spec_->stages[si];
+        if (s.is_function || s.replicas != 1 || s.restart != RestartPolicy::never) return false;
+    }
+    // A pipe joins two processes of one host; a queue between hosts is bridged instead.
+    return host_of(q.writers[0]) == host_of(q.readers[0]);
+}
+
 }  // namespace shmpipe

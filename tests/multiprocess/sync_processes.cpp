@@ -1,5 +1,6 @@
 // Synchronisation objects across real processes: sync_peer programs (spawned) and forked
 // children (which leave with _exit). Every wait has a deadline naming what it awaited.
+#include "sync_testing.hpp"
 #include "test_catch.hpp"
 
 #include <shmpipe/barrier.hpp>
@@ -24,14 +25,6 @@ using namespace std::chrono_literals;
 namespace sp = shmpipe;
 namespace test = shmpipe::test;
 
-namespace {
-
-std::string peer() { return test::peer_path("sync_peer"); }
-
-test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(peer(), args); }
-
-}  // namespace
-
 TEST_CASE("two processes incrementing a counter 1,000,000 times under a Mutex end at exactly 2,000,000",
           "[multiprocess][mutex]") {
     test::ShmGuard guard;
@@ -42,8 +35,8 @@ TEST_CASE("two processes incrementing a counter 1,000,000 times under a Mutex en
     auto counter = sp::SharedValue<std::uint64_t>::create(cname, 0);
     auto go = sp::Event::create(ename);
     const std::string n = "1000000";
-    auto a = spawn({"mutex-inc", mname, cname, n, ename});
-    auto b = spawn({"mutex-inc", mname, cname, n, ename});
+    auto a = test::spawn_sync_peer({"mutex-inc", mname, cname, n, ename});
+    auto b = test::spawn_sync_peer({"mutex-inc", mname, cname, n, ename});
     go.set();  // start both at once so they contend
     CHECK(a.wait_or_throw(100s, "peer A incrementing under mutex " + mname) == 0);
     CHECK(b.wait_or_throw(100s, "peer B incrementing under mutex " + mname) == 0);
@@ -59,7 +52,7 @@ TEST_CASE("a Semaphore of 3 never lets a 4th process in", "[multiprocess][semaph
     auto sut = sp::Semaphore::create(sname, 3);
     auto stats = sp::SharedArray<std::int64_t>::create(stats_name, 2);  // [0] inside now, [1] most seen
     std::vector<test::Peer> peers;
-    for (int i = 0; i < 5; ++i) peers.push_back(spawn({role, sname, stats_name, "200"}));
+    for (int i = 0; i < 5; ++i) peers.push_back(test::spawn_sync_peer({role, sname, stats_name, "200"}));
     for (auto& p : peers) CHECK(p.wait_or_throw(60s, role + " peer acquiring semaphore " + sname) == 0);
     CHECK(stats.load(0) == 0);
     REQUIRE(stats.load(1) <= 3);
@@ -74,7 +67,7 @@ TEST_CASE("an Event wakes every process waiting for it", "[multiprocess][event]"
     auto sut = sp::Event::create(ename);
     auto arrived = sp::SharedValue<std::uint32_t>::create(cname, 0);
     std::vector<test::Peer> peers;
-    for (int i = 0; i < 4; ++i) peers.push_back(spawn({"event-wait", ename, "30000", cname}));
+    for (int i = 0; i < 4; ++i) peers.push_back(test::spawn_sync_peer({"event-wait", ename, "30000", cname}));
     REQUIRE(test::wait_until([&] { return arrived.load() == 4; }, 20s));
     std::this_thread::sleep_for(50ms);  // let them fall asleep (not required for correctness)
     sut.set();
@@ -85,20 +78,16 @@ TEST_CASE("a Barrier releases its parties together, generation after generation"
     test::ShmGuard guard;
     const std::string bname = guard.add(test::unique_name("bar"));
     const std::string aname = guard.add(test::unique_name("arr"));
-    const std::uint32_t rounds = 20;
     auto sut = sp::Barrier::create(bname, 3);
-    auto arrivals = sp::SharedArray<std::uint32_t>::create(aname, rounds);
-    std::vector<test::Peer> peers;
-    for (int i = 0; i < 3; ++i) peers.push_back(spawn({"barrier", bname, std::to_string(rounds), aname}));
-    for (auto& p : peers) CHECK(p.wait_or_throw(60s, "party at barrier " + bname) == 0);
-    for (std::uint32_t r = 0; r < rounds; ++r) CHECK(arrivals.load(r) == 3);
+    const auto arrivals = test::run_barrier_parties("barrier", bname, aname, 20, "party");
+    CHECK(arrivals == std::vector<std::uint32_t>(20, 3));  // all three in every generation
     CHECK_FALSE(sut.broken());
 }
 
 TEST_CASE("a Pipe end handed to an exec'd program upper-cases strings round trip", "[multiprocess][pipe]") {
     auto [a, b] = sp::Pipe::create();
     b.set_inheritable(true);
-    auto child = spawn({"pipe-upper", std::to_string(b.fd())});
+    auto child = test::spawn_sync_peer({"pipe-upper", std::to_string(b.fd())});
     b.close();  // the child holds the only copy now
     for (const std::string& s : std::vector<std::string>{"hello, world", "", std::string(100000, 'x'), "shmpipe"}) {
         a.send(s);
@@ -167,7 +156,7 @@ TEST_CASE("a Condition hands items from a producer to a consumer process in orde
     const std::int64_t cap = 4;
     const std::int64_t count = 3000;
     auto ring = sp::SharedArray<std::int64_t>::create(rname, static_cast<std::size_t>(cap + 2));  // head, tail, items
-    auto consumer = spawn({"cond-consumer", mname, cname, rname, std::to_string(count)});
+    auto consumer = test::spawn_sync_peer({"cond-consumer", mname, cname, rname, std::to_string(count)});
     std::int64_t* d = ring.data();
     for (std::int64_t v = 1; v <= count; ++v) {
         std::unique_lock lk(m);
@@ -186,7 +175,7 @@ TEST_CASE("a Mutex whose owner is killed is recovered and reported by the next l
     const std::string ename = guard.add(test::unique_name("held"));
     auto sut = sp::Mutex::create(mname);
     auto held = sp::Event::create(ename);
-    auto holder = spawn({"mutex-hold", mname, ename});
+    auto holder = test::spawn_sync_peer({"mutex-hold", mname, ename});
     REQUIRE(held.wait_for(20s));
     REQUIRE_FALSE(sut.try_lock());
     REQUIRE_FALSE(sut.try_lock_for(100ms));
@@ -209,7 +198,7 @@ TEST_CASE("a dead owner's inconsistency stays reported until mark_consistent", "
     const std::string ename = guard.add(test::unique_name("held2"));
     auto sut = sp::RecursiveMutex::create(mname);
     auto held = sp::Event::create(ename);
-    auto holder = spawn({"rmutex-hold", mname, ename});
+    auto holder = test::spawn_sync_peer({"rmutex-hold", mname, ename});
     REQUIRE(held.wait_for(20s));
     holder.signal(SIGKILL);
     CHECK(holder.wait_or_throw(10s, "killed recursive mutex holder") == -SIGKILL);
@@ -231,7 +220,7 @@ TEST_CASE("a killed Semaphore holder's units come back with recover_dead_holders
     opt.recover_dead_holders = true;
     auto sut = sp::Semaphore::create(sname, 2, opt);
     auto taken = sp::Event::create(ename);
-    auto holder = spawn({"sem-hold", sname, "2", ename});
+    auto holder = test::spawn_sync_peer({"sem-hold", sname, "2", ename});
     REQUIRE(taken.wait_for(20s));
     REQUIRE_FALSE(sut.try_acquire());
     holder.signal(SIGKILL);
@@ -250,7 +239,7 @@ TEST_CASE("without recover_dead_holders a killed holder's units stay taken", "[m
     const std::string ename = guard.add(test::unique_name("taken2"));
     auto sut = sp::Semaphore::create(sname, 1);
     auto taken = sp::Event::create(ename);
-    auto holder = spawn({"sem-hold", sname, "1", ename});
+    auto holder = test::spawn_sync_peer({"sem-hold", sname, "1", ename});
     REQUIRE(taken.wait_for(20s));
     holder.signal(SIGKILL);
     CHECK(holder.wait_or_throw(10s, "killed semaphore holder") == -SIGKILL);
@@ -264,8 +253,8 @@ TEST_CASE("a Barrier breaks when a party is killed, and every waiter hears why",
     const std::string ename = guard.add(test::unique_name("idle"));
     auto sut = sp::Barrier::create(bname, 3);
     auto ready = sp::Event::create(ename);
-    auto waiter = spawn({"barrier-expect-broken", bname});
-    auto idle = spawn({"barrier-idle", bname, ename});
+    auto waiter = test::spawn_sync_peer({"barrier-expect-broken", bname});
+    auto idle = test::spawn_sync_peer({"barrier-idle", bname, ename});
     REQUIRE(ready.wait_for(20s));
     REQUIRE(test::wait_until([&] { return sut.n_waiting() == 1; }, 20s));
     idle.signal(SIGKILL);
@@ -285,7 +274,7 @@ TEST_CASE("a Barrier party killed while waiting breaks the barrier for the other
     test::ShmGuard guard;
     const std::string bname = guard.add(test::unique_name("bdead2"));
     auto sut = sp::Barrier::create(bname, 3);
-    auto doomed = spawn({"barrier-expect-broken", bname});
+    auto doomed = test::spawn_sync_peer({"barrier-expect-broken", bname});
     REQUIRE(test::wait_until([&] { return sut.n_waiting() == 1; }, 20s));
     doomed.signal(SIGKILL);
     CHECK(doomed.wait_or_throw(10s, "killed waiting party") == -SIGKILL);
@@ -334,7 +323,7 @@ TEST_CASE("a thread already asleep on a Mutex gets it when the owner is killed",
     const std::string ename = guard.add(test::unique_name("held3"));
     auto sut = sp::Mutex::create(mname);
     auto held = sp::Event::create(ename);
-    auto holder = spawn({"mutex-hold", mname, ename});
+    auto holder = test::spawn_sync_peer({"mutex-hold", mname, ename});
     REQUIRE(held.wait_for(20s));
     std::atomic<int> result{0};  // 1 = got it and saw owner_died
     std::thread waiter([&] {
@@ -366,8 +355,8 @@ TEST_CASE("killing one of two contending lockers mid-run never wedges the Mutex"
     auto sut = sp::Mutex::create(mname);
     auto counter = sp::SharedValue<std::uint64_t>::create(cname, 0);
     auto go = sp::Event::create(ename);
-    auto victim = spawn({"mutex-inc", mname, cname, "1000000000", ename});
-    auto survivor = spawn({"mutex-inc", mname, cname, "300000", ename});
+    auto victim = test::spawn_sync_peer({"mutex-inc", mname, cname, "1000000000", ename});
+    auto survivor = test::spawn_sync_peer({"mutex-inc", mname, cname, "300000", ename});
     go.set();
     REQUIRE(test::wait_until([&] { return counter.load() > 100'000; }, 30s));
     victim.signal(SIGKILL);  // at an arbitrary instruction, quite likely holding the lock

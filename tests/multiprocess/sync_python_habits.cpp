@@ -2,6 +2,7 @@
 // with std::scoped_lock and try_lock (std::lock_guard: sync_processes.cpp), Condition::notify(n),
 // Barrier::wait with an action and reset(), and Pipe::recv<T> refusing a message sent as
 // another type.
+#include "sync_testing.hpp"
 #include "test_catch.hpp"
 
 #include <shmpipe/barrier.hpp>
@@ -24,12 +25,6 @@
 using namespace std::chrono_literals;
 namespace sp = shmpipe;
 namespace test = shmpipe::test;
-
-namespace {
-
-test::Peer spawn(const std::vector<std::string>& args) { return test::Peer(test::peer_path("sync_peer"), args); }
-
-}  // namespace
 
 TEST_CASE("a Semaphore works with std::scoped_lock and std::unique_lock's try_lock", "[multiprocess][semaphore]") {
     test::ShmGuard guard;
@@ -70,7 +65,7 @@ TEST_CASE("Condition::notify(2) lets two of three waiting processes take a token
     auto counters = sp::SharedArray<std::int64_t>::create(tname, 2);  // [0] tokens, [1] taken
     std::int64_t* d = counters.data();
     std::vector<test::Peer> peers;
-    for (int i = 0; i < 3; ++i) peers.push_back(spawn({"cond-take", mname, cname, tname}));
+    for (int i = 0; i < 3; ++i) peers.push_back(test::spawn_sync_peer({"cond-take", mname, cname, tname}));
     {
         std::unique_lock lk(m);
         sut.notify(0);  // nothing: no token yet, and notify(0) wakes no one
@@ -97,13 +92,9 @@ TEST_CASE("a Barrier's action runs once per generation, in the last process to a
     test::ShmGuard guard;
     const std::string bname = guard.add(test::unique_name("bact"));
     const std::string aname = guard.add(test::unique_name("bacts"));
-    const std::uint32_t rounds = 20;
     auto sut = sp::Barrier::create(bname, 3);
-    auto actions = sp::SharedArray<std::uint32_t>::create(aname, rounds);
-    std::vector<test::Peer> peers;
-    for (int i = 0; i < 3; ++i) peers.push_back(spawn({"barrier-action", bname, std::to_string(rounds), aname}));
-    for (auto& p : peers) CHECK(p.wait_or_throw(60s, "party with an action at barrier " + bname) == 0);
-    for (std::uint32_t r = 0; r < rounds; ++r) CHECK(actions.load(r) == 1);
+    const auto actions = test::run_barrier_parties("barrier-action", bname, aname, 20, "party with an action");
+    CHECK(actions == std::vector<std::uint32_t>(20, 1));  // one action per generation
     CHECK_FALSE(sut.broken());
 }
 
@@ -112,7 +103,7 @@ TEST_CASE("a Barrier action that throws breaks the barrier; its party gets the a
     test::ShmGuard guard;
     const std::string bname = guard.add(test::unique_name("bthrow"));
     auto sut = sp::Barrier::create(bname, 2, [] { throw std::logic_error("action failed"); });
-    auto other = spawn({"barrier-expect-broken", bname});
+    auto other = test::spawn_sync_peer({"barrier-expect-broken", bname});
     // The peer arrives first (we wait until it has), so this process is last and runs the action.
     REQUIRE(test::wait_until([&] { return sut.n_waiting() == 1; }, 20s));
     CHECK_THROWS_AS(sut.wait_for(20s), std::logic_error);
@@ -127,7 +118,7 @@ TEST_CASE("Barrier::reset breaks the current waiters and makes the barrier usabl
     const std::string aname = guard.add(test::unique_name("breseta"));
     auto sut = sp::Barrier::create(bname, 3);
     std::vector<test::Peer> waiting;
-    for (int i = 0; i < 2; ++i) waiting.push_back(spawn({"barrier-expect-broken", bname}));
+    for (int i = 0; i < 2; ++i) waiting.push_back(test::spawn_sync_peer({"barrier-expect-broken", bname}));
     REQUIRE(test::wait_until([&] { return sut.n_waiting() == 2; }, 20s));
     sut.reset();
     for (auto& p : waiting) CHECK(p.wait_or_throw(20s, "party waiting at " + bname + " during reset()") == 5);
@@ -139,12 +130,8 @@ TEST_CASE("Barrier::reset breaks the current waiters and makes the barrier usabl
     REQUIRE(sut.broken());
     sut.reset();
     REQUIRE_FALSE(sut.broken());
-    const std::uint32_t rounds = 5;
-    auto arrivals = sp::SharedArray<std::uint32_t>::create(aname, rounds);
-    std::vector<test::Peer> parties;
-    for (int i = 0; i < 3; ++i) parties.push_back(spawn({"barrier", bname, std::to_string(rounds), aname}));
-    for (auto& p : parties) CHECK(p.wait_or_throw(60s, "party at barrier " + bname + " after reset()") == 0);
-    for (std::uint32_t r = 0; r < rounds; ++r) CHECK(arrivals.load(r) == 3);
+    const auto arrivals = test::run_barrier_parties("barrier", bname, aname, 5, "party after reset()");
+    CHECK(arrivals == std::vector<std::uint32_t>(5, 3));
 }
 
 TEST_CASE("Pipe::recv<T> of a message sent as another type is refused with errc::type_mismatch",

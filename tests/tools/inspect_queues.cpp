@@ -349,17 +349,20 @@ TEST_CASE("corrupt and truncated segments are listed as corrupt and a segment no
 
 TEST_CASE("A bridged queue's status record that fails validation is refused, naming the object", "[tools]") {
     // pipeline-launch --host writes "<queue>.bridge" (tools/common/bridge_status); here a
-    // hostile or damaged one, made by hand: a wrong version, a body too small, a wrong record size.
+    // hostile or damaged one, made by hand: a wrong version, a body too small, a wrong record size,
+    // a file cut short.
     struct Case {
         const char* what;
         std::uint64_t body_size;
         std::uint32_t words[4];  // version, record size, direction, peer count
         const char* reason;
+        bool truncated = false;  // the file cut back to its header page after it was made
     };
     const Case cases[] = {
         {"a wrong version", 4096, {99, 0, 1, 1}, "record version 99"},
         {"a body too small", 16, {1, 16, 1, 1}, "its body has 16 bytes"},
         {"a wrong record size", 4096, {1, 0, 1, 1}, "record size 0"},
+        {"its file truncated", 4096, {1, 0, 1, 1}, "header says 8192 bytes, segment has 4096", true},
     };
     for (const auto& c : cases) {
         INFO("status record with " << c.what);
@@ -372,6 +375,7 @@ TEST_CASE("A bridged queue's status record that fails validation is refused, nam
         p.kind = detail::ObjectKind::bridge_status;
         p.body_size = c.body_size;
         auto seg = detail::Segment::create(p, [&](std::byte* body) { std::memcpy(body, c.words, std::min<std::size_t>(16, c.body_size)); });
+        if (c.truncated) REQUIRE(::truncate(shm_file(status).c_str(), 4096) == 0);
 
         const auto shown = inspect({"show", queue});
         CHECK(shown.exit_code == 1);
@@ -390,7 +394,7 @@ TEST_CASE("A bridged queue's status record that fails validation is refused, nam
         const auto table = inspect({"list", queue + "*"});
         CHECK(table.exit_code == 0);
         CHECK(has_line(table.out, queue + " ", "bridge: refused"));
-        CHECK(has_line(table.out, status + " ", "bridge-status"));
+        CHECK(has_line(table.out, status + " ", c.truncated ? "corrupt" : "bridge-status"));
     }
 }
 

@@ -128,6 +128,21 @@ Ending finish(const test::TempDir& dir, test::Peer& a, test::Peer& b, const std:
     return e;
 }
 
+// The two launchers of a split run under one fresh pipeline name: b starts first, then a
+// (inside network namespaces when given; `extra_a`: more arguments for a's launcher).
+struct SplitRun {
+    std::string name;
+    test::Peer b, a;
+    SplitRun(const test::TempDir& dir, const std::string& spec, const std::string& stem, const std::string& netns_b = {},
+             const std::string& netns_a = {}, const std::vector<std::string>& extra_a = {})
+        : name(test::unique_name(stem)),
+          b(start_host(dir, spec, name, "b", netns_b)),
+          a(start_host(dir, spec, name, "a", netns_a, extra_a)) {}
+    Ending finish(const test::TempDir& dir, const std::string& what_a = "launcher of host a") {
+        return ::finish(dir, a, b, what_a);
+    }
+};
+
 // The collector's result line ("collected N results, sum S") in a launcher's output.
 std::string collector_line(const std::string& output) {
     const auto at = output.find("collected ");
@@ -217,11 +232,8 @@ TEST_CASE("Two launchers on loopback run the fan-out split across two hosts with
     const std::string expected = one_host_line(dir, n);
     REQUIRE(!expected.empty());
     const auto spec = split_spec(dir, loopback_host(), loopback_host(), n);
-    const std::string name = test::unique_name("split");
-
-    auto b = start_host(dir, spec, name, "b");
-    auto a = start_host(dir, spec, name, "a");
-    const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
+    SplitRun run(dir, spec, "split");
+    const auto [ra, rb, out_a, out_b] = run.finish(dir);
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 0);
     CHECK(rb == 0);
@@ -239,36 +251,32 @@ TEST_CASE("Two launchers on loopback run the fan-out split across two hosts with
         CHECK(tasks->at("messages").to_number<std::uint64_t>() == n);
         CHECK(results->at("messages").to_number<std::uint64_t>() == n);
     }
-    require_nothing_left(name);
+    require_nothing_left(run.name);
 }
 
 TEST_CASE("A stage failing on one host stops the run on every host, each launcher naming stage.replica@host",
           "[tools][net]") {
     test::TempDir dir;
     const auto spec = split_spec(dir, loopback_host(), loopback_host(), 0, R"(["/bin/sh", "-c", "sleep 0.5; exit 3"])", 1);
-    const std::string name = test::unique_name("splitfail");
-    auto b = start_host(dir, spec, name, "b");
-    auto a = start_host(dir, spec, name, "a");
-    const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
+    SplitRun run(dir, spec, "splitfail");
+    const auto [ra, rb, out_a, out_b] = run.finish(dir);
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 1);
     CHECK(rb == 1);
     CHECK(out_a.find("error: run stopped: worker.0@b: ") != std::string::npos);
     CHECK(out_b.find("error: run stopped: worker.0@b: ") != std::string::npos);
     CHECK(out_a.find("exited with code 3") != std::string::npos);
-    require_nothing_left(name);
+    require_nothing_left(run.name);
 }
 
 TEST_CASE("Ctrl-C on one launcher drains the whole run, the other host drains too and neither exits 0",
           "[tools][net]") {
     test::TempDir dir;
     const auto spec = split_spec(dir, loopback_host(), loopback_host(), 0);
-    const std::string name = test::unique_name("splitint");
-    auto b = start_host(dir, spec, name, "b");
-    auto a = start_host(dir, spec, name, "a");
-    await_tasks_sent(name, 5000);
-    b.signal(SIGINT);  // on the host without the source: the drain must reach host a
-    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
+    SplitRun run(dir, spec, "splitint");
+    await_tasks_sent(run.name, 5000);
+    run.b.signal(SIGINT);  // on the host without the source: the drain must reach host a
+    const auto [ra, rb, out_a, out_b] = run.finish(dir, "launcher of host a to drain");
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(rb == 128 + SIGINT);
     CHECK(ra == 1);
@@ -282,17 +290,15 @@ TEST_CASE("Ctrl-C on one launcher drains the whole run, the other host drains to
     REQUIRE(results != nullptr);
     CHECK(tasks->at("messages_in").to_number<std::uint64_t>() == results->at("messages_out").to_number<std::uint64_t>());
     CHECK(collector_line(out_a).find("collected " + std::to_string(tasks->at("messages_in").to_number<std::uint64_t>()) + " results") == 0);
-    require_nothing_left(name);
+    require_nothing_left(run.name);
 }
 
 TEST_CASE("Random bytes and truncated frames sent to a launcher's ports do not disturb the run", "[tools][net]") {
     test::TempDir dir;
     const auto pa = free_port_block(), pb = free_port_block();
     const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), 0);
-    const std::string name = test::unique_name("splitbad");
-    auto b = start_host(dir, spec, name, "b");
-    auto a = start_host(dir, spec, name, "a");
-    await_tasks_sent(name, 1000);
+    SplitRun run(dir, spec, "splitbad");
+    await_tasks_sent(run.name, 1000);
     // A bad peer: connects to every port of both launchers (link, bridged edges) and sends
     // random bytes, a ZMTP greeting cut short, and a greeting followed by garbage.
     std::mt19937 rng(12345);
@@ -318,12 +324,12 @@ TEST_CASE("Random bytes and truncated frames sent to a launcher's ports do not d
         }
     }
     // Both launchers still run, and the run still moves (the source never ends by itself).
-    CHECK(a.running());
-    CHECK(b.running());
-    const auto sent = Queue::open(name + ".r1-a.tasks").stats().messages_out;
-    await_tasks_sent(name, sent + 20000);
-    a.signal(SIGINT);
-    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
+    CHECK(run.a.running());
+    CHECK(run.b.running());
+    const auto sent = Queue::open(run.name + ".r1-a.tasks").stats().messages_out;
+    await_tasks_sent(run.name, sent + 20000);
+    run.a.signal(SIGINT);
+    const auto [ra, rb, out_a, out_b] = run.finish(dir, "launcher of host a to drain");
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 128 + SIGINT);
     CHECK(rb == 1);
@@ -334,7 +340,7 @@ TEST_CASE("Random bytes and truncated frames sent to a launcher's ports do not d
     REQUIRE(tasks != nullptr);
     CHECK(collector_line(out_a).find("collected " + std::to_string(tasks->at("messages_in").to_number<std::uint64_t>()) +
                                      " results") == 0);
-    require_nothing_left(name);
+    require_nothing_left(run.name);
 }
 
 TEST_CASE("With Curve keys in the spec the run is encrypted end to end, a host with the wrong key is refused",
@@ -355,29 +361,25 @@ TEST_CASE("With Curve keys in the spec the run is encrypted end to end, a host w
         dir.write("b.secret", kb.secret_key + "\n");
         const unsigned long long n = 50000;
         const auto spec = split_spec(dir, address_a, address_b, n, {}, 4, "connect_timeout = \"20s\"\n" + keys);
-        const std::string name = test::unique_name("curve");
-        auto b = start_host(dir, spec, name, "b");
-        auto a = start_host(dir, spec, name, "a");
-        const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
+        SplitRun run(dir, spec, "curve");
+        const auto [ra, rb, out_a, out_b] = run.finish(dir);
         INFO("a:\n" << out_a << "\nb:\n" << out_b);
         CHECK(ra == 0);
         CHECK(rb == 0);
         CHECK(collector_line(out_a).find("collected " + std::to_string(n) + " results") == 0);
         CHECK(out_a.find("warning") == std::string::npos);  // loopback and keys: nothing to warn about
-        require_nothing_left(name);
+        require_nothing_left(run.name);
     }
     SECTION("host b holds a key the spec does not list: nobody hears it, the run fails on both") {
         dir.write("b.secret", other.secret_key + "\n");
         const auto spec = split_spec(dir, address_a, address_b, 0, {}, 4, "connect_timeout = \"3s\"\n" + keys);
-        const std::string name = test::unique_name("curvebad");
-        auto b = start_host(dir, spec, name, "b");
-        auto a = start_host(dir, spec, name, "a");
-        const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
+        SplitRun run(dir, spec, "curvebad");
+        const auto [ra, rb, out_a, out_b] = run.finish(dir);
         INFO("a:\n" << out_a << "\nb:\n" << out_b);
         CHECK(ra == 1);
         CHECK(rb == 1);
         CHECK(out_a.find("run stopped: host \"b\" is dead: unreachable") != std::string::npos);
-        require_nothing_left(name);
+        require_nothing_left(run.name);
     }
 }
 
@@ -386,13 +388,11 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
     test::TempDir dir;
     const auto pa = free_port_block(), pb = free_port_block(), pm = free_port_block();
     const auto spec = split_spec(dir, "tcp://127.0.0.1:" + std::to_string(pa), "tcp://127.0.0.1:" + std::to_string(pb), 0);
-    const std::string name = test::unique_name("splitmet");
     const std::string listen = "127.0.0.1:" + std::to_string(pm);
-    auto b = start_host(dir, spec, name, "b");
-    auto a = start_host(dir, spec, name, "a", {}, {"--metrics-listen", listen});
-    await_tasks_sent(name, 5000);
+    SplitRun run(dir, spec, "splitmet", {}, {}, {"--metrics-listen", listen});
+    await_tasks_sent(run.name, 5000);
     // Scrapes until host a has heard host b's launcher (its first status may wait for a reconnect).
-    const std::string host_up = "shmpipe_host_up{pipeline=\"" + name + "\",host=\"b\"} 1";
+    const std::string host_up = "shmpipe_host_up{pipeline=\"" + run.name + "\",host=\"b\"} 1";
     test::RunResult scrape;
     const bool heard = test::wait_until(
         [&] {
@@ -400,12 +400,12 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
             return scrape.out.find(host_up) != std::string::npos;
         },
         20s);
-    a.signal(SIGINT);
-    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
+    run.a.signal(SIGINT);
+    const auto [ra, rb, out_a, out_b] = run.finish(dir, "launcher of host a to drain");
     INFO("scrape:\n" << scrape.out << scrape.err << "\na:\n" << out_a);
     REQUIRE(scrape.exit_code == 0);
-    const std::string out_labels = "{pipeline=\"" + name + "\",queue=\"tasks\",direction=\"out\",peer=\"b\"}";
-    const std::string in_labels = "{pipeline=\"" + name + "\",queue=\"results\",direction=\"in\",peer=\"b\"}";
+    const std::string out_labels = "{pipeline=\"" + run.name + "\",queue=\"tasks\",direction=\"out\",peer=\"b\"}";
+    const std::string in_labels = "{pipeline=\"" + run.name + "\",queue=\"results\",direction=\"in\",peer=\"b\"}";
     for (const char* family : {"shmpipe_bridge_messages_total", "shmpipe_bridge_credits", "shmpipe_bridge_in_flight",
                                "shmpipe_bridge_last_heard_seconds", "shmpipe_bridge_lost_total"}) {
         CHECK(scrape.out.find(family + out_labels + " ") != std::string::npos);
@@ -415,18 +415,16 @@ TEST_CASE("The launcher's metrics show each bridged queue's remote side: peer ho
     CHECK(heard);
     CHECK(ra == 128 + SIGINT);
     CHECK(rb == 1);
-    require_nothing_left(name);
+    require_nothing_left(run.name);
 }
 
 TEST_CASE("inspect-queues shows a bridged queue's remote side while the run is in flight, and nothing is left after",
           "[tools][net]") {
     test::TempDir dir;
     const auto spec = split_spec(dir, loopback_host(), loopback_host(), 0);
-    const std::string name = test::unique_name("splitiq");
-    auto b = start_host(dir, spec, name, "b");
-    auto a = start_host(dir, spec, name, "a");
-    await_tasks_sent(name, 5000);
-    const std::string tasks = name + ".r1-a.tasks", results = name + ".r1-a.results";
+    SplitRun run(dir, spec, "splitiq");
+    await_tasks_sent(run.name, 5000);
+    const std::string tasks = run.name + ".r1-a.tasks", results = run.name + ".r1-a.results";
     auto inspect = [](const std::vector<std::string>& args) {
         return test::run_program(test::bin_path("inspect-queues"), args, 30s);
     };
@@ -471,7 +469,7 @@ TEST_CASE("inspect-queues shows a bridged queue's remote side while the run is i
     CHECK(text.exit_code == 0);
     CHECK_THAT(text.out, Catch::Contains("remote side (" + tasks + ".bridge") && Catch::Contains("sent to") &&
                              Catch::Contains("CREDITS") && Catch::Contains("IN FLIGHT") && Catch::Contains("LAST HEARD"));
-    const auto table = inspect({"list", name + "*"});
+    const auto table = inspect({"list", run.name + "*"});
     INFO("list: " << table.out);
     CHECK_THAT(table.out, Catch::Contains("bridge out to b (up") && Catch::Contains("bridge in from b ("));
     const auto watched = inspect({"watch", "--count", "1", tasks});
@@ -479,12 +477,12 @@ TEST_CASE("inspect-queues shows a bridged queue's remote side while the run is i
     CHECK(watched.exit_code == 0);
     CHECK_THAT(watched.out, Catch::Contains("bridge out to b (up"));
 
-    a.signal(SIGINT);
-    const auto [ra, rb, out_a, out_b] = finish(dir, a, b, "launcher of host a to drain");
+    run.a.signal(SIGINT);
+    const auto [ra, rb, out_a, out_b] = run.finish(dir, "launcher of host a to drain");
     INFO("a:\n" << out_a << "\nb:\n" << out_b);
     CHECK(ra == 128 + SIGINT);
     CHECK(rb == 1);
-    require_nothing_left(name);  // the status objects with the queues
+    require_nothing_left(run.name);  // the status objects with the queues
 }
 
 TEST_CASE("Check mode validates the placement and prints the edges that cross hosts, bad placements are named",
@@ -599,15 +597,13 @@ TEST_CASE("Across two network namespaces: the split run, a killed launcher, a li
         const unsigned long long n = 200000;
         const std::string expected = one_host_line(dir, n);
         const auto spec = split_spec(dir, address_a, address_b, n);
-        const std::string name = test::unique_name("nssplit");
-        auto b = start_host(dir, spec, name, "b", ns.b());
-        auto a = start_host(dir, spec, name, "a", ns.a());
-        const auto [ra, rb, out_a, out_b] = finish(dir, a, b);
+        SplitRun run(dir, spec, "nssplit", ns.b(), ns.a());
+        const auto [ra, rb, out_a, out_b] = run.finish(dir);
         INFO("a:\n" << out_a << "\nb:\n" << out_b);
         CHECK(ra == 0);
         CHECK(rb == 0);
         CHECK(collector_line(out_a) == expected);
-        require_nothing_left(name);
+        require_nothing_left(run.name);
     }
 
     // Host b (the receiving end of tasks) dies or becomes unreachable with tasks in flight:
@@ -631,29 +627,25 @@ TEST_CASE("Across two network namespaces: the split run, a killed launcher, a li
 
     SECTION("kill -9 of host b's launcher mid-run") {
         const auto spec = split_spec(dir, address_a, address_b, 0);
-        const std::string name = test::unique_name("nskill");
-        auto b = start_host(dir, spec, name, "b", ns.b());
-        auto a = start_host(dir, spec, name, "a", ns.a());
-        await_tasks_sent(name, 20000);
-        b.signal(SIGKILL);
-        CHECK(b.wait_or_throw(10s, "killed launcher of host b") == -SIGKILL);
-        check_host_b_gone(a);
-        require_nothing_left(name);  // b's stages died with it, its guardian removed its queues
+        SplitRun run(dir, spec, "nskill", ns.b(), ns.a());
+        await_tasks_sent(run.name, 20000);
+        run.b.signal(SIGKILL);
+        CHECK(run.b.wait_or_throw(10s, "killed launcher of host b") == -SIGKILL);
+        check_host_b_gone(run.a);
+        require_nothing_left(run.name);  // b's stages died with it, its guardian removed its queues
     }
 
     SECTION("the link set down mid-run") {
         const auto spec = split_spec(dir, address_a, address_b, 0);
-        const std::string name = test::unique_name("nsdown");
-        auto b = start_host(dir, spec, name, "b", ns.b());
-        auto a = start_host(dir, spec, name, "a", ns.a());
-        await_tasks_sent(name, 20000);
+        SplitRun run(dir, spec, "nsdown", ns.b(), ns.a());
+        await_tasks_sent(run.name, 20000);
         REQUIRE(ns.link_down());
-        check_host_b_gone(a);
-        const int rb = b.wait_or_throw(30s, "launcher of host b to notice host a is gone");
+        check_host_b_gone(run.a);
+        const int rb = run.b.wait_or_throw(30s, "launcher of host b to notice host a is gone");
         const std::string out_b = test::read_file(dir.file("b.out"));
         INFO("b:\n" << out_b);
         CHECK(rb == 1);
         CHECK(out_b.find("error: run stopped: host \"a\" is dead") != std::string::npos);
-        require_nothing_left(name);
+        require_nothing_left(run.name);
     }
 }

@@ -3,8 +3,10 @@
 
 #include <shmpipe/detail/process_id.hpp>
 #include <shmpipe/detail/segment.hpp>
+#include <shmpipe/detail/sigbus_guard.hpp>
 #include <shmpipe/error.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -36,6 +38,51 @@ struct Record {
 static_assert(U64::is_always_lock_free);
 
 constexpr std::uint32_t kOut = 1, kIn = 2;
+constexpr int kStableReads = 100;  // counter copies tried before a record that never holds still is refused
+
+// What the reader takes out of the mapping: plain values, copied once, then validated.
+struct PeerCopy {
+    char host[kHostBytes];
+    std::uint64_t credits, in_flight, messages, bytes, resent, lost, last_heard_ms, up;
+};
+struct RecordCopy {
+    std::uint32_t version, record_size, direction, peer_count, peers_total;
+    std::uint64_t updated_ns;
+    bool stable;  // the counters come from one update (the same even sequence number before and after)
+    PeerCopy peers[kMaxPeers];
+};
+
+// Runs under the SIGBUS guard: loads and plain stores only. The geometry is read once; the
+// counters of the first min(peer_count, kMaxPeers) peers until a copy is stable.
+void copy_record(const Record& r, RecordCopy& out) noexcept {
+    out.version = r.version;
+    out.record_size = r.record_size;
+    out.direction = r.direction;
+    out.peer_count = r.peer_count;
+    out.peers_total = r.peers_total;
+    const std::uint32_t count = std::min<std::uint32_t>(out.peer_count, kMaxPeers);
+    for (std::uint32_t i = 0; i < count; ++i) std::memcpy(out.peers[i].host, r.peers[i].host, kHostBytes);
+    out.stable = false;
+    for (int attempt = 0; attempt < kStableReads && !out.stable; ++attempt) {
+        const std::uint64_t before = r.seq.load(std::memory_order_acquire);
+        if ((before & 1) != 0) continue;  // an update is under way
+        out.updated_ns = r.updated_ns.load(std::memory_order_relaxed);
+        for (std::uint32_t i = 0; i < count; ++i) {
+            const PeerRecord& p = r.peers[i];
+            PeerCopy& o = out.peers[i];
+            o.credits = p.credits.load(std::memory_order_relaxed);
+            o.in_flight = p.in_flight.load(std::memory_order_relaxed);
+            o.messages = p.messages.load(std::memory_order_relaxed);
+            o.bytes = p.bytes.load(std::memory_order_relaxed);
+            o.resent = p.resent.load(std::memory_order_relaxed);
+            o.lost = p.lost.load(std::memory_order_relaxed);
+            o.last_heard_ms = p.last_heard_ms.load(std::memory_order_relaxed);
+            o.up = p.up.load(std::memory_order_relaxed);
+        }
+        std::atomic_thread_fence(std::memory_order_acquire);
+        out.stable = r.seq.load(std::memory_order_relaxed) == before;
+    }
+}
 // A counter no real run reaches in its life: beyond it the record is refused, not shown.
 constexpr std::uint64_t kCounterLimit = std::uint64_t{1} << 62;
 
@@ -125,58 +172,52 @@ std::optional<BridgeStatus> read(std::string_view queue_object) {
         throw refuse("its body has " + std::to_string(seg.body_size()) + " bytes, a record needs " +
                      std::to_string(sizeof(Record)));
     }
-    const auto* r = reinterpret_cast<const Record*>(seg.body());
-    // Geometry: copied once, checked here, never re-read.
-    const std::uint32_t version = r->version, size = r->record_size, direction = r->direction;
-    const std::uint32_t count = r->peer_count, total = r->peers_total;
-    if (version != kVersion) {
-        throw refuse("record version " + std::to_string(version) + ", this inspect-queues reads version " +
+    // One copy out of the mapping, under the SIGBUS guard (a writer that shrinks the object
+    // would otherwise kill the inspector), then checks on the copy only.
+    RecordCopy copy;
+    if (!detail::sigbus_guarded([&]() noexcept { copy_record(*reinterpret_cast<const Record*>(seg.body()), copy); })) {
+        throw refuse("it shrank while being read (SIGBUS)");
+    }
+    if (copy.version != kVersion) {
+        throw refuse("record version " + std::to_string(copy.version) + ", this inspect-queues reads version " +
                      std::to_string(kVersion));
     }
-    if (size != sizeof(Record)) throw refuse("record size " + std::to_string(size) + " is not " + std::to_string(sizeof(Record)));
-    if (direction != kOut && direction != kIn) throw refuse("direction " + std::to_string(direction) + " is neither out nor in");
+    if (copy.record_size != sizeof(Record)) {
+        throw refuse("record size " + std::to_string(copy.record_size) + " is not " + std::to_string(sizeof(Record)));
+    }
+    if (copy.direction != kOut && copy.direction != kIn) {
+        throw refuse("direction " + std::to_string(copy.direction) + " is neither out nor in");
+    }
+    const std::uint32_t count = copy.peer_count, total = copy.peers_total;
     if (count > kMaxPeers || count > total || count == 0) {
         throw refuse("peer count " + std::to_string(count) + " of " + std::to_string(total) + " is out of range (1.." +
                      std::to_string(kMaxPeers) + ")");
     }
+    if (!copy.stable) throw refuse("it never held still over " + std::to_string(kStableReads) + " reads");
     BridgeStatus out;
     out.object = name;
-    out.outgoing = direction == kOut;
+    out.outgoing = copy.direction == kOut;
     out.peers_total = total;
+    out.updated_ns = copy.updated_ns;
     for (std::uint32_t i = 0; i < count; ++i) {
-        char host[kHostBytes];
-        std::memcpy(host, r->peers[i].host, kHostBytes);
-        const std::size_t len = strnlen(host, kHostBytes);
+        const PeerCopy& p = copy.peers[i];
+        const std::size_t len = strnlen(p.host, kHostBytes);
         if (len == 0 || len == kHostBytes) throw refuse("the host name of peer " + std::to_string(i) + " is empty or unterminated");
         for (std::size_t c = 0; c < len; ++c) {
-            const unsigned char ch = static_cast<unsigned char>(host[c]);
+            const unsigned char ch = static_cast<unsigned char>(p.host[c]);
             if (ch < 0x20 || ch >= 0x7f) throw refuse("the host name of peer " + std::to_string(i) + " has a control or non-ASCII byte");
         }
-        out.peers.push_back(PeerStatus{std::string(host, len)});
-    }
-    // Counters: a stable copy (same even sequence number before and after).
-    for (int attempt = 0;; ++attempt) {
-        const std::uint64_t before = r->seq.load(std::memory_order_acquire);
-        if ((before & 1) == 0) {
-            out.updated_ns = r->updated_ns.load(std::memory_order_relaxed);
-            for (std::uint32_t i = 0; i < count; ++i) {
-                const PeerRecord& p = r->peers[i];
-                PeerStatus& o = out.peers[i];
-                o.credits = p.credits.load(std::memory_order_relaxed);
-                o.in_flight = p.in_flight.load(std::memory_order_relaxed);
-                o.messages = p.messages.load(std::memory_order_relaxed);
-                o.bytes = p.bytes.load(std::memory_order_relaxed);
-                o.resent = p.resent.load(std::memory_order_relaxed);
-                o.lost = p.lost.load(std::memory_order_relaxed);
-                o.last_heard_ms = p.last_heard_ms.load(std::memory_order_relaxed);
-                const std::uint64_t up = p.up.load(std::memory_order_relaxed);
-                if (up > 1) throw refuse("peer \"" + o.host + "\" has up = " + std::to_string(up) + " (0 or 1)");
-                o.up = up == 1;
-            }
-            std::atomic_thread_fence(std::memory_order_acquire);
-            if (r->seq.load(std::memory_order_relaxed) == before) break;
-        }
-        if (attempt == 100) throw refuse("it never held still over 100 reads (sequence " + std::to_string(before) + ")");
+        PeerStatus o{std::string(p.host, len)};
+        if (p.up > 1) throw refuse("peer \"" + o.host + "\" has up = " + std::to_string(p.up) + " (0 or 1)");
+        o.credits = p.credits;
+        o.in_flight = p.in_flight;
+        o.messages = p.messages;
+        o.bytes = p.bytes;
+        o.resent = p.resent;
+        o.lost = p.lost;
+        o.last_heard_ms = p.last_heard_ms;
+        o.up = p.up == 1;
+        out.peers.push_back(std::move(o));
     }
     for (const auto& p : out.peers) {
         for (std::uint64_t v : {p.credits, p.in_flight, p.messages, p.bytes, p.resent, p.lost, p.last_heard_ms}) {

@@ -25,9 +25,9 @@
 // messages; a stage with `stdin_queue` gets a pipe that a thread fills with one line per
 // message, closed at end of stream (the launcher keeps a copy of that pipe's read end, to
 // see what a failed program left unread). A queue that only line adapters use carries
-// batches of whole lines instead (detail::line_batch_bytes): the same bytes come out, and
+// batches of whole lines instead (SpecGraph::line_batch_bytes): the same bytes come out, and
 // loss and re-delivery below count lines. Between exactly one writer and one reader without
-// replicas or restarts, such a queue is a pipe edge (detail::is_pipe_edge): no queue, one
+// replicas or restarts, such a queue is a pipe edge (SpecGraph::is_pipe_edge): no queue, one
 // thread relays the writer's stdout pipe to the reader's stdin pipe and counts its lines
 // (QueueResult::pipe); a failed reader lost what it was given, and lines the relay read but
 // could not deliver once the reader ended are lost too, both counted; the writer then gets
@@ -150,7 +150,7 @@ struct ReplicaResult {
 struct QueueResult {
     std::string name;                  // logical
     std::string object;                // shared-memory name; empty for a pipe edge
-    bool pipe = false;                 // a pipe edge (detail::is_pipe_edge): no queue, messages are lines
+    bool pipe = false;                 // a pipe edge (SpecGraph::is_pipe_edge): no queue, messages are lines
     std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
     std::uint64_t lost = 0, abandoned = 0;
     bool broken = false;

@@ -9,10 +9,13 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <sys/uio.h>
 
 namespace shmpipe::detail {
 
@@ -61,6 +64,15 @@ private:
 // a library (only pipeline-launch ignores SIGPIPE process-wide).
 void block_sigpipe_in_this_thread() noexcept;
 
+// Writes every byte of `iov` to a non-blocking fd with as few writev calls as it takes (at
+// most IOV_MAX buffers each; a partial write resumes inside the buffer it cut, so `iov` is
+// consumed as it goes), waiting for room in poll() slices of 100 ms. Returns the bytes
+// written: all of them, or fewer once `stop` is set while the fd has no room, or on an error
+// (EPIPE: the reader closed its end; the caller blocks SIGPIPE). `calls` (optional) counts
+// the writev calls made.
+std::size_t writev_until_stopped(int fd, std::span<iovec> iov, const std::atomic<bool>& stop,
+                                 std::uint64_t* calls = nullptr) noexcept;
+
 // The readers below wait in poll() slices of 100 ms: once `abandon` is set and no data is
 // waiting, they stop (a pipe that a stray process outside the stage's group holds open
 // would otherwise never reach EOF). Data already in the pipe is still read.
@@ -69,19 +81,10 @@ void block_sigpipe_in_this_thread() noexcept;
 // file_fd (>= 0). Closes fd at EOF or when abandoned.
 void pump_log(int fd, Output& out, int dest_fd, std::string prefix, int file_fd,
               const std::atomic<bool>& abandon) noexcept;
-// Line batching. A queue that only stdout line adapters write and only stdin line adapters
-// read carries whole lines, each with its '\n', as many as fit in one message, instead of
-// one line per message: the stdout adapter reads straight into a reserved message and the
-// stdin adapter writes messages straight from the queue to the program's pipe. Lines keep
-// their limit (the spec's max_message, without the '\n'); the queue's own max_message is
-// the batch size, which this returns (0: the queue carries one line or record per message:
-// some endpoint is native or uses records, or the queue is too small for batches).
-std::size_t line_batch_bytes(const PipelineSpec& spec, const QueueSpec& q);
-// Whether queue q may be a pipe edge instead: line-batchable, written by exactly one ordinary
-// program and read by exactly one on the same host, neither with replicas nor restarts (a restart would need
-// the queue to keep what the dead reader never read). The launcher then creates no queue and
-// relays the writer's stdout pipe to the reader's stdin pipe itself (pump_pipe).
-bool is_pipe_edge(const PipelineSpec& spec, const QueueSpec& q);
+// Line batching (SpecGraph::line_batch_bytes): the stdout adapter reads straight into a
+// reserved message and the stdin adapter writes the waiting messages with one writev (see
+// pump_stdin). A pipe edge (SpecGraph::is_pipe_edge) is relayed by pump_pipe.
+
 // The number of '\n' in [p, p + n).
 std::size_t count_lines(const char* p, std::size_t n) noexcept;
 
@@ -93,7 +96,7 @@ enum class ExitVerdict : int { unknown = 0, ended_well = 1, failed = 2 };
 // Stage stdout -> messages. Closes fd at EOF or when abandoned; never closes the producer.
 // A last line without '\n' waits for `verdict` (or `abandon`), and counts its bytes in
 // `dropped_bytes` when it is dropped; kept, it gets its '\n' downstream, as every line
-// does. `line_limit` > 0: lines batched (see line_batch_bytes), each at most that long.
+// does. `line_limit` > 0: lines batched (see SpecGraph::line_batch_bytes), each at most that long.
 void pump_stdout(int fd, Producer<>& tx, StreamFormat format, std::size_t line_limit, AdapterErrors& errors,
                  const std::atomic<bool>& abandon, const std::atomic<int>& verdict,
                  std::atomic<std::size_t>& dropped_bytes) noexcept;
@@ -125,6 +128,7 @@ struct StdinLedger {
     std::deque<std::uint64_t> starts;  // where the most recent messages start (the window that may be unread)
     std::uint64_t window = 0;          // how far back `starts` reaches: pipe size + a batch
     std::string unwritten;             // framed bytes taken but never written (stopped mid-batch)
+    std::uint64_t writes = 0;          // writev calls made: several messages go out per call
 };
 
 // The messages of a dead process's input, settled: `unread` (framed, whole) were never read
@@ -140,8 +144,10 @@ struct StdinSettlement {
 StdinSettlement settle_stdin(const StdinLedger& ledger, const std::string& pipe_bytes);
 
 // Messages -> stage stdin, until end of stream or `stop` (also while waiting for room in the
-// pipe). `redeliver` (framed messages a dead predecessor never read) goes first. `batched`:
-// messages are batches of lines (see line_batch_bytes), written as they are. The caller
+// pipe). Each write is one writev of the messages waiting (up to about 64 KiB): the last one in
+// place from the queue, those before it copied, since a consumer holds one message at a time.
+// `redeliver` (framed messages a dead predecessor never read) goes first. `batched`:
+// messages are batches of lines (see SpecGraph::line_batch_bytes), written as they are. The caller
 // holds a copy of the pipe's read end, so a write never fails with EPIPE: the supervisor
 // sets `stop` once the program exited, and reads what it left in the pipe. Closes fd.
 void pump_stdin(int fd, Consumer<>& rx, StreamFormat format, bool batched, const std::atomic<bool>& stop,
