@@ -48,9 +48,9 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rq.consumers = Endpoints::one;
     tasks_q_.emplace(Queue::create(tasks_name, tq));
     results_q_.emplace(Queue::create(results_name, rq));
-    tx_.emplace(tasks_name);
+    tx_.emplace(tasks_name, hot_cells());
     wake_.emplace(results_name);
-    rx_.emplace(results_name);
+    rx_.emplace(results_name, hot_cells());
     max_message_ = tx_->max_message();
 
     const std::size_t ring_at = sizeof(WorkerSlot) * n;  // WorkerSlot is 64 bytes: the ring is aligned

@@ -56,6 +56,16 @@ inline constexpr auto kBacklogPeriod = 1ms;     // how often the collector retri
 inline constexpr auto kSubmitSlice = 20ms;      // longest a submitter holds submit_m_ waiting for room
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 
+// The first 8 KiB of every queue cell (a task or result of up to ~2 000 ints, every
+// apply_async) are mapped when an endpoint attaches, in one call per cell: otherwise each
+// map's chunks land in cells this process has not touched yet and pay a page fault per page
+// in every process (the first maps of a new pool).
+inline OpenOptions hot_cells() {
+    OpenOptions o;
+    o.prefault_bytes = std::size_t{8} << 10;
+    return o;
+}
+
 struct alignas(64) WorkerSlot {
     std::atomic<std::uint64_t> task{0};      // the task being run; 0: none. Worker writes, parent reads.
     std::atomic<std::uint32_t> taking{0};    // 1 from asking for a task until `task` is recorded

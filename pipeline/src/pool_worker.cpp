@@ -31,8 +31,8 @@ namespace shmpipe::detail {
 void PoolCore::worker_main(unsigned index) {
     WorkerSlot& slot = slots_[index];
     set_current_worker_index(index);
-    Consumer<> in(tasks_name);
-    Producer<> out(results_name);
+    Consumer<> in(tasks_name, hot_cells());
+    Producer<> out(results_name, hot_cells());
     const SpinSeat seat(door_->budget, slot.awake);  // awake but for sleeps (wait.hpp)
     if (opt.initializer) opt.initializer();
     Bytes args;

@@ -83,6 +83,7 @@ protected:
     }
     // Sleeps on word (== expected) until woken, deadline_ns, or 100 ms; keeps the inspector's counts.
     void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept;
+    void prefault(std::size_t bytes) noexcept;  // OpenOptions::prefault_bytes
     // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
     std::uint32_t reap_dead(EndpointRole role) noexcept;
     bool live_intent(EndpointRole role, std::uint64_t pos) const noexcept;
