@@ -47,8 +47,9 @@ TEST_CASE("A prefaulting producer writes into fresh cells without page faults", 
     const long cold = faults_filling(kind, 0);
     const long hot = faults_filling(kind, 1);
     INFO(cold << " page faults without prefault_bytes, " << hot << " with it");
-    CHECK(cold >= 12);  // a fresh page (or two) per message
-    CHECK(hot <= 2);
+    // At least a fresh page per message saved. Compared, not absolute: a sanitizer's shadow
+    // memory faults in alongside (ThreadSanitizer maps shadow pages for every page touched).
+    CHECK(cold - hot >= 12);
 }
 
 TEST_CASE("Prefaulting at attach leaves queued messages intact", "[unit][queue]") {
