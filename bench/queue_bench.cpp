@@ -9,6 +9,9 @@
 //   spsc-block   shmpipe SPSC, push / pop (spin briefly, then futex)
 //   spsc-zc      shmpipe SPSC, try_reserve+commit / try_peek (zero copy, spinning); sizes >= 4 KiB
 //   spsc-batch   shmpipe SPSC, push_n / pop_n of 128 messages (one publication per batch)
+//   typed-spin   shmpipe typed SPSC (Queue::create<T>: fixed slots, no record header), try_push / try_pop
+//   typed-block  shmpipe typed SPSC, push / pop
+//   typed-batch  shmpipe typed SPSC, push_n / pop_n of 128 messages
 //   mpmc-spin    shmpipe MPMC 1->1, try_push / try_pop
 //   mpmc-block   shmpipe MPMC 1->1, push / pop
 //   mpmc-1to2    shmpipe MPMC, 1 producer -> 2 consumers, push / pop (the consumers share a core)
@@ -498,22 +501,26 @@ struct ShmChannel {
     NameGuard name;
     std::optional<shmpipe::Queue> owner;
 };
-ShmChannel create_shm_channel(const Geometry& g, bool mpmc) {
+// Typed: Queue::create<T> for the payload type (SPSC: fixed slots); the endpoints, the same
+// Producer<T>/Consumer<T> as untyped, take the typed path by themselves.
+template <class T>
+ShmChannel create_shm_channel(const Geometry& g, bool mpmc, bool typed) {
     ShmChannel c{NameGuard("shmpipe.bench." + unique_suffix(), false), std::nullopt};
     shmpipe::QueueOptions opt;
     opt.capacity = g.capacity;
     opt.max_message = g.size;
     opt.producers = mpmc ? shmpipe::Endpoints::many : shmpipe::Endpoints::one;
     opt.consumers = mpmc ? shmpipe::Endpoints::many : shmpipe::Endpoints::one;
-    c.owner.emplace(shmpipe::Queue::create(c.name.name().substr(shmpipe::kSegmentPrefix.size()), opt));
+    const std::string name = c.name.name().substr(shmpipe::kSegmentPrefix.size());
+    c.owner.emplace(typed ? shmpipe::Queue::create<T>(name, opt) : shmpipe::Queue::create(name, opt));
     return c;
 }
 std::string queue_name(const ShmChannel& c) { return c.name.name().substr(shmpipe::kSegmentPrefix.size()); }
 
-template <std::size_t N, ShmMode Mode, bool Mpmc>
+template <std::size_t N, ShmMode Mode, bool Mpmc, bool Typed = false>
 struct ShmKind {
     using Channel = ShmChannel;
-    static Channel create(const Geometry& g) { return create_shm_channel(g, Mpmc); }
+    static Channel create(const Geometry& g) { return create_shm_channel<Payload<N>>(g, Mpmc, Typed); }
 
     struct Tx {
         Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : p(queue_name(c)), fmt(f) { fmt.fill(buf.bytes, 0); }
@@ -554,11 +561,11 @@ struct ShmKind {
 
 // shmpipe SPSC batch calls: the producer collects kBatch messages and sends them with one
 // push_n; the consumer takes up to kBatch with one pop_n and hands them out one by one.
-template <std::size_t N>
+template <std::size_t N, bool Typed = false>
 struct ShmBatchKind {
     static constexpr std::size_t kBatch = 128;
     using Channel = ShmChannel;
-    static Channel create(const Geometry& g) { return create_shm_channel(g, false); }
+    static Channel create(const Geometry& g) { return create_shm_channel<Payload<N>>(g, false, Typed); }
     struct Tx {
         Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : p(queue_name(c)), fmt(f), buf(kBatch) {
             for (auto& b : buf) fmt.fill(b.bytes, 0);
@@ -597,7 +604,7 @@ struct ShmBatchKind {
 template <bool Mpmc>
 struct ShmZeroCopyKind {
     using Channel = ShmChannel;
-    static Channel create(const Geometry& g) { return create_shm_channel(g, Mpmc); }
+    static Channel create(const Geometry& g) { return create_shm_channel<Payload<8>>(g, Mpmc, false); }
     struct Tx {
         Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : p(queue_name(c)), fmt(f) {}
         void send(std::uint64_t w0) {
@@ -1080,6 +1087,9 @@ Measurement run_sized(const Context& cx, Test t, const Geometry& g, int np = 1, 
 }
 template <std::size_t N> using SpscSpin = ShmKind<N, ShmMode::spin, false>;
 template <std::size_t N> using SpscBlock = ShmKind<N, ShmMode::block, false>;
+template <std::size_t N> using TypedSpin = ShmKind<N, ShmMode::spin, false, true>;
+template <std::size_t N> using TypedBlock = ShmKind<N, ShmMode::block, false, true>;
+template <std::size_t N> using TypedBatch = ShmBatchKind<N, true>;
 template <std::size_t N> using MpmcSpin = ShmKind<N, ShmMode::spin, true>;
 template <std::size_t N> using MpmcBlock = ShmKind<N, ShmMode::block, true>;
 
@@ -1095,6 +1105,12 @@ std::vector<Transport> all_transports() {
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<SpscBlock>(cx, ts, g); }});
     t.push_back({"spsc-batch", "shmpipe SPSC push_n/pop_n (128)", true, false, false, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<ShmBatchKind>(cx, ts, g); }});
+    t.push_back({"typed-spin", "shmpipe typed SPSC try_push/try_pop", true, false, true, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<TypedSpin>(cx, ts, g); }});
+    t.push_back({"typed-block", "shmpipe typed SPSC push/pop", true, true, true, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<TypedBlock>(cx, ts, g); }});
+    t.push_back({"typed-batch", "shmpipe typed SPSC push_n/pop_n (128)", true, false, false, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<TypedBatch>(cx, ts, g); }});
     t.push_back({"spsc-zc", "shmpipe SPSC try_reserve/try_peek", true, false, true, 4096,
                  [](const Context& cx, Test ts, const Geometry& g) {
                      return measure<ShmZeroCopyKind<false>>(ts, g, cx.lim, cx.cpus, 1, 1);
@@ -1146,8 +1162,9 @@ struct Options {
                  "  --quick            bounded run (~60 s): 5 rounds of 0.04 s runs\n"
                  "  --one-core         pin every process to CPU 0; only transports that block\n"
                  "  --cpus A,B         producer and consumer CPUs (default 0,1)\n"
-                 "  --only LIST        transport ids (ref,ref-rt,spsc-spin,spsc-block,spsc-batch,spsc-zc,mpmc-spin,mpmc-block,\n"
-                 "                     mpmc-1to2,mpmc-2to1,pipe,socketpair,boost-mq,zmq,python-mp)\n"
+                 "  --only LIST        transport ids (ref,ref-rt,spsc-spin,spsc-block,spsc-batch,typed-spin,typed-block,\n"
+                 "                     typed-batch,spsc-zc,mpmc-spin,mpmc-block,mpmc-1to2,mpmc-2to1,pipe,socketpair,\n"
+                 "                     boost-mq,zmq,python-mp)\n"
                  "  --no-pingpong      throughput only\n"
                  "  --python PATH      interpreter for the multiprocessing peer (default /usr/bin/python3)\n"
                  "  --python-script P  the helper (default: bench/queue_bench_mp.py of the source tree)\n"
@@ -1362,6 +1379,12 @@ int main(int argc, char** argv) {
         targets.push_back({"spsc-spin", "ref", Test::throughput, true, 0.7, {65536}});
         targets.push_back({"spsc-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
         targets.push_back({"spsc-batch", "ref", Test::throughput, true, 3.0, {8}});
+        // The same targets for the typed fixed-slot mode (Queue::create<T>).
+        targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.8, {8, 64}});
+        targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.9, {1024}});
+        targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.7, {65536}});
+        targets.push_back({"typed-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
+        targets.push_back({"typed-batch", "ref", Test::throughput, true, 3.0, {8}});
     } else {
         targets.push_back({"spsc-block", "boost-mq", Test::throughput, true, 1.0, {8, 1024}});
         targets.push_back({"spsc-block", "pipe", Test::throughput, true, 1.5, {8, 1024}});

@@ -412,6 +412,7 @@ void build(ObjectInfo& info, const RawSnapshot& s) {
         info.is_queue = true;
         info.capacity = s.geometry.capacity;
         info.max_message = s.geometry.max_message;
+        if (s.geometry.typed) info.slot_bytes = s.geometry.cell_stride;
         info.expected_producers = s.expected_producers;
         info.abandoned = s.abandoned;
         info.lost = s.lost;

@@ -120,7 +120,7 @@ void forget_bell(EndpointRecord& e, RingIndices& r, EndpointRole role) noexcept 
 // --- EndpointCore --------------------------------------------------------------------------
 
 EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag,
-                           const OpenOptions& options) {
+                           const OpenOptions& options, std::uint64_t slot_size) {
     const char* role_text = role == EndpointRole::producer ? "attach producer to" : "attach consumer to";
     QueueGeometry g;
     segment_ = open_queue_segment(name, role_text, Access::read_write, g, options);
@@ -131,10 +131,24 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     geometry_ = g;
     spsc_ = g.spsc;
     symmetric_fences_ = (g.flags & kQueueFlagSymmetricFences) != 0;
-    capacity_ = g.capacity;
+    typed_ = g.typed;
+    capacity_ = typed_ ? g.cell_count : g.capacity;  // T1: typed positions count slots
     mask_ = capacity_ - 1;
     max_message_ = g.max_message;
     data_ = body + g.data_offset;
+    if (typed_) {
+        cell_stride_ = g.cell_stride;
+        // T3: only Producer<T>/Consumer<T> of the queue's T use its slots (the tag is checked below).
+        if (slot_size != g.max_message || type_tag == 0) {
+            throw Error(errc::type_mismatch,
+                        describe(role_text, "queue", name,
+                                 "it is a typed queue of " + std::to_string(g.max_message) +
+                                     "-byte elements (made by Queue::create<T>) and this endpoint " +
+                                     (slot_size == 0 ? std::string("is untyped (Bytes, a codec type or Python)")
+                                                     : "has " + std::to_string(slot_size) + "-byte elements") +
+                                     "; attach with Producer<T>/Consumer<T> of the queue's element type"));
+        }
+    }
     if (!spsc_) {
         cells_ = reinterpret_cast<Cell*>(body + g.cells_offset);
         cell_count_ = g.cell_count;
@@ -171,8 +185,10 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
             give_back_owner();
             throw Error(errc::type_mismatch,
                         describe(role_text, "queue", name,
-                                 "its other endpoints use another element type (producers and consumers "
-                                 "must agree on T)"));
+                                 typed_ ? std::string("it was made by Queue::create<T> for another element type of "
+                                                      "the same size (producers and consumers must use that T)")
+                                        : std::string("its other endpoints use another element type (producers and "
+                                                      "consumers must agree on T)")));
         }
     }
     if (spsc_) {
@@ -182,8 +198,9 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         const std::uint64_t tail = ring_->tail.load(std::memory_order_acquire);
         // The producer fills up to the consumer's exact position (S4), so the ring spans
         // consumed..tail; the published head may trail consumed by up to a batch.
-        if (head % 8 != 0 || tail % 8 != 0 || consumed % 8 != 0 || tail < consumed || consumed < head ||
-            tail - consumed > capacity_) {
+        // Typed queues count slots (T1): any position is one.
+        const bool misaligned = !typed_ && (head % 8 != 0 || tail % 8 != 0 || consumed % 8 != 0);
+        if (misaligned || tail < consumed || consumed < head || tail - consumed > capacity_) {
             give_back_owner();
             throw Error(errc::corrupt, describe(role_text, "queue", name,
                         "its ring indices are inconsistent (head " + std::to_string(head) + ", consumed " +
@@ -289,6 +306,10 @@ bool EndpointCore::owned_by_this_process() const noexcept {
 
 void EndpointCore::publish_stats() noexcept {
     if (record_ == nullptr || !owned_by_this_process()) return;
+    if (typed_pos_ != nullptr) {  // T2: derived from our position
+        messages_ = *typed_pos_ - typed_base_;
+        bytes_ = messages_ * max_message_;
+    }
     record_->messages.store(messages_, std::memory_order_relaxed);  // statistics only
     record_->bytes.store(bytes_, std::memory_order_relaxed);
 }
@@ -323,7 +344,7 @@ void EndpointCore::prefault(std::size_t bytes) noexcept {
         (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);
     };
     if (spsc_) {
-        populate(data_, std::min<std::uint64_t>(bytes, capacity_));
+        populate(data_, std::min<std::uint64_t>(bytes, geometry_.capacity));  // ring bytes (typed: slots * stride)
         return;
     }
     for (std::uint64_t i = 0; i < cell_count_; ++i) {
@@ -402,13 +423,18 @@ bool EndpointCore::live_intent(EndpointRole role, std::uint64_t pos) const noexc
 
 // --- ProducerCore ----------------------------------------------------------------------------
 
-ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
-    : EndpointCore(name, EndpointRole::producer, type_tag, options) {
+ProducerCore::ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options,
+                           std::uint64_t slot_size)
+    : EndpointCore(name, EndpointRole::producer, type_tag, options, slot_size) {
     if (spsc_) {
         tail_ = ring_->tail.load(std::memory_order_acquire);  // a replacement producer continues here
         cached_head_ = ring_->head.load(std::memory_order_acquire);
         base_count_ = ring_->tail_count.load(std::memory_order_relaxed);  // S5: we continue the counts
         base_bytes_ = ring_->tail_bytes.load(std::memory_order_relaxed);
+        if (typed_) {  // T2: our messages are the positions we publish
+            typed_pos_ = &tail_;
+            typed_base_ = tail_;
+        }
     }
 }
 
@@ -605,8 +631,9 @@ void ProducerCore::recover_full() noexcept {
 
 // --- ConsumerCore ----------------------------------------------------------------------------
 
-ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options)
-    : EndpointCore(name, EndpointRole::consumer, type_tag, options) {
+ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options,
+                           std::uint64_t slot_size)
+    : EndpointCore(name, EndpointRole::consumer, type_tag, options, slot_size) {
     joinable_ = (geometry_.flags & kQueueFlagJoinable) != 0;
     if (joinable_) record_->aux.store(0, std::memory_order_relaxed);  // J2: a recycled record's old value
     if (spsc_) {
@@ -620,6 +647,14 @@ ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const 
         near_full_ = capacity_ - 2 * (sizeof(RecordHeader) + align8(max_message_));  // validated: >= 0
         base_count_ = ring_->head_count.load(std::memory_order_relaxed);  // S5: we continue the counts
         base_bytes_ = ring_->head_bytes.load(std::memory_order_relaxed);
+        if (typed_) {
+            // T1, T2: slots, not bytes. A head store per kHeadBatchBytes worth of slots (at
+            // most an eighth of the ring), and per message once at most one slot is free.
+            typed_pos_ = &head_;
+            typed_base_ = head_;
+            head_batch_ = std::clamp<std::uint64_t>(kHeadBatchBytes / cell_stride_, 1, capacity_ / 8 ? capacity_ / 8 : 1);
+            near_full_ = capacity_ - 2;
+        }
     }
 }
 
@@ -911,8 +946,15 @@ void ConsumerCore::wake_producers() noexcept {
 
 // --- Queue -----------------------------------------------------------------------------------
 
-Queue Queue::create(std::string_view name, const QueueOptions& o) {
+Queue Queue::create(std::string_view name, const QueueOptions& o) { return create_impl(name, o, 0, 0); }
+
+Queue Queue::create_impl(std::string_view name, const QueueOptions& options, std::uint64_t type_tag,
+                         std::uint64_t slot_size) {
     using namespace detail;
+    // Queue::create<T>: the element size is the message size, and T's tag is recorded now, so
+    // endpoints of another T are refused from the first one on.
+    QueueOptions o = options;
+    if (slot_size != 0) o.max_message = slot_size;
     validate_name(name, "queue");
     auto bad = [&](const std::string& why) {
         throw Error(errc::invalid_argument, describe("create", "queue", name, why));
@@ -921,6 +963,9 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     if (o.max_message > (std::size_t{1} << 30)) bad("max_message must be at most 1 GiB");
     if (o.capacity > (std::size_t{1} << 40)) bad("capacity must be at most 1 TiB");
     const bool spsc = o.producers == Endpoints::one && o.consumers == Endpoints::one;
+    // Typed fixed slots (T1-T3) wherever they apply: a fixed T, one producer, one consumer,
+    // not joinable (task_done bookkeeping stays on the byte ring).
+    const bool typed = spsc && slot_size != 0 && !o.joinable;
     std::uint32_t flags = 0;
     if (o.producers == Endpoints::one) flags |= kQueueFlagOneProducer;
     if (o.consumers == Endpoints::one) flags |= kQueueFlagOneConsumer;
@@ -934,7 +979,28 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     // errors name what one message really costs: its record or cell, not max_message.
     const std::uint64_t n = o.max_messages;
     if (n > (std::uint64_t{1} << 32)) bad("max_messages must be at most 2^32");
-    if (spsc) {
+    if (typed) {
+        cell_stride = typed_slot_stride(slot_size);
+        if (n != 0) {
+            cell_count = std::bit_ceil(std::max<std::uint64_t>(n, 2));
+        } else {
+            const std::uint64_t fit = o.capacity / cell_stride;
+            if (fit < 2) {
+                bad("capacity " + std::to_string(o.capacity) + " holds fewer than 2 elements of " +
+                    std::to_string(slot_size) + " bytes (typed slots of " + std::to_string(cell_stride) +
+                    " bytes), so capacity >= " + std::to_string(2 * cell_stride) +
+                    " (or set QueueOptions::max_messages instead)");
+            }
+            cell_count = std::bit_floor(fit);
+        }
+        if (cell_count * cell_stride > (std::uint64_t{1} << 40)) {
+            bad(std::to_string(cell_count) + " slots of " + std::to_string(cell_stride) + " bytes need more than 1 TiB");
+        }
+        capacity = cell_count * cell_stride;
+        flags |= kQueueFlagTyped;
+        data_offset = align_up(ring_offset + sizeof(RingIndices), 4096);
+        records = kSpscEndpointRecords;
+    } else if (spsc) {
         const std::uint64_t record = sizeof(RecordHeader) + align8(o.max_message);
         if (n != 0) {
             // n whole records, plus one for the padding a record that would straddle the
@@ -990,7 +1056,7 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
     p.permissions = o.permissions;
     p.flags = flags;
     const QueueGeometry g{capacity, o.max_message, ring_offset, data_offset, cells_offset, cell_count, cell_stride,
-                          flags, spsc};
+                          flags, spsc, typed};
     Segment s = Segment::create(p, [&](std::byte* body) {
         auto& c = queue_control(body);
         c.capacity = capacity;
@@ -1002,6 +1068,7 @@ Queue Queue::create(std::string_view name, const QueueOptions& o) {
         c.cell_stride = cell_stride;
         c.flags = flags;
         c.expected_producers = o.expected_producers;
+        c.type_hash.store(type_tag, std::memory_order_relaxed);  // published with the segment
         if (!spsc) {
             Cell* cells = reinterpret_cast<Cell*>(body + cells_offset);
             for (std::uint64_t i = 0; i < cell_count; ++i) cells[i].seq.store(i, std::memory_order_relaxed);  // M1
@@ -1020,6 +1087,7 @@ Queue Queue::open(std::string_view name, const OpenOptions& options) {
 
 // Geometry comes from the handle's validated copy, never from shared memory.
 bool Queue::spsc() const noexcept { return geometry_.spsc; }
+bool Queue::typed() const noexcept { return geometry_.typed; }
 std::size_t Queue::capacity() const noexcept { return static_cast<std::size_t>(geometry_.capacity); }
 std::size_t Queue::max_message() const noexcept { return static_cast<std::size_t>(geometry_.max_message); }
 
@@ -1109,6 +1177,7 @@ QueueStats Queue::stats() const {
     const auto& r = ring_indices(segment_.body(), geometry_);
     st.name = name();
     st.spsc = spsc();
+    st.typed = typed();
     st.capacity = geometry_.capacity;
     st.max_message = geometry_.max_message;
     std::uint64_t endpoint_bytes_in = 0, endpoint_bytes_out = 0;

@@ -48,6 +48,7 @@ QueueGeometry copy_geometry(const QueueControl& c, bool spsc) noexcept {
     g.cells_offset = c.cells_offset;
     g.cell_count = c.cell_count;
     g.cell_stride = c.cell_stride;
+    g.typed = spsc && (c.flags & kQueueFlagTyped) != 0;
     return g;
 }
 
@@ -61,7 +62,19 @@ const char* validate_queue_geometry(const QueueGeometry& g, std::uint64_t size) 
     if (g.data_offset % kCacheLine != 0 || g.data_offset < g.ring_offset + sizeof(RingIndices) || g.data_offset > size) {
         return "data region outside the segment";
     }
-    if (g.spsc) {
+    if (!g.spsc && (g.flags & kQueueFlagTyped) != 0) return "typed flag on an MPMC queue";
+    if (g.typed) {
+        // T1: fixed slots; the consumer copies max_message bytes out of each.
+        if ((g.flags & (kQueueFlagOneProducer | kQueueFlagOneConsumer)) !=
+                (kQueueFlagOneProducer | kQueueFlagOneConsumer) ||
+            (g.flags & kQueueFlagJoinable) != 0) {
+            return "typed SPSC queue with other than one-producer/one-consumer flags";
+        }
+        if (g.cell_count < 2 || !std::has_single_bit(g.cell_count)) return "slot count is not a power of two";
+        if (g.cell_stride != typed_slot_stride(g.max_message)) return "slot stride does not match the element size";
+        if (g.cell_count > (size - g.data_offset) / g.cell_stride) return "slots outside the segment";
+        if (g.capacity != g.cell_count * g.cell_stride) return "capacity does not match the slots";
+    } else if (g.spsc) {
         if ((g.flags & (kQueueFlagOneProducer | kQueueFlagOneConsumer)) !=
             (kQueueFlagOneProducer | kQueueFlagOneConsumer)) {
             return "SPSC queue without one-producer/one-consumer flags";
@@ -111,7 +124,16 @@ RingCounts load_ring_counts(const RingIndices& r) noexcept {
 QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint64_t endpoint_bytes_in,
                          std::uint64_t endpoint_bytes_out) noexcept {
     QueueTotals t;
-    if (g.spsc) {
+    if (g.typed) {
+        // T2: the positions are the counts; consumed is exact, head may trail (S4).
+        const std::uint64_t out = std::max(r.head, r.consumed);
+        t.messages_in = r.tail;
+        t.messages_out = out;
+        t.bytes_in = r.tail * g.max_message;
+        t.bytes_out = out * g.max_message;
+        t.depth = std::min(r.tail >= out ? r.tail - out : 0, g.cell_count);
+        t.bytes_used = t.depth * g.cell_stride;
+    } else if (g.spsc) {
         t.messages_in = r.tail_count;
         t.bytes_in = r.tail_bytes;
         t.messages_out = r.head_count;
@@ -133,7 +155,7 @@ QueueTotals queue_totals(const QueueGeometry& g, const RingCounts& r, std::uint6
 
 bool queue_full(const QueueGeometry& g, const RingCounts& r) noexcept {
     const QueueTotals t = queue_totals(g, r, 0, 0);
-    if (!g.spsc) return t.depth >= g.cell_count;
+    if (!g.spsc || g.typed) return t.depth >= g.cell_count;
     return g.capacity - t.bytes_used < sizeof(RecordHeader) + align8(g.max_message);
 }
 

@@ -3,6 +3,8 @@
 //   py_peer produce TYPE QUEUE COUNT    pushes value(TYPE, i) for i in [0, COUNT), then closes
 //   py_peer consume TYPE QUEUE COUNT    pops until the end of stream, checking each value
 //   py_peer produce-hold QUEUE          pushes one bytes message, prints "ready", sleeps (to be killed)
+//   py_peer create-typed QUEUE          creates QUEUE with Queue::create<Point> for one producer and
+//                                       one consumer (typed fixed slots), persisted; prints "typed=1"
 //
 // TYPE: i64 (std::int64_t), f64 (double), point (the struct Point below), string
 // (std::string), bytes (Producer<> / Consumer<>). The values are the ones
@@ -76,7 +78,7 @@ int run(const std::string& role, const std::string& queue, long count) {
 }
 
 [[noreturn]] void usage() {
-    std::fprintf(stderr, "usage: py_peer produce|consume i64|f64|point|string|bytes QUEUE COUNT | produce-hold QUEUE\n");
+    std::fprintf(stderr, "usage: py_peer produce|consume i64|f64|point|string|bytes QUEUE COUNT | produce-hold QUEUE | create-typed QUEUE\n");
     std::exit(64);
 }
 
@@ -92,6 +94,14 @@ int main(int argc, char** argv) {
             std::printf("ready\n");
             std::fflush(stdout);
             for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+        }
+        if (a.size() == 2 && a[0] == "create-typed") {
+            shmpipe::QueueOptions o;
+            o.producers = o.consumers = shmpipe::Endpoints::one;
+            auto q = shmpipe::Queue::create<Point>(a[1], o);
+            q.persist();  // the test removes it
+            std::printf("typed=%d\n", q.typed() ? 1 : 0);
+            return 0;
         }
         if (a.size() != 4 || (a[0] != "produce" && a[0] != "consume")) usage();
         const long count = std::strtol(a[3].c_str(), nullptr, 10);

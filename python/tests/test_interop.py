@@ -1,5 +1,7 @@
 """Typed messages between Python and a C++ process (py_peer): the same bytes as
 Producer<T> / Consumer<T> for std::int64_t, double, a struct, std::string and raw bytes."""
+import os
+
 import pytest
 
 import shmpipe
@@ -63,3 +65,21 @@ def test_a_pickled_message_read_as_raw_bytes_by_cpp_is_named_not_misread(unique_
         sut.get()  # C++ bytes carry no Python tag
     assert "dtype=bytes" in str(e.value)
     sut.close()
+
+
+def test_a_typed_cpp_queue_refuses_python_endpoints_naming_the_queue(unique_name, py_peer, children):
+    """Queue::create<Point> for one producer and one consumer makes fixed slots without record
+    headers: only C++ Producer<Point>/Consumer<Point> may use them. Python is refused, clearly."""
+    name = unique_name("typed")
+    peer = children.start([py_peer, "create-typed", name])
+    rc, out, err = children.finish(peer, "py_peer create-typed")
+    assert rc == 0 and out.strip() == "typed=1", out + err
+    try:
+        sut = shmpipe.Queue.open(name, dtype="<iid", cpp_type="Point")
+        with pytest.raises(shmpipe.TypeMismatch, match=name):
+            sut.put((1, 2, 3.0))
+        with pytest.raises(shmpipe.TypeMismatch, match="typed queue"):
+            sut.get_nowait()
+        sut.close()
+    finally:
+        os.unlink("/dev/shm/shmpipe." + name)

@@ -24,18 +24,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using shmpipe::test::kill_and_reap;
 using shmpipe::test::report_of;
-
-void kill_and_reap(test::Peer& p, const std::string& what) {
-    p.signal(SIGKILL);
-    CHECK(p.wait_or_throw(10s, what + " to die after SIGKILL") == -SIGKILL);
-}
-
-void wait_log(const test::SharedLog& log, std::uint64_t n, const std::string& what) {
-    if (!test::wait_until([&] { return log.size() >= n; }, 30s)) {
-        FAIL("timed out after 30 s waiting for " << what << " (log has " << log.size() << " of " << n << ")");
-    }
-}
+using shmpipe::test::wait_log;
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 //     to its replacement (at most one per consumer kill);
 //   - nothing half-written: consumers check every message's content (exit 6 otherwise);
 //   - per-producer order within each consumer.
+// The SPSC case runs on the byte ring and on a typed fixed-slot queue (Queue::create<T>).
 // SHMPIPE_STRESS_SCALE (default 1) multiplies the number of rounds. The seed is printed;
 // SHMPIPE_STRESS_SEED replays a run.
 #include "queue_catch.hpp"
@@ -45,6 +46,7 @@ struct Params {
     std::uint32_t incarnations;  // producer processes over the whole run
     std::uint64_t per_producer;
     std::size_t capacity, max_message;
+    bool typed = false;  // SPSC only: Queue::create<TypedMessage>, peers with --typed (fixed slots)
 };
 
 struct Running {
@@ -73,7 +75,7 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
     // attached until the end, so producers may be killed at any moment, even mid-attach;
     // then the queue is sealed and the anchor closes.
     if (p.spsc) o.expected_producers = p.incarnations;
-    auto q = Queue::create(name, o);
+    auto q = p.typed ? Queue::create<test::TypedMessage>(name, o) : Queue::create(name, o);
     std::optional<Producer<>> anchor;
     if (!p.spsc) anchor.emplace(name);
 
@@ -86,6 +88,7 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
         std::vector<std::string> args{"consume", name, "--peek", "--tolerate-deaths", "--log", log,
                                       "--out", log + ".report"};
         if (p.spsc) args.push_back("--allow-redelivery");
+        if (p.typed) args.push_back("--typed");
         consumers.push_back(Running{test::spawn_queue_peer(args), consumer_logs++});
     };
     auto finish_producer = [&](Running& r, int code) {
@@ -132,9 +135,9 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
             const std::uint32_t id = ++spawned;
             const std::string log = dir.file("p" + std::to_string(id));
             test::SharedLog::create(log);
-            producers.push_back(Running{test::spawn_queue_peer({"produce", name, std::to_string(id), std::to_string(p.per_producer),
-                                               size, "--log", log}),
-                                        id});
+            std::vector<std::string> args{"produce", name, std::to_string(id), std::to_string(p.per_producer), size, "--log", log};
+            if (p.typed) args.push_back("--typed");
+            producers.push_back(Running{test::spawn_queue_peer(args), id});
             out.producer_ids.push_back(id);
             if (p.spsc) {
                 auto& r = producers.back();
@@ -201,6 +204,7 @@ Outcome run(const Params& p, const std::string& name, const test::TempDir& dir, 
 TEST_CASE("Producers and consumers SIGKILLed at random moments: no hang, no loss, no duplicate", "[stress]") {
     const std::uint64_t scale = env_number("SHMPIPE_STRESS_SCALE", 1);
     const auto p = GENERATE(Params{"SPSC", true, 1, 1, 40, 3000, 4096, 256},
+                            Params{"typed SPSC", true, 1, 1, 40, 3000, 4096, 40, true},
                             Params{"MPMC 2 -> 3", false, 2, 3, 40, 3000, 32 * 64, 64});
     const std::uint64_t seed = env_number("SHMPIPE_STRESS_SEED", std::random_device{}());
     INFO(p.label << ", seed " << seed << " (SHMPIPE_STRESS_SEED replays it)");

@@ -1,7 +1,7 @@
 // Ring stress with both ends as threads of one process: the variant ThreadSanitizer can
 // check (it sees one process only). SPSC and MPMC, several producers and consumers, every
 // operation flavour (push/try_push/push_for/reserve/push_n, pop/try_pop/pop_for/peek/
-// pop_n/pop_into), tiny rings
+// pop_n/try_pop_n/pop_n_for/pop_into/try_pop_into), typed fixed-slot queues too, tiny rings
 // so both sides block and wake constantly. Checks: content intact, each message exactly
 // once, each producer's order kept per consumer, end of stream reached by every consumer.
 // SHMPIPE_STRESS_SCALE (default 1) multiplies the message counts.
@@ -88,39 +88,41 @@ void produce(const std::string& name, std::uint32_t id, std::uint64_t count, std
     }
 }
 
-// Pops until the end of stream, rotating through the pop flavours.
+// Pops until the end of stream, rotating through the pop flavours. T: Bytes, or
+// test::TypedMessage on a typed queue.
+std::span<const std::byte> bytes_of(const Bytes& m) { return m; }
+std::span<const std::byte> bytes_of(const test::TypedMessage& m) { return m.bytes; }
+template <class T>
 void consume(const std::string& name, ConsumerResult& out) {
     try {
-        Consumer<> rx(name);
+        Consumer<T> rx(name);
         auto take = [&](std::span<const std::byte> m) {
             std::uint32_t p = 0;
             std::uint64_t s = 0;
             if (!test::parse_message(m, p, s)) throw std::runtime_error("bad message content");
             out.log.push_back(test::log_entry(p, s));
         };
-        std::array<Bytes, 3> batch;
-        Bytes into;
+        std::array<T, 5> batch;
+        T into{};
         for (std::uint64_t i = 0;; ++i) {
-            switch (i % 6) {
+            switch (i % 8) {
                 case 0: {
                     auto m = rx.pop();
                     if (!m) return;
-                    take(*m);
+                    take(bytes_of(*m));
                     break;
                 }
                 case 1: {
-                    auto m = rx.try_pop();
-                    if (m) {
-                        take(*m);
+                    if (auto m = rx.try_pop()) {
+                        take(bytes_of(*m));
                     } else if (rx.ended()) {
                         return;
                     }
                     break;
                 }
                 case 2: {
-                    auto m = rx.pop_for(2ms);
-                    if (m) {
-                        take(*m);
+                    if (auto m = rx.pop_for(2ms)) {
+                        take(bytes_of(*m));
                     } else if (rx.ended()) {
                         return;
                     }
@@ -135,12 +137,27 @@ void consume(const std::string& name, ConsumerResult& out) {
                 case 4: {
                     const std::size_t got = rx.pop_n(batch);
                     if (got == 0) return;
-                    for (std::size_t k = 0; k < got; ++k) take(batch[k]);
+                    for (std::size_t k = 0; k < got; ++k) take(bytes_of(batch[k]));
+                    break;
+                }
+                case 5: {
+                    const std::size_t got = rx.try_pop_n(batch);
+                    for (std::size_t k = 0; k < got; ++k) take(bytes_of(batch[k]));
+                    if (got == 0 && rx.pop_n_for(std::span(batch).first(1), 2ms) == 1) take(bytes_of(batch[0]));
+                    if (rx.ended()) return;
+                    break;
+                }
+                case 6: {
+                    if (rx.try_pop_into(into)) {
+                        take(bytes_of(into));
+                    } else if (rx.ended()) {
+                        return;
+                    }
                     break;
                 }
                 default: {
                     if (!rx.pop_into(into)) return;
-                    take(into);
+                    take(bytes_of(into));
                     break;
                 }
             }
@@ -182,7 +199,7 @@ TEST_CASE("Threads hammering one queue deliver every message exactly once and in
         std::vector<ConsumerResult> results(static_cast<std::size_t>(shape.consumers));
         std::vector<std::string> producer_errors(static_cast<std::size_t>(shape.producers));
         std::vector<std::thread> threads;
-        for (int c = 0; c < shape.consumers; ++c) threads.emplace_back(consume, name, std::ref(results[c]));
+        for (int c = 0; c < shape.consumers; ++c) threads.emplace_back(consume<Bytes>, name, std::ref(results[c]));
         for (int p = 0; p < shape.producers; ++p) {
             threads.emplace_back(produce, name, static_cast<std::uint32_t>(p + 1), per_producer, shape.max_message,
                                  std::ref(producer_errors[p]));
@@ -240,7 +257,7 @@ TEST_CASE("Threads that give up slots and time out never lose or duplicate commi
         std::vector<ConsumerResult> results(2);
         std::vector<std::string> errors(2);
         std::vector<std::thread> threads;
-        for (auto& r : results) threads.emplace_back(consume, name, std::ref(r));
+        for (auto& r : results) threads.emplace_back(consume<Bytes>, name, std::ref(r));
         for (std::uint32_t p = 1; p <= 2; ++p) {
             threads.emplace_back([&, p] {
                 try {
@@ -289,6 +306,104 @@ TEST_CASE("Threads that give up slots and time out never lose or duplicate commi
         CHECK(d.missing(1, per_producer).empty());
         CHECK(d.missing(2, per_producer).empty());
         CHECK(d.total == 2 * per_producer);
+    }
+    test::require_gone(name);
+}
+
+namespace {
+
+// A typed queue's producer (Producer<TypedMessage>), rotating through the push flavours.
+void produce_typed(const std::string& name, std::uint32_t id, std::uint64_t count, std::string& error) {
+    try {
+        Producer<test::TypedMessage> tx(name);
+        std::vector<test::TypedMessage> batch;
+        for (std::uint64_t seq = 0; seq < count;) {
+            switch (seq % 6) {
+                case 0: tx.push(test::make_typed_message(id, seq++)); break;
+                case 1:
+                    while (!tx.try_push(test::make_typed_message(id, seq))) std::this_thread::yield();
+                    ++seq;
+                    break;
+                case 2:
+                    while (!tx.push_for(test::make_typed_message(id, seq), 2ms)) {
+                    }
+                    ++seq;
+                    break;
+                case 3: {
+                    auto slot = tx.reserve(sizeof(test::TypedMessage));
+                    test::fill_message(slot.span(), id, seq++);
+                    slot.commit();
+                    break;
+                }
+                default: {  // batches of up to 11 (one publication each; more than the ring holds)
+                    batch.clear();
+                    for (std::uint64_t k = 0; k < 11 && seq + k < count; ++k) batch.push_back(test::make_typed_message(id, seq + k));
+                    std::size_t done = seq % 6 == 4 ? 0 : tx.try_push_n(batch);
+                    if (done < batch.size()) tx.push_n(std::span<const test::TypedMessage>(batch).subspan(done));
+                    seq += batch.size();
+                    break;
+                }
+            }
+        }
+        tx.close();
+    } catch (const std::exception& e) {
+        error = std::string("producer ") + std::to_string(id) + ": " + e.what();
+    }
+}
+
+}  // namespace
+
+TEST_CASE("Threads hammering a typed queue deliver every message exactly once and in order", "[stress]") {
+    const std::size_t slots = GENERATE(std::size_t{2}, std::size_t{8}, std::size_t{1024});
+    INFO(slots << " slots");
+    const std::uint64_t count = 200000 * test::stress_scale();
+    const std::string name = test::unique_name("typedthreads");
+    test::ShmGuard guard{name};
+    {
+        QueueOptions o;
+        o.producers = Endpoints::one;
+        o.consumers = Endpoints::one;
+        o.max_messages = slots;
+        auto q = Queue::create<test::TypedMessage>(name, o);
+        REQUIRE(q.typed());
+        ConsumerResult result;
+        std::string producer_error;
+        std::thread consumer(consume<test::TypedMessage>, name, std::ref(result));
+        std::thread producer(produce_typed, name, 1u, count, std::ref(producer_error));
+        std::atomic<bool> done{false};
+        std::atomic<bool> fired{false};
+        std::thread watchdog([&] {
+            const auto deadline = std::chrono::steady_clock::now() + 120s;
+            while (!done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+            if (!done.load()) {
+                fired = true;
+                Queue::open(name).mark_broken();
+            }
+        });
+        {
+            const test::HangGuard hang(name, 150s, "joining the typed stress threads");
+            producer.join();
+            consumer.join();
+        }
+        done = true;
+        watchdog.join();
+        REQUIRE_FALSE(fired.load());  // else the threads hung until the queue was broken after 120 s
+        CHECK(producer_error.empty());
+        CHECK(result.error.empty());
+        INFO(producer_error << result.error);
+        std::string why;
+        const bool ordered = test::per_producer_order(result.log, false, &why);
+        INFO(why);
+        CHECK(ordered);
+        const auto d = test::collect({result.log});
+        CHECK(d.total == count);
+        CHECK(d.duplicates() == 0);
+        CHECK(d.missing(1, count).empty());
+        const auto s = q.stats();
+        CHECK(s.ended);
+        CHECK(s.messages_in == count);
+        CHECK(s.messages_out == count);
+        CHECK(s.bytes_out == count * sizeof(test::TypedMessage));
     }
     test::require_gone(name);
 }

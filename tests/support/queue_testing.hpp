@@ -27,6 +27,7 @@
 #include <optional>
 #include <sstream>
 #include <fcntl.h>
+#include <array>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -91,6 +92,17 @@ inline bool parse_message(std::span<const std::byte> in, std::uint32_t& producer
         if (in[i] != filler_byte(producer, seq, i)) return false;
     }
     return true;
+}
+
+// The element of typed queues in tests (Queue::create<TypedMessage>: fixed 40-byte slots),
+// in the verified format of fill_message / parse_message.
+struct TypedMessage {
+    std::array<std::byte, 40> bytes;
+};
+inline TypedMessage make_typed_message(std::uint32_t producer, std::uint64_t seq) noexcept {
+    TypedMessage m;
+    fill_message(m.bytes, producer, seq);
+    return m;
 }
 
 // One u64 per message for logs: producer id in the top 24 bits, sequence in the low 40.

@@ -475,3 +475,33 @@ TEST_CASE("A drained queue whose producers all closed shows closed in --json, op
     CHECK_FALSE(rx.pop_for(1s));
     CHECK(rx.ended());
 }
+
+TEST_CASE("a typed queue shows its mode, slot size and exact counts", "[tools]") {
+    test::ShmGuard guard;
+    const std::string name = guard.add(test::unique_name("iq-typed"));
+    QueueOptions o;
+    o.producers = o.consumers = Endpoints::one;
+    o.capacity = 4096;
+    auto queue = Queue::create<std::uint64_t>(name, o);
+    Producer<std::uint64_t> tx(name);
+    Consumer<std::uint64_t> rx(name);
+    for (std::uint64_t i = 0; i < 37; ++i) tx.push(i);
+    for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(rx.pop() == i);  // the head is still unpublished (S4)
+
+    const auto shown_json = inspect({"--json", "show", name});
+    REQUIRE(shown_json.exit_code == 0);
+    const auto obj = json_of(shown_json.out, name);
+    CHECK_THAT(obj, Catch::Contains("\"typed\":true") && Catch::Contains("\"slot_bytes\":8"));
+    CHECK(json_number(obj, "depth") == 27);
+    CHECK(json_number(obj, "messages_in") == 37);
+    CHECK(json_number(obj, "messages_out") == 10);
+    CHECK(json_number(obj, "bytes_out") == 80);
+    CHECK(json_number(obj, "capacity") == 4096);
+
+    const auto listed = inspect({"list", name});
+    CHECK(listed.exit_code == 0);
+    CHECK(has_line(listed.out, name + " ", "spsc-queue typed"));
+    const auto shown = inspect({"show", name});
+    CHECK(shown.exit_code == 0);
+    CHECK_THAT(shown.out, Catch::Contains("typed fixed slots of 8 bytes, 512 slots"));
+}

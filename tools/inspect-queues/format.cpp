@@ -69,6 +69,8 @@ std::string to_json(const shmpipe::ObjectInfo& o, const Rates* rates) {
         j["capacity"] = o.capacity;
         j["depth"] = o.depth;
         j["max_message"] = o.max_message;
+        j["typed"] = o.slot_bytes != 0;  // typed fixed-slot SPSC (Queue::create<T>)
+        if (o.slot_bytes != 0) j["slot_bytes"] = o.slot_bytes;
         j["bytes_used"] = o.bytes_used;
         j["fill_percent"] = rounded(o.fill * 100.0, 1);
         j["messages_in"] = o.messages_in;
@@ -254,7 +256,7 @@ std::vector<bool> list_alignment() { return {false, false, false, true, true, tr
 std::vector<std::string> list_row(const shmpipe::ObjectInfo& o) {
     using shmpipe::ObjectState;
     const bool valid = o.state != ObjectState::corrupt && o.state != ObjectState::unreadable;
-    std::vector<std::string> row{o.name, o.kind, shmpipe::to_string(o.state)};
+    std::vector<std::string> row{o.name, o.slot_bytes != 0 ? o.kind + " typed" : o.kind, shmpipe::to_string(o.state)};
     if (o.is_queue && valid) {
         row.insert(row.end(), {human_bytes(o.capacity), human_count(o.depth), percent(o.fill),
                                human_count(o.messages_in), human_count(o.messages_out)});

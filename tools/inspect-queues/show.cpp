@@ -78,6 +78,10 @@ int run_show(const ShowOptions& options) {
     if (o.is_queue && valid) {
         kv.push_back({"capacity:", human_bytes(o.capacity) + " (" + std::to_string(o.capacity) +
                                        " bytes), max message " + human_bytes(o.max_message)});
+        if (o.slot_bytes != 0) {
+            kv.push_back({"mode:", "typed fixed slots of " + std::to_string(o.slot_bytes) + " bytes, " +
+                                       std::to_string(o.capacity / o.slot_bytes) + " slots (Queue::create<T>)"});
+        }
         kv.push_back({"depth:", std::to_string(o.depth) + " messages, " + std::to_string(o.bytes_used) +
                                     " bytes used (" + percent(o.fill) + " full)"});
         kv.push_back({"in:", std::to_string(o.messages_in) + " messages, " + std::to_string(o.bytes_in) + " bytes"});

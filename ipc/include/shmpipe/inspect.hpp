@@ -93,6 +93,7 @@ struct ObjectInfo {
     bool is_queue = false;
     std::uint64_t capacity = 0;      // bytes of message storage
     std::uint64_t max_message = 0;
+    std::uint64_t slot_bytes = 0;    // typed SPSC queue (Queue::create<T>): bytes per slot; 0 otherwise
     std::uint64_t depth = 0;         // messages waiting
     std::uint64_t bytes_used = 0;    // ring bytes in use (SPSC: with record headers; MPMC: cells * stride)
     double fill = 0.0;               // 0..1

@@ -12,6 +12,20 @@
 // max_message bytes; each message goes to exactly one consumer, each producer's messages
 // keep their order.
 //
+// Typed queues: Queue::create<T>(name, opt) (and create<T>(opt), anonymous) for a trivially
+// copyable T with the built-in codec makes a queue for that T: max_message = sizeof(T), and
+// T's type tag is recorded at creation. Made for one producer and one consumer and not
+// joinable, it is a typed fixed-slot SPSC ring (Queue::typed(), QueueStats::typed): no record
+// header, slots of sizeof(T) rounded up to 8 bytes (to whole 64-byte lines from 64 bytes on),
+// a power-of-two slot count (capacity / slot, or max_messages rounded up). Producer<T> and
+// Consumer<T> of that T take the typed path by themselves: per message one copy into or out
+// of the slot, one predictable branch (typed or not, fixed at attach), no header, no size
+// check; the batch calls copy runs of slots and publish once. Every guarantee is the SPSC
+// ring's: end of stream, sleeping and fd() readiness, crash safety, redelivery of the message
+// a dead consumer was reading. Endpoints of another T (or untyped ones: Producer<Bytes>, the
+// Python module) are refused with type_mismatch naming the queue; a create<T> queue for many
+// endpoints, or a joinable one, is an ordinary queue of that T (other T still refused).
+//
 // Blocking operations spin for ~20 µs (yielding, so a peer on the same core runs), then
 // sleep on a futex in the segment; a waker makes a system call only when someone sleeps.
 // Sleeps are bounded (re-checks every 100 ms) so a peer's death is noticed.
@@ -34,6 +48,7 @@
 #pragma once
 
 #include <shmpipe/codec.hpp>
+#include <shmpipe/detail/anonymous_name.hpp>
 #include <shmpipe/detail/deadline.hpp>
 #include <shmpipe/detail/queue_endpoint.hpp>
 #include <shmpipe/error.hpp>
@@ -73,6 +88,7 @@ struct QueueOptions {
 struct QueueStats {
     std::string name;
     bool spsc = false;
+    bool typed = false;              // typed fixed-slot SPSC (Queue::create<T>)
     std::uint64_t capacity = 0;      // bytes
     std::uint64_t max_message = 0;
     std::uint64_t depth = 0;         // messages waiting
@@ -98,6 +114,18 @@ public:
     // still a visible segment that inspect-queues lists and `clean` removes). Children
     // forked later keep using it; other processes attach by name().
     static Queue create(const QueueOptions& options = {});
+    // A queue for elements of type T (see the top of this file): typed fixed slots when made
+    // for one producer and one consumer and not joinable; max_message is sizeof(T).
+    template <class T>
+        requires detail::object_bytes_codec<T>
+    static Queue create(std::string_view name, const QueueOptions& options = {}) {
+        return create_impl(name, options, type_tag<T>(), sizeof(T));
+    }
+    template <class T>
+        requires detail::object_bytes_codec<T>
+    static Queue create(const QueueOptions& options = {}) {
+        return create_impl(detail::anonymous_name("anon-queue"), options, type_tag<T>(), sizeof(T));
+    }
     // Opens an existing queue without owning its name (for stats, close_endpoints_of, mark_broken).
     // A segment another user owns is refused (permission_denied) unless options allow it.
     static Queue open(std::string_view name, const OpenOptions& options = {});
@@ -108,6 +136,7 @@ public:
 
     const std::string& name() const noexcept { return segment_.name(); }
     bool spsc() const noexcept;
+    bool typed() const noexcept;  // typed fixed-slot SPSC (Queue::create<T>)
     std::size_t capacity() const noexcept;
     std::size_t max_message() const noexcept;
 
@@ -149,6 +178,9 @@ private:
     Queue(detail::Segment segment, const detail::QueueGeometry& geometry)
         : segment_(std::move(segment)), geometry_(geometry) {}
     bool join_until(std::uint64_t deadline_ns);
+    // slot_size 0: untyped (create(name, options)); else create<T> with T's tag and size.
+    static Queue create_impl(std::string_view name, const QueueOptions& options, std::uint64_t type_tag,
+                             std::uint64_t slot_size);
     detail::Segment segment_;
     detail::QueueGeometry geometry_;  // validated copy: never re-read from shared memory
 };
@@ -225,7 +257,8 @@ class Producer {
 
 public:
     explicit Producer(std::string_view name, const OpenOptions& options = {})
-        : core_(std::make_unique<detail::ProducerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options)) {}
+        : core_(std::make_unique<detail::ProducerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options,
+                                                       kTypable ? sizeof(T) : 0)) {}
     // Movable like a value (a std::vector<Producer<T>> works). A WriteSlot reserved before
     // the move stays valid and commits through the new owner. Assigning over a producer
     // closes the endpoint it held. A moved-from producer may be destroyed, assigned to or
@@ -235,8 +268,47 @@ public:
 
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
     void push(const T& v) {
-        const std::size_t n = Codec<T>::size(v);
         detail::ProducerCore& c = core();
+        if constexpr (kTypable) {
+            // Typed slots (fixed at attach): the one decision per message. The rest is a call
+            // away, so this stays small enough to inline into the caller's loop.
+            if (c.typed()) {
+                if (c.typed_push_now(v)) [[likely]] return;
+                return detail::out_of_line([&] { typed_push_slow(c, v); });
+            }
+        }
+        push_rest(c, v);
+    }
+    // Never blocks: false when the queue is full (with fd(): then wait on it).
+    bool try_push(const T& v) {
+        detail::ProducerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed()) {
+                if (c.typed_try_push_now(v)) [[likely]] return true;
+                return detail::out_of_line([&] { return typed_try_push_slow(c, v); });
+            }
+        }
+        return try_push_rest(c, v);
+    }
+
+private:
+    // Typed slots, when the fast path could not decide: full, closed, broken, a reservation open.
+    void typed_push_slow(detail::ProducerCore& c, const T& v) {
+        if (c.typed_push_now(v)) return;
+        encode_commit(v, c.reserve(sizeof(T), 0), sizeof(T));  // spins, sleeps, throws
+    }
+    bool typed_try_push_slow(detail::ProducerCore& c, const T& v) {
+        if (c.typed_try_push_now(v)) return true;
+        if (!c.typed_ready()) c.check_open();  // throws closed, broken, a reservation open
+        if (!c.has_fd()) return false;
+        std::byte* p = c.poll_reserve(sizeof(T));  // arms the descriptor when full
+        if (p == nullptr) return false;
+        encode_commit(v, p, sizeof(T));
+        return true;
+    }
+    // The byte ring and MPMC.
+    void push_rest(detail::ProducerCore& c, const T& v) {
+        const std::size_t n = Codec<T>::size(v);
         if (c.spsc()) {  // one decision per message; a failed encode stages nothing
             if (std::byte* p = c.spsc_push_now(n)) [[likely]] {
                 Codec<T>::encode(v, std::span<std::byte>(p, n));
@@ -250,10 +322,8 @@ public:
         }
         encode_commit(v, c.reserve(n, 0), n);  // out of line: spins, sleeps, throws
     }
-    // Never blocks: false when the queue is full (with fd(): then wait on it).
-    bool try_push(const T& v) {
+    bool try_push_rest(detail::ProducerCore& c, const T& v) {
         const std::size_t n = Codec<T>::size(v);
-        detail::ProducerCore& c = core();
         c.check_size(n);
         if (c.spsc() && !c.holding()) {  // one decision per message; a failed encode stages nothing
             if (std::byte* p = c.stage_reserve(n)) [[likely]] {
@@ -270,6 +340,8 @@ public:
         encode_commit(v, p, n);
         return true;
     }
+
+public:
     // Gives up after the timeout (monotonic clock): false.
     template <class Rep, class Period>
     bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
@@ -290,6 +362,16 @@ public:
     //   push_n_for  gives up at the timeout: returns how many went in.
     std::size_t try_push_n(std::span<const T> items) {
         detail::ProducerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed()) {  // runs of slots, one tail store
+                c.check_open();
+                if (c.has_fd()) {  // arms the descriptor when full, as try_push
+                    if (items.empty() || !try_push(items[0])) return 0;
+                    return 1 + c.typed_put_n(items.data() + 1, items.size() - 1);
+                }
+                return c.typed_put_n(items.data(), items.size());
+            }
+        }
         if (!c.spsc()) {
             std::size_t done = 0;
             while (done < items.size() && try_push(items[done])) ++done;
@@ -393,6 +475,8 @@ public:
     std::size_t max_message() const { return core().max_message(); }
 
 private:
+    // Typed slots apply to T's with the built-in object-bytes codec (Queue::create<T>).
+    static constexpr bool kTypable = detail::object_bytes_codec<T>;
     // SPSC batch: stages what fits now and publishes it with one tail store.
     std::size_t stage_n(std::span<const T> items) {
         detail::ProducerCore& c = core();
@@ -436,7 +520,8 @@ class Consumer {
 
 public:
     explicit Consumer(std::string_view name, const OpenOptions& options = {})
-        : core_(std::make_unique<detail::ConsumerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options)) {}
+        : core_(std::make_unique<detail::ConsumerCore>(name, std::is_same_v<T, Bytes> ? 0 : type_tag<T>(), options,
+                                                       kTypable ? sizeof(T) : 0)) {}
     // Movable like a value (a std::vector<Consumer<T>> works). A ReadSlot peeked before the
     // move stays valid and is released through the new owner. Assigning over a consumer
     // closes the endpoint it held. A moved-from consumer may be destroyed, assigned to or
@@ -447,8 +532,56 @@ public:
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
     std::optional<T> pop() {
-        std::span<const std::byte> m;
         detail::ConsumerCore& c = core();
+        if constexpr (kTypable) {
+            // Typed slots (fixed at attach): the one decision per message; the rest is a call away.
+            if (c.typed()) {
+                if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] return take_typed(c, p);
+                return detail::out_of_line([&] { return typed_pop_slow(c); });
+            }
+        }
+        return pop_rest(c);
+    }
+    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
+    // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
+    // and a dead producer (throws producer_died) as pop() does.
+    std::optional<T> try_pop() {
+        detail::ConsumerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed()) {
+                if (!c.holding()) {
+                    if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] return take_typed(c, p);
+                }
+                return detail::out_of_line([&] { return typed_try_pop_slow(c); });
+            }
+        }
+        return try_pop_rest(c);
+    }
+
+private:
+    static std::optional<T> take_typed(detail::ConsumerCore& c, const std::byte* p) {
+        std::optional<T> v = decode({p, sizeof(T)});  // object bytes: cannot throw
+        c.typed_consume(1);
+        return v;
+    }
+    // Typed slots, when the fast path could not decide: empty, closed, a ReadSlot held.
+    std::optional<T> typed_pop_slow(detail::ConsumerCore& c) {
+        std::span<const std::byte> m;
+        if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // spins, sleeps
+        return decode_release(m);
+    }
+    std::optional<T> typed_try_pop_slow(detail::ConsumerCore& c) {
+        std::span<const std::byte> m;
+        if (!c.holding()) {
+            if (const std::byte* p = c.typed_front<kStride, false>()) return take_typed(c, p);
+            if (!c.has_fd()) return std::nullopt;
+        }
+        if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return std::nullopt;
+        return decode_release(m);
+    }
+    // The byte ring and MPMC.
+    std::optional<T> pop_rest(detail::ConsumerCore& c) {
+        std::span<const std::byte> m;
         if (c.batchable() && c.spsc_pop_now(m)) [[likely]] {  // inline fast path, one decision
             struct Done {
                 detail::ConsumerCore& c;
@@ -459,12 +592,8 @@ public:
         if (!c.peek_now(m) && c.peek(m, 0) != detail::PeekResult::ok) return std::nullopt;  // slow path
         return decode_release(m);
     }
-    // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
-    // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
-    // and a dead producer (throws producer_died) as pop() does.
-    std::optional<T> try_pop() {
+    std::optional<T> try_pop_rest(detail::ConsumerCore& c) {
         std::span<const std::byte> m;
-        detail::ConsumerCore& c = core();
         if (c.batchable() && !c.holding()) {  // one decision per message
             if (c.spsc_try_pop(m)) [[likely]] {
                 struct Done {
@@ -478,6 +607,8 @@ public:
         if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return std::nullopt;
         return decode_release(m);
     }
+
+public:
     // nullopt on timeout or at the end of stream; ended() tells which.
     template <class Rep, class Period>
     std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
@@ -490,6 +621,58 @@ public:
     // nothing is waiting. pop_into_for: false on timeout or at the end (ended() tells).
     // Throw like pop(); on a type_mismatch `out` is unchanged.
     bool pop_into(T& out) {
+        if constexpr (kTypable) {
+            detail::ConsumerCore& c = core();
+            if (c.typed()) {
+                if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] {
+                    std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                    c.typed_consume(1);
+                    return true;
+                }
+                return detail::out_of_line([&] { return pop_into_slow(out); });
+            }
+        }
+        return pop_into_rest(out);
+    }
+    bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
+        if constexpr (kTypable) {
+            detail::ConsumerCore& c = core();
+            if (c.typed()) {
+                if (!c.holding()) {
+                    if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] {
+                        std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                        c.typed_consume(1);
+                        return true;
+                    }
+                }
+                return detail::out_of_line([&] { return try_pop_into_slow(out); });
+            }
+        }
+        return try_pop_into_rest(out);
+    }
+
+private:
+    // Typed slots, when the fast path could not decide (out of line).
+    bool pop_into_slow(T& out) {
+        std::span<const std::byte> m;
+        if (!core().peek_now(m) && core().peek(m, 0) != detail::PeekResult::ok) return false;  // spins, sleeps
+        decode_release_into(m, out);
+        return true;
+    }
+    bool try_pop_into_slow(T& out) {
+        detail::ConsumerCore& c = core();
+        if (!c.holding()) {
+            if (const std::byte* p = c.typed_front<kStride, false>()) {
+                std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                c.typed_consume(1);
+                return true;
+            }
+            if (!c.has_fd()) return false;
+        }
+        return try_pop_into_rest(out);
+    }
+    // The byte ring and MPMC (and the typed peek paths).
+    bool pop_into_rest(T& out) {
         std::span<const std::byte> m;
         if (!core().peek_now(m)) [[unlikely]] {
             if (core().peek(m, 0) != detail::PeekResult::ok) return false;
@@ -497,13 +680,15 @@ public:
         decode_release_into(m, out);
         return true;
     }
-    bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
+    bool try_pop_into_rest(T& out) {
         std::span<const std::byte> m;
         detail::ConsumerCore& c = core();
         if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return false;
         decode_release_into(m, out);
         return true;
     }
+
+public:
     template <class Rep, class Period>
     bool pop_into_for(T& out, std::chrono::duration<Rep, Period> timeout) {
         std::span<const std::byte> m;
@@ -583,9 +768,14 @@ public:
     const std::string& name() const { return core().name(); }
 
 private:
+    static constexpr bool kTypable = detail::object_bytes_codec<T>;  // as Producer
+    static constexpr std::uint64_t kStride = detail::typed_slot_stride(sizeof(T));
     // The batch calls' work: the messages waiting now, without arming a descriptor.
     std::size_t take_n(std::span<T> out) {
         detail::ConsumerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed()) return c.typed_take_n(out.data(), out.size());  // runs of slots, one head store
+        }
         std::size_t done = 0;
         std::span<const std::byte> m;
         if (!c.batchable()) {

@@ -2,17 +2,19 @@
 // exit codes, a report file (--out) and a SharedLog (--log) that survives SIGKILL.
 //
 //   queue_peer produce <queue> <id> <count> <size|var:max> [--log F] [--hold] [--no-close]
-//                      [--reserve] [--delay-us N]
+//                      [--reserve] [--delay-us N] [--typed]
 //       Pushes messages 0..count-1 of producer <id>; after each commit appends its sequence
 //       number to the log. --hold: then sleep until killed, without closing. --no-close:
 //       leave with _exit(0) without closing. --reserve: reserve/commit instead of push.
-//   queue_peer produce-forever <queue> <id> <size|var:max> [--log F]
+//   queue_peer produce-forever <queue> <id> <size|var:max> [--log F] [--typed]
 //   queue_peer consume <queue> [--log F] [--out F] [--expect N] [--peek] [--tolerate-deaths]
-//                      [--allow-redelivery] [--delay-us N]
+//                      [--allow-redelivery] [--delay-us N] [--typed]
 //       Pops until the end of stream, checks every message's content and each producer's
 //       order, logs each message (with --peek: logged before it is released). Report:
 //       "messages=N checksum=X producer_died=K died_ns=T error=..." (died_ns: CLOCK_MONOTONIC
 //       when the first producer_died was caught).
+//   --typed: the endpoint is Producer<TypedMessage> / Consumer<TypedMessage> (a typed queue
+//       made by Queue::create<TypedMessage>); the size argument is then ignored.
 //   queue_peer peek-hold <queue> [--log F]         peek one message, log it, sleep until killed
 //   queue_peer reserve-hold <queue> <size> [--log F]  reserve, half-fill, log 1, sleep until killed
 //   queue_peer hold <queue> producer|consumer [--log F]  attach, log 1, sleep until killed
@@ -35,6 +37,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -42,6 +45,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -52,7 +56,7 @@ struct Args {
     std::vector<std::string> pos;
     std::string log, out;
     bool hold = false, no_close = false, reserve = false, peek = false, tolerate_deaths = false;
-    bool allow_redelivery = false, fill = false;
+    bool allow_redelivery = false, fill = false, typed = false;
     long expect = -1;
     long delay_us = 0;
     long undone = 0;
@@ -95,6 +99,8 @@ Args parse(int argc, char** argv) {
             a.allow_redelivery = true;
         } else if (s == "--fill") {
             a.fill = true;
+        } else if (s == "--typed") {
+            a.typed = true;
         } else if (s.rfind("--", 0) == 0) {
             usage("unknown option " + s);
         } else {
@@ -150,19 +156,49 @@ int exit_code_for(const shmpipe::Error& e) {
     return 2;
 }
 
+// Attaches endpoint E (a Producer<T> or Consumer<T>) to the queue; false (reported) when refused.
+template <class E>
+bool attach_endpoint(const Args& a, std::optional<E>& out) {
+    try {
+        out.emplace(a.pos[1]);
+        return true;
+    } catch (const shmpipe::Error& e) {
+        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
+        return false;
+    }
+}
+
+// produce --typed: push (or reserve/commit) TypedMessage values.
+int produce_typed(const Args& a, std::uint32_t id, std::uint64_t count, SharedLog& log) {
+    std::optional<shmpipe::Producer<shmpipe::test::TypedMessage>> tx;
+    if (!attach_endpoint(a, tx)) return 4;
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+        const auto m = shmpipe::test::make_typed_message(id, seq);
+        if (a.reserve) {
+            auto slot = tx->reserve(sizeof m);
+            std::memcpy(slot.span().data(), &m, sizeof m);
+            slot.commit();
+        } else {
+            tx->push(m);
+        }
+        if (log) log.append(seq);
+        pause_us(a.delay_us);
+    }
+    if (a.hold) sleep_forever();
+    if (a.no_close) std::_Exit(0);
+    tx->close();
+    return 0;
+}
+
 int produce(const Args& a, bool forever) {
     if (a.pos.size() < (forever ? 4u : 5u)) usage("produce <queue> <id> <count> <size>");
     const auto id = static_cast<std::uint32_t>(std::stoul(a.pos[2]));
     const std::uint64_t count = forever ? ~std::uint64_t{0} : std::stoull(a.pos[3]);
     const SizeSpec size = parse_size(a.pos[forever ? 3 : 4]);
     SharedLog log = open_log(a);
+    if (a.typed) return produce_typed(a, id, count, log);
     std::optional<shmpipe::Producer<>> tx;
-    try {
-        tx.emplace(a.pos[1]);
-    } catch (const shmpipe::Error& e) {
-        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
-        return 4;
-    }
+    if (!attach_endpoint(a, tx)) return 4;
     std::vector<std::byte> buf;
     for (std::uint64_t seq = 0; seq < count; ++seq) {
         const std::size_t n = shmpipe::test::message_size(id, seq, size.max, size.variable);
@@ -184,15 +220,12 @@ int produce(const Args& a, bool forever) {
     return 0;
 }
 
-int consume(const Args& a) {
+// Pops (or peeks) until the end of stream; T: Bytes, or TypedMessage (--typed).
+template <class T>
+int consume_as(const Args& a) {
     SharedLog log = open_log(a);
-    std::optional<shmpipe::Consumer<>> rx;
-    try {
-        rx.emplace(a.pos[1]);
-    } catch (const shmpipe::Error& e) {
-        std::cerr << "queue_peer: attach failed: " << e.what() << "\n";
-        return 4;
-    }
+    std::optional<shmpipe::Consumer<T>> rx;
+    if (!attach_endpoint(a, rx)) return 4;
     std::map<std::uint32_t, std::uint64_t> next;  // per producer: smallest acceptable next sequence
     std::map<std::uint32_t, std::uint64_t> last;
     std::uint64_t messages = 0, checksum = 0, died = 0, died_ns = 0;
@@ -230,7 +263,11 @@ int consume(const Args& a) {
             } else {
                 auto m = rx->pop();
                 if (!m) break;
-                code = handle(*m);
+                if constexpr (std::is_same_v<T, shmpipe::test::TypedMessage>) {
+                    code = handle(m->bytes);
+                } else {
+                    code = handle(*m);
+                }
             }
             if (code != 0) break;
             pause_us(a.delay_us);
@@ -258,6 +295,10 @@ int consume(const Args& a) {
            << " died_ns=" << died_ns << " ended=" << (rx->ended() ? 1 : 0) << " error=" << error << "\n";
     write_out(a, report.str());
     return code;
+}
+
+int consume(const Args& a) {
+    return a.typed ? consume_as<shmpipe::test::TypedMessage>(a) : consume_as<shmpipe::Bytes>(a);
 }
 
 int peek_hold(const Args& a) {

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace shmpipe::detail {
 
@@ -24,6 +25,13 @@ enum class PeekResult { ok, timeout, end };
 bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint64_t deadline_ns);
 // A moved-from Producer/Consumer was used: Error(errc::invalid_state).
 [[noreturn]] void throw_moved_from(const char* what);
+
+// Calls f out of line: keeps a fast path that handles the common case small enough for the
+// compiler to inline into the caller's loop, with everything else one call away.
+template <class F>
+[[gnu::noinline]] decltype(auto) out_of_line(F&& f) {
+    return std::forward<F>(f)();
+}
 
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
@@ -42,6 +50,7 @@ public:
     const std::string& name() const noexcept { return segment_.name(); }
     std::size_t max_message() const noexcept { return static_cast<std::size_t>(max_message_); }
     bool spsc() const noexcept { return spsc_; }
+    bool typed() const noexcept { return typed_; }  // typed SPSC: fixed slots (T1-T3 in queue_layout.hpp)
     bool has_fd() const noexcept { return bell_.is_open(); }
     // Messages waiting now, and whether a max_message push would not fit now. Approximate:
     // stale as soon as read (other endpoints move on). Any endpoint; no system call.
@@ -52,13 +61,16 @@ public:
     bool join(std::uint64_t deadline_ns) const { return join_queue(segment_, geometry_, deadline_ns); }
 
 protected:
-    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options);
+    // slot_size: sizeof(T) for an endpoint that can use a typed queue's slots (a trivially
+    // copyable T with the built-in codec), 0 otherwise (T3: refused on a typed queue).
+    EndpointCore(std::string_view name, EndpointRole role, std::uint64_t type_tag, const OpenOptions& options,
+                 std::uint64_t slot_size);
     ~EndpointCore() = default;
 
     bool broken() const noexcept {
         return (segment_.header().state.load(std::memory_order_acquire) & kStateBroken) != 0;
     }
-    void publish_stats() noexcept;  // copies local counters into our endpoint record
+    void publish_stats() noexcept;  // copies local counters into our endpoint record (typed: from typed_pos_)
     // Publishes the endpoint counters once kStatsBatch messages were counted since the last time.
     void maybe_publish_stats() noexcept {
         if (messages_ - stats_mark_ >= kStatsBatch) {
@@ -105,10 +117,13 @@ protected:
     RingIndices* ring_ = nullptr;
     std::byte* data_ = nullptr;
     Cell* cells_ = nullptr;
+    // SPSC: capacity_ is the ring size in positions (byte ring: bytes; typed: slots, T1), mask_
+    // = capacity_ - 1. Typed: cell_stride_ is the slot stride.
     std::uint64_t capacity_ = 0, mask_ = 0, max_message_ = 0;
     std::uint64_t cell_count_ = 0, cell_mask_ = 0, cell_stride_ = 0;
     bool spsc_ = false;
     bool symmetric_fences_ = false;  // kQueueFlagSymmetricFences, read once at attach (wait.hpp)
+    bool typed_ = false;  // typed SPSC (spsc_ is true too: every slow path is the SPSC one)
     bool closed_ = false;
     std::uint32_t index_ = 0;  // our endpoint record
     EndpointRecord* record_ = nullptr;
@@ -116,13 +131,18 @@ protected:
     std::uint64_t last_reap_ns_ = 0;  // dead-peer scans are rate-limited (they read /proc)
     std::atomic<std::uint64_t>* owner_ = nullptr;  // E1: the owner word we hold (one-endpoint side)
     std::uint64_t messages_ = 0, bytes_ = 0;  // local counters (S: exact; published in batches)
+    // Typed (T2): our position (the producer's tail_, the consumer's head_) and where it was
+    // at attach: messages_ and bytes_ are derived from them when published, not counted per message.
+    const std::uint64_t* typed_pos_ = nullptr;
+    std::uint64_t typed_base_ = 0;
     std::uint64_t stats_mark_ = 0;            // messages_ when the counters were last published
     Doorbell bell_;  // open once fd() was asked for
 };
 
 class ProducerCore : public EndpointCore {
 public:
-    ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
+    ProducerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {},
+                 std::uint64_t slot_size = 0);
     ~ProducerCore() { close(); }
 
     // Throws Error(message_too_large) naming the queue when n can never fit.
@@ -135,7 +155,7 @@ public:
     // Throws Error(invalid_state) while a reservation is still open (commit it first).
     std::byte* try_reserve(std::size_t n) {
         if (holding_) throw_holding();
-        std::byte* p = spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+        std::byte* p = typed_ ? typed_try_reserve() : spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
         holding_ = p != nullptr;
         return p;
     }
@@ -144,7 +164,7 @@ public:
     // Throws corrupt like try_reserve (MPMC, M4).
     std::byte* reserve_now(std::size_t n) {
         if (holding_ || closed_ || n > max_message_ || broken()) [[unlikely]] return nullptr;
-        std::byte* p = spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
+        std::byte* p = typed_ ? typed_try_reserve() : spsc_ ? spsc_try_reserve(n) : mpmc_try_reserve();
         holding_ = p != nullptr;
         return p;
     }
@@ -152,9 +172,13 @@ public:
     // closed, broken, consumer_died. Out of line: call reserve_now() first.
     std::byte* reserve(std::size_t n, std::uint64_t deadline_ns);
     // Publishes the reserved message with its first n bytes.
+    // Typed: the whole slot is the message (T1), n is ignored.
     void commit(std::size_t n) noexcept {
         holding_ = false;
-        if (spsc_) {
+        if (typed_) {
+            ++tail_;
+            typed_publish();
+        } else if (spsc_) {
             spsc_commit(n);
         } else {
             mpmc_commit(n);
@@ -181,6 +205,55 @@ public:
     }
     void stage(std::size_t n) noexcept { spsc_stage(n); }
     void publish() noexcept { spsc_publish(); }
+
+    // Typed SPSC (T1-T3), for Producer<T> of the queue's T (checked at attach, so the stride
+    // is a constant here). typed_push_now: push's fast path, false when full or when the slow
+    // path has to decide (closed, broken, a reservation open); typed_try_push_now: try_push's,
+    // which sees a broken queue once it is full (as on the byte ring); typed_put: the copy and
+    // the publication (one tail store, SP1). typed_put_n: as many of `items` as fit now,
+    // published with one tail store; 0 when full.
+    bool typed_ready() const noexcept { return !(holding_ || closed_) && !broken(); }
+    template <class T>
+    bool typed_push_now(const T& v) noexcept {
+        if (!typed_ready()) [[unlikely]] return false;
+        return typed_put(v);
+    }
+    template <class T>
+    bool typed_try_push_now(const T& v) noexcept {
+        if (holding_ || closed_) [[unlikely]] return false;
+        return typed_put(v);
+    }
+    template <class T>
+    bool typed_put(const T& v) noexcept {
+        constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
+        if (tail_ - cached_head_ >= capacity_) [[unlikely]] {  // T1: full as we last saw it
+            if (!spsc_refresh_head(tail_ + 1)) return false;  // full is a result
+        }
+        std::memcpy(data_ + (tail_ & mask_) * stride, &v, sizeof(T));  // S2, T1: the slot is ours
+        ++tail_;
+        typed_publish();
+        return true;
+    }
+    template <class T>
+    std::size_t typed_put_n(const T* items, std::size_t n) noexcept {
+        constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
+        if (capacity_ - (tail_ - cached_head_) < n) spsc_refresh_head(tail_ + n);  // SP2: may free some
+        const std::uint64_t room = capacity_ - (tail_ - cached_head_);
+        const std::size_t k = n < room ? n : static_cast<std::size_t>(room);
+        if (k == 0) return 0;
+        const std::uint64_t first = tail_ & mask_;
+        if constexpr (stride == sizeof(T)) {  // dense slots: at most two copies (the wrap)
+            const std::uint64_t run = capacity_ - first < k ? capacity_ - first : k;
+            std::memcpy(data_ + first * stride, items, run * sizeof(T));
+            if (run < k) std::memcpy(data_, items + run, (k - run) * sizeof(T));
+        } else {
+            for (std::size_t i = 0; i < k; ++i) std::memcpy(data_ + ((tail_ + i) & mask_) * stride, items + i, sizeof(T));
+        }
+        tail_ += k;
+        typed_publish();
+        if (k > 1) publish_stats();  // the batch may have stepped over a multiple of 64
+        return k;
+    }
     // Ends this producer's stream: counts it closed and wakes the consumers. Idempotent.
     void close() noexcept;
     // The readiness descriptor (Producer::fd); made and armed on the first call.
@@ -202,6 +275,18 @@ private:
     void after_publish() noexcept {
         waker_fence(symmetric_fences_);  // the waker's half of the Dekker pair (wait.hpp)
         if (ring_->consumers_waiting.load(std::memory_order_relaxed) != 0) wake_consumers();
+    }
+    // Typed: publishes every slot written up to tail_ with one tail store (SP1); the tail is
+    // the count (T2), so no statistics store.
+    void typed_publish() noexcept {
+        ring_->tail.store(tail_, std::memory_order_release);  // SP1: publish
+        if ((tail_ & (kStatsBatch - 1)) == 0) publish_stats();  // endpoint counters, every 64th position
+        after_publish();
+    }
+    // The generic reserve (push_for, WriteSlot, the slow paths) on a typed queue.
+    std::byte* typed_try_reserve() noexcept {
+        if (tail_ - cached_head_ >= capacity_ && !spsc_refresh_head(tail_ + 1)) return nullptr;  // T1
+        return data_ + (tail_ & mask_) * cell_stride_;
     }
 
     std::byte* spsc_try_reserve(std::size_t n) noexcept {
@@ -301,7 +386,7 @@ private:
     std::uint64_t tail_ = 0;         // SPSC: our tail (S1)
     std::uint64_t cached_head_ = 0;  // SPSC: last head we saw (SP2)
     std::uint64_t reserved_pos_ = 0;
-    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: tail_count / tail_bytes when we attached (S5)
+    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: tail_count / tail_bytes when we attached (S5; typed: tail, T2)
     std::uint64_t claimed_ = 0;      // MPMC: position claimed by try_reserve
     std::uint64_t full_since_ns_ = 0;
     std::uint32_t full_tries_ = 0;  // SPSC: failed reservations in a row (spsc_refresh_head)
@@ -312,7 +397,8 @@ private:
 
 class ConsumerCore : public EndpointCore {
 public:
-    ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {});
+    ConsumerCore(std::string_view name, std::uint64_t type_tag, const OpenOptions& options = {},
+                 std::uint64_t slot_size = 0);
     ~ConsumerCore() { close(); }
 
     // The next message in place, or false when none is waiting now. Throws Error(corrupt)
@@ -320,7 +406,7 @@ public:
     // Throws Error(invalid_state) while the previous message is still held (release it first).
     bool try_peek(std::span<const std::byte>& out) {
         if (holding_) throw_holding();
-        holding_ = spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
+        holding_ = typed_ ? typed_try_peek(out) : spsc_ ? spsc_try_peek(out) : mpmc_try_peek(out);
         if (joinable_ && holding_) {
             // J2: relaxed, a hint for join(), which acts only on a state that stays put.
             record_->aux.store(messages_ + 1 - done_, std::memory_order_relaxed);
@@ -336,7 +422,9 @@ public:
     void release() noexcept {
         if (!holding_) return;
         holding_ = false;
-        if (spsc_) {
+        if (typed_) {
+            typed_consume(1);
+        } else if (spsc_) {
             spsc_release();
         } else {
             mpmc_release();
@@ -372,6 +460,57 @@ public:
         publish_head();
         after_release();
     }
+    // Typed SPSC (T1-T3), for Consumer<T> of the queue's T. typed_front: the next message's
+    // slot, or nullptr when none is waiting now (or, with `checked`, when the slow path has
+    // to decide: closed, a ReadSlot held); typed_consume(k) consumes the k messages at head.
+    // typed_take_n: copies up to n waiting messages out and consumes them with one head
+    // store (S4). Throw corrupt when the published tail is impossible (T1: untrusted).
+    template <std::uint64_t Stride, bool checked>
+    const std::byte* typed_front() {
+        if constexpr (checked) {
+            if (closed_ || holding_) [[unlikely]] return nullptr;
+        }
+        if (head_ == cached_tail_ && !typed_refresh_tail()) return nullptr;
+        return data_ + (head_ & mask_) * Stride;
+    }
+    // Per message one store on our own line (consumed) and one compare; at publish_at_
+    // (S4: a batch of slots further, the tail we know, or at once when that tail showed the
+    // ring nearly full) the head, the endpoint counters, and the waker's check for a
+    // sleeping producer. A producer that sleeps re-checks consumed after announcing itself,
+    // and the ring it waits on is full, so publish_at_ comes within a batch.
+    void typed_consume(std::uint64_t k) noexcept {
+        head_ += k;
+        ring_->consumed.store(head_, std::memory_order_release);  // S4, T2: the exact count
+        if (head_ >= publish_at_) typed_publish_head();
+    }
+    [[gnu::noinline]] void typed_publish_head() noexcept {
+        publish_head();
+        publish_at_ = head_ + head_batch_ < cached_tail_ ? head_ + head_batch_ : cached_tail_;
+        publish_stats();
+        after_release();
+    }
+    template <class T>
+    std::size_t typed_take_n(T* out, std::size_t n) {
+        constexpr std::uint64_t stride = typed_slot_stride(sizeof(T));
+        if (holding_) [[unlikely]] throw_holding();
+        if (cached_tail_ - head_ < n && !typed_refresh_tail()) return 0;
+        const std::uint64_t avail = cached_tail_ - head_;
+        const std::size_t k = n < avail ? n : static_cast<std::size_t>(avail);
+        if (k == 0) return 0;
+        const std::uint64_t first = head_ & mask_;
+        if constexpr (stride == sizeof(T)) {  // dense slots: at most two copies (the wrap)
+            const std::uint64_t run = capacity_ - first < k ? capacity_ - first : k;
+            std::memcpy(static_cast<void*>(out), data_ + first * stride, run * sizeof(T));
+            if (run < k) std::memcpy(static_cast<void*>(out + run), data_, (k - run) * sizeof(T));
+        } else {
+            for (std::size_t i = 0; i < k; ++i) {
+                std::memcpy(static_cast<void*>(out + i), data_ + ((head_ + i) & mask_) * stride, sizeof(T));
+            }
+        }
+        typed_consume(k);
+        return k;
+    }
+
     // JoinableQueue: one message taken by this consumer is done (J1, J2, JP1).
     void task_done();
     // The readiness descriptor (Consumer::fd); made and armed on the first call.
@@ -402,6 +541,27 @@ private:
         if (ring_->producers_waiting.load(std::memory_order_relaxed) != 0) wake_producers();
     }
 
+    // Typed: loads the published tail (SP1) and checks it (T1); false when nothing is waiting.
+    [[gnu::noinline]] bool typed_refresh_tail() {
+        cached_tail_ = ring_->tail.load(std::memory_order_acquire);  // SP1
+        const std::uint64_t avail = cached_tail_ - head_;
+        if (avail > capacity_) corrupt("tail more than a ring ahead of head");  // T1: untrusted
+        if (avail != 0) {
+            // S4: publish once caught up with this tail, or after a batch; at once when the
+            // ring was nearly full (the producer may be stuck on it), as spsc_release.
+            publish_at_ = avail > near_full_ ? head_ + 1
+                          : published_head_ + head_batch_ < cached_tail_ ? published_head_ + head_batch_
+                                                                          : cached_tail_;
+            return true;
+        }
+        if (published_head_ != head_) typed_publish_head();  // S4: empty
+        return false;
+    }
+    bool typed_try_peek(std::span<const std::byte>& out) {
+        if (head_ == cached_tail_ && !typed_refresh_tail()) return false;
+        out = {data_ + (head_ & mask_) * cell_stride_, max_message_};
+        return true;
+    }
     bool spsc_try_peek(std::span<const std::byte>& out) {
         for (;;) {
             const std::uint64_t pos = head_;  // S1: only we write head
@@ -506,9 +666,10 @@ private:
     std::uint64_t peek_end_ = 0;
     std::uint64_t peek_len_ = 0;
     std::uint64_t published_head_ = 0;  // SPSC: the head we last stored (S4)
+    std::uint64_t publish_at_ = 0;      // typed: the head_ at which to publish next (typed_consume)
     std::uint64_t head_batch_ = kHeadBatchBytes;
     std::uint64_t near_full_ = 0;  // SPSC: more bytes in use than this may leave a producer stuck (S3: 2 records)
-    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: head_count / head_bytes when we attached (S5)
+    std::uint64_t base_count_ = 0, base_bytes_ = 0;  // SPSC: head_count / head_bytes when we attached (S5; typed: consumed, T2)
     std::uint64_t claimed_ = 0;      // MPMC
     std::uint32_t dead_reported_ = 0;  // producers_dead already reported by this consumer
     std::uint64_t done_ = 0;           // task_done() calls (J2)

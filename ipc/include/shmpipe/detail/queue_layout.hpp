@@ -5,6 +5,8 @@
 //   [0, sizeof(QueueControl))        QueueControl: geometry, endpoint counts, end of stream
 //   [ring_offset, + sizeof(RingIndices))   RingIndices: head, tail, sleeper flags, futex words
 //   SPSC: [data_offset, + capacity)  byte ring of records (RecordHeader + payload, 8-aligned)
+//   typed SPSC (kQueueFlagTyped): [data_offset, + cell_count * cell_stride)  fixed slots, no
+//         record header: slot i holds the message at position p with p % cell_count == i
 //   MPMC: [cells_offset, + cell_count * sizeof(Cell))  per-cell sequence words
 //         [data_offset, + cell_count * cell_stride)    per-cell payload
 //
@@ -37,6 +39,23 @@
 //   SP3 each side release-stores its statistics -> a reader acquire-loads them head side
 //       first: a consumer's count was stored after it acquired the tail it consumed up to,
 //       so a reader that sees it then sees the producer's count (depth never negative).
+//
+// Typed SPSC invariants (a queue made by Queue::create<T> for one producer and one consumer,
+// not joinable: kQueueFlagTyped; max_message = sizeof(T), cell_count = slots (a power of two),
+// cell_stride = typed_slot_stride(sizeof(T)), capacity = cell_count * cell_stride, type_hash
+// = T's tag from creation on). S1, S4, S5 and SP1-SP3 hold as written, with positions
+// counting messages instead of bytes:
+//   T1  head, consumed and tail count messages; 0 <= tail - head <= cell_count; the message
+//       at position p is the sizeof(T) bytes at data_offset + (p % cell_count) * cell_stride.
+//       No record header and no padding: every position is one whole slot.
+//   T2  statistics are the positions: messages in = tail, out = consumed (S4: exact, stored
+//       after every message), bytes = messages * max_message. tail_count/tail_bytes,
+//       head_count/head_bytes stay 0. So the producer stores one word per publication (tail)
+//       and the consumer one per message (consumed, on its own line) plus head per batch
+//       of kHeadBatchBytes worth of slots (S4), exactly as the byte ring.
+//   T3  only endpoints built for that T (Producer<T>/Consumer<T> with sizeof(T) ==
+//       max_message and the same type tag) attach; untyped ones (Bytes, the Python module)
+//       are refused with type_mismatch: they would write record headers.
 //
 // MPMC invariants (Vyukov-style bounded queue with per-cell sequence numbers):
 //   M1  cell i serves positions p with p % cell_count == i. seq == p: free for the producer
@@ -122,7 +141,14 @@ namespace shmpipe::detail {
 inline constexpr std::uint32_t kQueueFlagOneProducer = 1u << 0;
 inline constexpr std::uint32_t kQueueFlagOneConsumer = 1u << 1;
 inline constexpr std::uint32_t kQueueFlagJoinable = 1u << 2;     // QueueOptions::joinable (J1, J2)
+inline constexpr std::uint32_t kQueueFlagTyped = 1u << 3;        // typed SPSC: fixed slots (T1-T3)
 inline constexpr std::uint32_t kQueueFlagSymmetricFences = 1u << 8;  // QueueOptions::symmetric_fences (wait.hpp)
+
+// T1: a typed slot is sizeof(T) rounded up to 8 bytes, and from 64 bytes on to whole cache
+// lines, so every slot of a line or more starts on a line.
+inline constexpr std::uint64_t typed_slot_stride(std::uint64_t size) noexcept {
+    return size >= kCacheLine ? (size + kCacheLine - 1) / kCacheLine * kCacheLine : (size + 7) / 8 * 8;
+}
 
 inline constexpr std::uint32_t kRecordPad = 1u << 0;  // SPSC padding record: skip to the ring start
 inline constexpr std::uint64_t kCellAbandoned = std::uint64_t{1} << 63;
@@ -141,8 +167,8 @@ struct alignas(kCacheLine) QueueControl {
     std::uint64_t ring_offset;      // RingIndices, from the body start
     std::uint64_t data_offset;      // from the body start
     std::uint64_t cells_offset;     // MPMC only
-    std::uint64_t cell_count;       // MPMC only (power of two)
-    std::uint64_t cell_stride;      // MPMC only (multiple of 64, >= max_message)
+    std::uint64_t cell_count;       // MPMC, typed SPSC: cells/slots (power of two)
+    std::uint64_t cell_stride;      // MPMC: multiple of 64, >= max_message; typed SPSC: typed_slot_stride
     std::uint32_t flags;            // kQueueFlag*
     std::uint32_t expected_producers;
 
@@ -223,6 +249,7 @@ struct QueueGeometry {
     std::uint64_t cells_offset = 0, cell_count = 0, cell_stride = 0;
     std::uint32_t flags = 0;
     bool spsc = false;
+    bool typed = false;  // typed SPSC (kQueueFlagTyped): fixed slots, T1-T3
 };
 
 inline const QueueControl& queue_control(const std::byte* body) noexcept {

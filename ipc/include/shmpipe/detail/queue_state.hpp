@@ -65,7 +65,7 @@ struct QueueTotals {
     std::uint64_t messages_in = 0, messages_out = 0;
     std::uint64_t bytes_in = 0, bytes_out = 0;
 };
-// SPSC: exact from the statistics lines (S5), also while the consumer batches its head
+// Typed SPSC: exact from the positions (T2). SPSC: exact from the statistics lines (S5), also while the consumer batches its head
 // (bytes in use count from `consumed`, not the published head). MPMC: messages from the positions (exact), bytes from
 // the endpoint records' batched counters, summed by the caller (endpoint_bytes_in/out).
 // Depth is clamped to what the ring can hold.

@@ -35,7 +35,7 @@ namespace shmpipe::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x3145504950'4d4853ull;  // "SHMPIPE1" read as little-endian bytes
-inline constexpr std::uint32_t kLayoutVersion = 4;  // 2: queue seal, JoinableQueue; 3: two-line EndpointRecord (doorbell); 4: SPSC statistics lines
+inline constexpr std::uint32_t kLayoutVersion = 5;  // 2: queue seal, JoinableQueue; 3: two-line EndpointRecord (doorbell); 4: SPSC statistics lines; 5: typed SPSC queues
 inline constexpr std::uint32_t kMaxEndpoints = 1024;
 
 enum class ObjectKind : std::uint32_t {

@@ -1,0 +1,370 @@
+// Typed fixed-slot SPSC queues (Queue::create<T>; T1-T3 in queue_layout.hpp): the mode is
+// chosen where it applies, values round-trip through every pop form and across the ring's
+// end, batches move in order, other element types are refused naming the queue, the end of
+// stream and the statistics behave as on the byte ring, and a tampered tail is refused.
+#include "queue_testing.hpp"
+#include "test_catch.hpp"
+#include "test_support.hpp"
+
+#include <shmpipe/detail/queue_layout.hpp>
+#include <shmpipe/detail/segment.hpp>
+#include <shmpipe/inspect.hpp>
+#include <shmpipe/queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <numeric>
+#include <poll.h>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace shmpipe;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Tick {  // 24 bytes: slots of 24
+    std::uint64_t seq;
+    double price;
+    std::uint32_t qty;
+    std::uint32_t side;
+};
+
+struct Frame {  // 100 bytes: slots of 128 (whole lines)
+    std::uint32_t seq;
+    std::array<std::uint8_t, 96> body;
+};
+static_assert(sizeof(Frame) == 100);
+
+struct OtherTick {  // the same size as Tick, another type
+    std::uint64_t a, b, c;
+};
+
+QueueOptions spsc_options(std::size_t capacity = 4096) {
+    QueueOptions o;
+    o.producers = Endpoints::one;
+    o.consumers = Endpoints::one;
+    o.capacity = capacity;
+    return o;
+}
+
+Frame make_frame(std::uint64_t seq) {
+    Frame f{};
+    f.seq = static_cast<std::uint32_t>(seq);
+    for (std::size_t i = 0; i < f.body.size(); ++i) f.body[i] = static_cast<std::uint8_t>(seq + i);
+    return f;
+}
+
+bool frame_ok(const Frame& f, std::uint64_t seq) { return f.seq == seq && f.body[91] == static_cast<std::uint8_t>(seq + 91); }
+
+// An Error with code `code` whose message contains `text`.
+Catch::Matchers::Generic::PredicateMatcher<Error> error_is(errc code, std::string text) {
+    return Catch::Predicate<Error>(
+        [code, text](const Error& e) { return e.code() == code && std::string(e.what()).find(text) != std::string::npos; },
+        "an Error(" + std::string(make_error_code(code).message()) + ") naming \"" + text + "\"");
+}
+
+// A writable view of a queue's ring indices, as a writer outside the protocol would have.
+struct RawRing {
+    detail::Segment seg;
+    detail::RingIndices& ring() const { return detail::ring_indices(seg.body()); }
+};
+RawRing map_ring(const std::string& name) {
+    detail::OpenProblem problem;
+    RawRing r{detail::Segment::open_any(name, detail::Access::read_write, problem)};
+    REQUIRE(r.seg);
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("Queue::create<T> makes fixed slots for one producer and one consumer, else an ordinary queue", "[unit]") {
+    const std::string name = test::unique_name("typedmode");
+    test::ShmGuard guard{name};
+    SECTION("SPSC: typed, slots of sizeof(T) rounded to 8, power-of-two slot count") {
+        auto sut = Queue::create<Tick>(name, spsc_options(1000));
+        CHECK(sut.typed());
+        CHECK(sut.spsc());
+        CHECK(sut.max_message() == sizeof(Tick));
+        CHECK(sut.capacity() == 32 * 24);  // bit_floor(1000 / 24) slots
+        CHECK(sut.stats().typed);
+    }
+    SECTION("from 64 bytes on, slots are whole cache lines") {
+        auto sut = Queue::create<Frame>(name, spsc_options(4096));
+        CHECK(sut.typed());
+        CHECK(sut.capacity() == 32 * 128);
+    }
+    SECTION("max_messages sizes by slots, rounded up to a power of two") {
+        QueueOptions o = spsc_options();
+        o.max_messages = 100;
+        auto sut = Queue::create<std::uint64_t>(name, o);
+        CHECK(sut.capacity() == 128 * 8);
+    }
+    SECTION("many endpoints or joinable: an ordinary queue of that T") {
+        QueueOptions o = spsc_options();
+        const bool joinable = GENERATE(false, true);
+        if (joinable) {
+            o.joinable = true;
+        } else {
+            o.consumers = Endpoints::many;
+        }
+        auto sut = Queue::create<Tick>(name, o);
+        CHECK_FALSE(sut.typed());
+        CHECK(sut.max_message() == sizeof(Tick));
+        {
+            Producer<Tick> tx(name);
+            Consumer<Tick> rx(name);
+            tx.push(Tick{7, 1.5, 3, 1});
+            CHECK(rx.pop()->seq == 7);
+        }
+        CHECK_THROWS_MATCHES(Consumer<OtherTick>(name), Error, error_is(errc::type_mismatch, name));
+    }
+    SECTION("too small a capacity names the slot size") {
+        CHECK_THROWS_MATCHES(Queue::create<Frame>(name, spsc_options(200)), Error,
+                             error_is(errc::invalid_argument, "typed slots of 128 bytes"));
+    }
+}
+
+TEST_CASE("A typed queue's values round-trip through every push and pop form across the ring's end", "[unit]") {
+    const std::string name = test::unique_name("typedrt");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<Frame>(name, spsc_options(8 * 128));  // 8 slots: many laps
+        Producer<Frame> tx(name);
+        Consumer<Frame> rx(name);
+        std::uint64_t in = 0, out = 0;
+        for (int round = 0; round < 50; ++round) {
+            tx.push(make_frame(in++));
+            REQUIRE(tx.try_push(make_frame(in++)));
+            REQUIRE(tx.push_for(make_frame(in++), 1s));
+            auto a = rx.pop();
+            REQUIRE(a);
+            CHECK(frame_ok(*a, out++));
+            auto b = rx.try_pop();
+            REQUIRE(b);
+            CHECK(frame_ok(*b, out++));
+            Frame f{};
+            REQUIRE(rx.pop_into(f));
+            CHECK(frame_ok(f, out++));
+            tx.push(make_frame(in++));
+            REQUIRE(rx.try_pop_into(f));
+            CHECK(frame_ok(f, out++));
+            tx.push(make_frame(in++));
+            REQUIRE(rx.pop_into_for(f, 1s));
+            CHECK(frame_ok(f, out++));
+            tx.push(make_frame(in++));
+            auto c = rx.pop_for(1s);
+            REQUIRE(c);
+            CHECK(frame_ok(*c, out++));
+        }
+        // Zero copy on a typed queue: a slot of sizeof(T) bytes.
+        {
+            auto w = tx.reserve(sizeof(Frame));
+            const Frame f = make_frame(in++);
+            std::memcpy(w.span().data(), &f, sizeof f);
+            w.commit();
+        }
+        {
+            auto r = rx.peek();
+            REQUIRE(r);
+            REQUIRE(r->span().size() == sizeof(Frame));
+            Frame f{};
+            std::memcpy(&f, r->span().data(), sizeof f);
+            CHECK(frame_ok(f, out++));
+            CHECK_THROWS_MATCHES(rx.try_pop(), Error, error_is(errc::invalid_state, "still held"));  // as on the byte ring
+        }
+        CHECK_FALSE(rx.try_pop());
+        CHECK(in == out);
+        const auto s = q.stats();
+        CHECK(s.messages_in == in);
+        CHECK(s.messages_out == out);
+        CHECK(s.bytes_in == in * sizeof(Frame));
+        CHECK(s.depth == 0);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("A typed queue fills at its slot count and try_push reports full", "[unit]") {
+    const std::string name = test::unique_name("typedfull");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<std::uint64_t>(name, spsc_options(16 * 8));
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        std::uint64_t pushed = 0;
+        while (tx.try_push(pushed)) ++pushed;
+        CHECK(pushed == 16);
+        CHECK(tx.full());
+        CHECK(q.stats().depth == 16);
+        CHECK(q.stats().bytes_used == 16 * 8);
+        CHECK_FALSE(tx.push_for(std::uint64_t{99}, 20ms));
+        CHECK(rx.pop() == 0u);
+        CHECK(tx.try_push(std::uint64_t{16}));  // the freed slot is found (S4: published or exact)
+        for (std::uint64_t i = 1; i <= 16; ++i) CHECK(rx.pop() == i);
+        CHECK(rx.qsize() == 0);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("Typed batch calls move runs of slots in order across the ring's end", "[unit]") {
+    const std::string name = test::unique_name("typedbatch");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<std::uint64_t>(name, spsc_options(64 * 8));
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        std::array<std::uint64_t, 37> got{};
+        CHECK(rx.try_pop_n(got) == 0);
+        std::uint64_t next_in = 0, next_out = 0;
+        for (int round = 0; round < 300; ++round) {
+            std::vector<std::uint64_t> batch(1 + static_cast<std::size_t>(round % 41));
+            std::iota(batch.begin(), batch.end(), next_in);
+            REQUIRE(tx.try_push_n(batch) == batch.size());
+            next_in += batch.size();
+            std::size_t n = 0;
+            while (n < batch.size()) {
+                const std::size_t k = rx.try_pop_n(std::span(got).first(std::min(got.size(), batch.size() - n)));
+                REQUIRE(k != 0);
+                for (std::size_t i = 0; i < k; ++i) REQUIRE(got[i] == next_out++);
+                n += k;
+            }
+        }
+        // A batch larger than the ring: try_push_n takes the prefix that fits, push_n waits.
+        std::vector<std::uint64_t> big(100);
+        std::iota(big.begin(), big.end(), next_in);
+        CHECK(tx.try_push_n(big) == 64);
+        std::vector<std::uint64_t> all(200);
+        CHECK(rx.pop_n(all) == 64);
+        for (std::size_t i = 0; i < 64; ++i) REQUIRE(all[i] == next_in + i);
+        CHECK(rx.pop_n_for(std::span(all).first(5), 20ms) == 0);
+        CHECK_FALSE(rx.ended());
+        std::thread producer([&] { tx.push_n(std::span<const std::uint64_t>(big).subspan(64)); tx.close(); });
+        std::size_t taken = 0;
+        while (std::size_t k = rx.pop_n(std::span(all).subspan(taken))) taken += k;
+        producer.join();
+        CHECK(taken == 36);
+        for (std::size_t i = 0; i < 36; ++i) REQUIRE(all[i] == next_in + 64 + i);
+        CHECK(rx.ended());
+        const auto s = q.stats();
+        CHECK(s.messages_in == next_in + 100);
+        CHECK(s.messages_out == next_in + 100);
+        CHECK(s.bytes_out == (next_in + 100) * 8);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("A typed queue refuses endpoints of another element type, naming the queue", "[unit]") {
+    const std::string name = test::unique_name("typedbad");
+    test::ShmGuard guard{name};
+    auto q = Queue::create<Tick>(name, spsc_options());
+    SECTION("another type of the same size") {
+        CHECK_THROWS_MATCHES(Producer<OtherTick>(name), Error,
+                             error_is(errc::type_mismatch, "another element type"));
+    }
+    SECTION("another size") {
+        CHECK_THROWS_MATCHES(Consumer<std::uint64_t>(name), Error,
+                             error_is(errc::type_mismatch, "8-byte elements"));
+    }
+    SECTION("untyped endpoints: Bytes and codec types") {
+        CHECK_THROWS_MATCHES(Producer<>(name), Error, error_is(errc::type_mismatch, "untyped"));
+        CHECK_THROWS_MATCHES(Consumer<std::string>(name), Error, error_is(errc::type_mismatch, name));
+    }
+    // A refused endpoint leaves the side free for the right one.
+    Producer<Tick> tx(name);
+    Consumer<Tick> rx(name);
+    tx.push(Tick{1, 2.0, 3, 4});
+    CHECK(rx.pop()->qty == 3u);
+}
+
+TEST_CASE("A typed queue ends when its producer closes, after the consumer drained it", "[unit]") {
+    const std::string name = test::unique_name("typedend");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<std::uint64_t>(name, spsc_options());
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        for (std::uint64_t i = 0; i < 10; ++i) tx.push(i);
+        tx.close();
+        CHECK_THROWS_MATCHES(tx.push(std::uint64_t{1}), Error, error_is(errc::closed, name));
+        CHECK_THROWS_MATCHES(tx.try_push(std::uint64_t{1}), Error, error_is(errc::closed, name));
+        for (std::uint64_t i = 0; i < 10; ++i) CHECK(rx.pop() == i);
+        CHECK_FALSE(rx.pop());
+        CHECK(rx.ended());
+        CHECK(q.stats().ended);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("A typed queue's blocked consumer is woken by a push, and its descriptor turns readable", "[unit]") {
+    const std::string name = test::unique_name("typedwake");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<std::uint64_t>(name, spsc_options());
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        const int fd = rx.fd();
+        CHECK_FALSE(rx.try_pop());  // arms the descriptor
+        pollfd p{fd, POLLIN, 0};
+        CHECK(::poll(&p, 1, 0) == 0);
+        tx.push(std::uint64_t{42});
+        REQUIRE(::poll(&p, 1, 5000) == 1);  // deadline: the push must ring the armed bell
+        CHECK(rx.try_pop() == 42u);
+        std::thread late([&] {
+            std::this_thread::sleep_for(50ms);  // the consumer is asleep on the futex by then
+            tx.push(std::uint64_t{43});
+        });
+        CHECK(rx.pop_for(5s) == 43u);
+        late.join();
+        q.mark_broken();
+        CHECK_THROWS_MATCHES(tx.push(std::uint64_t{1}), Error, error_is(errc::broken, name));
+        CHECK_THROWS_MATCHES(rx.pop(), Error, error_is(errc::broken, name));
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("A typed queue's statistics are exact while the head is published in batches, and the inspector shows the mode",
+          "[unit]") {
+    const std::string name = test::unique_name("typedstats");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<std::uint64_t>(name, spsc_options(1024 * 8));
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        for (std::uint64_t i = 0; i < 1000; ++i) tx.push(i);
+        for (std::uint64_t i = 0; i < 333; ++i) REQUIRE(rx.pop() == i);
+        auto s = q.stats();
+        CHECK(s.messages_in == 1000);
+        CHECK(s.messages_out == 333);  // exact, though head was published fewer times (S4)
+        CHECK(map_ring(name).ring().head.load() < 333);       // T2: head trails in batches of 128 slots
+        CHECK(map_ring(name).ring().consumed.load() == 333);
+        CHECK(s.depth == 667);
+        CHECK(s.bytes_used == 667 * 8);
+        CHECK(rx.qsize() == 667);
+        const auto info = inspect_object(name);
+        REQUIRE(info);
+        CHECK(info->slot_bytes == 8);
+        CHECK(info->depth == 667);
+        CHECK(info->messages_out == 333);
+        CHECK(info->bytes_in == 8000);
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("A typed queue whose tail was overwritten is refused, not read past", "[unit]") {
+    const std::string name = test::unique_name("typedcorrupt");
+    test::ShmGuard guard{name};
+    auto q = Queue::create<std::uint64_t>(name, spsc_options(64 * 8));
+    Producer<std::uint64_t> tx(name);
+    Consumer<std::uint64_t> rx(name);
+    tx.push(std::uint64_t{1});
+    CHECK(rx.pop() == 1u);
+    const RawRing raw = map_ring(name);  // a writer outside the protocol
+    raw.ring().tail.store(1 + 65, std::memory_order_release);  // more than a ring ahead of head (T1)
+    CHECK_THROWS_MATCHES(rx.try_pop(), Error, error_is(errc::corrupt, name));
+    CHECK(q.broken());
+}
