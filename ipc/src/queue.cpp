@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace shmpipe {
@@ -94,8 +95,9 @@ std::uint32_t ring_bells(const Segment& s, RingIndices& r, EndpointRole role,
 void wake_side(const Segment& s, RingIndices& r, EndpointRole sleepers) noexcept {
     bump_and_wake(sleepers == EndpointRole::consumer ? r.data_seq : r.space_seq);
     // D3's waker half for the wakes that do not come through after_publish (close, death,
-    // broken, seal): the state change is published; the bell loads go after a fence.
-    light_fence();
+    // broken, seal): the state change is published; the bell loads go after a fence. A full
+    // one: sound against sleepers of either fence mode (wait.hpp), and these wakes are rare.
+    full_fence();
     ring_bells(s, r, sleepers);
 }
 
@@ -128,6 +130,7 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     ring_ = &ring_indices(body, g);
     geometry_ = g;
     spsc_ = g.spsc;
+    symmetric_fences_ = (g.flags & kQueueFlagSymmetricFences) != 0;
     typed_ = g.typed;
     capacity_ = typed_ ? g.cell_count : g.capacity;  // T1: typed positions count slots
     mask_ = capacity_ - 1;
@@ -153,6 +156,7 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
         cell_stride_ = g.cell_stride;
     }
     register_process_for_fences();
+    if (options.prefault_bytes != 0) prefault(options.prefault_bytes);
 
     const bool producer = role == EndpointRole::producer;
     const std::uint32_t one_flag = producer ? kQueueFlagOneProducer : kQueueFlagOneConsumer;
@@ -237,7 +241,7 @@ EndpointCore::EndpointCore(std::string_view name, EndpointRole role, std::uint64
     }
     // D4: consumers with a descriptor start watching this producer (D5) at their next arm.
     if (producer) {
-        light_fence();  // our open record before the bell loads (D3's pair, as in wake_side)
+        full_fence();  // our open record before the bell loads (D3's pair, as in wake_side)
         ring_bells(segment_, *ring_, EndpointRole::consumer);
     }
 }
@@ -293,7 +297,7 @@ void EndpointCore::arm_bell(std::atomic<std::uint32_t>& waiting, bool counted) n
         waiting.fetch_add(1, std::memory_order_relaxed);
         record_->doorbell.store(bell_.id() | kBellArmed | kBellCounted, std::memory_order_relaxed);
     }
-    heavy_fence();
+    sleeper_fence(symmetric_fences_);
 }
 
 bool EndpointCore::owned_by_this_process() const noexcept {
@@ -331,6 +335,23 @@ void EndpointCore::throw_stuck_cell(std::string_view verb, std::uint64_t pos, st
                             " is ahead of an index that does not move");
 }
 
+void EndpointCore::prefault(std::size_t bytes) noexcept {
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    auto populate = [&](std::byte* p, std::size_t n) {
+        const std::uintptr_t from = reinterpret_cast<std::uintptr_t>(p) & ~(page - 1);
+        const std::uintptr_t to = reinterpret_cast<std::uintptr_t>(p) + n;
+        // Linux 5.14+; elsewhere EINVAL and the pages fault in on first use as before.
+        (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);
+    };
+    if (spsc_) {
+        populate(data_, std::min<std::uint64_t>(bytes, geometry_.capacity));  // ring bytes (typed: slots * stride)
+        return;
+    }
+    for (std::uint64_t i = 0; i < cell_count_; ++i) {
+        populate(data_ + i * cell_stride_, std::min<std::uint64_t>(bytes, cell_stride_));
+    }
+}
+
 void EndpointCore::sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                             std::uint64_t deadline_ns) noexcept {
     std::uint64_t wake_at = monotonic_ns() + kSleepSliceNs;
@@ -338,6 +359,7 @@ void EndpointCore::sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expe
     auto& h = segment_.header();
     record_->sleeping.store(1, std::memory_order_relaxed);  // statistics only
     h.waiters.fetch_add(1, std::memory_order_relaxed);
+    const AsleepInBudget asleep;  // out of the thread's spin budget while asleep (wait.hpp)
     futex_wait(word, expected, wake_at);
     h.waiters.fetch_sub(1, std::memory_order_relaxed);
     record_->sleeping.store(0, std::memory_order_relaxed);
@@ -469,7 +491,7 @@ std::byte* ProducerCore::reserve(std::size_t n, std::uint64_t deadline_ns) {
 
         const std::uint32_t seq = ring_->space_seq.load(std::memory_order_acquire);
         ring_->producers_waiting.store(1, std::memory_order_relaxed);
-        heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
+        sleeper_fence(symmetric_fences_);  // sleeper's half of the Dekker pair (wait.hpp)
         if (spsc_) spsc_refresh_exact();  // S4: what the consumer freed and has not published
         if (std::byte* p = try_reserve(n)) return p;  // the flag may cost the consumer one wake-up
         if (broken()) throw_state("push to");
@@ -695,7 +717,7 @@ PeekResult ConsumerCore::peek(std::span<const std::byte>& out, std::uint64_t dea
         } else {
             ring_->consumers_waiting.fetch_add(1, std::memory_order_relaxed);
         }
-        heavy_fence();  // sleeper's half of the Dekker pair (wait.hpp)
+        sleeper_fence(symmetric_fences_);  // sleeper's half of the Dekker pair (wait.hpp)
         if (try_peek(out)) return PeekResult::ok;
         if (broken()) throw_state("pop from");
         sleep_on(ring_->data_seq, seq, deadline_ns);
@@ -797,7 +819,7 @@ void ConsumerCore::task_done() {
     ++done_;
     record_->aux.store(taken - done_, std::memory_order_relaxed);  // J2
     ctl_->tasks_done.fetch_add(1, std::memory_order_release);     // J1
-    light_fence();                                                 // JP1: the waker's half
+    waker_fence(symmetric_fences_);                                // JP1: the waker's half
     if (ctl_->join_waiters.load(std::memory_order_relaxed) != 0) bump_and_wake(ctl_->done_seq);
 }
 
@@ -898,7 +920,7 @@ bool join_queue(const Segment& seg, const QueueGeometry& g, std::uint64_t deadli
         }
         // JP1: the sleeper's half; bounded, so deaths are noticed.
         c.join_waiters.fetch_add(1, std::memory_order_relaxed);
-        heavy_fence();
+        sleeper_fence((g.flags & kQueueFlagSymmetricFences) != 0);
         if (!join_view(seg, g, false).finished()) {
             std::uint64_t wake_at = now + kSleepSliceNs;
             if (deadline_ns != 0 && deadline_ns < wake_at) wake_at = deadline_ns;
@@ -948,6 +970,7 @@ Queue Queue::create_impl(std::string_view name, const QueueOptions& options, std
     if (o.producers == Endpoints::one) flags |= kQueueFlagOneProducer;
     if (o.consumers == Endpoints::one) flags |= kQueueFlagOneConsumer;
     if (o.joinable) flags |= kQueueFlagJoinable;
+    if (o.symmetric_fences) flags |= kQueueFlagSymmetricFences;
 
     const std::uint64_t ring_offset = align_up(sizeof(QueueControl), kCacheLine);
     std::uint64_t capacity = 0, cell_count = 0, cell_stride = 0, cells_offset = 0, data_offset = 0;

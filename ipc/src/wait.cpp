@@ -48,6 +48,14 @@ void heavy_fence() noexcept {
     }
 }
 
+void sleeper_fence(bool symmetric) noexcept {
+    if (symmetric) {
+        full_fence();  // pairs with the waker's full fence (wait.hpp)
+    } else {
+        heavy_fence();
+    }
+}
+
 int futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept {
     static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
     timespec ts{};
@@ -72,28 +80,88 @@ int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
     return rc < 0 ? 0 : static_cast<int>(rc);
 }
 
-namespace {
-
-// Whether this process may run on one CPU only (taskset -c 0): then spinning can never see
-// the peer make progress, and the first thing to do is to hand it the core. Cached per pid.
-bool pinned_to_one_cpu() noexcept {
-    static std::atomic<std::uint64_t> cache{0};  // pid << 1 | answer; 0 = not computed
+unsigned allowed_cpus() noexcept {
+    static std::atomic<std::uint64_t> cache{0};  // pid << 32 | count; 0 = not computed
     const std::uint64_t pid = current_pid();
     const std::uint64_t c = cache.load(std::memory_order_relaxed);
-    if (c != 0 && (c >> 1) == pid) return (c & 1) != 0;
+    if (c != 0 && (c >> 32) == pid) return static_cast<unsigned>(c & 0xffffffffu);
     cpu_set_t set;
     CPU_ZERO(&set);
-    const bool one = ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1;
-    cache.store(pid << 1 | (one ? 1u : 0u), std::memory_order_relaxed);
-    return one;
+    const int count = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    const unsigned cpus = count > 0 ? static_cast<unsigned>(count) : 1u;
+    cache.store(pid << 32 | cpus, std::memory_order_relaxed);
+    return cpus;
+}
+
+namespace {
+
+// The calling thread's seat (SpinSeat). A forked child inherits the forking thread's copy:
+// the pid tells it apart, and the child has no seat until it takes one.
+struct ThreadSeat {
+    SpinBudget* budget = nullptr;
+    std::atomic<std::uint32_t>* counted = nullptr;
+    std::uint32_t pid = 0;
+};
+thread_local ThreadSeat t_seat;
+
+ThreadSeat* seat() noexcept {
+    return t_seat.budget != nullptr && t_seat.pid == current_pid() ? &t_seat : nullptr;
+}
+
+void leave_count(SpinBudget& b, std::atomic<std::uint32_t>& counted) noexcept {
+    // The flag first: a supervisor that writes this thread off sees at most one of the two.
+    if (counted.exchange(0, std::memory_order_acq_rel) == 1) b.awake.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool over_budget() noexcept {
+    const ThreadSeat* s = seat();
+    return s != nullptr &&
+           s->budget->awake.load(std::memory_order_relaxed) > static_cast<std::int32_t>(allowed_cpus());
 }
 
 }  // namespace
 
+void SpinSeat::enter(SpinBudget& b, std::atomic<std::uint32_t>& counted) noexcept {
+    if (counted.exchange(1, std::memory_order_acq_rel) == 0) b.awake.fetch_add(1, std::memory_order_relaxed);
+}
+
+SpinSeat::SpinSeat(SpinBudget& budget, std::atomic<std::uint32_t>& counted) noexcept {
+    if (seat() != nullptr) return;  // nested: the outer seat counts this thread
+    t_seat = ThreadSeat{&budget, &counted, current_pid()};
+    enter(budget, counted);
+    active_ = true;
+}
+
+SpinSeat::~SpinSeat() {
+    if (!active_) return;
+    leave_count(*t_seat.budget, *t_seat.counted);
+    t_seat = ThreadSeat{};
+}
+
+void SpinSeat::write_off(SpinBudget& budget, std::atomic<std::uint32_t>& counted) noexcept {
+    leave_count(budget, counted);
+}
+
+AsleepInBudget::AsleepInBudget() noexcept {
+    if (ThreadSeat* s = seat()) leave_count(*s->budget, *s->counted);
+}
+
+AsleepInBudget::~AsleepInBudget() {
+    if (ThreadSeat* s = seat()) SpinSeat::enter(*s->budget, *s->counted);
+}
+
 bool SpinWait::spin() noexcept {
+    // More of our group awake than CPUs (SpinBudget): spinning would take a CPU from the
+    // thread we wait for. One sched_yield hands the CPU to a thread of ours that shares it (on
+    // one CPU, that is the whole hand-off); then sleep. Checked at the start and at every yield.
+    if ((iterations_ == 0 || iterations_ >= kPauseOnly) && over_budget()) {
+        if (yielded_over_budget_) return false;
+        yielded_over_budget_ = true;
+        ::sched_yield();
+        return true;
+    }
     // ~1 µs of pause first: a peer on another core usually answers within it (ping-pong).
-    constexpr std::uint32_t kPauseOnly = 32;
-    if (iterations_ < kPauseOnly && (iterations_ != 0 || !pinned_to_one_cpu())) {
+    if (iterations_ < kPauseOnly && (iterations_ != 0 || allowed_cpus() != 1)) {
         ++iterations_;
         cpu_relax();
         return true;

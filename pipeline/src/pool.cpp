@@ -35,6 +35,9 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     tq.capacity = opt.queue_capacity != 0 ? opt.queue_capacity
                                           : std::clamp<std::size_t>(std::size_t{4} * n, 16, 128) * opt.max_message;
     tq.max_message = opt.max_message;
+    // A worker sleeps in the task queue and the draining thread in the results queue about
+    // once per task when tasks come one at a time: no membarrier per sleep (wait.hpp).
+    tq.symmetric_fences = true;
     tq.producers = Endpoints::one;
     tq.consumers = Endpoints::many;
     // Generous: a dead worker's endpoint record keeps its last claim until it is recycled,
@@ -45,9 +48,9 @@ PoolCore::PoolCore(PoolOptions o) : opt(std::move(o)) {
     rq.consumers = Endpoints::one;
     tasks_q_.emplace(Queue::create(tasks_name, tq));
     results_q_.emplace(Queue::create(results_name, rq));
-    tx_.emplace(tasks_name);
+    tx_.emplace(tasks_name, hot_cells());
     wake_.emplace(results_name);
-    rx_.emplace(results_name);
+    rx_.emplace(results_name, hot_cells());
     max_message_ = tx_->max_message();
 
     const std::size_t ring_at = sizeof(WorkerSlot) * n;  // WorkerSlot is 64 bytes: the ring is aligned

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <shmpipe/detail/guardian.hpp>
+#include <shmpipe/detail/wait.hpp>
 #include <shmpipe/pool.hpp>
 #include <shmpipe/process.hpp>
 #include <shmpipe/queue.hpp>
@@ -55,11 +56,22 @@ inline constexpr auto kBacklogPeriod = 1ms;     // how often the collector retri
 inline constexpr auto kSubmitSlice = 20ms;      // longest a submitter holds submit_m_ waiting for room
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 
+// The first 8 KiB of every queue cell (a task or result of up to ~2 000 ints, every
+// apply_async) are mapped when an endpoint attaches, in one call per cell: otherwise each
+// map's chunks land in cells this process has not touched yet and pay a page fault per page
+// in every process (the first maps of a new pool).
+inline OpenOptions hot_cells() {
+    OpenOptions o;
+    o.prefault_bytes = std::size_t{8} << 10;
+    return o;
+}
+
 struct alignas(64) WorkerSlot {
     std::atomic<std::uint64_t> task{0};      // the task being run; 0: none. Worker writes, parent reads.
     std::atomic<std::uint32_t> taking{0};    // 1 from asking for a task until `task` is recorded
     std::atomic<std::uint32_t> ended{0};     // 1: saw the end of the task stream (a clean exit)
     std::atomic<std::uint64_t> completed{0}; // tasks finished by this worker
+    std::atomic<std::uint32_t> awake{0};     // 1 while counted in TaskDoor::budget (SpinSeat)
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
 
@@ -81,6 +93,9 @@ struct TaskDoor {
     alignas(64) std::atomic<std::uint32_t> leader{0};  // 1 + index of the worker at the door; 0: none
     std::atomic<std::uint32_t> seq{0};                 // futex word, bumped for each wake-up
     std::atomic<std::uint32_t> sleepers{0};            // followers between counting and leaving a sleep
+    // The pool's spin budget (wait.hpp): workers, and the parent thread draining results,
+    // count themselves while not asleep, so none spins while they outnumber the CPUs.
+    alignas(64) SpinBudget budget;
 };
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 

@@ -28,11 +28,14 @@ constexpr int kDrainAfterDone = 64;  // results a leader takes, at most, once it
 thread_local const PoolCore* tl_leading = nullptr;  // L1: the pool whose results this thread drains now
 
 struct Leading {
-    explicit Leading(const PoolCore* c) noexcept : previous(std::exchange(tl_leading, c)) {}
+    Leading(const PoolCore* c, SpinBudget& budget) noexcept
+        : previous(std::exchange(tl_leading, c)), seat(budget, counted) {}
     ~Leading() { tl_leading = previous; }
     Leading(const Leading&) = delete;
     Leading& operator=(const Leading&) = delete;
     const PoolCore* previous;
+    std::atomic<std::uint32_t> counted{0};
+    SpinSeat seat;  // the draining thread spins only while the pool's threads have CPUs
 };
 }  // namespace
 
@@ -89,7 +92,7 @@ bool PoolCore::drive_until(const std::function<bool()>& done, std::chrono::stead
 
 void PoolCore::lead(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) {
     using clock = std::chrono::steady_clock;
-    Leading here(this);
+    Leading here(this, door_->budget);
     while (!done()) {
         if (supervision_wants_.load(std::memory_order_acquire)) return;  // L3
         const auto now = clock::now();
@@ -158,7 +161,7 @@ void PoolCore::collector_drain(std::chrono::steady_clock::duration wait) {
     const auto until = std::chrono::steady_clock::now() + wait;
     bool failed = false;
     {
-        Leading here(this);
+        Leading here(this, door_->budget);
         while (waiting_.load(std::memory_order_seq_cst) == 0 && !terminating_ && !supervise_now_) {
             const auto now = std::chrono::steady_clock::now();
             if (now >= until) break;
@@ -261,7 +264,7 @@ void PoolCore::handle_message(ReadSlot m) {
 
 // Takes every result already committed (before judging a dead worker's task). The caller leads.
 void PoolCore::drain_ready() {
-    Leading here(this);
+    Leading here(this, door_->budget);
     for (int guard = 0; guard < 1'000'000; ++guard) {
         try {
             auto m = rx_->try_peek();

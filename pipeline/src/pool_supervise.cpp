@@ -178,6 +178,7 @@ void PoolCore::supervise() {
             sweep_who = who + " while taking it from the queue";
         }
         free_door_of(i);  // it may have died waiting on the task queue (D1, pool_worker.cpp)
+        SpinSeat::write_off(door_->budget, slot.awake);  // it may have died awake
         Dead d{i, nullptr, slot.task.load(std::memory_order_acquire), std::move(who),
                slot.ended.load(std::memory_order_acquire) != 0};
         {

@@ -31,8 +31,9 @@ namespace shmpipe::detail {
 void PoolCore::worker_main(unsigned index) {
     WorkerSlot& slot = slots_[index];
     set_current_worker_index(index);
-    Consumer<> in(tasks_name);
-    Producer<> out(results_name);
+    Consumer<> in(tasks_name, hot_cells());
+    Producer<> out(results_name, hot_cells());
+    const SpinSeat seat(door_->budget, slot.awake);  // awake but for sleeps (wait.hpp)
     if (opt.initializer) opt.initializer();
     Bytes args;
     Bytes result;
@@ -124,6 +125,7 @@ bool PoolCore::enter_door(unsigned index) noexcept {
         door.sleepers.fetch_add(1, std::memory_order_relaxed);
         full_fence();  // D3
         if (door.leader.load(std::memory_order_relaxed) != 0) {
+            const AsleepInBudget asleep;
             futex_wait(door.seq, seq, monotonic_ns() + kDoorNapNs);
         }
         door.sleepers.fetch_sub(1, std::memory_order_relaxed);

@@ -21,6 +21,10 @@ struct OpenOptions {
     // segment of theirs. By default an object whose file another user owns (st_uid !=
     // geteuid()) is refused with errc::permission_denied; set this to accept it.
     bool allow_foreign_owner = false;
+    // Queue endpoints: map this many bytes of every cell (MPMC) or of the ring (SPSC) at
+    // attach, in one call instead of a page fault per page at first use (a pool's first
+    // maps). Only page tables change; contents are untouched. 0: map on first use.
+    std::size_t prefault_bytes = 0;
 };
 
 // Throws shmpipe::Error(errc::invalid_name) naming the bad character and its position.

@@ -78,6 +78,9 @@ struct QueueOptions {
     // bytes, and `capacity` is ignored (0: size by `capacity`).
     std::size_t max_messages = 0;
     bool joinable = false;                 // JoinableQueue: Consumer::task_done(), Queue::join()
+    // Wake-ups fenced on both sides: every publish pays a full fence, a sleep no membarrier
+    // (an IPI to every CPU). For queues whose ends sleep about once per message (a pool's).
+    bool symmetric_fences = false;
     std::uint32_t max_endpoints = 64;      // endpoint records for a `many` side (both sides share them)
     mode_t permissions = kDefaultPermissions;
 };

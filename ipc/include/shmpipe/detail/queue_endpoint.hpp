@@ -95,6 +95,7 @@ protected:
     }
     // Sleeps on word (== expected) until woken, deadline_ns, or 100 ms; keeps the inspector's counts.
     void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t deadline_ns) noexcept;
+    void prefault(std::size_t bytes) noexcept;  // OpenOptions::prefault_bytes
     // Reaps (marks dead) open endpoints of `role` whose processes died; returns how many this call reaped.
     std::uint32_t reap_dead(EndpointRole role) noexcept;
     bool live_intent(EndpointRole role, std::uint64_t pos) const noexcept;
@@ -121,6 +122,7 @@ protected:
     std::uint64_t capacity_ = 0, mask_ = 0, max_message_ = 0;
     std::uint64_t cell_count_ = 0, cell_mask_ = 0, cell_stride_ = 0;
     bool spsc_ = false;
+    bool symmetric_fences_ = false;  // kQueueFlagSymmetricFences, read once at attach (wait.hpp)
     bool typed_ = false;  // typed SPSC (spsc_ is true too: every slow path is the SPSC one)
     bool closed_ = false;
     std::uint32_t index_ = 0;  // our endpoint record
@@ -271,7 +273,7 @@ private:
         maybe_publish_stats();
     }
     void after_publish() noexcept {
-        light_fence();  // the waker's half of the Dekker pair (wait.hpp)
+        waker_fence(symmetric_fences_);  // the waker's half of the Dekker pair (wait.hpp)
         if (ring_->consumers_waiting.load(std::memory_order_relaxed) != 0) wake_consumers();
     }
     // Typed: publishes every slot written up to tail_ with one tail store (SP1); the tail is
@@ -535,7 +537,7 @@ private:
         maybe_publish_stats();
     }
     void after_release() noexcept {
-        light_fence();
+        waker_fence(symmetric_fences_);
         if (ring_->producers_waiting.load(std::memory_order_relaxed) != 0) wake_producers();
     }
 

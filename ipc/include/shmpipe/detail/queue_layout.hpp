@@ -81,6 +81,8 @@
 // Sleep/wake (both kinds): a sleeper announces itself in *_waiting, heavy_fence(), re-checks,
 // then futex-waits on the *_seq word; a waker publishes, light_fence(), and only if
 // *_waiting is non-zero bumps *_seq and calls futex_wake (see wait.hpp).
+// With kQueueFlagSymmetricFences both of those fences are full ones (sleeper_fence /
+// waker_fence, wait.hpp); every endpoint follows the flag of its validated geometry.
 //
 // Doorbells (Consumer::fd / Producer::fd; detail/doorbell.hpp). An endpoint that asked for a
 // descriptor is an "fd sleeper": it does not sleep in the kernel on *_seq, its user's event
@@ -140,6 +142,7 @@ inline constexpr std::uint32_t kQueueFlagOneProducer = 1u << 0;
 inline constexpr std::uint32_t kQueueFlagOneConsumer = 1u << 1;
 inline constexpr std::uint32_t kQueueFlagJoinable = 1u << 2;     // QueueOptions::joinable (J1, J2)
 inline constexpr std::uint32_t kQueueFlagTyped = 1u << 3;        // typed SPSC: fixed slots (T1-T3)
+inline constexpr std::uint32_t kQueueFlagSymmetricFences = 1u << 8;  // QueueOptions::symmetric_fences (wait.hpp)
 
 // T1: a typed slot is sizeof(T) rounded up to 8 bytes, and from 64 bytes on to whole cache
 // lines, so every slot of a line or more starts on a line.
