@@ -150,6 +150,17 @@ AsleepInBudget::~AsleepInBudget() {
     if (ThreadSeat* s = seat()) SpinSeat::enter(*s->budget, *s->counted);
 }
 
+namespace {
+
+// A sched_yield that returned this late gave the CPU to a thread that did not give it back
+// soon; the spinning thread then sleeps instead of yielding for kContendedForNs. On one
+// allowed CPU the thread we yield to is usually the peer we wait for, so there it is no sign.
+constexpr std::uint64_t kSlowYieldNs = 200'000;
+constexpr std::uint64_t kContendedForNs = 50'000'000;
+thread_local std::uint64_t t_contended_until_ns = 0;
+
+}  // namespace
+
 bool SpinWait::spin() noexcept {
     // More of our group awake than CPUs (SpinBudget): spinning would take a CPU from the
     // thread we wait for. One sched_yield hands the CPU to a thread of ours that shares it (on
@@ -168,10 +179,19 @@ bool SpinWait::spin() noexcept {
     }
     if (iterations_ < kPauseOnly) iterations_ = kPauseOnly;  // pinned: straight to yielding
     const std::uint64_t now = monotonic_ns();
+    // A yield lately handed the CPU to a thread that kept it (a busy loop of another program):
+    // yielding again would wait a whole time slice (~4 ms here) each time, while a sleeper
+    // woken by futex_wake is scheduled at once. So sleep straight after the pause burst.
+    if (now < t_contended_until_ns) return false;
     if (started_ns_ == 0) started_ns_ = now;
     if (now - started_ns_ >= kSpinBeforeSleepNs) return false;
     ++iterations_;
     ::sched_yield();  // a peer that shares our core runs now; alone on the core it returns at once
+    const std::uint64_t after = monotonic_ns();
+    if (after - now >= kSlowYieldNs && allowed_cpus() != 1) {
+        t_contended_until_ns = after + kContendedForNs;
+        return false;
+    }
     for (int i = 0; i < 4; ++i) cpu_relax();
     return true;
 }
