@@ -161,6 +161,8 @@ thread_local std::uint64_t t_contended_until_ns = 0;
 
 }  // namespace
 
+bool yields_lose_cpu() noexcept { return monotonic_ns() < t_contended_until_ns; }
+
 bool SpinWait::spin() noexcept {
     // More of our group awake than CPUs (SpinBudget): spinning would take a CPU from the
     // thread we wait for. One sched_yield hands the CPU to a thread of ours that shares it (on

@@ -1,7 +1,8 @@
 // The spin policy's budget (detail/wait.hpp): a seated thread counts itself awake, leaves
 // the count while asleep, is counted once however its seats nest, and a supervisor can write
 // a dead one off; SpinWait spins while the group fits the CPUs and gives up after one yield
-// when it does not. A forked child does not inherit its parent thread's seat.
+// when it does not. A forked child does not inherit its parent thread's seat. A yield that
+// lost the CPU to another program's busy loop makes the next spins sleep without yielding.
 #include "test_support.hpp"
 
 #include <shmpipe/detail/wait.hpp>
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <sys/mman.h>
 #include <thread>
+#include <vector>
 
 using namespace shmpipe;
 using shmpipe::detail::AsleepInBudget;
@@ -128,4 +130,46 @@ TEST_CASE("A forked child does not inherit the seat of the thread that forked it
     }
     CHECK(budget->awake.load() == 0);
     ::munmap(mem, sizeof(SpinBudget) + 64);
+}
+
+TEST_CASE("Behind busy programs on every CPU, a yield that lost the CPU makes the next spins sleep without yielding",
+          "[unit][wait]") {
+    const unsigned cpus = detail::allowed_cpus();
+    // Busy loops of another program, one per CPU we may use: a yield of ours hands one of
+    // them the CPU for its time slice.
+    std::vector<Process> busy;
+    for (unsigned i = 0; i < cpus; ++i) {
+        ProcessOptions opt;
+        opt.daemon = true;  // stopped by the destructor if a check below fails
+        opt.stop_grace = std::chrono::milliseconds(100);
+        busy.emplace_back(
+            [] {
+                volatile std::uint64_t n = 0;
+                for (;;) n = n + 1;
+            },
+            opt);
+        busy.back().start();
+    }
+    bool lost = false;
+    const bool tried = test::wait_until(
+        [&] {
+            spins_before_sleep();  // yields (after the pause burst) until 20 µs passed
+            lost = detail::yields_lose_cpu();
+            return lost;
+        },
+        std::chrono::seconds(cpus == 1 ? 1 : 5));
+    if (cpus == 1) {
+        // One allowed CPU (taskset -c 0): yielding is how the peer we wait for runs, so a long
+        // yield is no sign of another program.
+        CHECK_FALSE(tried);
+        CHECK_FALSE(lost);
+    } else {
+        REQUIRE(tried);  // some yield within 5 s lost the CPU to a busy loop for >= 200 µs
+        // Now: the pause burst (32 iterations), then sleep, with no yield.
+        CHECK(spins_before_sleep() == 32);
+    }
+    for (auto& p : busy) {
+        p.kill();
+        REQUIRE(p.join_for(std::chrono::seconds(10)));  // the busy loop was killed and reaped
+    }
 }

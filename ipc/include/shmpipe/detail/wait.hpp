@@ -112,8 +112,15 @@ unsigned allowed_cpus() noexcept;
 
 // Spin-then-sleep: a short burst of pause, then pause bursts alternating with sched_yield
 // (so a peer on the same core gets to run) until kSpinBeforeSleepNs has passed; while the
-// calling thread's SpinBudget is over its CPUs, one sched_yield and no more. spin() returns
-// false when the caller should go to sleep instead.
+// calling thread's SpinBudget is over its CPUs, one sched_yield and no more. A yield that
+// kept the thread off the CPU for 200 µs or more (another program's busy thread took it)
+// makes this thread's spins skip yielding for the next 50 ms: they sleep after the pause
+// burst, since a woken sleeper is scheduled at once and a yield behind a busy thread waits a
+// whole time slice. Not on one allowed CPU, where the thread we yield to is the peer we wait
+// for. spin() returns false when the caller should go to sleep instead.
+// Whether this thread's spins currently skip yielding (see SpinWait).
+bool yields_lose_cpu() noexcept;
+
 class SpinWait {
 public:
     bool spin() noexcept;
