@@ -110,6 +110,9 @@ public:
 // The CPUs this process may run on (its affinity mask), cached per pid.
 unsigned allowed_cpus() noexcept;
 
+// Whether this thread's spins currently skip yielding (see SpinWait).
+bool yields_lose_cpu() noexcept;
+
 // Spin-then-sleep: a short burst of pause, then pause bursts alternating with sched_yield
 // (so a peer on the same core gets to run) until kSpinBeforeSleepNs has passed; while the
 // calling thread's SpinBudget is over its CPUs, one sched_yield and no more. A yield that
@@ -118,9 +121,6 @@ unsigned allowed_cpus() noexcept;
 // burst, since a woken sleeper is scheduled at once and a yield behind a busy thread waits a
 // whole time slice. Not on one allowed CPU, where the thread we yield to is the peer we wait
 // for. spin() returns false when the caller should go to sleep instead.
-// Whether this thread's spins currently skip yielding (see SpinWait).
-bool yields_lose_cpu() noexcept;
-
 class SpinWait {
 public:
     bool spin() noexcept;
