@@ -29,6 +29,33 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// If the threads are not done in 120 s, breaks the queue so they return; finish() reports
+// whether it had to (the threads then hung until the queue was broken).
+class BreakQueueWhenLate {
+public:
+    explicit BreakQueueWhenLate(const std::string& name)
+        : thread_([this, name] {
+              const auto deadline = std::chrono::steady_clock::now() + 120s;
+              while (!done_.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+              if (!done_.load()) {
+                  fired_ = true;
+                  Queue::open(name).mark_broken();
+              }
+          }) {}
+    ~BreakQueueWhenLate() { finish(); }
+    BreakQueueWhenLate(const BreakQueueWhenLate&) = delete;
+    BreakQueueWhenLate& operator=(const BreakQueueWhenLate&) = delete;
+    bool finish() {
+        done_ = true;
+        if (thread_.joinable()) thread_.join();
+        return fired_.load();
+    }
+
+private:
+    std::atomic<bool> done_{false}, fired_{false};
+    std::thread thread_;
+};
+
 // What one consumer thread saw; checked on the main thread (Catch2 is not thread-safe).
 struct ConsumerResult {
     std::vector<std::uint64_t> log;
@@ -204,26 +231,14 @@ TEST_CASE("Threads hammering one queue deliver every message exactly once and in
             threads.emplace_back(produce, name, static_cast<std::uint32_t>(p + 1), per_producer, shape.max_message,
                                  std::ref(producer_errors[p]));
         }
-        // A watchdog: if the threads are not done in time, break the queue so they return.
-        std::atomic<bool> done{false};
-        std::atomic<bool> fired{false};
-        std::thread watchdog([&] {
-            const auto deadline = std::chrono::steady_clock::now() + 120s;
-            while (!done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
-            if (!done.load()) {
-                fired = true;
-                Queue::open(name).mark_broken();
-            }
-        });
+        BreakQueueWhenLate watchdog(name);
         {
             // A livelock that ignores mark_broken (a spinning try_*) still ends the test, named.
             const test::HangGuard hang(name, 150s, "joining the stress threads");
             for (auto& t : threads) t.join();
         }
-        done = true;
-        watchdog.join();
         INFO("stats: depth " << q.stats().depth << ", in " << q.stats().messages_in << ", out " << q.stats().messages_out);
-        REQUIRE_FALSE(fired.load());  // else the threads hung until the queue was broken after 120 s
+        REQUIRE_FALSE(watchdog.finish());  // else the threads hung until the queue was broken after 120 s
         for (const auto& e : producer_errors) CHECK(e.empty());
         std::vector<std::vector<std::uint64_t>> logs;
         for (const auto& r : results) {
@@ -277,23 +292,13 @@ TEST_CASE("Threads that give up slots and time out never lose or duplicate commi
                 }
             });
         }
-        std::atomic<bool> done{false}, fired{false};
-        std::thread watchdog([&] {
-            const auto deadline = std::chrono::steady_clock::now() + 120s;
-            while (!done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
-            if (!done.load()) {
-                fired = true;
-                Queue::open(name).mark_broken();
-            }
-        });
+        BreakQueueWhenLate watchdog(name);
         {
             // A livelock that ignores mark_broken (a spinning try_*) still ends the test, named.
             const test::HangGuard hang(name, 150s, "joining the stress threads");
             for (auto& t : threads) t.join();
         }
-        done = true;
-        watchdog.join();
-        REQUIRE_FALSE(fired.load());
+        REQUIRE_FALSE(watchdog.finish());
         for (const auto& e : errors) CHECK(e.empty());
         std::vector<std::vector<std::uint64_t>> logs;
         for (const auto& r : results) {
@@ -370,24 +375,13 @@ TEST_CASE("Threads hammering a typed queue deliver every message exactly once an
         std::string producer_error;
         std::thread consumer(consume<test::TypedMessage>, name, std::ref(result));
         std::thread producer(produce_typed, name, 1u, count, std::ref(producer_error));
-        std::atomic<bool> done{false};
-        std::atomic<bool> fired{false};
-        std::thread watchdog([&] {
-            const auto deadline = std::chrono::steady_clock::now() + 120s;
-            while (!done.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
-            if (!done.load()) {
-                fired = true;
-                Queue::open(name).mark_broken();
-            }
-        });
+        BreakQueueWhenLate watchdog(name);
         {
             const test::HangGuard hang(name, 150s, "joining the typed stress threads");
             producer.join();
             consumer.join();
         }
-        done = true;
-        watchdog.join();
-        REQUIRE_FALSE(fired.load());  // else the threads hung until the queue was broken after 120 s
+        REQUIRE_FALSE(watchdog.finish());  // else the threads hung until the queue was broken after 120 s
         CHECK(producer_error.empty());
         CHECK(result.error.empty());
         INFO(producer_error << result.error);
