@@ -351,8 +351,12 @@ void flush(Tx& tx) {
     if constexpr (requires { tx.flush(); }) tx.flush();
 }
 
+// The timed loops (produce, consume, ping, echo) are functions of their own: how they are
+// compiled does not depend on what they would have been inlined into (inlined into the
+// measurement lambdas, an unrelated change to consume() once cost the typed 64 B round trip
+// 100 ns).
 template <class Tx>
-void produce(Tx& tx, RunControl& ctl, const RunLimits& lim, int producer_id, int stops) {
+[[gnu::noinline]] void produce(Tx& tx, RunControl& ctl, const RunLimits& lim, int producer_id, int stops) {
     const std::uint64_t t0 = now_ns();
     atomic_min(ctl.t_start, t0);
     const std::uint64_t deadline = t0 + static_cast<std::uint64_t>(lim.seconds * 1e9);
@@ -447,7 +451,7 @@ struct Checker {
 // Verifies every message; returns when `stops` stop messages arrived. An Rx with
 // recv_run(fn(base, k)) hands out whole batches, checked by Checker::check_run.
 template <class Rx>
-void consume(Rx& rx, RunControl& ctl, const PayloadFormat& fmt, int stops, bool strict) {
+[[gnu::noinline]] void consume(Rx& rx, RunControl& ctl, const PayloadFormat& fmt, int stops, bool strict) {
     Checker<Rx> c{fmt, strict};
     while (c.seen_stops < stops) {
         if constexpr (requires { rx.recv_run([](const std::byte*, std::size_t) {}); }) {
@@ -464,7 +468,7 @@ void consume(Rx& rx, RunControl& ctl, const PayloadFormat& fmt, int stops, bool 
 }
 
 template <class Tx, class Rx>
-void ping(Tx& tx, Rx& rx, RunControl& ctl, const PayloadFormat& fmt, const RunLimits& lim) {
+[[gnu::noinline]] void ping(Tx& tx, Rx& rx, RunControl& ctl, const PayloadFormat& fmt, const RunLimits& lim) {
     std::vector<double> samples;
     samples.reserve(1 << 16);
     const std::uint64_t deadline = now_ns() + static_cast<std::uint64_t>(lim.seconds * 1e9);
@@ -491,7 +495,7 @@ void ping(Tx& tx, Rx& rx, RunControl& ctl, const PayloadFormat& fmt, const RunLi
 }
 
 template <class Tx, class Rx>
-void echo(Rx& rx, Tx& tx, const PayloadFormat& fmt) {
+[[gnu::noinline]] void echo(Rx& rx, Tx& tx, const PayloadFormat& fmt) {
     std::uint64_t expected = 0;
     for (;;) {
         std::uint64_t w0 = 0;
