@@ -204,19 +204,24 @@ public:
             std::memcpy(dst + N - 8, &last, 8);
         }
     }
+    // The sum of a message's words, which verify_fixed compares with expected_sum().
+    template <std::size_t N>
+    static std::uint64_t word_sum(const std::byte* p) noexcept {
+        std::uint64_t sum = 0;
+        for (std::size_t i = 0; i < N / 8; ++i) {
+            std::uint64_t w;
+            std::memcpy(&w, p + i * 8, 8);
+            sum += w;
+        }
+        return sum;
+    }
     template <std::size_t N>
     std::uint64_t verify_fixed(const std::byte* p, std::size_t n) const {
         if (n != N) throw std::runtime_error("received " + std::to_string(n) + " bytes, expected " + std::to_string(N));
         std::uint64_t w0 = 0;
         std::memcpy(&w0, p, 8);
         if constexpr (N >= 16) {
-            std::uint64_t sum = 0;
-            for (std::size_t i = 0; i < N / 8; ++i) {
-                std::uint64_t w;
-                std::memcpy(&w, p + i * 8, 8);
-                sum += w;
-            }
-            if (sum != expected_sum_) throw std::runtime_error("payload checksum mismatch (message word0 " + std::to_string(w0) + ")");
+            if (word_sum<N>(p) != expected_sum_) throw std::runtime_error("payload checksum mismatch (message word0 " + std::to_string(w0) + ")");
         }
         return w0;
     }
@@ -425,15 +430,7 @@ struct Checker {
                 std::uint64_t w0 = 0;
                 std::memcpy(&w0, m, 8);
                 bad |= w0 ^ (expect0 + i);
-                if constexpr (N >= 16) {
-                    std::uint64_t total = 0;
-                    for (std::size_t j = 0; j < N / 8; ++j) {
-                        std::uint64_t w;
-                        std::memcpy(&w, m + j * 8, 8);
-                        total += w;
-                    }
-                    bad |= total ^ fmt.expected_sum();
-                }
+                if constexpr (N >= 16) bad |= PayloadFormat::word_sum<N>(m) ^ fmt.expected_sum();
             }
             clean = bad == 0 && ((next[producer] + k - 1) & ~kSeqMask) == 0;
         }
