@@ -211,8 +211,13 @@ void PoolCore::supervise() {
 
 // Fails the tasks at suspect positions that no live worker can finish (see the file comment).
 void PoolCore::resolve_suspects(bool sweep, const std::string& sweep_who) {
-    // First what the live workers claim and run, then the queue's head, then the drain: a
-    // live worker's claim lasts until after it committed the result.
+    // First the queue's head, then what the live workers claim and run, then the drain. A
+    // suspect position below that head was claimed before we looked at the claims: by a live
+    // worker, whose claim lasts until after it committed the result (so it is still in
+    // live_claims, or its result is in the drain), or by the dead one. Read the other way
+    // round, a live worker that claimed the position between the two reads (after a worker
+    // that was killed having only announced it, M3) had its task failed.
+    const std::uint64_t head = tasks_q_->stats().messages_out;  // MPMC: positions claimed so far
     std::vector<std::uint64_t> live_claims, live_tasks;
     {
         std::lock_guard lock(workers_m_);
@@ -224,7 +229,6 @@ void PoolCore::resolve_suspects(bool sweep, const std::string& sweep_who) {
             live_tasks.push_back(slots_[i].task.load(std::memory_order_acquire));
         }
     }
-    const std::uint64_t head = tasks_q_->stats().messages_out;  // MPMC: positions claimed so far
     drain_ready();
     if (sweep) {
         std::lock_guard lock(pending_m_);
