@@ -13,8 +13,8 @@
 //   - the queue keeps the position each consumer last claimed (Queue::last_claim_of, M3 in
 //     queue_layout.hpp) until that consumer's next claim, dead or alive.
 // When a worker dies, the collector reads its last claim before anything else can attach (a
-// replacement might recycle its endpoint record), notes what the live workers claim and run,
-// drains the results already committed, and then fails with errc::worker_died the task in
+// replacement might recycle its endpoint record), reads the queue's head, then notes what the
+// live workers claim and run, drains the results already committed, and then fails with errc::worker_died the task in
 // its slot and the task at its last claimed position, if that position was claimed (below
 // the queue's head), is still pending and no live worker claims or runs it. A live worker's
 // claim stays until after it committed that task's result, so a task no live worker claims
