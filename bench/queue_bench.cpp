@@ -678,15 +678,10 @@ struct ShmBatchKind {
             }
             f(buf[next++].bytes, N);
         }
-        // The whole batch at once (consume() checks it in one pass).
+        // The whole batch at once (consume() checks it in one pass; recv() is ping/echo's).
         template <class F>
         void recv_run(F&& f) {
             static_assert(sizeof(Payload<N>) == N);
-            if (next != have) {  // left over from recv()
-                f(buf[next].bytes, have - next);
-                next = have;
-                return;
-            }
             const std::size_t k = r.pop_n(buf);
             if (k == 0) throw std::runtime_error("unexpected end of stream");
             f(buf[0].bytes, k);

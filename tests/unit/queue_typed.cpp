@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <poll.h>
 #include <span>
 #include <string>
@@ -325,6 +326,54 @@ TEST_CASE("A typed queue's blocked consumer is woken by a push, and its descript
         CHECK_THROWS_MATCHES(rx.pop(), Error, error_is(errc::broken, name));
     }
     test::require_gone(name);
+}
+
+// The consumer publishes its head in batches and when it finds the ring empty, not when it
+// catches up with the tail it loaded (S4, typed_consume); a producer asleep on the full ring
+// must still be woken by those publications, not left to its 100 ms re-check. 40 full-ring
+// episodes each waiting for the re-check would take 4 s; woken, they take about 40 pauses
+// of 2 ms.
+TEST_CASE("A typed queue's producer asleep on a full ring is woken by the consumer's pops", "[unit]") {
+    for (const std::size_t slots : {std::size_t{16}, std::size_t{1024}}) {
+        DYNAMIC_SECTION(slots << " slots") {
+            const std::string name = test::unique_name("typedfull");
+            test::ShmGuard guard{name};
+            {
+                QueueOptions o = spsc_options();
+                o.max_messages = slots;
+                auto q = Queue::create<std::uint64_t>(name, o);
+                Producer<std::uint64_t> tx(name);
+                Consumer<std::uint64_t> rx(name);
+                const std::uint64_t count = 40 * slots;
+                std::uint64_t pushed = 0;
+                std::thread producer([&] {
+                    while (pushed < count && tx.push_for(std::uint64_t{pushed}, 10s)) ++pushed;
+                });
+                // Every other message by try_pop: its empty look is where the head is published.
+                const auto start = std::chrono::steady_clock::now();
+                const auto deadline = start + 10s;  // awaited: all `count` messages
+                std::uint64_t popped = 0, wrong = 0;
+                while (popped < count && std::chrono::steady_clock::now() < deadline) {
+                    // Once per ring: the producer fills it, spins out and goes to sleep.
+                    if (popped % slots == 0) std::this_thread::sleep_for(2ms);
+                    std::optional<std::uint64_t> v = popped % 2 == 0 ? rx.pop_for(10s) : rx.try_pop();
+                    if (!v) {
+                        std::this_thread::yield();  // the producer may share our CPU
+                        continue;
+                    }
+                    wrong += *v != popped;
+                    ++popped;
+                }
+                const auto elapsed = std::chrono::steady_clock::now() - start;
+                producer.join();
+                INFO("popped " << popped << " of " << count << ", pushed " << pushed);
+                REQUIRE(popped == count);
+                CHECK(wrong == 0);
+                CHECK(elapsed < 2s);
+            }
+            test::require_gone(name);
+        }
+    }
 }
 
 TEST_CASE("A typed queue's statistics are exact while the head is published in batches, and the inspector shows the mode",
