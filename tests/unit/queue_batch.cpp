@@ -187,6 +187,39 @@ TEST_CASE("pop_n_for gives up after its timeout and push_n throws on a closed pr
     test::require_gone(name);
 }
 
+TEST_CASE("pop_n with messages waiting still refuses a closed consumer and one holding a slot", "[unit]") {
+    // pop_n takes what is waiting before it would wait; the errors of the blocking pop come
+    // first all the same, and nothing is consumed by the call that throws.
+    const int variant = GENERATE(0, 1, 2);  // SPSC byte ring, MPMC, typed SPSC
+    const char* labels[] = {"SPSC", "MPMC", "typed SPSC"};
+    INFO(labels[variant]);
+    const std::string name = test::unique_name("batcherr");
+    test::ShmGuard guard{name};
+    {
+        const auto opt = test::queue_options(variant == 1 ? Endpoints::many : Endpoints::one, 4096, 64);
+        auto q = variant == 2 ? Queue::create<std::uint64_t>(name, opt) : Queue::create(name, opt);
+        Producer<std::uint64_t> tx(name);
+        Consumer<std::uint64_t> rx(name);
+        tx.push_n(iota_values(6));
+        std::array<std::uint64_t, 4> buf{};
+        {
+            auto slot = rx.try_peek();
+            REQUIRE(slot);
+            CHECK_THROWS_WITH(rx.pop_n(buf), Catch::Contains(name) && Catch::Contains("still held"));
+            CHECK_THROWS_WITH(rx.pop_n_for(buf, 10ms), Catch::Contains(name) && Catch::Contains("still held"));
+        }  // the peeked message (0) is consumed here
+        CHECK(rx.pop_n(std::span(buf).first(2)) == 2);
+        CHECK(buf[0] == 1);
+        CHECK(buf[1] == 2);
+        CHECK(q.stats().depth == 3);
+        rx.close();
+        CHECK_THROWS_WITH(rx.pop_n(buf), Catch::Contains(name) && Catch::Contains("closed"));
+        CHECK_THROWS_WITH(rx.pop_n_for(buf, 10ms), Catch::Contains(name) && Catch::Contains("closed"));
+        CHECK(q.stats().depth == 3);
+    }
+    test::require_gone(name);
+}
+
 TEST_CASE("SPSC statistics are exact while the consumer's head is published in batches", "[unit]") {
     const std::string name = test::unique_name("headbatch");
     test::ShmGuard guard{name};

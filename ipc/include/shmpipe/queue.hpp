@@ -715,14 +715,19 @@ public:
         if (out.empty() || !try_pop_into(out[0])) return 0;
         return 1 + take_n(out.subspan(1));
     }
+    // pop_n and pop_n_for take what is waiting with one publication; only an empty queue
+    // (or a closed consumer, a held slot: the errors) goes through the single-message wait,
+    // which takes one message, and then the rest that came with it.
     std::size_t pop_n(std::span<T> out) {
         if (out.empty()) return 0;
+        if (const std::size_t k = take_waiting(out)) return k;
         if (!pop_into(out[0])) return 0;
         return 1 + take_n(out.subspan(1));
     }
     template <class Rep, class Period>
     std::size_t pop_n_for(std::span<T> out, std::chrono::duration<Rep, Period> timeout) {
         if (out.empty()) return 0;
+        if (const std::size_t k = take_waiting(out)) return k;
         if (!pop_into_for(out[0], timeout)) return 0;
         return 1 + take_n(out.subspan(1));
     }
@@ -774,6 +779,12 @@ public:
 private:
     static constexpr bool kTypable = detail::object_bytes_codec<T>;  // as Producer
     static constexpr std::uint64_t kStride = detail::typed_slot_stride(sizeof(T));
+    // pop_n's first look: the messages waiting now, 0 when none or when the consumer is
+    // closed or holds a slot (the blocking pop then reports those).
+    std::size_t take_waiting(std::span<T> out) {
+        const detail::ConsumerCore& c = core();
+        return c.open_idle() ? take_n(out) : 0;
+    }
     // The batch calls' work: the messages waiting now, without arming a descriptor.
     std::size_t take_n(std::span<T> out) {
         detail::ConsumerCore& c = core();

@@ -467,6 +467,7 @@ public:
     bool spsc_try_pop(std::span<const std::byte>& out) { return spsc_try_peek(out); }  // try_pop: no closed check
     void spsc_pop_done() noexcept { spsc_release(); }
     bool holding() const noexcept { return holding_; }
+    bool open_idle() const noexcept { return !(closed_ || holding_); }  // not closed, no slot held
     bool batch_next(std::span<const std::byte>& out) {
         if (holding_) [[unlikely]] throw_holding();
         return spsc_try_peek(out);
