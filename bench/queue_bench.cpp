@@ -367,7 +367,19 @@ template <class Tx>
     const std::uint64_t deadline = t0 + static_cast<std::uint64_t>(lim.seconds * 1e9);
     std::uint64_t seq = 0;
     const auto id = static_cast<std::uint64_t>(producer_id);
-    if (lim.messages != 0) {
+    if constexpr (requires { tx.send_run(id, seq, std::size_t{1}); }) {
+        // A batch transport stamps runs of messages, as a caller of push_n fills an array.
+        if (lim.messages != 0) {
+            tx.send_run(id, seq, lim.messages);
+            seq = lim.messages;
+        } else {
+            for (;;) {
+                tx.send_run(id, seq, 256);
+                seq += 256;
+                if (now_ns() >= deadline) break;
+            }
+        }
+    } else if (lim.messages != 0) {
         for (; seq < lim.messages; ++seq) tx.send(word0(id, seq));
     } else {
         for (;;) {
@@ -656,6 +668,19 @@ struct ShmBatchKind {
         void send(std::uint64_t w0) {
             fmt.stamp_fixed<N>(buf[used].bytes, w0);
             if (++used == kBatch) flush();
+        }
+        // Messages seq, seq + 1, ... seq + k - 1 of producer `id`, stamped in one loop per
+        // batch (the count in a register, not reloaded after every byte store into buf).
+        void send_run(std::uint64_t id, std::uint64_t seq, std::uint64_t k) {
+            while (k > 0) {
+                const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(k, kBatch - used));
+                Payload<N>* b = buf.data() + used;
+                for (std::size_t i = 0; i < n; ++i) fmt.stamp_fixed<N>(b[i].bytes, word0(id, seq + i));
+                used += n;
+                seq += n;
+                k -= n;
+                if (used == kBatch) flush();
+            }
         }
         void flush() {
             p.push_n(std::span<const Payload<N>>(buf.data(), used));
