@@ -15,6 +15,8 @@
 //   typed-spin   shmpipe typed SPSC (Queue::create<T>: fixed slots, no record header), try_push / try_pop
 //   typed-block  shmpipe typed SPSC, push / pop
 //   typed-batch  shmpipe typed SPSC, push_n / pop_n of 128 messages
+//   typed-zc     shmpipe typed SPSC, try_reserve+commit / try_peek: written and checked in the
+//                slot at a size known at compile time, as ref does (the copying rows' peer is ref-copy)
 //   mpmc-spin    shmpipe MPMC 1->1, try_push / try_pop
 //   mpmc-block   shmpipe MPMC 1->1, push / pop
 //   mpmc-1to2    shmpipe MPMC, 1 producer -> 2 consumers, push / pop (the consumers share a core)
@@ -717,6 +719,44 @@ struct ShmBatchKind {
     };
 };
 
+// Zero copy on a typed queue: the message is written into its slot and checked there, with
+// the size known at compile time, as the reference ring does.
+template <std::size_t N>
+struct TypedZeroCopyKind {
+    using Channel = ShmChannel;
+    static Channel create(const Geometry& g) { return create_shm_channel<Payload<N>>(g, false, true); }
+    struct Tx {
+        Tx(const Channel& c, const Geometry&, const PayloadFormat& f) : p(queue_name(c)), fmt(f) {}
+        void send(std::uint64_t w0) {
+            for (;;) {
+                if (auto s = p.try_reserve(N)) {
+                    fmt.fill_fixed<N>(s->span().data(), w0);
+                    s->commit();
+                    return;
+                }
+                bench::cpu_relax();
+            }
+        }
+        shmpipe::Producer<Payload<N>> p;
+        const PayloadFormat& fmt;
+    };
+    struct Rx {
+        static constexpr std::size_t kSize = N;
+        Rx(const Channel& c, const Geometry&, const PayloadFormat&) : r(queue_name(c)) {}
+        template <class F>
+        void recv(F&& f) {
+            for (;;) {
+                if (auto s = r.try_peek()) {
+                    f(s->span().data(), N);
+                    return;  // the slot is released here
+                }
+                bench::cpu_relax();
+            }
+        }
+        shmpipe::Consumer<Payload<N>> r;
+    };
+};
+
 template <bool Mpmc>
 struct ShmZeroCopyKind {
     using Channel = ShmChannel;
@@ -1234,6 +1274,8 @@ std::vector<Transport> all_transports() {
                  [](const Context& cx, Test ts, const Geometry& g) {
                      return measure<ShmZeroCopyKind<false>>(ts, g, cx.lim, cx.cpus, 1, 1);
                  }});
+    t.push_back({"typed-zc", "shmpipe typed SPSC try_reserve/try_peek", true, false, true, 8,
+                 [](const Context& cx, Test ts, const Geometry& g) { return run_sized<TypedZeroCopyKind>(cx, ts, g); }});
     t.push_back({"mpmc-spin", "shmpipe MPMC 1->1 try_push/try_pop", true, false, false, 8,
                  [](const Context& cx, Test ts, const Geometry& g) { return run_sized<MpmcSpin>(cx, ts, g); }});
     t.push_back({"mpmc-block", "shmpipe MPMC 1->1 push/pop", true, true, false, 8,
@@ -1282,7 +1324,7 @@ struct Options {
                  "  --one-core         pin every process to CPU 0; only transports that block\n"
                  "  --cpus A,B         producer and consumer CPUs (default 0,1)\n"
                  "  --only LIST        transport ids (ref,ref-rt,ref-copy,spsc-spin,spsc-block,spsc-batch,typed-spin,typed-block,\n"
-                 "                     typed-batch,spsc-zc,mpmc-spin,mpmc-block,mpmc-1to2,mpmc-2to1,pipe,socketpair,\n"
+                 "                     typed-batch,typed-zc,spsc-zc,mpmc-spin,mpmc-block,mpmc-1to2,mpmc-2to1,pipe,socketpair,\n"
                  "                     boost-mq,zmq,python-mp)\n"
                  "  --no-pingpong      throughput only\n"
                  "  --python PATH      interpreter for the multiprocessing peer (default /usr/bin/python3)\n"
@@ -1504,9 +1546,11 @@ int main(int argc, char** argv) {
         targets.push_back({"typed-spin", "ref", Test::throughput, true, 0.7, {65536}});
         targets.push_back({"typed-spin", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
         targets.push_back({"typed-batch", "ref", Test::throughput, true, 3.0, {8}});
-        // The copying rows against a reference that copies too (ref reads in place).
+        // The copying rows against a reference that copies too (ref reads in place), and the
+        // typed zero-copy row, which reads in place, against ref.
         targets.push_back({"typed-spin", "ref-copy", Test::throughput, true, 0.7, {65536}});
         targets.push_back({"typed-spin", "ref-copy", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
+        targets.push_back({"typed-zc", "ref", Test::pingpong, false, 1.15, {8, 64, 1024, 65536}});
     } else {
         targets.push_back({"spsc-block", "boost-mq", Test::throughput, true, 1.0, {8, 1024}});
         targets.push_back({"spsc-block", "pipe", Test::throughput, true, 1.5, {8, 1024}});
