@@ -267,7 +267,7 @@ public:
     Producer& operator=(Producer&&) noexcept = default;
 
     // Blocks while the queue is full. Throws message_too_large at once, broken, consumer_died, closed.
-    void push(const T& v) {
+    [[gnu::always_inline]] void push(const T& v) {
         detail::ProducerCore& c = core();
         if constexpr (kTypable) {
             // Typed slots (fixed at attach): the one decision per message. The rest is a call
@@ -280,7 +280,7 @@ public:
         push_rest(c, v);
     }
     // Never blocks: false when the queue is full (with fd(): then wait on it).
-    bool try_push(const T& v) {
+    [[gnu::always_inline]] bool try_push(const T& v) {
         detail::ProducerCore& c = core();
         if constexpr (kTypable) {
             if (c.typed()) {
@@ -531,7 +531,7 @@ public:
 
     // Blocks until a message or the end of stream (nullopt). Throws producer_died (after
     // draining), broken, corrupt, type_mismatch (a message that does not decode as T).
-    std::optional<T> pop() {
+    [[gnu::always_inline]] std::optional<T> pop() {
         detail::ConsumerCore& c = core();
         if constexpr (kTypable) {
             // Typed slots (fixed at attach): the one decision per message; the rest is a call away.
@@ -545,7 +545,7 @@ public:
     // Never blocks: nullopt when nothing is waiting (or at the end: see ended()). With
     // fd(), an empty try_pop also arms the descriptor and reports the end of stream (ended())
     // and a dead producer (throws producer_died) as pop() does.
-    std::optional<T> try_pop() {
+    [[gnu::always_inline]] std::optional<T> try_pop() {
         detail::ConsumerCore& c = core();
         if constexpr (kTypable) {
             if (c.typed()) {
@@ -562,7 +562,7 @@ public:
     }
 
 private:
-    static std::optional<T> take_typed(detail::ConsumerCore& c, const std::byte* p) {
+    [[gnu::always_inline]] static std::optional<T> take_typed(detail::ConsumerCore& c, const std::byte* p) {
         std::optional<T> v = decode({p, sizeof(T)});  // object bytes: cannot throw
         c.typed_consume(1);
         return v;
@@ -623,7 +623,7 @@ public:
     // pop_into blocks: false at the end of stream. try_pop_into never blocks: false when
     // nothing is waiting. pop_into_for: false on timeout or at the end (ended() tells).
     // Throw like pop(); on a type_mismatch `out` is unchanged.
-    bool pop_into(T& out) {
+    [[gnu::always_inline]] bool pop_into(T& out) {
         if constexpr (kTypable) {
             detail::ConsumerCore& c = core();
             if (c.typed()) {
@@ -637,7 +637,7 @@ public:
         }
         return pop_into_rest(out);
     }
-    bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
+    [[gnu::always_inline]] bool try_pop_into(T& out) {  // with fd(): arms it when empty, as try_pop
         if constexpr (kTypable) {
             detail::ConsumerCore& c = core();
             if (c.typed()) {
