@@ -282,6 +282,38 @@ TEST_CASE("A typed queue refuses endpoints of another element type, naming the q
     CHECK(rx.pop()->qty == 3u);
 }
 
+TEST_CASE("try_peek on a typed queue holds the slot in place until the ReadSlot goes", "[unit]") {
+    const std::string name = test::unique_name("typedpeek");
+    test::ShmGuard guard{name};
+    {
+        auto q = Queue::create<Frame>(name, spsc_options());
+        Producer<Frame> tx(name);
+        Consumer<Frame> rx(name);
+        CHECK_FALSE(rx.try_peek());
+        for (std::uint64_t i = 0; i < 3; ++i) tx.push(make_frame(i));
+        for (std::uint64_t i = 0; i < 3; ++i) {
+            auto r = rx.try_peek();
+            REQUIRE(r);
+            REQUIRE(r->span().size() == sizeof(Frame));
+            CHECK(reinterpret_cast<std::uintptr_t>(r->span().data()) % 64 == 0);  // in its slot: whole lines
+            Frame f{};
+            std::memcpy(&f, r->span().data(), sizeof f);
+            CHECK(frame_ok(f, i));
+            CHECK(q.stats().depth == 3 - i);  // held, not consumed yet
+            CHECK_THROWS_MATCHES(rx.try_peek(), Error, error_is(errc::invalid_state, "still held"));
+            CHECK_THROWS_MATCHES(rx.try_pop(), Error, error_is(errc::invalid_state, "still held"));
+        }
+        CHECK(q.stats().depth == 0);
+        CHECK(q.stats().messages_out == 3);
+        CHECK_FALSE(rx.try_peek());
+        tx.close();
+        CHECK_FALSE(rx.try_peek());  // drained and ended: nothing, as try_pop
+        CHECK_FALSE(rx.pop());
+        CHECK(rx.ended());
+    }
+    test::require_gone(name);
+}
+
 TEST_CASE("A typed queue ends when its producer closes, after the consumer drained it", "[unit]") {
     const std::string name = test::unique_name("typedend");
     test::ShmGuard guard{name};

@@ -735,12 +735,17 @@ public:
     // Zero copy: the next message in place (blocks); nullopt at the end of stream. The
     // message is consumed when the ReadSlot is destroyed.
     std::optional<ReadSlot> peek() { return peek_until(0); }
-    std::optional<ReadSlot> try_peek() {
-        std::span<const std::byte> m;
-        if (!core().try_peek(m) && !(core().has_fd() && core().poll_peek(m) == detail::PeekResult::ok)) {
-            return std::nullopt;
+    [[gnu::always_inline]] std::optional<ReadSlot> try_peek() {
+        detail::ConsumerCore& c = core();
+        if constexpr (kTypable) {
+            if (c.typed() && !c.has_fd()) {  // typed slots: one inline look, as try_pop
+                if (const std::byte* p = c.typed_hold<kStride>()) [[likely]] return ReadSlot(&c, {p, sizeof(T)});
+                return std::nullopt;
+            }
         }
-        return ReadSlot(&core(), m);
+        std::span<const std::byte> m;
+        if (!c.try_peek(m) && !(c.has_fd() && c.poll_peek(m) == detail::PeekResult::ok)) return std::nullopt;
+        return ReadSlot(&c, m);
     }
     template <class Rep, class Period>
     std::optional<ReadSlot> peek_for(std::chrono::duration<Rep, Period> timeout) {

@@ -30,7 +30,7 @@ bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint
 // compiler to inline into the caller's loop, with everything else one call away.
 //
 // The per-message calls of a typed queue (Producer push/try_push, Consumer pop/try_pop/
-// pop_into/try_pop_into) and the typed_* steps below them are always inlined: left to the
+// pop_into/try_pop_into/try_peek) and the typed_* steps below them are always inlined: left to the
 // compiler, whether they were depended on the size of unrelated code in the caller, and an
 // out-of-line try_pop (or typed_refresh_tail called from the polling loop) cost the typed
 // 64 B round trip ~80 ns in queue_bench (480 -> 560-620 ns).
@@ -501,6 +501,15 @@ public:
         }
         if (head_ == cached_tail_ && !typed_refresh_tail()) return nullptr;
         return data_ + (head_ & mask_) * Stride;
+    }
+    // Typed: the next slot, held in place (a ReadSlot's), or nullptr when none is waiting
+    // now. Consumer::try_peek's polling look, inline as try_pop's.
+    template <std::uint64_t Stride>
+    [[gnu::always_inline]] const std::byte* typed_hold() {
+        if (holding_) throw_holding();
+        const std::byte* p = typed_front<Stride, false>();
+        holding_ = p != nullptr;
+        return p;
     }
     // Per message one store on our own line (consumed) and one compare; at publish_at_
     // (S4: a batch of slots further, or at once when the tail we loaded showed the ring
