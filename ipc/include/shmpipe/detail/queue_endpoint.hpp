@@ -30,10 +30,10 @@ bool join_queue(const Segment& segment, const QueueGeometry& geometry, std::uint
 // compiler to inline into the caller's loop, with everything else one call away.
 //
 // The per-message calls of a typed queue (Producer push/try_push, Consumer pop/try_pop/
-// pop_into/try_pop_into/try_peek) and the typed_* steps below them are always inlined: left to the
-// compiler, whether they were depended on the size of unrelated code in the caller, and an
-// out-of-line try_pop (or typed_refresh_tail called from the polling loop) cost the typed
-// 64 B round trip ~80 ns in queue_bench (480 -> 560-620 ns).
+// pop_into/try_pop_into/try_peek) and the typed_* steps below them are always inlined. Left
+// to the compiler, whether they were inlined depended on unrelated code in the caller, and
+// a try_pop (or typed_refresh_tail) kept as a call inside a polling loop cost the typed
+// 64 B round trip ~80-130 ns in queue_bench (~480 -> 560-620 ns).
 template <class F>
 [[gnu::noinline]] decltype(auto) out_of_line(F&& f) {
     return std::forward<F>(f)();
