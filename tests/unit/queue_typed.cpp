@@ -6,6 +6,8 @@
 #include "test_catch.hpp"
 #include "test_support.hpp"
 
+#include <shmpipe/detail/copy.hpp>
+#include <shmpipe/detail/queue_endpoint.hpp>
 #include <shmpipe/detail/queue_layout.hpp>
 #include <shmpipe/detail/segment.hpp>
 #include <shmpipe/inspect.hpp>
@@ -13,7 +15,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <chrono>
 #include <cstdint>
 #include <numeric>
@@ -62,6 +66,36 @@ Frame make_frame(std::uint64_t seq) {
 }
 
 bool frame_ok(const Frame& f, std::uint64_t seq) { return f.seq == seq && f.body[91] == static_cast<std::uint8_t>(seq + 91); }
+
+template <std::size_t N>
+struct Block {  // large elements: slots of whole lines, copied by detail::copy_fixed
+    std::array<std::uint8_t, N> bytes;
+};
+static_assert(sizeof(Block<1001>) == 1001);
+
+template <std::size_t N>
+Block<N> make_block(std::uint64_t seq) {
+    Block<N> b;
+    for (std::size_t i = 0; i < N; ++i) b.bytes[i] = static_cast<std::uint8_t>(seq * 7 + i * 13);
+    return b;
+}
+template <std::size_t N>
+bool block_ok(const Block<N>& b, std::uint64_t seq) {
+    return b.bytes == make_block<N>(seq).bytes;
+}
+
+// copy_fixed<N> from a patterned source into a buffer of guard bytes, at an offset that is
+// not a multiple of 16: every byte copied, none written before or after.
+template <std::size_t N>
+void check_copy_fixed(std::size_t offset) {
+    std::vector<std::uint8_t> src(N), dst(N + 128, 0xEE);
+    for (std::size_t i = 0; i < N; ++i) src[i] = static_cast<std::uint8_t>(i * 31 + N);
+    detail::copy_fixed<N>(dst.data() + offset, src.data());
+    INFO("N = " << N << ", destination offset " << offset);
+    CHECK(std::memcmp(dst.data() + offset, src.data(), N) == 0);
+    CHECK(std::all_of(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(offset), [](std::uint8_t b) { return b == 0xEE; }));
+    CHECK(std::all_of(dst.begin() + static_cast<std::ptrdiff_t>(offset + N), dst.end(), [](std::uint8_t b) { return b == 0xEE; }));
+}
 
 // An Error with code `code` whose message contains `text`.
 Catch::Matchers::Generic::PredicateMatcher<Error> error_is(errc code, std::string text) {

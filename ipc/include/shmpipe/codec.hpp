@@ -13,6 +13,7 @@
 //   template <> struct shmpipe::Codec<Point> { static std::size_t size(const Point&); ... };
 #pragma once
 
+#include <shmpipe/detail/copy.hpp>
 #include <shmpipe/error.hpp>
 
 #include <cstddef>
@@ -83,11 +84,11 @@ template <class T>
 struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>> {
     static constexpr bool object_bytes = true;  // the encoding is the object: a consumer may copy it in place
     static constexpr std::size_t size(const T&) noexcept { return sizeof(T); }
-    static void encode(const T& v, std::span<std::byte> out) noexcept { std::memcpy(out.data(), &v, sizeof(T)); }
+    static void encode(const T& v, std::span<std::byte> out) noexcept { detail::copy_fixed<sizeof(T)>(out.data(), &v); }
     static T decode(std::span<const std::byte> in) {
         if (in.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", in.size(), sizeof(T));
         T v;
-        std::memcpy(&v, in.data(), sizeof(T));
+        detail::copy_fixed<sizeof(T)>(&v, in.data());
         return v;
     }
 };

@@ -628,7 +628,7 @@ public:
             detail::ConsumerCore& c = core();
             if (c.typed()) {
                 if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] {
-                    std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                    detail::copy_fixed<sizeof(T)>(&out, p);
                     c.typed_consume(1);
                     return true;
                 }
@@ -643,7 +643,7 @@ public:
             if (c.typed()) {
                 if (!c.holding()) {
                     if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] {
-                        std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                        detail::copy_fixed<sizeof(T)>(&out, p);
                         c.typed_consume(1);
                         return true;
                     }
@@ -667,7 +667,7 @@ private:
         detail::ConsumerCore& c = core();
         if (!c.holding()) {
             if (const std::byte* p = c.typed_front<kStride, false>()) {
-                std::memcpy(static_cast<void*>(&out), p, sizeof(T));
+                detail::copy_fixed<sizeof(T)>(&out, p);
                 c.typed_consume(1);
                 return true;
             }
@@ -844,7 +844,7 @@ private:
                 const std::byte* p;
                 operator T() const noexcept {
                     T v;
-                    std::memcpy(static_cast<void*>(&v), p, sizeof(T));
+                    detail::copy_fixed<sizeof(T)>(&v, p);
                     return v;
                 }
             };
@@ -863,7 +863,7 @@ private:
     static void decode_into(std::span<const std::byte> m, T& out) {
         if constexpr (detail::object_bytes_codec<T>) {
             if (m.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", m.size(), sizeof(T));
-            std::memcpy(static_cast<void*>(&out), m.data(), sizeof(T));
+            detail::copy_fixed<sizeof(T)>(&out, m.data());
         } else if constexpr (std::is_same_v<T, Bytes>) {
             out.assign(m.begin(), m.end());
         } else if constexpr (std::is_same_v<T, std::string>) {

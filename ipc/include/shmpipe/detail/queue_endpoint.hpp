@@ -4,6 +4,7 @@
 // numbered in queue_layout.hpp (S*, SP*, M*, MP*); each atomic access names the one it uses.
 #pragma once
 
+#include <shmpipe/detail/copy.hpp>
 #include <shmpipe/detail/doorbell.hpp>
 #include <shmpipe/detail/queue_layout.hpp>
 #include <shmpipe/detail/segment.hpp>
@@ -275,7 +276,7 @@ public:
             std::memcpy(data_ + first * stride, items, run * sizeof(T));
             if (run < k) std::memcpy(data_, items + run, (k - run) * sizeof(T));
         } else {
-            for (std::size_t i = 0; i < k; ++i) std::memcpy(data_ + ((tail_ + i) & mask_) * stride, items + i, sizeof(T));
+            for (std::size_t i = 0; i < k; ++i) copy_fixed<sizeof(T)>(data_ + ((tail_ + i) & mask_) * stride, items + i);
         }
         tail_ += k;
         typed_publish();
@@ -547,7 +548,7 @@ public:
             if (run < k) std::memcpy(static_cast<void*>(out + run), data_, (k - run) * sizeof(T));
         } else {
             for (std::size_t i = 0; i < k; ++i) {
-                std::memcpy(static_cast<void*>(out + i), data_ + ((head_ + i) & mask_) * stride, sizeof(T));
+                copy_fixed<sizeof(T)>(out + i, data_ + ((head_ + i) & mask_) * stride);
             }
         }
         typed_consume(k);
