@@ -648,11 +648,13 @@ ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const 
         base_count_ = ring_->head_count.load(std::memory_order_relaxed);  // S5: we continue the counts
         base_bytes_ = ring_->head_bytes.load(std::memory_order_relaxed);
         if (typed_) {
-            // T1, T2: slots, not bytes. A head store per kHeadBatchBytes worth of slots (at
-            // most an eighth of the ring), and per message once at most one slot is free.
+            // T1, T2: slots, not bytes. A head store per kHeadBatchBytes worth of slots, at
+            // least kHeadBatchSlots (at most an eighth of the ring), and per message once at
+            // most one slot is free.
             typed_pos_ = &head_;
             typed_base_ = head_;
-            head_batch_ = std::clamp<std::uint64_t>(kHeadBatchBytes / cell_stride_, 1, capacity_ / 8 ? capacity_ / 8 : 1);
+            head_batch_ = std::clamp<std::uint64_t>(std::max(kHeadBatchBytes / cell_stride_, kHeadBatchSlots), 1,
+                                                    capacity_ / 8 ? capacity_ / 8 : 1);
             near_full_ = capacity_ - 2;
         }
     }

@@ -224,6 +224,105 @@ TEST_CASE("A typed queue's values round-trip through every push and pop form acr
     test::require_gone(name);
 }
 
+TEST_CASE("The slot copy copies every byte and nothing around it, in and out of the vector range", "[unit]") {
+    for (const std::size_t offset : {std::size_t{0}, std::size_t{8}, std::size_t{37}}) {
+        check_copy_fixed<8>(offset);
+        check_copy_fixed<256>(offset);
+        check_copy_fixed<257>(offset);
+        check_copy_fixed<320>(offset);
+        check_copy_fixed<1001>(offset);
+        check_copy_fixed<1024>(offset);
+        check_copy_fixed<4096>(offset);
+        check_copy_fixed<16383>(offset);
+        check_copy_fixed<16384>(offset);
+    }
+}
+
+TEST_CASE("A typed queue of large elements round-trips every byte through every form, and a full ring frees a slot per pop",
+          "[unit]") {
+    const std::string name = test::unique_name("typedlarge");
+    test::ShmGuard guard{name};
+    {
+        using B = Block<1001>;  // slots of 1024 bytes; the copy's last 41 bytes are a tail
+        auto q = Queue::create<B>(name, spsc_options(32 * 1024));  // 32 slots: head batches of 4
+        Producer<B> tx(name);
+        Consumer<B> rx(name);
+        std::uint64_t in = 0, out = 0;
+        for (int round = 0; round < 40; ++round) {  // laps of the ring
+            tx.push(make_block<1001>(in++));
+            REQUIRE(tx.try_push(make_block<1001>(in++)));
+            std::vector<B> batch;
+            for (int i = 0; i < 5; ++i) batch.push_back(make_block<1001>(in++));
+            REQUIRE(tx.try_push_n(batch) == batch.size());
+            auto a = rx.pop_for(1s);
+            REQUIRE(a);
+            CHECK(block_ok(*a, out++));
+            auto b = rx.try_pop();
+            REQUIRE(b);
+            CHECK(block_ok(*b, out++));
+            B into{};
+            REQUIRE(rx.try_pop_into(into));
+            CHECK(block_ok(into, out++));
+            std::vector<B> got(4);
+            REQUIRE(rx.try_pop_n(got) == 4);
+            for (const B& g : got) CHECK(block_ok(g, out++));
+        }
+        CHECK(in == out);
+        // Full. The first pop frees a slot the producer finds at once (S4: the tail the
+        // consumer loaded showed the ring nearly full); after that the head follows in
+        // batches of kHeadBatchSlots, so a batch of pops frees that many slots.
+        while (tx.try_push(make_block<1001>(in))) ++in;
+        CHECK(in - out == 32);
+        auto first = rx.try_pop();
+        REQUIRE(first);
+        CHECK(block_ok(*first, out++));
+        REQUIRE(tx.try_push(make_block<1001>(in++)));
+        for (int batch = 0; batch < 3; ++batch) {
+            for (std::uint64_t i = 0; i < detail::kHeadBatchSlots; ++i) {
+                auto m = rx.try_pop();
+                REQUIRE(m);
+                CHECK(block_ok(*m, out++));
+            }
+            for (std::uint64_t i = 0; i < detail::kHeadBatchSlots; ++i) REQUIRE(tx.try_push(make_block<1001>(in++)));
+            CHECK_FALSE(tx.try_push(make_block<1001>(in)));
+        }
+        B into{};
+        while (rx.try_pop_into(into)) CHECK(block_ok(into, out++));
+        CHECK(in == out);
+        const auto s = q.stats();
+        CHECK(s.messages_out == out);
+        CHECK(s.bytes_out == out * sizeof(B));
+        CHECK(s.depth == 0);
+    }
+    test::require_gone(name);
+}
+
+template <std::size_t N>
+void round_trip_ordinary_queue() {
+    const std::string name = test::unique_name("largecodec");
+    test::ShmGuard guard{name};
+    {
+        QueueOptions o;  // MPMC: record cells, Codec<T>::encode / decode
+        o.capacity = 16 * 4096;
+        o.max_message = 4096;
+        auto q = Queue::create(name, o);
+        Producer<Block<N>> tx(name);
+        Consumer<Block<N>> rx(name);
+        for (std::uint64_t i = 0; i < 40; ++i) {
+            tx.push(make_block<N>(i));
+            auto m = rx.pop_for(1s);
+            REQUIRE(m);
+            CHECK(block_ok(*m, i));
+        }
+    }
+    test::require_gone(name);
+}
+
+TEST_CASE("Large trivially copyable values round-trip through an ordinary queue's codec", "[unit]") {
+    round_trip_ordinary_queue<1001>();
+    round_trip_ordinary_queue<4096>();
+}
+
 TEST_CASE("A typed queue fills at its slot count and try_push reports full", "[unit]") {
     const std::string name = test::unique_name("typedfull");
     test::ShmGuard guard{name};

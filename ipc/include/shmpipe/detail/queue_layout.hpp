@@ -52,8 +52,9 @@
 //       after every message), bytes = messages * max_message. tail_count/tail_bytes,
 //       head_count/head_bytes stay 0. So the producer stores one word per publication (tail)
 //       and the consumer one per message (consumed, on its own line) plus head per batch
-//       of kHeadBatchBytes worth of slots (S4), as the byte ring, except that catching up
-//       with the tail it knows publishes nothing: the look that finds the ring empty does.
+//       (S4) of kHeadBatchBytes worth of slots but at least kHeadBatchSlots (at most an
+//       eighth of the ring), as the byte ring, except that catching up with the tail it
+//       knows publishes nothing: the look that finds the ring empty does.
 //   T3  only endpoints built for that T (Producer<T>/Consumer<T> with sizeof(T) ==
 //       max_message and the same type tag) attach; untyped ones (Bytes, the Python module)
 //       are refused with type_mismatch: they would write record headers.
