@@ -195,7 +195,7 @@ public:
     // its payload as fast as the queues it is compared with copy theirs in.
     template <std::size_t N>
     void fill_fixed(std::byte* dst, std::uint64_t w0) const noexcept {
-        if constexpr (N > 256) {
+        if constexpr (N >= shmpipe::detail::kVectorCopyMin) {
             shmpipe::detail::copy_fixed<N>(dst, source_.data());
         } else if constexpr (N > 16) {
             std::memcpy(dst + 8, source_.data() + 1, N - 16);

@@ -653,8 +653,8 @@ ConsumerCore::ConsumerCore(std::string_view name, std::uint64_t type_tag, const 
             // most one slot is free.
             typed_pos_ = &head_;
             typed_base_ = head_;
-            head_batch_ = std::clamp<std::uint64_t>(std::max(kHeadBatchBytes / cell_stride_, kHeadBatchSlots), 1,
-                                                    capacity_ / 8 ? capacity_ / 8 : 1);
+            head_batch_ = std::min(std::max(kHeadBatchBytes / cell_stride_, kHeadBatchSlots),
+                                   std::max<std::uint64_t>(capacity_ / 8, 1));
             near_full_ = capacity_ - 2;
         }
     }

@@ -567,6 +567,12 @@ private:
         c.typed_consume(1);
         return v;
     }
+    // The copy-out forms' take: the slot straight into `out`, then consumed (true).
+    [[gnu::always_inline]] static bool take_typed_into(detail::ConsumerCore& c, const std::byte* p, T& out) {
+        detail::copy_fixed<sizeof(T)>(&out, p);
+        c.typed_consume(1);
+        return true;
+    }
     // Typed slots, when the fast path could not decide: empty, closed, a ReadSlot held.
     std::optional<T> typed_pop_slow(detail::ConsumerCore& c) {
         std::span<const std::byte> m;
@@ -627,11 +633,7 @@ public:
         if constexpr (kTypable) {
             detail::ConsumerCore& c = core();
             if (c.typed()) {
-                if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] {
-                    detail::copy_fixed<sizeof(T)>(&out, p);
-                    c.typed_consume(1);
-                    return true;
-                }
+                if (const std::byte* p = c.typed_front<kStride, true>()) [[likely]] return take_typed_into(c, p, out);
                 return detail::out_of_line([&] { return pop_into_slow(out); });
             }
         }
@@ -642,11 +644,7 @@ public:
             detail::ConsumerCore& c = core();
             if (c.typed()) {
                 if (!c.holding()) {
-                    if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] {
-                        detail::copy_fixed<sizeof(T)>(&out, p);
-                        c.typed_consume(1);
-                        return true;
-                    }
+                    if (const std::byte* p = c.typed_front<kStride, false>()) [[likely]] return take_typed_into(c, p, out);
                     if (!c.has_fd()) return false;  // empty: one load of tail per try, as try_pop
                 }
                 return detail::out_of_line([&] { return try_pop_into_slow(out); });
@@ -666,11 +664,7 @@ private:
     bool try_pop_into_slow(T& out) {
         detail::ConsumerCore& c = core();
         if (!c.holding()) {
-            if (const std::byte* p = c.typed_front<kStride, false>()) {
-                detail::copy_fixed<sizeof(T)>(&out, p);
-                c.typed_consume(1);
-                return true;
-            }
+            if (const std::byte* p = c.typed_front<kStride, false>()) return take_typed_into(c, p, out);
             if (!c.has_fd()) return false;
         }
         return try_pop_into_rest(out);
