@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <sys/resource.h>
@@ -44,12 +45,20 @@ long faults_filling(Endpoints kind, std::size_t prefault) {
 TEST_CASE("A prefaulting producer writes into fresh cells without page faults", "[unit][queue]") {
     const auto kind = GENERATE(Endpoints::one, Endpoints::many);
     INFO(test::kind_label(kind));
-    const long cold = faults_filling(kind, 0);
-    const long hot = faults_filling(kind, 1);
-    INFO(cold << " page faults without prefault_bytes, " << hot << " with it");
-    // At least a fresh page per message saved. Compared, not absolute: a sanitizer's shadow
-    // memory faults in alongside (ThreadSanitizer maps shadow pages for every page touched).
-    CHECK(cold - hot >= 12);
+    // The fewest of three fills each way: faults the queue does not cause only add (a sanitizer's
+    // shadow memory faults in alongside, ThreadSanitizer's by the dozen under load), so the
+    // minimum is the queue's own count.
+    long cold = faults_filling(kind, 0);
+    long hot = faults_filling(kind, 1);
+    for (int attempt = 1; attempt < 3; ++attempt) {
+        cold = std::min(cold, faults_filling(kind, 0));
+        hot = std::min(hot, faults_filling(kind, 1));
+    }
+    INFO(cold << " page faults without prefault_bytes, " << hot << " with it (fewest of 3 fills each)");
+    // Each of the 16 messages lands on a page no one has mapped: prefaulting must save at least
+    // half of those faults. Compared, not absolute, because shadow memory also faults in for
+    // every page touched; without prefaulting the difference is 0 give or take that noise.
+    CHECK(cold - hot >= 8);
 }
 
 TEST_CASE("Prefaulting at attach leaves queued messages intact", "[unit][queue]") {
