@@ -564,15 +564,13 @@ public:
 private:
     [[gnu::always_inline]] static std::optional<T> take_typed(detail::ConsumerCore& c, const std::byte* p) {
         std::optional<T> v = decode({p, sizeof(T)});  // object bytes: cannot throw
-        c.typed_consume(1);
-        c.template typed_prefetch<kStride>(0);  // the next slot, while the caller checks this one
+        c.template typed_take_one<kStride>();
         return v;
     }
     // The copy-out forms' take: the slot straight into `out`, then consumed (true).
     [[gnu::always_inline]] static bool take_typed_into(detail::ConsumerCore& c, const std::byte* p, T& out) {
         detail::copy_fixed<sizeof(T)>(&out, p);
-        c.typed_consume(1);
-        c.template typed_prefetch<kStride>(0);
+        c.template typed_take_one<kStride>();
         return true;
     }
     // Typed slots, when the fast path could not decide: empty, closed, a ReadSlot held.

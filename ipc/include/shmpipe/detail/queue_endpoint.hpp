@@ -73,7 +73,7 @@ inline constexpr std::uint64_t kHeadBatchBytes = 1024;
 // (queue_bench, 8 alternated runs, medians: 0.79x -> 0.86x the reference ring).
 inline constexpr std::uint64_t kHeadBatchSlots = 4;
 // A typed consumer prefetches the next published slot when its stride is in this range
-// (EndpointCore::typed_prefetch).
+// (ConsumerCore::typed_prefetch).
 inline constexpr std::uint64_t kTypedPrefetchMin = 512, kTypedPrefetchMax = 1024;
 // M4 (queue_layout.hpp): an MPMC claim loop that re-reads its index this many times in a row
 // without seeing it move is looking at a corrupt cell sequence, not at a race.
@@ -537,6 +537,13 @@ public:
                 for (std::uint64_t off = 0; off < Stride; off += 64) __builtin_prefetch(next + off, 0, 3);
             }
         }
+    }
+    // The copying pops' take of the slot at head once it is copied out: consumed, and the
+    // next one started while the caller works on this copy.
+    template <std::uint64_t Stride>
+    [[gnu::always_inline]] void typed_take_one() noexcept {
+        typed_consume(1);
+        typed_prefetch<Stride>(0);
     }
     // Per message one store on our own line (consumed) and one compare; at publish_at_
     // (S4: a batch of slots further, or at once when the tail we loaded showed the ring
