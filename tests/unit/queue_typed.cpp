@@ -84,14 +84,18 @@ bool block_ok(const Block<N>& b, std::uint64_t seq) {
     return b.bytes == make_block<N>(seq).bytes;
 }
 
-// copy_fixed<N> from a patterned source into a buffer of guard bytes, at an offset that is
-// not a multiple of 16: every byte copied, none written before or after.
-template <std::size_t N>
+// copy_fixed<N> (or, with `in`, copy_in<N>) from a patterned source into a buffer of guard
+// bytes, at an offset that is not a multiple of 16: every byte copied, none written before or after.
+template <std::size_t N, bool in = false>
 void check_copy_fixed(std::size_t offset) {
     std::vector<std::uint8_t> src(N), dst(N + 128, 0xEE);
     for (std::size_t i = 0; i < N; ++i) src[i] = static_cast<std::uint8_t>(i * 31 + N);
-    detail::copy_fixed<N>(dst.data() + offset, src.data());
-    INFO("N = " << N << ", destination offset " << offset);
+    if constexpr (in) {
+        detail::copy_in<N>(dst.data() + offset, src.data());
+    } else {
+        detail::copy_fixed<N>(dst.data() + offset, src.data());
+    }
+    INFO("N = " << N << (in ? " (copy_in)" : " (copy_fixed)") << ", destination offset " << offset);
     CHECK(std::memcmp(dst.data() + offset, src.data(), N) == 0);
     CHECK(std::all_of(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(offset), [](std::uint8_t b) { return b == 0xEE; }));
     CHECK(std::all_of(dst.begin() + static_cast<std::ptrdiff_t>(offset + N), dst.end(), [](std::uint8_t b) { return b == 0xEE; }));
@@ -224,7 +228,7 @@ TEST_CASE("A typed queue's values round-trip through every push and pop form acr
     test::require_gone(name);
 }
 
-TEST_CASE("The slot copy copies every byte and nothing around it, in and out of the vector range", "[unit]") {
+TEST_CASE("The slot copies copy every byte and nothing around it, in and out of the vector range", "[unit]") {
     for (const std::size_t offset : {std::size_t{0}, std::size_t{8}, std::size_t{37}}) {
         check_copy_fixed<8>(offset);
         check_copy_fixed<256>(offset);
@@ -235,6 +239,13 @@ TEST_CASE("The slot copy copies every byte and nothing around it, in and out of 
         check_copy_fixed<4096>(offset);
         check_copy_fixed<16383>(offset);
         check_copy_fixed<16384>(offset);
+        // copy_in: word by word for multiples of 8 up to a line, copy_fixed otherwise.
+        check_copy_fixed<8, true>(offset);
+        check_copy_fixed<56, true>(offset);
+        check_copy_fixed<64, true>(offset);
+        check_copy_fixed<12, true>(offset);
+        check_copy_fixed<72, true>(offset);
+        check_copy_fixed<1001, true>(offset);
     }
 }
 

@@ -84,7 +84,7 @@ template <class T>
 struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>> {
     static constexpr bool object_bytes = true;  // the encoding is the object: a consumer may copy it in place
     static constexpr std::size_t size(const T&) noexcept { return sizeof(T); }
-    static void encode(const T& v, std::span<std::byte> out) noexcept { detail::copy_fixed<sizeof(T)>(out.data(), &v); }
+    static void encode(const T& v, std::span<std::byte> out) noexcept { detail::copy_in<sizeof(T)>(out.data(), &v); }
     static T decode(std::span<const std::byte> in) {
         if (in.size() != sizeof(T)) detail::throw_decode_error(typeid(T).name(), "value", in.size(), sizeof(T));
         T v;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__SSE2__)
@@ -46,6 +47,31 @@ template <std::size_t N>
     }
 #endif
     std::memcpy(dst, src, N);
+}
+
+// copy_in<N>: the copy of a caller's value into a queue (a typed slot, or a record of the
+// byte ring or an MPMC cell through the codec). A value of up to a line whose size is a
+// multiple of 8 goes word by word: the caller has usually just written it field by field,
+// and a wider load that spans two of those stores cannot be forwarded from the store
+// buffer, so it waits until they reach the cache, behind the queue's previous stores to
+// lines the other CPU reads. An 8-byte load is forwarded from any store of 8 bytes or more
+// that covers it. queue_bench, typed 64 B round trip: 553-619 ns with memcpy, 437-498 ns
+// word by word (reference ring 424-473). The empty asm keeps the compiler from merging the
+// words back into vector moves. Larger or odd sizes: copy_fixed.
+template <std::size_t N>
+[[gnu::always_inline]] inline void copy_in(void* dst, const void* src) noexcept {
+    if constexpr (N % 8 == 0 && N <= 64) {
+        auto* d = static_cast<char*>(dst);
+        const auto* s = static_cast<const char*>(src);
+        for (std::size_t i = 0; i < N; i += 8) {
+            std::uint64_t w;
+            std::memcpy(&w, s + i, 8);
+            asm("" : "+r"(w));
+            std::memcpy(d + i, &w, 8);
+        }
+    } else {
+        copy_fixed<N>(dst, src);
+    }
 }
 
 }  // namespace shmpipe::detail

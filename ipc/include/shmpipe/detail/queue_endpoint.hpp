@@ -42,26 +42,10 @@ template <class F>
 
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 
-// Copies a typed message into its slot. A T of up to a line whose size is a multiple of 8
-// goes word by word: the caller has usually just written it field by field, and a wider
-// load that spans two of those stores cannot be forwarded from the store buffer, so it
-// waits until they reach the cache. An 8-byte load is forwarded from any store of 8 bytes
-// or more that covers it. queue_bench, typed 64 B round trip: 553-619 ns with memcpy, 437-498
-// ns word by word (reference ring 424-473). The empty asm keeps the compiler from merging
-// the words back into vector moves.
+// Copies a typed message into its slot (word by word up to a line: copy_in, copy.hpp).
 template <class T>
 [[gnu::always_inline]] inline void typed_copy_in(std::byte* slot, const T& v) noexcept {
-    if constexpr (sizeof(T) % 8 == 0 && sizeof(T) <= 64) {
-        const auto* src = reinterpret_cast<const std::byte*>(&v);
-        for (std::size_t i = 0; i < sizeof(T); i += 8) {
-            std::uint64_t w;
-            std::memcpy(&w, src + i, 8);
-            asm("" : "+r"(w));
-            std::memcpy(slot + i, &w, 8);
-        }
-    } else {
-        copy_fixed<sizeof(T)>(slot, &v);
-    }
+    copy_in<sizeof(T)>(slot, &v);
 }
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
 // S4 (queue_layout.hpp): an SPSC consumer publishes its head once this many record bytes were
