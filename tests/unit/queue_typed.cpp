@@ -87,7 +87,7 @@ bool block_ok(const Block<N>& b, std::uint64_t seq) {
 // copy_fixed<N> (or, with `in`, copy_in<N>) from a patterned source into a buffer of guard
 // bytes, at an offset that is not a multiple of 16: every byte copied, none written before or after.
 template <std::size_t N, bool in = false>
-void check_copy_fixed(std::size_t offset) {
+void check_copy(std::size_t offset) {
     std::vector<std::uint8_t> src(N), dst(N + 128, 0xEE);
     for (std::size_t i = 0; i < N; ++i) src[i] = static_cast<std::uint8_t>(i * 31 + N);
     if constexpr (in) {
@@ -230,22 +230,22 @@ TEST_CASE("A typed queue's values round-trip through every push and pop form acr
 
 TEST_CASE("The slot copies copy every byte and nothing around it, in and out of the vector range", "[unit]") {
     for (const std::size_t offset : {std::size_t{0}, std::size_t{8}, std::size_t{37}}) {
-        check_copy_fixed<8>(offset);
-        check_copy_fixed<256>(offset);
-        check_copy_fixed<257>(offset);
-        check_copy_fixed<320>(offset);
-        check_copy_fixed<1001>(offset);
-        check_copy_fixed<1024>(offset);
-        check_copy_fixed<4096>(offset);
-        check_copy_fixed<16383>(offset);
-        check_copy_fixed<16384>(offset);
+        check_copy<8>(offset);
+        check_copy<256>(offset);
+        check_copy<257>(offset);
+        check_copy<320>(offset);
+        check_copy<1001>(offset);
+        check_copy<1024>(offset);
+        check_copy<4096>(offset);
+        check_copy<16383>(offset);
+        check_copy<16384>(offset);
         // copy_in: word by word for multiples of 8 up to a line, copy_fixed otherwise.
-        check_copy_fixed<8, true>(offset);
-        check_copy_fixed<56, true>(offset);
-        check_copy_fixed<64, true>(offset);
-        check_copy_fixed<12, true>(offset);
-        check_copy_fixed<72, true>(offset);
-        check_copy_fixed<1001, true>(offset);
+        check_copy<8, true>(offset);
+        check_copy<56, true>(offset);
+        check_copy<64, true>(offset);
+        check_copy<12, true>(offset);
+        check_copy<72, true>(offset);
+        check_copy<1001, true>(offset);
     }
 }
 

@@ -42,11 +42,6 @@ template <class F>
 
 inline constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
 
-// Copies a typed message into its slot (word by word up to a line: copy_in, copy.hpp).
-template <class T>
-[[gnu::always_inline]] inline void typed_copy_in(std::byte* slot, const T& v) noexcept {
-    copy_in<sizeof(T)>(slot, &v);
-}
 inline constexpr std::uint32_t kStatsBatch = 64;  // endpoint counters are published every 64 messages
 // S4 (queue_layout.hpp): an SPSC consumer publishes its head once this many record bytes were
 // consumed since the last store (less on a small ring: an eighth of it).
@@ -250,7 +245,7 @@ public:
         if (tail_ - cached_head_ >= capacity_) [[unlikely]] {  // T1: full as we last saw it
             if (!spsc_refresh_head(tail_ + 1)) return false;  // full is a result
         }
-        typed_copy_in(data_ + (tail_ & mask_) * stride, v);  // S2, T1: the slot is ours
+        copy_in<sizeof(T)>(data_ + (tail_ & mask_) * stride, &v);  // S2, T1: the slot is ours
         ++tail_;
         typed_publish();
         return true;
