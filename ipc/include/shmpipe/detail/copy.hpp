@@ -1,5 +1,6 @@
 // copy_fixed<N>: the copy of a message whose size is known at compile time (a trivially
-// copyable T into or out of its slot). Not API.
+// copyable T into or out of its slot); copy_in<N> (below): the same copy into a queue, word
+// by word for small values. Not API.
 //
 // GCC 12 at -O2 (generic tuning) writes a memcpy of a constant 512 bytes to 16 KiB as
 // `rep movsq`. On the project's test VM that string move was the slowest way to copy a
