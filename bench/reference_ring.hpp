@@ -35,13 +35,19 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(offsetof(RefRingControl, head) - offsetof(RefRingControl, tail) >= kRefCacheLine);
 static_assert(sizeof(RefRingControl) % kRefCacheLine == 0);
 
+// How far apart slots are: each on lines of its own (slot_size rounded up to a cache line),
+// or packed (rounded up to 8 bytes, as a typed shmpipe queue lays out its slots).
+enum class RefStride { line, packed };
+
 // A mapping of the segment "/<name>". create() makes and sizes it (the caller unlinks it
 // with remove()); open() maps an existing one. Slots start on a cache line.
 class RefRingSegment {
 public:
-    static RefRingSegment create(const std::string& name, std::size_t slot_size, std::size_t slot_count) {
+    static RefRingSegment create(const std::string& name, std::size_t slot_size, std::size_t slot_count,
+                                 RefStride how = RefStride::line) {
         if (slot_count == 0 || (slot_count & (slot_count - 1)) != 0) throw std::invalid_argument("slot_count must be a power of two");
-        const std::size_t stride = (slot_size + kRefCacheLine - 1) / kRefCacheLine * kRefCacheLine;
+        const std::size_t unit = how == RefStride::line ? kRefCacheLine : 8;
+        const std::size_t stride = (slot_size + unit - 1) / unit * unit;
         const std::size_t bytes = sizeof(RefRingControl) + stride * slot_count;
         const int fd = ::shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
         if (fd < 0) throw std::runtime_error("reference ring: shm_open(" + name + ") failed");
