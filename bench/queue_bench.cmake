@@ -12,3 +12,9 @@ endif()
 target_link_libraries(${stem} PRIVATE PkgConfig::SHMPIPE_BENCH_LIBZMQ)
 target_compile_definitions(${stem} PRIVATE
   SHMPIPE_BENCH_MP_SCRIPT="${CMAKE_CURRENT_SOURCE_DIR}/queue_bench_mp.py")
+# Every loop of the benchmark (the polling loops, the payload checks, and the queue calls
+# inlined into them) starts on a 64-byte boundary. With the default placement, two copies
+# of the same reference ring (ref and ref-dense, identical at 64 KiB) measured 12.0-12.5 us
+# and 9.5-9.9 us per 64 KiB round trip in one run, three runs in a row; aligned, the two
+# measured within 7% of each other (5 of 6 runs, 9.6-11.8 us).
+target_compile_options(${stem} PRIVATE -falign-loops=64)
