@@ -239,12 +239,20 @@ TEST_CASE("The slot copies copy every byte and nothing around it, in and out of 
         check_copy<4096>(offset);
         check_copy<16383>(offset);
         check_copy<16384>(offset);
-        // copy_in: word by word for multiples of 8 up to a line, copy_fixed otherwise.
+        // copy_in: word by word for multiples of 8 up to a line; above, pairs of words into
+        // 16-byte stores (blocks of 64, then 16-byte pieces, then a last word) below 16 KiB;
+        // copy_fixed otherwise.
         check_copy<8, true>(offset);
         check_copy<56, true>(offset);
         check_copy<64, true>(offset);
         check_copy<12, true>(offset);
         check_copy<72, true>(offset);
+        check_copy<80, true>(offset);
+        check_copy<120, true>(offset);
+        check_copy<1000, true>(offset);
+        check_copy<1024, true>(offset);
+        check_copy<16376, true>(offset);
+        check_copy<16384, true>(offset);
         check_copy<1001, true>(offset);
     }
 }
