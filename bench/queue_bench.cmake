@@ -16,5 +16,6 @@ target_compile_definitions(${stem} PRIVATE
 # inlined into them) starts on a 64-byte boundary. With the default placement, two copies
 # of the same reference ring (ref and ref-dense, identical at 64 KiB) measured 12.0-12.5 us
 # and 9.5-9.9 us per 64 KiB round trip in one run, three runs in a row; aligned, the two
-# measured within 7% of each other (5 of 6 runs, 9.6-11.8 us).
+# measured within 8% of each other in all of 6 runs (9.6-11.8 us; one run in the VM's slow
+# state, ~68 us).
 target_compile_options(${stem} PRIVATE -falign-loops=64)
