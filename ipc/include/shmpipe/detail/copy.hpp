@@ -26,23 +26,29 @@ namespace shmpipe::detail {
 inline constexpr std::size_t kVectorCopyMin = 257;     // below: GCC unrolls vector moves itself
 inline constexpr std::size_t kVectorCopyEnd = 16384;  // from here: GCC calls memcpy
 
+#if defined(__x86_64__) && defined(__SSE2__)
+// The loop both copies share: the first `end` bytes (a multiple of 64) in blocks of 64, four
+// 16-byte pieces loaded with `load` (a 16-byte load, or two 8-byte ones), then stored.
+template <class Load>
+[[gnu::always_inline]] inline void copy_blocks(char* d, const char* s, std::size_t end, Load load) noexcept {
+    for (std::size_t i = 0; i < end; i += 64) {
+        __m128i a = load(s + i), b = load(s + i + 16), c = load(s + i + 32), e = load(s + i + 48);
+        asm("" : "+x"(a), "+x"(b), "+x"(c), "+x"(e));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), a);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+    }
+}
+#endif
+
 template <std::size_t N>
 [[gnu::always_inline]] inline void copy_fixed(void* dst, const void* src) noexcept {
 #if defined(__x86_64__) && defined(__SSE2__)
     if constexpr (N >= kVectorCopyMin && N < kVectorCopyEnd) {
         auto* d = static_cast<char*>(dst);
         const auto* s = static_cast<const char*>(src);
-        for (std::size_t i = 0; i < N / 64 * 64; i += 64) {
-            __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-            __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
-            __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
-            __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
-            asm("" : "+x"(a), "+x"(b), "+x"(c), "+x"(e));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), a);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
-        }
+        copy_blocks(d, s, N / 64 * 64, [](const char* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); });
         if constexpr (N % 64 != 0) std::memcpy(d + N / 64 * 64, s + N / 64 * 64, N % 64);
         return;
     }
@@ -52,28 +58,20 @@ template <std::size_t N>
 
 // copy_in's (below) copy of a multiple of 8 bytes from 72 to below kVectorCopyEnd: per 16
 // bytes two 8-byte loads into one vector register (movq, movhpd), then one 16-byte store;
-// four at a time, then the last 16-byte pieces, then a last word. Else copy_fixed.
+// copy_blocks' blocks of 64, then the last 16-byte pieces, then a last word. Else copy_fixed.
 template <std::size_t N>
 [[gnu::always_inline]] inline void copy_in_pairs(void* dst, const void* src) noexcept {
 #if defined(__x86_64__) && defined(__SSE2__)
     if constexpr (N % 8 == 0 && N < kVectorCopyEnd) {
         auto* d = static_cast<char*>(dst);
         const auto* s = static_cast<const char*>(src);
-        const auto pair = [&](std::size_t at) {
-            __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + at));
+        const auto pair = [](const char* p) {
+            __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
             asm("" : "+x"(lo));
-            return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(s + at + 8)));
+            return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), reinterpret_cast<const double*>(p + 8)));
         };
-        std::size_t i = 0;
-        for (; i < N / 64 * 64; i += 64) {
-            __m128i a = pair(i), b = pair(i + 16), c = pair(i + 32), e = pair(i + 48);
-            asm("" : "+x"(a), "+x"(b), "+x"(c), "+x"(e));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), a);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
-        }
-        for (; i + 16 <= N; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), pair(i));
+        copy_blocks(d, s, N / 64 * 64, pair);
+        for (std::size_t i = N / 64 * 64; i + 16 <= N; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), pair(s + i));
         if constexpr (N % 16 == 8) {
             std::uint64_t w;
             std::memcpy(&w, s + N - 8, 8);
